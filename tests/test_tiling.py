@@ -1,0 +1,109 @@
+"""Tiling arithmetic: tiled runs of an analytic model must equal an untiled run exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaecodec.models.base import Tiling
+from vaecodec.tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling, temporal_tiles
+
+from conftest import PoolVAE
+
+
+def runner_for(model: PoolVAE) -> TileRunner:
+    return TileRunner(lambda x: model.encode(x.float())[0], model.decode, model.spatial, model.tiling)
+
+
+def stream_encode(runner: TileRunner, video: torch.Tensor, step: int) -> torch.Tensor:
+    """Feed [3,T,H,W] in pieces of ``step`` frames and concatenate what comes out."""
+    enc = StreamingEncoder(runner, 4)
+    outs = []
+    for i in range(0, video.shape[1], step):
+        outs += list(enc.push(video[:, i : i + step]))
+    outs += list(enc.finish())
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("n_latents", [1, 2, 5, 8, 9, 13, 30])
+@pytest.mark.parametrize("L,O", [(4, 1), (4, 0), (6, 2), (3, 2)])
+def test_temporal_plan_covers_every_latent_once_in_order(n_latents, L, O):
+    tiles = temporal_tiles(n_latents, Tiling(L, O, 64, 8))
+    assert tiles[0].start == 0 and tiles[-1].end == n_latents - 1
+    for a, b in zip(tiles, tiles[1:]):
+        assert b.start == a.start + L - O  # constant stride
+        assert a.end - b.start == O  # b's first useful latent is b.start + 1: no gap, O shared
+    assert all(t.length <= L for t in tiles)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 5, 17, 23, 40])
+@pytest.mark.parametrize("step", [1, 7, 64])
+def test_streaming_encode_equals_untiled(frames, step):
+    torch.manual_seed(0)
+    model = PoolVAE(Tiling(latent_frames=3, overlap_latents=1, tile_px=16, overlap_px=4))
+    video = torch.rand(3, frames, 24, 20) * 2 - 1
+    k = -(-(frames - 1) // 4)
+    padded = torch.cat([video, video[:, -1:].expand(-1, 1 + 4 * k - frames, -1, -1)], dim=1)
+    full = model.encode(padded[None])[0][0]
+    tiled = stream_encode(runner_for(model), video, step)
+    assert tiled.shape == full.shape
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_latents", [1, 2, 4, 7, 12])
+def test_streaming_decode_equals_untiled_and_supports_ranges(n_latents):
+    torch.manual_seed(1)
+    model = PoolVAE(Tiling(latent_frames=3, overlap_latents=1, tile_px=16, overlap_px=8))
+    z = torch.randn(3, n_latents, 6, 5)
+    full = model.decode(z[None])[0]  # [3, 1+(n-1)*4, 24, 20]
+    dec = StreamingDecoder(runner_for(model), 4, n_latents)
+    got = []
+    for i in range(n_latents):
+        got += [x for _, x in dec.push(z[:, i : i + 1])]
+    tiled = torch.cat(got, dim=1)
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+    # any frame range decodes from the tiles that cover it, identical to the full decode
+    n_frames = full.shape[1]
+    for start, stop in [(0, 1), (n_frames // 2, n_frames), (max(0, n_frames - 3), n_frames)]:
+        dec = StreamingDecoder(runner_for(model), 4, n_latents)
+        first, end = dec.tiles_for_frames(start, stop)
+        lat0 = dec.skip_to(first)
+        parts = [(f0, x) for f0, x in dec.push(z[:, lat0 : dec.plan[end - 1].end + 1])]
+        frames = torch.cat([x for _, x in parts], dim=1)
+        f0 = parts[0][0]
+        torch.testing.assert_close(frames[:, start - f0 : stop - f0], full[:, start:stop], atol=1e-5, rtol=0)
+
+
+def test_spatial_tiles_blend_to_the_untiled_result():
+    torch.manual_seed(2)
+    model = PoolVAE(Tiling(latent_frames=8, overlap_latents=1, tile_px=16, overlap_px=8))
+    runner = runner_for(model)
+    x = torch.rand(1, 3, 5, 44, 36) * 2 - 1  # 44x36 is split into 16 px tiles
+    torch.testing.assert_close(runner.encode(x), model.encode(x)[0], atol=1e-5, rtol=0)
+    z = torch.randn(1, 3, 2, 11, 9)
+    torch.testing.assert_close(runner.decode(z), model.decode(z), atol=1e-5, rtol=0)
+
+
+def test_blending_weights_hide_a_tile_offset():
+    """Tiles that disagree by a constant are cross-faded, never cut: no step larger than the ramp step."""
+    model = PoolVAE(Tiling(latent_frames=5, overlap_latents=2, tile_px=64, overlap_px=8))
+    calls = []
+
+    def biased_encode(x):
+        calls.append(None)
+        return model.encode(x.float())[0] + len(calls)  # each tile is off by its index
+
+    runner = TileRunner(biased_encode, model.decode, 4, model.tiling)
+    z = stream_encode(runner, torch.zeros(3, 49, 8, 8), 49)  # 13 latents -> 4 tiles
+    means = z.mean(dim=(0, 2, 3))
+    assert len(calls) == 4 and means[-1] == 4
+    assert (means[1:] - means[:-1]).abs().max() <= 1 / 3 + 1e-6  # ramp of 2 latents: steps of 1/3
+
+
+def test_bad_tilings_are_rejected():
+    with pytest.raises(ValueError):
+        check_tiling(Tiling(4, 4, 64, 8), 8)
+    with pytest.raises(ValueError):
+        check_tiling(Tiling(4, 1, 60, 8), 8)
+    with pytest.raises(ValueError):
+        check_tiling(Tiling(4, 1, 64, 64), 8)

@@ -1,0 +1,592 @@
+"""The ``Codec``: the one pipeline behind both the CLI and the Python API.
+
+encode: VideoReader -> pad to the model grid -> StreamingEncoder (temporal + spatial tiles)
+        -> Quantizer -> VlatWriter chunks (latents and audio interleaved as demuxed)
+decode: VlatReader -> Quantizer.unpack -> StreamingDecoder -> crop -> VideoWriter
+
+Only one temporal tile of frames and latents is alive at any time, so memory does not grow
+with the length of the video.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from . import __version__
+from .container import VlatReader, VlatWriter
+from .errors import FormatError, InputError, UsageError
+from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
+from .models.base import Tiling
+from .quant import Quantizer
+from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
+from .video import AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Progress(Protocol):
+    """What the pipeline reports to a UI (the CLI's rich bar); all calls are optional work."""
+
+    def start(self, total: int | None, description: str) -> None: ...
+
+    def advance(self, frames: int) -> None: ...
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` prefers CUDA, then MPS, then CPU; an explicit unavailable device is a usage error."""
+    mps = getattr(torch.backends, "mps", None)
+    has = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()), "cpu": True}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+    if name not in has:
+        raise UsageError(f"--device must be auto, cuda, mps or cpu, got {name!r}")
+    if not has[name]:
+        raise UsageError(f"device {name!r} is not available on this machine")
+    return torch.device(name)
+
+
+class Stopwatch:
+    """Accumulates seconds per stage; synchronises CUDA so GPU work lands in the right stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[stage] += time.perf_counter() - t0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def iterate(self, it, stage: str) -> Iterator:
+        """Yield from ``it``, charging the time spent producing each item to ``stage``."""
+        it = iter(it)
+        while True:
+            with self(stage):
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process so far, in bytes (ru_maxrss is KiB on Linux)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if os.uname().sysname == "Darwin" else r * 1024
+
+
+@dataclass
+class Result:
+    """What an encode or decode did; ``to_dict`` is what ``--json`` prints."""
+
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: Fraction
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_bytes: int = 0
+    peak_gpu_bytes: int | None = None
+    model_id: str = ""
+
+    @property
+    def fps_processed(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}"
+        d["fps_processed"] = round(self.fps_processed, 3)
+        return d
+
+
+@dataclass
+class EncodeResult(Result):
+    file_bytes: int = 0
+    input_bytes: int = 0
+    latent_shape: tuple[int, ...] = ()
+    quantization: dict = field(default_factory=dict)
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole .vlat file (header, audio and index included)."""
+        return 8 * self.file_bytes / max(1, self.width * self.height * self.frames)
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio against raw 8-bit RGB."""
+        return 3 * self.width * self.height * self.frames / max(1, self.file_bytes)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.update(bpp=self.bpp, ratio_vs_rgb=self.ratio, ratio_vs_input=self.input_bytes / max(1, self.file_bytes))
+        return d
+
+
+@dataclass
+class DecodeResult(Result):
+    warnings: list[str] = field(default_factory=list)
+
+
+def _to_uint8_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, height, width, 3] (crops the grid padding)."""
+    x = x[:, :, :height, :width]
+    return ((x + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """Replicate-pad [n, H, W, 3] so H and W are multiples of the model's spatial factor."""
+    h, w = frames.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return frames
+
+
+class Codec:
+    """Encode videos to .vlat and back with one model and one set of settings.
+
+    >>> codec = Codec()                        # embedded model, auto device
+    >>> codec.encode("in.mp4", "out.vlat")     # doctest: +SKIP
+    >>> codec.decode("out.vlat", "back.mp4")   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        *,
+        device: str = "auto",
+        dtype: str = "fp32",
+        bits: int | None = None,
+        quality: int | None = None,
+        model_dir: str | Path | None = None,
+        model_path: str | Path | None = None,
+        tile_frames: int | None = None,
+        tile_overlap: int | None = None,
+        tile_px: int | None = None,
+        tile_overlap_px: int | None = None,
+        zstd_level: int = 9,
+        zstd_threads: int = 0,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.model_spec, self.model_dir, self.model_path = model, model_dir, model_path
+        self.device, self.dtype_name, self.dtype = pick_device(device), dtype, DTYPES[dtype]
+        self.bits, self.quality = bits, quality
+        self.tile_overrides = {
+            "latent_frames": tile_frames,
+            "overlap_latents": tile_overlap,
+            "tile_px": tile_px,
+            "overlap_px": tile_overlap_px,
+        }
+        self.zstd_level, self.zstd_threads = zstd_level, zstd_threads
+        self._model: VideoVAE | None = None
+
+    # -- model ---------------------------------------------------------------------------
+    @property
+    def model(self) -> VideoVAE:
+        """The encode model, loaded on first use."""
+        if self._model is None:
+            self._model = load_model(resolve(self.model_spec, self.model_dir), self.device, self.dtype)
+        return self._model
+
+    def _model_for(self, header_model: dict) -> VideoVAE:
+        """The model a file needs: reuse the loaded one when the weights match, else load it."""
+        if self._model is not None and self._model.weights_sha256 == header_model.get("sha256"):
+            return self._model
+        model = load_model(ref_for_file(header_model, self.model_path, self.model_dir), self.device, self.dtype)
+        check_weights(model, header_model)
+        self._model = model
+        return model
+
+    def _tiling(self, model: VideoVAE) -> Tiling:
+        tiling = replace(model.tiling, **{k: v for k, v in self.tile_overrides.items() if v is not None})
+        try:
+            check_tiling(tiling, model.spatial)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return tiling
+
+    def _runner(self, model: VideoVAE, tiling: Tiling) -> TileRunner:
+        dtype = self.dtype
+
+        def encode_fn(x: torch.Tensor) -> torch.Tensor:  # uint8 [1,3,T,h,w] -> latent mean
+            return model.encode(x.to(dtype) / 127.5 - 1)[0]
+
+        def decode_fn(z: torch.Tensor) -> torch.Tensor:
+            return model.decode(z.to(dtype))
+
+        return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
+
+    def _quantizer(self, model: VideoVAE) -> Quantizer:
+        coder = model.entropy_coder
+        if self.bits is None and coder is not None:
+            return Quantizer("entropy", quality=self.quality, coder=coder)
+        if self.quality is not None:
+            raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
+        return Quantizer("uniform", bits=8 if self.bits is None else self.bits)
+
+    def describe(self) -> dict:
+        """Environment facts a benchmark records next to its figures."""
+        m = self.model
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        return {
+            "vaecodec": __version__,
+            "model_id": m.model_id,
+            "weights_sha256": m.weights_sha256,
+            "torch": torch.__version__,
+            "device": name,
+            "dtype": self.dtype_name,
+            "threads": torch.get_num_threads(),
+        }
+
+    # -- encode --------------------------------------------------------------------------
+    def encode(
+        self, src: str | Path, dst: str | Path, *, overwrite: bool = False, progress: Progress | None = None
+    ) -> EncodeResult:
+        """Encode the video ``src`` into the .vlat ``dst`` (written atomically)."""
+        src, dst = Path(src), Path(dst)
+        if src.resolve() == dst.resolve():
+            raise UsageError("input and output are the same file")
+        if dst.exists() and not overwrite:
+            raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
+        t_start = time.perf_counter()
+        sw = Stopwatch(self.device)
+        model = self.model
+        tiling, quant = self._tiling(model), self._quantizer(model)
+        s = model.spatial
+        with VideoReader(src) as reader:
+            info = reader.info
+            hp, wp = -(-info.height // s) * s, -(-info.width // s) * s
+            header = {
+                "vaecodec": __version__,
+                "model": model.describe(),
+                "latent": {"channels": model.latent_channels, "height": hp // s, "width": wp // s, "dtype": "float32"},
+                "quantization": quant.describe(),
+                "tiling": tiling.to_dict(),
+                "video": {**info.to_dict(), "padded_width": wp, "padded_height": hp},
+                "audio": reader.audio.to_dict() if reader.audio else None,
+                "source": {"name": src.name, "bytes": src.stat().st_size},
+            }
+            if progress:
+                progress.start(info.frames, f"encode {src.name}")
+            enc = StreamingEncoder(self._runner(model, tiling), model.temporal)
+            n_lat = 0
+            with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out:
+
+                def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w]
+                    nonlocal n_lat
+                    with sw("pack"):
+                        p = quant.pack(z)
+                        out.add_chunk("latent", p.payload, {"t0": n_lat, "t": z.shape[1], **p.meta}, coding=p.coding)
+                    n_lat += z.shape[1]
+
+                def emit_audio() -> None:
+                    packets = reader.take_audio()
+                    if packets:
+                        out.add_chunk("audio", pack_packets(packets), {"packets": len(packets)})
+
+                for chunk in sw.iterate(reader.chunks(), "read"):
+                    x = torch.from_numpy(_pad_to_grid(chunk, s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
+                    for z in sw.iterate(enc.push(x), "model_encode"):
+                        emit(z)
+                    emit_audio()
+                    if progress:
+                        progress.advance(chunk.shape[0])
+                n_frames = reader.frames_read
+                if n_frames == 0:
+                    raise InputError(f"{src}: no video frames could be decoded")
+                for z in sw.iterate(enc.finish(), "model_encode"):
+                    emit(z)
+                emit_audio()
+                out.add_chunk("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
+        return EncodeResult(
+            path=str(dst),
+            frames=n_frames,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            seconds=time.perf_counter() - t_start,
+            timings=dict(sw.seconds),
+            peak_rss_bytes=_peak_rss(),
+            peak_gpu_bytes=torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None,
+            model_id=model.model_id,
+            file_bytes=dst.stat().st_size,
+            input_bytes=src.stat().st_size,
+            latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
+            quantization=quant.describe(),
+        )
+
+    # -- decode --------------------------------------------------------------------------
+    def open(self, path: str | Path) -> "LatentFile":
+        """Open a .vlat for random access to its latents and frames."""
+        return LatentFile(path, self)
+
+    def decode_frames(
+        self,
+        src: str | Path,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        timings: dict | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Decoded RGB frames [start, stop) of ``src`` as uint8 [n, H, W, 3] chunks, in order."""
+        with LatentFile(src, self) as f:
+            yield from f.iter_frames(start, stop, timings=timings, progress=progress)
+
+    def decode(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        overwrite: bool = False,
+        codec: str | None = None,
+        crf: int = 18,
+        progress: Progress | None = None,
+    ) -> DecodeResult:
+        """Decode the .vlat ``src`` to the video ``dst`` (same size, frame count, fps; audio copied)."""
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and not overwrite:
+            raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
+        t_start = time.perf_counter()
+        timings: dict[str, float] = defaultdict(float)
+        with LatentFile(src, self) as f, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            writer = VideoWriter(
+                dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite
+            )
+            with writer:
+                audio = f.iter_audio()
+                written = 0
+                for frames in f.iter_frames(0, None, timings=timings, progress=progress):
+                    t0 = time.perf_counter()
+                    writer.write(frames)
+                    written += frames.shape[0]
+                    # keep audio muxed roughly alongside the video written so far
+                    writer.write_audio(audio.until(written / float(f.fps)))
+                    timings["write"] += time.perf_counter() - t0
+                writer.write_audio(audio.until(float("inf")))
+            model_id = f.model.model_id
+        return DecodeResult(
+            path=str(dst),
+            frames=written,
+            width=f.width,
+            height=f.height,
+            fps=f.fps,
+            seconds=time.perf_counter() - t_start,
+            timings=dict(timings),
+            peak_rss_bytes=_peak_rss(),
+            peak_gpu_bytes=torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None,
+            model_id=model_id,
+            warnings=[str(w.message) for w in caught] + f.problems,
+        )
+
+
+class _AudioFeed:
+    """Audio packets of a .vlat in file order, handed out up to a presentation time."""
+
+    def __init__(self, f: "LatentFile") -> None:
+        self.f = f
+        self.chunks = iter(f.reader.chunks_of("audio"))
+        self.pending: list = []
+        self.tb = f.audio.time_base if f.audio else Fraction(1)
+
+    def until(self, seconds: float) -> list:
+        out = []
+        while True:
+            while self.pending:
+                p = self.pending[0]
+                if p.pts is not None and float(p.pts * self.tb) > seconds:
+                    return out
+                out.append(self.pending.pop(0))
+            entry = next(self.chunks, None)
+            if entry is None:
+                return out
+            try:
+                self.pending = unpack_packets(self.f.reader.read(entry.index))
+            except FormatError as e:
+                self.f.problems.append(f"audio lost: {e}")
+
+
+class LatentFile:
+    """A .vlat opened for reading: header facts, latents for any frame range, decoded frames.
+
+    Latents come back as float32 torch tensors [C, t, h, w]; only the chunks covering the
+    requested range are read and decompressed.
+    """
+
+    def __init__(self, path: str | Path, codec: Codec | None = None) -> None:
+        self.codec = codec or Codec()
+        self.reader = VlatReader(path)
+        h = self.reader.header
+        try:
+            self.model_info: dict = h["model"]
+            self.temporal = int(self.model_info["temporal"])
+            self.spatial = int(self.model_info["spatial"])
+            lat = h["latent"]
+            self.channels, self.lat_h, self.lat_w = int(lat["channels"]), int(lat["height"]), int(lat["width"])
+            video = h["video"]
+            self.width, self.height = int(video["width"]), int(video["height"])
+            self.fps = Fraction(video["fps"])
+            self.tiling = Tiling(**h["tiling"])
+            self.quant_info: dict = h["quantization"]
+            self.audio = AudioTrack.from_dict(h["audio"]) if h.get("audio") else None
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise FormatError(f"{path}: header is missing or has a bad field ({e})") from None
+        self.problems: list[str] = list(self.reader.problems)
+        self._latent_chunks = sorted(self.reader.chunks_of("latent"), key=lambda c: int(c.meta.get("t0", -1)))
+        summary = self.reader.chunks_of("summary")
+        lat_end = max((int(c.meta["t0"]) + int(c.meta["t"]) for c in self._latent_chunks), default=0)
+        if summary:
+            self.frames = int(summary[-1].meta["frames"])
+            self.latent_frames = int(summary[-1].meta["latent_frames"])
+        else:
+            self.latent_frames = lat_end
+            self.frames = 1 + (lat_end - 1) * self.temporal if lat_end else 0
+            self.problems.append(f"file is incomplete: recovered {self.frames} frames from its intact chunks")
+        self._model: VideoVAE | None = None
+        self._quant: Quantizer | None = None
+
+    def __enter__(self) -> "LatentFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    @property
+    def header(self) -> dict:
+        return self.reader.header
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return (self.channels, self.latent_frames, self.lat_h, self.lat_w)
+
+    @property
+    def model(self) -> VideoVAE:
+        if self._model is None:
+            self._model = self.codec._model_for(self.model_info)
+        return self._model
+
+    @property
+    def quantizer(self) -> Quantizer:
+        if self._quant is None:
+            coder = self.model.entropy_coder if self.quant_info.get("scheme") == "entropy" else None
+            self._quant = Quantizer.from_header(self.quant_info, coder)
+        return self._quant
+
+    def _chunk_latents(self, entry) -> torch.Tensor | None:
+        """One latent chunk dequantized to [C, t, h, w], or None (recorded) if it is damaged."""
+        shape = (self.channels, int(entry.meta["t"]), self.lat_h, self.lat_w)
+        try:
+            return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, shape)
+        except FormatError as e:
+            self.problems.append(f"latent frames {entry.meta['t0']}..{entry.meta['t0'] + shape[1] - 1} lost: {e}")
+            return None
+
+    def iter_latents(self, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+        """Latent frames [start, stop) as consecutive blocks [C, k, h, w].
+
+        A damaged or missing chunk is replaced by repeating the last good latent frame (zeros
+        at the start), so the timeline and audio sync survive and every intact chunk is used.
+        """
+        stop = self.latent_frames if stop is None else min(stop, self.latent_frames)
+        pos, last = start, None
+        for entry in self._latent_chunks:
+            t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
+            if t0 + t <= pos or t0 >= stop:
+                continue
+            if t0 > pos:  # a chunk is missing entirely (truncated scan)
+                yield self._filler(last, t0 - pos)
+                pos = t0
+            z = self._chunk_latents(entry)
+            z = self._filler(last, t) if z is None else z
+            z = z[:, pos - t0 : stop - t0]
+            last = z[:, -1:]
+            pos += z.shape[1]
+            yield z
+        if pos < stop:
+            yield self._filler(last, stop - pos)
+
+    def _filler(self, last: torch.Tensor | None, n: int) -> torch.Tensor:
+        if last is None:
+            return torch.zeros(self.channels, n, self.lat_h, self.lat_w)
+        return last.expand(-1, n, -1, -1).clone()
+
+    def latents(self, start_frame: int = 0, stop_frame: int | None = None) -> torch.Tensor:
+        """The latent frames that cover pixel frames [start_frame, stop_frame), as [C, t, h, w]."""
+        stop_frame = self.frames if stop_frame is None else min(stop_frame, self.frames)
+        if not 0 <= start_frame < stop_frame:
+            raise UsageError(f"frame range [{start_frame}, {stop_frame}) is empty or outside 0..{self.frames}")
+        first = 0 if start_frame == 0 else 1 + (start_frame - 1) // self.temporal
+        last = 0 if stop_frame <= 1 else 1 + (stop_frame - 2) // self.temporal
+        return torch.cat(list(self.iter_latents(first, last + 1)), dim=1)
+
+    def iter_frames(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        timings: dict | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Decoded uint8 frames [start, stop) in chunks [n, H, W, 3]; only the tiles needed run."""
+        stop = self.frames if stop is None else min(stop, self.frames)
+        if not 0 <= start < stop:
+            return
+        model = self.model
+        codec = self.codec
+        sw = Stopwatch(codec.device)
+        dec = StreamingDecoder(codec._runner(model, self.tiling), self.temporal, self.latent_frames)
+        first_tile, end_tile = dec.tiles_for_frames(start, stop)
+        lat_start = dec.skip_to(first_tile)
+        lat_stop = dec.plan[end_tile - 1].end + 1
+        if progress:
+            progress.start(stop - start, "decode")
+        for z in sw.iterate(self.iter_latents(lat_start, lat_stop), "unpack"):
+            for f0, x in sw.iterate(dec.push(z.to(codec.device)), "model_decode"):
+                lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
+                if hi <= lo:
+                    continue
+                frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.height, self.width)
+                if progress:
+                    progress.advance(frames.shape[0])
+                yield frames
+            if dec.tile_i >= end_tile:
+                break
+        if timings is not None:
+            for k, v in sw.seconds.items():
+                timings[k] = timings.get(k, 0.0) + v
+
+    def frames_tensor(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Decoded frames [start, stop) as one uint8 tensor [n, H, W, 3]."""
+        return torch.from_numpy(np.concatenate(list(self.iter_frames(start, stop))))
+
+    def iter_audio(self) -> _AudioFeed:
+        return _AudioFeed(self)

@@ -1,0 +1,139 @@
+"""Model registry: turns ``--model`` specs into loaded ``VideoVAE`` backends.
+
+Specs:
+  ``tiny``          the embedded default (weights ship inside the package)
+  ``KIND:PATH``     weights the user brings, e.g. ``ltx2:/models/ltx-2.safetensors``
+  ``NAME``          ``NAME.safetensors`` or ``NAME/`` in the model directory (``--model-dir`` or
+                    ``$VAECODEC_MODELS``); the kind is NAME's prefix before the first '-'
+                    (``ltx2-19b.safetensors`` is an ``ltx2`` model).
+Backends are imported only when used, so the CLI starts fast and a broken optional backend
+cannot break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .base import Tiling, VideoVAE, sha256_file
+
+__all__ = [
+    "DEFAULT_MODEL", "KINDS", "ModelRef", "Tiling", "VideoVAE", "check_weights", "list_models", "load_model",
+    "model_dir", "ref_for_file", "resolve", "sha256_file",
+]
+
+DEFAULT_MODEL = "tiny"
+
+
+@dataclass(frozen=True)
+class Backend:
+    module: str
+    needs: str
+    embedded: bool = False
+
+
+KINDS: dict[str, Backend] = {
+    "tiny": Backend("vaecodec.models.tiny", "nothing: weights ship with vaecodec", embedded=True),
+    "ltx2": Backend("vaecodec.models.ltx2", "an LTX-2 checkpoint (.safetensors, full or VAE-only)"),
+    "ltxv": Backend("vaecodec.models.ltxv", "an LTX-Video 0.9 VAE folder (diffusers layout: config.json + safetensors)"),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved spec: which backend, and which weights (None = embedded)."""
+
+    kind: str
+    path: Path | None
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+def model_dir(explicit: str | Path | None = None) -> Path | None:
+    d = explicit or os.environ.get("VAECODEC_MODELS")
+    return Path(d).expanduser() if d else None
+
+
+def _known(kind: str) -> Backend:
+    if kind not in KINDS:
+        raise ModelError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
+    return KINDS[kind]
+
+
+def resolve(spec: str, directory: str | Path | None = None) -> ModelRef:
+    """Parse a ``--model`` spec; raises ModelError naming what is missing."""
+    kind, sep, path = spec.partition(":")
+    if sep:
+        _known(kind)
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise ModelError(f"model weights not found: {p}")
+        return ModelRef(kind, p)
+    if spec in KINDS and KINDS[spec].embedded:
+        return ModelRef(spec, None)
+    d = model_dir(directory)
+    if d is not None:
+        for cand in (d / f"{spec}.safetensors", d / spec):
+            if cand.exists():
+                kind = spec.split("-")[0]
+                _known(kind)
+                return ModelRef(kind, cand)
+    where = f" in {d}" if d else " (no model directory: set --model-dir or $VAECODEC_MODELS)"
+    if spec in KINDS:
+        raise ModelError(f"model {spec!r} needs {KINDS[spec].needs}; pass --model {spec}:PATH or put it{where}")
+    raise ModelError(f"unknown model {spec!r}: no {spec}.safetensors or {spec}/{where}")
+
+
+def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype, directory=None) -> VideoVAE:
+    """Import the backend and load its weights onto ``device`` in ``dtype``."""
+    if isinstance(ref, str):
+        ref = resolve(ref, directory)
+    module = importlib.import_module(_known(ref.kind).module)
+    return module.load(ref.path, device, dtype)
+
+
+def ref_for_file(model: dict, model_path: str | Path | None, directory: str | Path | None) -> ModelRef:
+    """Which weights decode a .vlat whose header names ``model`` (kind, id, sha256)."""
+    kind = model.get("kind", "")
+    _known(kind)
+    if model_path is not None:
+        return resolve(f"{kind}:{model_path}")
+    if KINDS[kind].embedded:
+        return ModelRef(kind, None)
+    d = model_dir(directory)
+    if d is not None and d.is_dir():
+        for cand in sorted(d.iterdir()):
+            if cand.name.split("-")[0].removesuffix(".safetensors") == kind:
+                return ModelRef(kind, cand)
+    raise ModelError(
+        f"this file was encoded with {model.get('id') or kind} (weights sha256 {model.get('sha256', '?')[:12]}…); "
+        f"pass --model-path with those weights or put them in the model directory"
+    )
+
+
+def list_models(directory: str | Path | None = None) -> list[dict]:
+    """Rows for ``vaecodec models``: each backend, what it needs, what is found locally."""
+    d = model_dir(directory)
+    found = sorted(d.iterdir()) if d is not None and d.is_dir() else []
+    rows = []
+    for kind, b in KINDS.items():
+        local = [str(p) for p in found if p.name.split("-")[0].removesuffix(".safetensors") == kind]
+        rows.append({"kind": kind, "needs": b.needs, "embedded": b.embedded, "found": local})
+    return rows
+
+
+def check_weights(model: VideoVAE, expected: dict) -> None:
+    """Refuse to decode with weights other than the ones that encoded the file."""
+    want = expected.get("sha256")
+    if want and model.weights_sha256 and want != model.weights_sha256:
+        raise ModelError(
+            f"weights mismatch: the file needs {expected.get('id')} (sha256 {want[:12]}…), "
+            f"loaded {model.model_id} (sha256 {model.weights_sha256[:12]}…)"
+        )
+

@@ -1,0 +1,113 @@
+"""Latent quantization: float latents <-> integer symbols <-> chunk payload bytes.
+
+Two schemes, named in the .vlat header so decode needs no guesswork:
+
+``uniform``  per-chunk, per-channel min/max scaling to ``bits`` (4..8) unsigned levels;
+             works for every model; payload = bit-packed levels, zstd-compressed by the
+             container. Reconstruction error per value is at most half a step.
+``entropy``  ``q = round(z / step[c])`` with the model's learned per-channel steps for a
+             quality level, coded by the model's bit-exact entropy coder (stored raw).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import FormatError, UsageError
+
+MIN_BITS, MAX_BITS = 4, 8
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One chunk's payload plus what its meta must record to undo it."""
+
+    payload: bytes
+    meta: dict
+    coding: str  # container coding: "zstd" or "raw"
+
+
+def _pack_bits(levels: np.ndarray, bits: int) -> bytes:
+    """uint8 levels < 2**bits -> dense big-endian bit string (no padding between values)."""
+    if bits == 8:
+        return levels.tobytes()
+    planes = np.unpackbits(levels.reshape(-1, 1), axis=1)[:, 8 - bits :]  # [N, bits]
+    return np.packbits(planes.reshape(-1)).tobytes()
+
+
+def _unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of ``_pack_bits``; validates the length so a damaged payload cannot mislead."""
+    expected = (count * bits + 7) // 8
+    if len(data) != expected:
+        raise FormatError(f"latent payload has {len(data)} bytes, expected {expected}")
+    if bits == 8:
+        return np.frombuffer(data, dtype=np.uint8)
+    planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits].reshape(count, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
+    return (planes * weights).sum(axis=1, dtype=np.uint8)
+
+
+class Quantizer:
+    """Turns latent blocks [C, t, h, w] into chunk payloads and back."""
+
+    def __init__(self, scheme: str, bits: int | None = None, quality: int | None = None, coder=None) -> None:
+        if scheme == "uniform":
+            if bits is None or not MIN_BITS <= bits <= MAX_BITS:
+                raise UsageError(f"--bits must be between {MIN_BITS} and {MAX_BITS}, got {bits}")
+        elif scheme == "entropy":
+            if coder is None:
+                raise UsageError("this model has no entropy coder; use --bits for uniform quantization")
+            quality = coder.default_quality if quality is None else quality
+            if quality not in coder.qualities:
+                raise UsageError(f"--quality must be one of {list(coder.qualities)}, got {quality}")
+        else:
+            raise FormatError(f"unknown quantization scheme {scheme!r}")
+        self.scheme, self.bits, self.quality, self.coder = scheme, bits, quality, coder
+
+    @classmethod
+    def from_header(cls, q: dict, coder) -> "Quantizer":
+        return cls(q.get("scheme", ""), bits=q.get("bits"), quality=q.get("quality"), coder=coder)
+
+    def describe(self) -> dict:
+        """The header's ``quantization`` object."""
+        if self.scheme == "uniform":
+            return {"scheme": "uniform", "bits": self.bits, "granularity": "chunk,channel"}
+        step = self.coder.step(self.quality)
+        return {"scheme": "entropy", "quality": self.quality, "step": [float(s) for s in step]}
+
+    def pack(self, z: torch.Tensor) -> Packed:
+        """z: float [C, t, h, w] -> payload."""
+        z = z.float().cpu()
+        if self.scheme == "entropy":
+            step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
+            q = torch.round(z / step).to(torch.int32).numpy()
+            return Packed(self.coder.encode(q, self.quality), {}, "raw")
+        C = z.shape[0]
+        flat = z.reshape(C, -1)
+        lo, hi = flat.min(1).values, flat.max(1).values
+        levels = (1 << self.bits) - 1
+        scale = ((hi - lo) / levels).clamp_min(1e-12)
+        q = torch.round((flat - lo[:, None]) / scale[:, None]).clamp_(0, levels).to(torch.uint8)
+        meta = {"offset": lo.tolist(), "scale": scale.tolist()}
+        return Packed(_pack_bits(q.numpy(), self.bits), meta, "zstd")
+
+    def unpack(self, payload: bytes, meta: dict, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        """payload -> float32 [C, t, h, w]; raises FormatError when payload and meta disagree."""
+        C = shape[0]
+        if self.scheme == "entropy":
+            q = self.coder.decode(payload, shape, self.quality)
+            step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
+            return torch.from_numpy(np.asarray(q, dtype=np.float32)).reshape(shape) * step
+        try:
+            lo = torch.tensor(meta["offset"], dtype=torch.float32)
+            scale = torch.tensor(meta["scale"], dtype=torch.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"latent chunk meta lacks valid offset/scale ({e})") from None
+        if lo.shape != (C,) or scale.shape != (C,):
+            raise FormatError(f"latent chunk meta has {lo.numel()} offsets for {C} channels")
+        count = int(np.prod(shape))
+        q = torch.from_numpy(_unpack_bits(payload, self.bits, count).astype(np.float32)).reshape(C, -1)
+        return (q * scale[:, None] + lo[:, None]).reshape(shape)

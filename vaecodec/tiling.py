@@ -1,0 +1,261 @@
+"""Temporal and spatial tiling with overlap blending, so memory is bounded by the tile.
+
+Temporal tiles follow the causal rule of ``base.VideoVAE``: a tile that starts at latent
+index ``a`` reads pixel frames ``[a*t, a*t + 1 + m*t)``. Its latent 0 is the single-frame
+"warm-up" encoding of frame ``a*t`` (it is the real global latent only when ``a == 0``);
+its latents ``1..m`` are the global latents ``a+1..a+m``. Consecutive tiles start
+``stride = latent_frames - overlap_latents`` apart, so they share ``overlap_latents``
+latents (blended with a linear cross-fade on encode) and ``overlap_latents*t + 1`` pixel
+frames (cross-faded on decode). The warm-up end of each tile always gets the low weight.
+
+Spatial tiles split frames larger than ``tile_px`` into overlapping tiles whose results are
+blended with separable linear ramps, in latent space on encode and pixel space on decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .models.base import Tiling
+
+
+@dataclass(frozen=True)
+class TemporalTile:
+    """Latent range [start, start + length] (inclusive); latent ``start`` is the warm-up."""
+
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def temporal_tiles(n_latents: int, tiling: Tiling) -> list[TemporalTile]:
+    """The tile plan for a stream of ``n_latents`` latent frames (n_latents >= 1)."""
+    stride = tiling.latent_frames - tiling.overlap_latents
+    last = n_latents - 1
+    tiles = [TemporalTile(0, min(tiling.latent_frames, last))]
+    while tiles[-1].end < last:
+        start = tiles[-1].start + stride
+        tiles.append(TemporalTile(start, min(tiling.latent_frames, last - start)))
+    return tiles
+
+
+def check_tiling(tiling: Tiling, spatial: int) -> None:
+    """Reject tilings the blending below cannot honour (the CLI reports the message)."""
+    if tiling.latent_frames < 1 or not 0 <= tiling.overlap_latents < tiling.latent_frames:
+        raise ValueError(
+            f"temporal tiles need 0 <= overlap ({tiling.overlap_latents}) < tile length ({tiling.latent_frames})"
+        )
+    if tiling.tile_px % spatial or tiling.overlap_px % spatial:
+        raise ValueError(f"spatial tile size and overlap must be multiples of {spatial} px")
+    if not 0 <= tiling.overlap_px < tiling.tile_px:
+        raise ValueError(f"spatial overlap ({tiling.overlap_px}) must be smaller than the tile ({tiling.tile_px})")
+
+
+def _ramp(n: int, device: torch.device) -> torch.Tensor:
+    """Weights (1..n)/(n+1) that fade a later tile in over ``n`` steps; 1 - ramp fades the earlier out."""
+    return torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1)
+
+
+def _starts(total: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering [0, total) with at least ``overlap`` shared cells between neighbours."""
+    if total <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, total - tile, stride))
+    starts.append(total - tile)
+    return starts
+
+
+def _edge_weights(size: int, start: int, total: int, tile: int, overlap: int, device: torch.device) -> torch.Tensor:
+    """1-D blending weights for a tile at ``start``: ramps only towards existing neighbours."""
+    w = torch.ones(size, device=device)
+    if start > 0:
+        n = min(overlap, size)
+        w[:n] = _ramp(n, device)
+    if start + tile < total:
+        n = min(overlap, size)
+        w[size - n :] = torch.minimum(w[size - n :], _ramp(n, device).flip(0))
+    return w
+
+
+def _tiled_2d(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,  # [B, C, T, H, W]
+    tile: int,
+    overlap: int,
+    scale: float,
+) -> torch.Tensor:
+    """Apply ``fn`` on overlapping spatial tiles of ``x`` and blend; ``scale`` = out cells per in cell."""
+    H, W = x.shape[-2:]
+    ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        return fn(x)
+    out = wsum = None
+    o_tile, o_ov = round(tile * scale), round(overlap * scale)
+    oH, oW = round(H * scale), round(W * scale)
+    for y in ys:
+        for x0 in xs:
+            part = fn(x[..., y : y + tile, x0 : x0 + tile]).float()  # [B, C', T', th, tw]
+            th, tw = part.shape[-2:]
+            oy, ox = round(y * scale), round(x0 * scale)
+            wy = _edge_weights(th, oy, oH, o_tile, o_ov, part.device)
+            wx = _edge_weights(tw, ox, oW, o_tile, o_ov, part.device)
+            w = wy[:, None] * wx[None, :]
+            if out is None:
+                out = part.new_zeros(*part.shape[:-2], oH, oW)
+                wsum = part.new_zeros(oH, oW)
+            out[..., oy : oy + th, ox : ox + tw] += part * w
+            wsum[oy : oy + th, ox : ox + tw] += w
+    return out / wsum
+
+
+@dataclass
+class TileRunner:
+    """Runs a model's encode/decode on one temporal tile, split spatially when the frame is big."""
+
+    encode_fn: Callable[[torch.Tensor], torch.Tensor]
+    decode_fn: Callable[[torch.Tensor], torch.Tensor]
+    spatial: int
+    tiling: Tiling
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32."""
+        t = self.tiling
+        return _tiled_2d(self.encode_fn, x, t.tile_px, t.overlap_px, 1 / self.spatial).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32."""
+        s, t = self.spatial, self.tiling
+        return _tiled_2d(self.decode_fn, z, t.tile_px // s, t.overlap_px // s, s).float()
+
+
+class StreamingEncoder:
+    """Feeds pixel frames in, yields finalized latent frames out, one temporal tile in memory.
+
+    Frames arrive as float tensors [3, n, H, W]; ``finish`` pads the tail by repeating the last
+    frame up to the causal grid (1 + k*t frames) and flushes.
+    """
+
+    def __init__(self, runner: TileRunner, temporal: int) -> None:
+        self.runner, self.t = runner, temporal
+        til = runner.tiling
+        self.L, self.O = til.latent_frames, til.overlap_latents
+        self.frames: list[torch.Tensor] = []  # pending pixel frames, each [3, H, W]
+        self.first = 0  # global index of frames[0]
+        self.next_tile = 0  # latent start of the next tile to run
+        self.tail: torch.Tensor | None = None  # [C, O, h, w] unblended end of the previous tile
+        self.covered = -1  # last latent index any tile has produced
+        self.frames_in = 0
+
+    def push(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """x: [3, n, H, W] in [-1, 1]. Yields latent blocks [C, k, h, w] as they become final."""
+        self.frames.extend(x.unbind(1))
+        self.frames_in += x.shape[1]
+        need = self.next_tile * self.t + 1 + self.L * self.t  # frames a full tile needs
+        while self.first + len(self.frames) >= need:
+            yield from self._run(self.L)
+            need = self.next_tile * self.t + 1 + self.L * self.t
+
+    def finish(self) -> Iterator[torch.Tensor]:
+        """Pad to 1 + k*t frames, run the remaining (short) tiles, flush the tail."""
+        if self.frames_in == 0:
+            return
+        k = -(-(self.frames_in - 1) // self.t)
+        total = 1 + k * self.t
+        self.frames.extend([self.frames[-1]] * (total - self.frames_in))
+        while self.covered < k:
+            yield from self._run(min(self.L, k - self.next_tile))
+        if self.tail is not None:
+            yield self.tail
+            self.tail = None
+
+    def _run(self, m: int) -> Iterator[torch.Tensor]:
+        a = self.next_tile
+        lo = a * self.t - self.first
+        clip = torch.stack(self.frames[lo : lo + 1 + m * self.t], dim=1)[None]  # [1,3,1+m*t,H,W]
+        z = self.runner.encode(clip)[0]  # [C, 1+m, h, w]
+        self.covered = a + m
+        if a == 0:
+            body = z
+        else:
+            body = z[:, 1:]  # drop the warm-up latent
+            if self.tail is not None:
+                n = self.tail.shape[1]
+                w = _ramp(n, z.device)[None, :, None, None]
+                body = body.clone()
+                body[:, :n] = self.tail * (1 - w) + body[:, :n] * w
+        self.next_tile = a + self.L - self.O
+        # everything up to and including the next tile's warm-up latent is final
+        keep = min(self.O, body.shape[1]) if m == self.L else 0
+        final, self.tail = (body[:, : body.shape[1] - keep], body[:, body.shape[1] - keep :]) if keep else (body, None)
+        drop = self.next_tile * self.t - self.first
+        if drop > 0:
+            del self.frames[:drop]
+            self.first += drop
+        if final.shape[1]:
+            yield final
+
+
+class StreamingDecoder:
+    """Feeds latent frames in, yields finalized pixel frames out, one temporal tile in memory."""
+
+    def __init__(self, runner: TileRunner, temporal: int, n_latents: int) -> None:
+        self.runner, self.t = runner, temporal
+        self.plan = temporal_tiles(n_latents, runner.tiling)
+        self.latents: list[torch.Tensor] = []  # pending latent frames, each [C, h, w]
+        self.first = 0
+        self.tile_i = 0
+        self.tail: torch.Tensor | None = None  # [3, n, H, W] unblended end of the previous tile
+
+    def tiles_for_frames(self, start: int, stop: int) -> tuple[int, int]:
+        """Index range of tiles needed to produce pixel frames [start, stop) exactly as a full decode."""
+        spans = [(tl.start * self.t, tl.end * self.t + 1) for tl in self.plan]
+        first = next(i for i, (a, b) in enumerate(spans) if b > start)
+        last = max(i for i, (a, b) in enumerate(spans) if a < stop)
+        return first, last + 1
+
+    def push(self, z: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """z: [C, k, h, w] consecutive latents. Yields (first frame index, frames [3, n, H, W])."""
+        self.latents.extend(z.unbind(1))
+        while self.tile_i < len(self.plan):
+            tile = self.plan[self.tile_i]
+            if self.first + len(self.latents) <= tile.end:
+                return
+            yield from self._run(tile)
+
+    def skip_to(self, tile_i: int) -> int:
+        """Start decoding at tile ``tile_i``; returns the first latent index it needs fed."""
+        self.tile_i = tile_i
+        self.first = self.plan[tile_i].start
+        return self.first
+
+    def _run(self, tile: TemporalTile) -> Iterator[tuple[int, torch.Tensor]]:
+        lo = tile.start - self.first
+        z = torch.stack(self.latents[lo : lo + tile.length + 1], dim=1)[None]  # [1, C, 1+m, h, w]
+        x = self.runner.decode(z)[0]  # [3, 1+m*t, H, W]
+        f0 = tile.start * self.t
+        if self.tail is not None:
+            n = self.tail.shape[1]
+            w = _ramp(n, x.device)[None, :, None, None]
+            x = x.clone()
+            x[:, :n] = self.tail * (1 - w) + x[:, :n] * w
+        self.tile_i += 1
+        if self.tile_i < len(self.plan):
+            nxt = self.plan[self.tile_i].start
+            split = nxt * self.t - f0  # frames from here on overlap the next tile
+            out, self.tail = x[:, :split], x[:, split:]
+            drop = nxt - self.first
+            del self.latents[:drop]
+            self.first = nxt
+        else:
+            out, self.tail = x, None
+        if out.shape[1]:
+            yield f0, out
