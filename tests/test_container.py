@@ -7,7 +7,6 @@ specifies (and re-computing a CRC where a test needs a header that checks out).
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
 import zlib
@@ -19,7 +18,12 @@ import zstandard
 from vaecodec.container import MAGIC, MAX_CHUNK_BYTES, MAX_HEADER_BYTES, VERSION, VlatReader, VlatWriter, describe
 from vaecodec.errors import FormatError, InputError, UsageError
 
-HEADER = {"model_id": "vaecodec-tiny-v1", "weights_sha256": "ab" * 32, "latent": {"shape": [16, 3, 4, 4]}, "fps": [30, 1]}
+HEADER = {
+    "model_id": "vaecodec-tiny-v1",
+    "weights_sha256": "ab" * 32,
+    "latent": {"shape": [16, 3, 4, 4]},
+    "fps": [30, 1],
+}
 RECORD = struct.Struct("<4sIQQIBBH")  # FORMAT.md "Chunk record", the first 32 bytes
 
 
@@ -116,7 +120,7 @@ def test_golden_bytes(tmp_path: Path) -> None:
     assert zlib.crc32(golden[95:111]) == 0x7167EF97
 
 
-def test_level_and_threads_change_bytes_not_data(tmp_path: Path) -> None:
+def test_level_and_threads_keep_the_data(tmp_path: Path) -> None:
     payload = b"".join(b"frame %d " % (i % 97) for i in range(20000))
     outs = {}
     for level, threads in [(1, 0), (19, 0), (3, 2)]:
@@ -230,6 +234,19 @@ def test_record_header_damage_with_footer(tmp_path: Path) -> None:
         assert r.read(3) == _payloads()[3][1]
 
 
+def test_record_index_must_match_its_position(tmp_path: Path) -> None:
+    path = tmp_path / "i.vlat"
+    entries = _write(path)
+    _patch_record(path, entries[1].offset, index=7)  # a record that checks out but sits where chunk 1 belongs
+    with VlatReader(path) as r:
+        assert r.complete and [c.index for c in r.chunks] == [0, 2, 3, 4]
+        assert any("footer entry 1 points at a record with index 7" in p for p in r.problems)
+        with pytest.raises(FormatError, match="chunk 1 at byte"):
+            r.read(1)
+        with pytest.raises(FormatError, match="chunk 7: not in this file"):
+            r.read(7)
+
+
 def test_truncated_file_keeps_intact_chunks(tmp_path: Path) -> None:
     path = tmp_path / "t.vlat"
     entries = _write(path)
@@ -325,7 +342,8 @@ def test_decompression_bomb_rejected_before_decompressing(tmp_path: Path) -> Non
         with pytest.raises(FormatError, match=rf"chunk 0 at byte {a.offset}: zstd frame declares {1 << 40} bytes"):
             r.read(0)
         assert any(f"chunk 1 at byte {b.offset}" in p and "exceeds" in p for p in r.problems)
-        with pytest.raises(FormatError, match=f"chunk 1 at byte {b.offset}: declared size .* exceeds the {MAX_CHUNK_BYTES}"):
+        limit = f"chunk 1 at byte {b.offset}: declared size .* exceeds the {MAX_CHUNK_BYTES}"
+        with pytest.raises(FormatError, match=limit):
             r.read(1)
         with pytest.raises(FormatError, match="chunk 2 at byte .*does not declare its content size"):
             r.read(2)

@@ -163,7 +163,9 @@ class VlatWriter:
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise UsageError(f"zstd level must be an integer from 1 to 22, got {level!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < -1:
-            raise UsageError(f"zstd threads must be -1 (all cores), 0 (single-threaded) or a positive count, got {threads!r}")
+            raise UsageError(
+                f"zstd threads must be -1 (all cores), 0 (single-threaded) or a positive count, got {threads!r}"
+            )
         if self.path.is_dir():
             raise UsageError(f"{self.path} is a directory, not an output file")
         if self.path.exists() and not overwrite:
@@ -213,7 +215,9 @@ class VlatWriter:
             raise UsageError(f"compressed chunk of {len(stored)} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit")
         index = len(self.chunks)
         rec = (
-            _RECORD.pack(CHUNK_MAGIC, index, len(stored), len(raw), _crc(stored), _CODINGS[coding], len(kind_b), len(meta_b))
+            _RECORD.pack(
+                CHUNK_MAGIC, index, len(stored), len(raw), _crc(stored), _CODINGS[coding], len(kind_b), len(meta_b)
+            )
             + kind_b
             + meta_b
         )
@@ -233,7 +237,8 @@ class VlatWriter:
         if self._closed:
             return
         try:
-            footer = _FOOTER.pack(FOOTER_MAGIC, len(self._offsets)) + struct.pack(f"<{len(self._offsets)}Q", *self._offsets)
+            n = len(self._offsets)
+            footer = _FOOTER.pack(FOOTER_MAGIC, n) + struct.pack(f"<{n}Q", *self._offsets)
             footer_offset = self.bytes_written
             self._write(footer + _CRC.pack(_crc(footer)))
             self._write(_TRAILER.pack(footer_offset, END_MAGIC))
@@ -324,14 +329,18 @@ class VlatReader:
         if magic != MAGIC:
             raise FormatError(f"{where}: bad magic {magic!r}, not a .vlat file")
         if version != VERSION:
-            raise FormatError(f"{self.path}: byte 8: unsupported .vlat version {version} (this vaecodec reads version {VERSION})")
+            raise FormatError(
+                f"{self.path}: byte 8: unsupported .vlat version {version} (this vaecodec reads version {VERSION})"
+            )
         if flags != 0:
             raise FormatError(f"{self.path}: byte 10: unknown flags 0x{flags:04x} (version {VERSION} requires 0)")
         if hlen > MAX_HEADER_BYTES:
             raise FormatError(f"{self.path}: byte 12: header length {hlen} exceeds the {MAX_HEADER_BYTES}-byte limit")
         hend = _PREAMBLE.size + hlen
         if hend + 4 > self.file_size:
-            raise FormatError(f"{self.path}: byte 12: header of {hlen} bytes runs past the end of the file ({self.file_size} bytes)")
+            raise FormatError(
+                f"{self.path}: byte 12: header of {hlen} bytes runs past the end of the file ({self.file_size} bytes)"
+            )
         (stored_crc,) = _CRC.unpack_from(mm, hend)
         computed = _crc(mm[:hend])
         if stored_crc != computed:
@@ -428,7 +437,8 @@ class VlatReader:
             raise _BadRecord(f"{where}: unknown coding {coding}", index)
         if stored > MAX_CHUNK_BYTES or raw > MAX_CHUNK_BYTES:
             raise _BadRecord(
-                f"{where}: declared size (stored {stored}, raw {raw}) exceeds the {MAX_CHUNK_BYTES}-byte chunk limit", index
+                f"{where}: declared size (stored {stored}, raw {raw}) exceeds the {MAX_CHUNK_BYTES}-byte chunk limit",
+                index,
             )
         if coding == _CODINGS["raw"] and stored != raw:
             raise _BadRecord(f"{where}: raw chunk declares stored size {stored} but raw size {raw}", index)
@@ -494,7 +504,8 @@ class VlatReader:
             return self._by_index[i]
         if i in self._bad:
             raise FormatError(f"{self.path}: {self._bad[i]}")
-        raise FormatError(f"{self.path}: chunk {i}: not in this file (readable chunks: {[c.index for c in self.chunks]})")
+        readable = [c.index for c in self.chunks]
+        raise FormatError(f"{self.path}: chunk {i}: not in this file (readable chunks: {readable})")
 
     def read(self, i: int) -> bytes:
         """Decoded bytes of the chunk with index ``i``, after checking its CRC and sizes."""

@@ -1,0 +1,190 @@
+"""End to end through the real pipeline: embedded model, real PyAV files, real .vlat files."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import vaecodec
+from vaecodec.codec import Codec
+from vaecodec.container import VlatReader
+from vaecodec.errors import InputError, UsageError
+
+from conftest import ROOT, make_video, psnr, read_all
+
+SAMPLE = ROOT / "samples" / "pan.mp4"
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photo_clip(tmp_path_factory) -> Path:
+    """A 25-frame crop of the shipped sample (a real photograph panning), losslessly stored."""
+    frames = read_all(SAMPLE)[:25, 40:136, 60:188]  # 96x128 crop
+    path = tmp_path_factory.mktemp("photo") / "crop.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "bgr0"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_round_trip_keeps_geometry_frame_count_and_rate(codec, tmp_path):
+    src = make_video(tmp_path / "odd.mp4", size=(67, 45), frames=11, rate=30, codec="libx264")
+    r = codec.encode(src, tmp_path / "odd.vlat")
+    assert (r.width, r.height, r.frames) == (67, 45, 11)
+    back = codec.decode(tmp_path / "odd.vlat", tmp_path / "back.mkv", codec="ffv1")
+    with av.open(str(tmp_path / "back.mkv")) as c:
+        s = c.streams.video[0]
+        assert (s.width, s.height) == (67, 45)
+        assert s.average_rate == Fraction(30)
+    out = read_all(tmp_path / "back.mkv")
+    assert out.shape == (11, 45, 67, 3) and back.frames == 11
+    assert psnr(out, read_all(src)) > 18  # a test pattern with text: the hardest content there is
+
+
+def test_real_photo_quality_and_rate(codec, photo_clip, tmp_path):
+    r = codec.encode(photo_clip, tmp_path / "p.vlat")
+    frames = np.concatenate(list(codec.decode_frames(tmp_path / "p.vlat")))
+    src = read_all(photo_clip)
+    assert frames.shape == src.shape
+    assert psnr(frames, src) > 25
+    assert r.bpp < 1.0  # well below 8-bit zstd of raw latents
+
+
+def test_tile_seams_are_not_visible(photo_clip, tmp_path):
+    """Small tiles in time and space: frames/columns at tile borders are no worse than the interior."""
+    c = Codec(device="cpu", tile_frames=2, tile_overlap=1, tile_px=64, tile_overlap_px=32)
+    c.encode(photo_clip, tmp_path / "t.vlat")
+    with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
+        assert f.tiling.latent_frames == 2  # recorded in the file, used by decode
+        out = f.frames_tensor().numpy()
+    src = read_all(photo_clip)
+    per_frame = np.array([psnr(a, b) for a, b in zip(out, src)])
+    t = 4  # temporal factor; tiles start every latent frame -> borders every 4 frames
+    border = per_frame[[i for i in range(4, 25, t)]]
+    assert border.mean() >= per_frame.mean() - 1.0
+    # spatial: 64 px tiles with 32 px overlap on a 128 px wide frame: tile edges at columns 32, 64, 96
+    col_err = ((out.astype(float) - src) ** 2).mean(axis=(0, 1, 3))
+    seam = col_err[[c + d for c in (32, 64, 96) for d in (-2, -1, 0, 1)]].mean()
+    assert 10 * np.log10(255**2 / seam) >= 10 * np.log10(255**2 / col_err.mean()) - 1.0
+
+
+def test_random_access_matches_full_decode(codec, photo_clip, tmp_path):
+    codec.encode(photo_clip, tmp_path / "r.vlat")
+    with vaecodec.open(tmp_path / "r.vlat", device="cpu") as f:
+        full_lat = f.latents()
+        assert full_lat.shape == f.latent_shape
+        part = f.latents(9, 17)  # frames 9..16 live in latent frames 2..4
+        assert torch.equal(part, full_lat[:, 2:5])
+        full = f.frames_tensor()
+        assert full.shape[0] == 25
+        for a, b in [(0, 1), (7, 19), (20, 25)]:
+            assert torch.equal(f.frames_tensor(a, b), full[a:b])
+
+
+def test_audio_is_carried_through_unchanged(codec, tmp_path):
+    src = make_video(tmp_path / "a.mp4", size=(48, 32), frames=12, audio=True)
+    codec.encode(src, tmp_path / "a.vlat")
+    codec.decode(tmp_path / "a.vlat", tmp_path / "a_back.mp4")
+
+    def packets(path):
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            return s.codec_context.name, s.rate, [bytes(p) for p in c.demux(s) if p.size]
+
+    name, rate, data = packets(src)
+    name2, rate2, data2 = packets(tmp_path / "a_back.mp4")
+    assert (name2, rate2) == (name, rate)
+    assert data2 == data  # copied, not re-encoded
+
+
+def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
+    class Interrupt:
+        def start(self, total, description):
+            pass
+
+        def advance(self, frames):
+            raise KeyboardInterrupt
+
+    dst = tmp_path / "x.vlat"
+    with pytest.raises(KeyboardInterrupt):
+        codec.encode(photo_clip, dst, progress=Interrupt())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_not_overwritten(codec, clip, tmp_path):
+    dst = tmp_path / "keep.vlat"
+    dst.write_bytes(b"precious")
+    with pytest.raises(UsageError, match="exists"):
+        codec.encode(clip, dst)
+    assert dst.read_bytes() == b"precious"
+    codec.encode(clip, dst, overwrite=True)
+    assert VlatReader(dst).complete
+
+
+def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_path):
+    src = tmp_path / "d.vlat"
+    codec.encode(photo_clip, src, )
+    with VlatReader(src) as r:
+        lat = r.chunks_of("latent")
+        assert len(lat) >= 2
+        victim = lat[0]
+        off = victim.offset + victim.stored_size // 2
+    data = bytearray(src.read_bytes())
+    data[off] ^= 0xFF
+    bad = tmp_path / "bad.vlat"
+    bad.write_bytes(bytes(data))
+    r = codec.decode(bad, tmp_path / "bad.mkv", codec="ffv1")
+    assert r.frames == 25  # timeline kept
+    assert any("lost" in w and "checksum" in w for w in r.warnings)
+    good = np.concatenate(list(codec.decode_frames(src)))
+    out = read_all(tmp_path / "bad.mkv")
+    assert np.array_equal(out[-4:], good[-4:])  # frames from intact chunks are untouched
+
+
+def test_truncated_file_yields_its_intact_chunks(codec, photo_clip, tmp_path):
+    src = tmp_path / "full.vlat"
+    codec.encode(photo_clip, src)
+    with VlatReader(src) as r:
+        second = r.chunks_of("latent")[1]
+    cut = tmp_path / "cut.vlat"
+    cut.write_bytes(src.read_bytes()[: second.offset + 10])
+    with vaecodec.open(cut, device="cpu") as f:
+        assert any("incomplete" in p for p in f.problems)
+        z = f.latents()
+    with vaecodec.open(src, device="cpu") as f:
+        full = f.latents()
+    n = z.shape[1]
+    assert n >= 1 and torch.equal(z, full[:, :n])
+
+
+def test_not_a_video_and_empty_inputs(codec, tmp_path):
+    txt = tmp_path / "notes.mp4"
+    txt.write_text("not a video")
+    with pytest.raises(InputError):
+        codec.encode(txt, tmp_path / "n.vlat")
+    with pytest.raises(InputError):
+        codec.encode(tmp_path / "missing.mp4", tmp_path / "m.vlat")
+    assert not (tmp_path / "n.vlat").exists() and not (tmp_path / "m.vlat").exists()
+
+
+def test_uniform_bits_override(photo_clip, tmp_path):
+    r8 = Codec(device="cpu", bits=8).encode(photo_clip, tmp_path / "8.vlat")
+    r4 = Codec(device="cpu", bits=4).encode(photo_clip, tmp_path / "4.vlat")
+    assert r8.quantization == {"scheme": "uniform", "bits": 8, "granularity": "chunk,channel"}
+    assert r4.file_bytes < r8.file_bytes
+    q8 = np.concatenate(list(Codec(device="cpu").decode_frames(tmp_path / "8.vlat")))
+    assert psnr(q8, read_all(photo_clip)) > 25

@@ -1,0 +1,5 @@
+"""``python -m vaecodec`` runs the CLI."""
+
+from .cli import main
+
+main()

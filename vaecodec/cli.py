@@ -1,0 +1,353 @@
+"""The ``vaecodec`` command line: a thin Typer layer over ``Codec``.
+
+Results go to stdout (a rich table, or JSON with ``--json``); progress bars, warnings and
+errors go to stderr. Exit codes: 0 success, 1 failure (bad or damaged input, missing
+weights), 2 usage error (bad option, output exists), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import UsageError, VaecodecError
+
+app = typer.Typer(
+    name="vaecodec",
+    help="Compress video with video VAEs: encode to .vlat latents, decode back, benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit: the only way a command reports a problem."""
+    err.print(f"[bold red]vaecodec: error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn expected failures into one stderr line and an exit code; never a traceback."""
+
+    @wraps(fn)
+    def run(*args, **kwargs):
+        def show(message, category, filename, lineno, file=None, line=None):
+            err.print(f"[yellow]vaecodec: warning:[/] {message}", highlight=False, soft_wrap=True)
+
+        warnings.showwarning = show
+        try:
+            return fn(*args, **kwargs)
+        except VaecodecError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted (no partial output was left behind)", 130)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
+            if os.environ.get("VAECODEC_DEBUG"):
+                raise
+            fail(f"unexpected {type(e).__name__}: {e} (set VAECODEC_DEBUG=1 for a traceback)", 1)
+
+    return run
+
+
+class RichProgress:
+    """The Codec's Progress protocol on a rich bar: frames done/total, fps, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TextColumn("{task.fields[fps]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not enabled,
+        )
+        self.task = None
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def start(self, total: int | None, description: str) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(description, total=total, fps="")
+
+    def advance(self, frames: int) -> None:
+        self.bar.advance(self.task, frames)
+        speed = self.bar.tasks[-1].speed
+        self.bar.update(self.task, fps=f"{speed:6.1f} fps" if speed else "")
+
+
+# -- shared options -------------------------------------------------------------------------
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="tiny (embedded), KIND:PATH, or a NAME in the model dir.")]
+ModelDirOpt = Annotated[
+    Optional[Path], typer.Option("--model-dir", help="Folder of model weights (default: $VAECODEC_MODELS).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cpu (auto: cuda, then mps, then cpu).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
+
+
+def _setup(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise UsageError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _codec(**kwargs):
+    from .codec import Codec
+
+    return Codec(**kwargs)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+
+
+def _print_json(obj: dict) -> None:
+    out.print_json(json.dumps(obj, default=str))
+
+
+# -- commands -------------------------------------------------------------------------------
+@app.command()
+@guarded
+def encode(
+    src: Annotated[Path, typer.Argument(help="Input video (anything PyAV opens).")],
+    dst: Annotated[Path, typer.Argument(help="Output .vlat file.")],
+    model: ModelOpt = "tiny",
+    model_dir: ModelDirOpt = None,
+    bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
+    quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
+    tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles.")] = None,
+    tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels (bigger frames are split).")] = None,
+    tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels.")] = None,
+    zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
+    zstd_threads: Annotated[int, typer.Option(help="zstd worker threads (0 = single-threaded, deterministic bytes).")] = 0,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode a video into a .vlat file of quantized VAE latents."""
+    _setup(threads)
+    codec = _codec(
+        model=model, model_dir=model_dir, bits=bits, quality=quality, device=device, dtype=dtype,
+        tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
+        zstd_level=zstd_level, zstd_threads=zstd_threads,
+    )
+    with RichProgress(not quiet and not as_json) as progress:
+        r = codec.encode(src, dst, overwrite=overwrite, progress=progress)
+    if as_json:
+        _print_json(r.to_dict())
+    elif not quiet:
+        _summary(f"encoded {src.name} → {dst.name}", [
+            ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"),
+            ("model", r.model_id),
+            ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
+            ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
+            ("ratio", f"{r.ratio:.0f}:1 vs raw RGB"),
+            ("bits/pixel", f"{r.bpp:.4f}"),
+            ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
+        ])
+
+
+@app.command()
+@guarded
+def decode(
+    src: Annotated[Path, typer.Argument(help="Input .vlat file.")],
+    dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, or a PNG pattern.")],
+    codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | ffv1 | png (default: by extension).")] = None,
+    crf: Annotated[int, typer.Option(help="CRF for H.264/H.265 output.")] = 18,
+    model_path: Annotated[Optional[Path], typer.Option(help="Weights of the model the file names (for non-embedded models).")] = None,
+    model_dir: ModelDirOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decode a .vlat file back to video (same size, frame count and fps; audio copied)."""
+    _setup(threads)
+    c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype)
+    with RichProgress(not quiet and not as_json) as progress:
+        r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, progress=progress)
+    for w in r.warnings:
+        err.print(f"[yellow]vaecodec: warning:[/] {w}", highlight=False, soft_wrap=True)
+    if as_json:
+        _print_json(r.to_dict())
+    elif not quiet:
+        _summary(f"decoded {src.name} → {dst.name}", [
+            ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"),
+            ("model", r.model_id),
+            ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
+        ])
+
+
+@app.command()
+@guarded
+def info(
+    path: Annotated[Path, typer.Argument(help="A .vlat file.")],
+    verify: Annotated[bool, typer.Option(help="Read and check every chunk.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a .vlat file holds: header, model, latent shape, chunks, sizes, problems."""
+    from .container import describe
+
+    d = describe(path, verify=verify)
+    if as_json:
+        _print_json(d)
+    else:
+        h = d["header"]
+        v, m, lat = h.get("video", {}), h.get("model", {}), h.get("latent", {})
+        summary = next((c["meta"] for c in d["chunks"] if c["kind"] == "summary"), {})
+        frames = summary.get("frames", "?")
+        rows = [
+            ("file", f"{d['path']} ({_human(d['file_size'])}, format v{d['version']}, {'complete' if d['complete'] else 'INCOMPLETE'})"),
+            ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"),
+            ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
+            ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
+                        f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
+            ("quantization", json.dumps({k: v for k, v in h.get("quantization", {}).items() if k != "step"})),
+            ("tiling", json.dumps(h.get("tiling"))),
+            ("audio", f"{h['audio']['codec']} {h['audio']['sample_rate']} Hz, {h['audio']['channels']} ch" if h.get("audio") else "none"),
+            ("written by", f"vaecodec {h.get('vaecodec')}"),
+        ]
+        if isinstance(frames, int) and v.get("width"):
+            rows.append(("bits/pixel", f"{8 * d['file_size'] / (frames * v['width'] * v['height']):.4f}"))
+        for kind, k in d["by_kind"].items():
+            rows.append((f"{kind} chunks", f"{k['count']}, {_human(k['stored_bytes'])} stored, {_human(k['raw_bytes'])} raw"))
+        rows.append(("overhead", f"{_human(d['overhead_bytes'])} (header, chunk records, index)"))
+        _summary(str(path), rows)
+        for p in d["problems"]:
+            err.print(f"[yellow]problem:[/] {p}", highlight=False, soft_wrap=True)
+    if d["problems"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def bench(
+    inputs: Annotated[list[Path], typer.Argument(help="Input videos.")],
+    model: ModelOpt = "tiny",
+    model_dir: ModelDirOpt = None,
+    bits: Annotated[Optional[str], typer.Option(help="Comma list of uniform bit depths for a rate sweep, e.g. 4,5,6,8.")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
+    baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    threads: ThreadsOpt = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write RD curves and a per-frame PSNR trace to this PNG.")] = None,
+) -> None:
+    """Measure speed and quality, side by side with x264/x265/AV1 at the same bits per pixel."""
+    import torch
+
+    from .bench import run_bench
+
+    _setup(threads)
+
+    def ints(s: str | None, name: str) -> list[int] | None:
+        try:
+            return [int(v) for v in s.split(",")] if s else None
+        except ValueError:
+            raise UsageError(f"--{name} takes a comma list of integers, got {s!r}") from None
+
+    sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
+    run_bench(
+        inputs,
+        codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype},
+        sweep=sweep or None,
+        baselines=[] if baselines == "none" else [b.strip() for b in baselines.split(",") if b.strip()],
+        threads=threads or torch.get_num_threads(),
+        json_path=json_path,
+        plot_path=plot,
+        console=out,
+    )
+
+
+@app.command()
+@guarded
+def models(model_dir: ModelDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List model backends, what each needs, and what is found in the model directory."""
+    from .models import list_models
+
+    rows = list_models(model_dir)
+    if as_json:
+        _print_json({"models": rows})
+        return
+    table = Table(title="vaecodec models")
+    for col in ("kind", "needs", "found locally"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["needs"], "embedded" if r["embedded"] else "\n".join(r["found"]) or "-")
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vaecodec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """vaecodec: video compression with video VAEs."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="vaecodec")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

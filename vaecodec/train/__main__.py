@@ -1,0 +1,45 @@
+"""``python -m vaecodec.train {train,export}``: train the tiny model or export its weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from vaecodec.errors import VaecodecError
+from vaecodec.train.train import Config, export, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vaecodec.train")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train (resumes from RUN/last.safetensors if present)")
+    for f in fields(Config):
+        if f.name == "photos":
+            continue
+        tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ex = sub.add_parser("export", help="write the shipped weights file from a checkpoint")
+    ex.add_argument("--run", default="runs/tiny")
+    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v1.safetensors")
+    ex.add_argument("--model-id", default="vaecodec-tiny-v1")
+    ex.add_argument("--version", default="1")
+    ex.add_argument("--which", choices=["best", "last"], default="best")
+    ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "train":
+            cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "photos"})
+            print(json.dumps(train(cfg, resume=not args.fresh)))
+        else:
+            card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version)
+            print(json.dumps(card["validation"], indent=1))
+    except VaecodecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

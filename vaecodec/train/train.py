@@ -1,0 +1,261 @@
+"""Training loop, checkpoints and export of the embedded tiny model.
+
+Checkpoints are safetensors (model, prior, optimizer moments, RNG states) plus a JSON
+state file, never pickles, so a run resumes exactly where it stopped. ``export`` turns a
+checkpoint into the shipped weights file: model tensors, the entropy coder's integer
+tables (built from latent histograms on training clips) and a JSON model card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from vaecodec.errors import InputError, UsageError
+from vaecodec.models.tiny import TinyVAE
+from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, load_photos
+from vaecodec.train.rate import RatePrior, kl_normal, psnr
+
+
+@dataclass
+class Config:
+    """Everything that defines a run; stored in the run's state.json."""
+
+    data: str = "data"
+    run: str = "runs/tiny"
+    device: str = "cpu"
+    steps: int = 4000
+    batch: int = 4
+    size: int = 128
+    frames: int = 9  # 1 + 4k pixel frames per training clip
+    lr: float = 1e-3
+    lam: float = 0.01  # rate weight: loss = mse + lam * bpp
+    kl: float = 1e-6  # KL weight (keeps logvar a real posterior without costing quality)
+    step_min: float = 0.25  # quantization steps sampled log-uniformly in [step_min, step_max]
+    step_max: float = 4.0
+    val_every: int = 250
+    ckpt_every: int = 100
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 10
+    photos: list[str] = field(default_factory=lambda: list(TRAIN))
+
+
+def _lr(cfg: Config, step: int) -> float:
+    """Linear warm-up, constant, then cosine decay to 10% over the last 20% of steps."""
+    if step < 200:
+        return cfg.lr * (step + 1) / 200
+    start = int(cfg.steps * 0.8)
+    if step < start:
+        return cfg.lr
+    frac = min(1.0, (step - start) / max(1, cfg.steps - start))
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+
+
+def _val_clips(cfg: Config) -> torch.Tensor:
+    """Fixed validation clips from the held-out photos: [6, 3, 9, 192, 192]."""
+    photos = load_photos(cfg.data, HELD_OUT)
+    return ClipSampler(photos, frames=9, size=192, seed=12345).batch(6)
+
+
+def val_steps(cfg: Config) -> list[float]:
+    """Low, middle and high rate points of the training step range."""
+    return [cfg.step_max, math.sqrt(cfg.step_min * cfg.step_max), cfg.step_min]
+
+
+@torch.inference_mode()
+def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[float]) -> list[dict]:
+    """PSNR and ideal bpp (real rounding, prior code lengths) at each step, inference path."""
+    model.eval()
+    out = []
+    mean = torch.cat([model.encode(c[None])[0] for c in clips])
+    b, _, t, h, w = clips.shape
+    for s in steps:
+        sv = torch.full((b,), s)
+        zq = torch.round(mean / s) * s
+        rec = torch.cat([model.decode(z[None]) for z in zq])
+        bits = prior(mean, sv, noise=False)
+        out.append({"step": s, "psnr": psnr(rec, clips), "bpp": bits.sum().item() / (b * t * h * w)})
+    model.train()
+    return out
+
+
+def _save_ckpt(path: Path, model, prior, opt, sampler: ClipSampler, state: dict) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"prior.{k}": v.detach().contiguous() for k, v in prior.state_dict().items()})
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.sampler"] = sampler.g.get_state()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None) -> None:
+    t = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    prior.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("prior.")})
+    if opt is not None:
+        sd = opt.state_dict()
+        state: dict[int, dict] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        sd["state"] = state
+        opt.load_state_dict(sd)
+    if sampler is not None:
+        torch.set_rng_state(t["rng.torch"])
+        sampler.g.set_state(t["rng.sampler"])
+
+
+def train(cfg: Config, resume: bool = True) -> dict:
+    """Run (or continue) training; returns the last validation record."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.run)
+    run.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    if (cfg.frames - 1) % 4 or cfg.size % 8:
+        raise UsageError("--frames must be 1+4k and --size a multiple of 8")
+    model, prior = TinyVAE().to(device), RatePrior().to(device)
+    opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
+    sampler = ClipSampler(load_photos(cfg.data, cfg.photos), cfg.frames, cfg.size, seed=cfg.seed)
+    state = {"step": 0, "best": None, "wall_s": 0.0}
+    last = run / "last.safetensors"
+    if resume and last.exists():
+        _load_ckpt(last, model, prior, opt, sampler)
+        state.update(json.loads((run / "state.json").read_text())["state"])
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    clips = _val_clips(cfg).to(device)
+    log = open(run / "log.txt", "a")
+    vsteps = val_steps(cfg)
+    t0 = time.time() - state["wall_s"]
+    model.train()
+    ema: dict[str, float] = {}
+    rec = None
+    lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
+    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=state["step"], info="")
+        while state["step"] < cfg.steps:
+            step = state["step"]
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step)
+            x = sampler.batch(cfg.batch).to(device)  # [B, 3, T, S, S]
+            b, _, t, h, w = x.shape
+            mean, logvar = model.encode(x)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised sample
+            s = torch.exp(lo + (hi - lo) * torch.rand(b, device=device))
+            s5 = s.view(b, 1, 1, 1, 1)
+            zq = z + (torch.round(z / s5) * s5 - z).detach()  # what the file stores, STE gradient
+            rec_x = model.decode(zq)
+            mse = F.mse_loss(rec_x, x) / 4  # on the [0, 1] scale
+            bpp = prior(z, s).sum() / (b * t * h * w)
+            kl = kl_normal(mean, logvar)
+            loss = mse + cfg.lam * bpp + cfg.kl * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(prior.parameters()), 1.0)
+            opt.step()
+            state["step"] = step = step + 1
+            cur = {"loss": loss.item(), "psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item()}
+            for k, v in cur.items():
+                ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+            info = f"loss {ema['loss']:.5f} psnr {ema['psnr']:.2f} bpp {ema['bpp']:.4f}"
+            bar.update(task, completed=step, info=info)
+            state["wall_s"] = time.time() - t0
+            if step % cfg.log_every == 0:
+                log.write(f"step {step} {info} lr {_lr(cfg, step - 1):.2e} wall {state['wall_s']:.0f}s\n")
+                log.flush()
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model, prior, clips, vsteps)}
+                mid = rec["points"][1]
+                score = 10 ** (-mid["psnr"] / 10) + cfg.lam * mid["bpp"]  # val mse + lam * bpp
+                rec["score"] = score
+                with open(run / "val.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                log.write("val " + json.dumps(rec) + "\n")
+                log.flush()
+                if state["best"] is None or score < state["best"]["score"]:
+                    state["best"] = {"step": step, "score": score, "points": rec["points"]}
+                    _save_ckpt(run / "best.safetensors", model, prior, opt, sampler, state)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                _save_ckpt(last, model, prior, opt, sampler, state)
+                (run / "state.json").write_text(json.dumps({"state": state, "config": asdict(cfg)}, indent=1))
+    log.close()
+    return rec or {}
+
+
+# ---------------------------------------------------------------- export
+
+QUALITIES = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+def quality_steps(cfg: Config) -> np.ndarray:
+    """Step per quality, geometric from the coarsest to the finest trained step."""
+    n = len(QUALITIES)
+    return np.array([cfg.step_max * (cfg.step_min / cfg.step_max) ** (i / (n - 1)) for i in range(n)], np.float32)
+
+
+@torch.inference_mode()
+def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
+           version: str = "1") -> dict:
+    """Write the shipped weights file from a run's checkpoint; returns the model card."""
+    from vaecodec.entropy import EntropyCoder, latent_histograms
+
+    run = Path(run)
+    ck = run / f"{which}.safetensors"
+    if not ck.exists():
+        raise InputError(f"no checkpoint {ck}")
+    saved = json.loads((run / "state.json").read_text())
+    cfg = Config(**saved["config"])
+    state = json.loads(__import__("safetensors").safe_open(str(ck), "pt").metadata()["state"])
+    model, prior = TinyVAE(), RatePrior()
+    _load_ckpt(ck, model, prior)
+    model.eval()
+    steps = quality_steps(cfg)
+    # latent statistics on training clips (never the held-out photos)
+    sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=128, seed=777)
+    means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
+    intra, inter = latent_histograms(means, steps)
+    coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=5)
+    # real bits on the held-out validation clips with the real coder
+    vclips = _val_clips(cfg)
+    vmean = torch.cat([model.encode(c[None])[0] for c in vclips])
+    b, _, t, h, w = vclips.shape
+    points = []
+    for qual in QUALITIES:
+        st = coder.step(qual).view(1, -1, 1, 1, 1)
+        q = torch.round(vmean / st)
+        nbytes = sum(len(coder.encode(q[i].numpy().astype(np.int32), qual)) for i in range(b))
+        rec = torch.cat([model.decode((q[i:i + 1] * st)) for i in range(b)])
+        points.append({"quality": qual, "step": float(st.flatten()[0]), "psnr": round(psnr(rec, vclips), 3),
+                       "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
+    card = {
+        "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
+        "latent_channels": 16, "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
+        "checkpoint": which, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_config": asdict(cfg) | {"photos": len(cfg.photos)},
+        "validation": {"photos": list(HELD_OUT), "clips": "6 x 9 frames x 192x192, seed 12345",
+                       "points": points},
+    }
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"entropy.{k}": v for k, v in coder.to_tensors().items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata={"model_id": model_id, "card": json.dumps(card)})
+    return card

@@ -1,0 +1,770 @@
+"""Streaming video I/O on PyAV: read any input as 8-bit RGB chunks, write H.264/H.265/VP9/FFV1/PNG.
+
+Both directions stream (a chunk of frames at a time) so memory does not grow with the
+video's length. The reader normalises what decoders hand back (10-bit, gray, alpha,
+rotation metadata, odd sizes, VFR timestamps) into plain ``uint8 [n, H, W, 3]`` RGB and
+carries the audio packets through untouched, so the writer can re-mux them bit-exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import av.error
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
+
+from vaecodec.errors import FormatError, InputError, UsageError
+
+# Container tag holding the true frame size when the encoder needed even dimensions:
+# the stored picture is padded by one replicated row/column and the reader crops it back.
+SIZE_TAG = "vaecodec_size"
+# Video packets demuxed ahead at open time to measure the frame rate from timestamps.
+_PEEK_PACKETS = 48
+_COMMON_RATES = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
+_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _rational(text: str) -> Fraction:
+    num, _, den = text.partition("/")
+    return Fraction(int(num), int(den or 1))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the codec needs to know about an input before reading it."""
+
+    width: int  # displayed size, after rotation (and size-tag crop) is applied
+    height: int
+    fps: Fraction
+    frames: int | None  # estimate; the true count is what the reader yields
+    pix_fmt: str
+    codec: str
+    rotation: int  # counter-clockwise degrees (0/90/180/270) applied to the decoded pixels
+
+    def to_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+            "frames": self.frames,
+            "pix_fmt": self.pix_fmt,
+            "codec": self.codec,
+            "rotation": self.rotation,
+        }
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """Everything needed to re-mux an audio stream without re-encoding it."""
+
+    codec: str  # canonical codec name ("aac", "opus", "mp3", ...)
+    sample_rate: int
+    channels: int
+    layout: str
+    time_base: Fraction  # of the packets' pts/dts/duration
+    bit_rate: int | None
+    extradata: bytes | None
+
+    def to_dict(self) -> dict:
+        return {
+            "codec": self.codec,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "layout": self.layout,
+            "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
+            "bit_rate": self.bit_rate,
+            "extradata": None if self.extradata is None else base64.b64encode(self.extradata).decode("ascii"),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AudioTrack:
+        try:
+            extradata = d.get("extradata")
+            return cls(
+                codec=str(d["codec"]),
+                sample_rate=int(d["sample_rate"]),
+                channels=int(d["channels"]),
+                layout=str(d["layout"]),
+                time_base=_rational(str(d["time_base"])),
+                bit_rate=None if d.get("bit_rate") is None else int(d["bit_rate"]),
+                extradata=None if extradata is None else base64.b64decode(extradata),
+            )
+        except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
+            raise FormatError(f"audio track description is malformed: {e!r}") from None
+
+    @classmethod
+    def from_stream(cls, stream: av.audio.stream.AudioStream) -> AudioTrack:
+        cc = stream.codec_context
+        return cls(
+            codec=cc.codec.canonical_name,
+            sample_rate=int(cc.sample_rate),
+            channels=int(cc.channels),
+            layout=cc.layout.name,
+            time_base=Fraction(stream.time_base),
+            bit_rate=cc.bit_rate or None,
+            extradata=cc.extradata,
+        )
+
+
+@dataclass
+class AudioPacket:
+    """One compressed audio packet; timestamps are in its AudioTrack's time_base."""
+
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int | None
+    keyframe: bool
+
+
+# ---- compact packet serialisation (for a .vlat chunk) -------------------------------------
+# Layout: version byte, varint count, then per packet: flags byte (1 keyframe, 2 pts, 4 dts,
+# 8 duration), the present timestamps as zig-zag varints, varint size, payload.
+_PACK_VERSION = 1
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise FormatError(f"audio packet block truncated at byte {pos}")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 70:
+            raise FormatError(f"audio packet block has an overlong varint at byte {pos}")
+
+
+def _zigzag(v: int) -> int:
+    return v * 2 if v >= 0 else -v * 2 - 1
+
+
+def _unzigzag(v: int) -> int:
+    return v // 2 if v % 2 == 0 else -(v + 1) // 2
+
+
+def pack_packets(packets: list[AudioPacket]) -> bytes:
+    """Serialise packets losslessly (bytes and timestamps) in a few bytes of overhead each."""
+    out = bytearray([_PACK_VERSION])
+    _put_varint(out, len(packets))
+    for p in packets:
+        fields = (p.pts, p.dts, p.duration)
+        flags = int(p.keyframe) | sum(2 << i for i, v in enumerate(fields) if v is not None)
+        out.append(flags)
+        for v in fields:
+            if v is not None:
+                _put_varint(out, _zigzag(v))
+        _put_varint(out, len(p.data))
+        out += p.data
+    return bytes(out)
+
+
+def unpack_packets(buf: bytes) -> list[AudioPacket]:
+    """Inverse of pack_packets; raises FormatError on damaged input."""
+    if not buf or buf[0] != _PACK_VERSION:
+        raise FormatError(f"audio packet block has unknown version {buf[0] if buf else 'none'}")
+    count, pos = _get_varint(buf, 1)
+    packets: list[AudioPacket] = []
+    for _ in range(count):
+        if pos >= len(buf):
+            raise FormatError(f"audio packet block truncated at byte {pos}")
+        flags = buf[pos]
+        pos += 1
+        fields: list[int | None] = []
+        for i in range(3):
+            if flags & (2 << i):
+                raw, pos = _get_varint(buf, pos)
+                fields.append(_unzigzag(raw))
+            else:
+                fields.append(None)
+        size, pos = _get_varint(buf, pos)
+        if pos + size > len(buf):
+            raise FormatError(f"audio packet block truncated at byte {len(buf)} (packet needs {size} bytes)")
+        packets.append(AudioPacket(bytes(buf[pos : pos + size]), fields[0], fields[1], fields[2], bool(flags & 1)))
+        pos += size
+    if pos != len(buf):
+        raise FormatError(f"audio packet block has {len(buf) - pos} trailing bytes at byte {pos}")
+    return packets
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def _nice_rate(rate: Fraction) -> Fraction:
+    """Snap a measured rate to the NTSC or integer rate it approximates (within 0.1%)."""
+    for r in _COMMON_RATES + [Fraction(round(rate))]:
+        if r > 0 and abs(rate - r) <= r / 1000:
+            return r
+    return rate.limit_denominator(1001)
+
+
+def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
+    """Declared rate if the frame times agree with it, else the mean rate of the frame times.
+
+    Headers lie for VFR input (mp4 avg rate, mkv default duration, image2's 25 fps default
+    is fine), so the declared rational is only trusted when the measured mean interval
+    matches it; keeping the declared value keeps e.g. 30000/1001 exact.
+    """
+    declared = [Fraction(r) for r in (stream.average_rate, stream.base_rate, stream.guessed_rate) if r]
+    times = sorted(set(pts))
+    if len(times) < 2 or not stream.time_base:
+        return declared[0] if declared else Fraction(25)
+    tb = Fraction(stream.time_base)
+    mean = (times[-1] - times[0]) * tb / (len(times) - 1)
+    for r in declared:
+        if abs(1 / r - mean) <= mean / 100:
+            return r
+    if stream.frames and stream.frames > 1 and stream.duration:  # whole-stream mean beats the peek window
+        return _nice_rate(stream.frames / (stream.duration * tb))
+    return _nice_rate(1 / mean)
+
+
+def _image_dir_pattern(path: Path) -> tuple[str, int]:
+    """A directory of numbered images -> (image2 pattern, first number)."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for f in path.iterdir():
+        if f.suffix.lower() in _IMAGE_EXTS and f.stem.isdigit():
+            groups.setdefault((len(f.stem), f.suffix), []).append(int(f.stem))
+    if not groups:
+        raise InputError(f"{path} is a directory without numbered image files (like 000001.png)")
+    (width, ext), numbers = max(groups.items(), key=lambda kv: len(kv[1]))
+    return str(path / f"%0{width}d{ext}"), min(numbers)
+
+
+class VideoReader:
+    """Decode any PyAV-readable video into RGB chunks; audio packets are collected on the side."""
+
+    def __init__(self, path: str | Path, chunk_frames: int = 16) -> None:
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        self.path = Path(path)
+        self.chunk_frames = chunk_frames
+        self.frames_read = 0
+        self._audio_packets: list[AudioPacket] = []
+        self._pending: deque[av.Packet] = deque()  # demuxed ahead (fps peek), not yet handled
+        self._frames: deque[av.VideoFrame] = deque()  # decoded ahead (first frame), not yet yielded
+        self._flushed = False
+        self._reformatter = VideoReformatter()
+        self._warned_resize = False
+
+        url, options = self._resolve(self.path)
+        try:
+            self._container = av.open(url, options=options)
+        except av.error.EOFError:
+            raise InputError(f"{self.path} has no video frames (the data ends before the first one)") from None
+        except (av.error.FFmpegError, UnicodeDecodeError) as e:
+            raise InputError(f"{self.path}: cannot open as video ({_reason(e)})") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._container.close()
+            raise
+
+    @staticmethod
+    def _resolve(path: Path) -> tuple[str, dict[str, str]]:
+        """Map the user's path to what av.open takes (directories become image2 patterns)."""
+        if "%" in path.name:  # image sequence pattern; the demuxer checks the files
+            if not path.parent.is_dir():
+                raise InputError(f"{path}: directory {path.parent} does not exist")
+            return str(path), {}
+        if path.is_dir():
+            pattern, start = _image_dir_pattern(path)
+            return pattern, {"start_number": str(start)}
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        return str(path), {}
+
+    def _setup(self) -> None:
+        video = [s for s in self._container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not video:
+            raise InputError(f"{self.path}: no video stream")
+        self._vs = video[0]
+        self._vs.thread_type = "AUTO"
+        audio = self._container.streams.audio
+        self._as = audio[0] if audio else None
+        self.audio: AudioTrack | None = AudioTrack.from_stream(self._as) if self._as is not None else None
+        self._demux = self._container.demux(*([self._vs] + ([self._as] if self._as is not None else [])))
+
+        pts: list[int] = []
+        while len(pts) < _PEEK_PACKETS:
+            packet = self._demux_next()
+            if packet is None:
+                break
+            self._pending.append(packet)
+            if packet.stream is self._vs and packet.pts is not None and packet.size:
+                pts.append(packet.pts)
+        fps = _pick_fps(self._vs, pts)
+
+        first = next(self._decoded(), None)
+        if first is None:
+            raise InputError(f"{self.path} has no video frames")
+        self._frames.appendleft(first)
+
+        self._crop = self._size_tag(first)
+        self._rot = round((first.rotation or 0) / 90) % 4  # np.rot90 turns counter-clockwise, as does rotation
+        w, h = self._crop or (first.width, first.height)
+        if self._rot % 2:
+            w, h = h, w
+        self._size = (first.width, first.height)
+        cc = self._vs.codec_context
+        self.info = VideoInfo(
+            width=w,
+            height=h,
+            fps=fps,
+            frames=self._estimate_frames(fps),
+            pix_fmt=cc.pix_fmt or first.format.name,
+            codec=cc.name,
+            rotation=self._rot * 90,
+        )
+
+    def _size_tag(self, frame: av.VideoFrame) -> tuple[int, int] | None:
+        """The true (width, height) our writer recorded when it padded to even, if any."""
+        tag = self._container.metadata.get(SIZE_TAG) or self._vs.metadata.get(SIZE_TAG)
+        m = re.fullmatch(r"(\d+)x(\d+)", tag or "")
+        if not m:
+            return None
+        w, h = int(m.group(1)), int(m.group(2))
+        return (w, h) if 0 < w <= frame.width and 0 < h <= frame.height else None
+
+    def _estimate_frames(self, fps: Fraction) -> int | None:
+        if self._vs.frames:
+            return int(self._vs.frames)
+        if self._vs.duration and self._vs.time_base:
+            return round(self._vs.duration * Fraction(self._vs.time_base) * fps)
+        if self._container.duration:
+            return round(Fraction(self._container.duration, av.time_base) * fps)
+        return None
+
+    def _demux_next(self) -> av.Packet | None:
+        try:
+            return next(self._demux)
+        except StopIteration:
+            return None
+        except av.error.FFmpegError as e:
+            raise InputError(f"{self.path}: damaged input after {self.frames_read} frames ({_reason(e)})") from None
+
+    def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+        try:
+            return self._vs.decode(packet)
+        except av.error.FFmpegError as e:
+            raise InputError(f"{self.path}: corrupt video data after {self.frames_read} frames ({_reason(e)})") from None
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames in order; audio packets met on the way go to take_audio()."""
+        while self._frames:
+            yield self._frames.popleft()
+        while True:
+            packet = self._pending.popleft() if self._pending else self._demux_next()
+            if packet is None:
+                break
+            if packet.stream is self._vs:
+                if not packet.size:  # demux's end-of-stream marker flushes the decoder
+                    self._flushed = True
+                yield from self._decode(packet)
+            elif packet.size:
+                self._audio_packets.append(
+                    AudioPacket(bytes(packet), packet.pts, packet.dts, packet.duration, bool(packet.is_keyframe))
+                )
+        if not self._flushed:
+            self._flushed = True
+            yield from self._decode(None)
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """Any pixel format -> uint8 [H, W, 3]; swscale honours bit depth, matrix and range."""
+        w, h = self._size
+        if (frame.width, frame.height) != (w, h) and not self._warned_resize:
+            warnings.warn(f"{self.path}: frame size changes mid-stream; scaling to {w}x{h}", stacklevel=3)
+            self._warned_resize = True
+        rgb = self._reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+        if self._crop:
+            rgb = rgb[: self._crop[1], : self._crop[0]]
+        if self._rot:
+            rgb = np.rot90(rgb, k=self._rot)
+        return rgb
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Yield uint8 [n, H, W, 3] RGB with n <= chunk_frames, holding at most one chunk."""
+        shape = (self.chunk_frames, self.info.height, self.info.width, 3)
+        buf = np.empty(shape, np.uint8)
+        n = 0
+        for frame in self._decoded():
+            buf[n] = self._to_rgb(frame)
+            n += 1
+            self.frames_read += 1
+            if n == self.chunk_frames:
+                yield buf
+                buf, n = np.empty(shape, np.uint8), 0
+        if n:
+            yield buf[:n]
+        declared = self._vs.frames
+        if declared and self.frames_read < declared:
+            warnings.warn(
+                f"{self.path}: decoded {self.frames_read} of the {declared} frames the stream declares"
+                " (truncated or damaged input)",
+                stacklevel=2,
+            )
+
+    def take_audio(self) -> list[AudioPacket]:
+        """Audio packets demuxed so far, in demux order; the list is emptied on each call."""
+        packets, self._audio_packets = self._audio_packets, []
+        return packets
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def probe(path: str | Path) -> tuple[VideoInfo, AudioTrack | None]:
+    """Open, measure and close: the info and audio track without decoding the whole video."""
+    with VideoReader(path, chunk_frames=1) as r:
+        return r.info, r.audio
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+_CODEC_ALIASES = {
+    "h264": "h264", "avc": "h264", "libx264": "h264", "x264": "h264",
+    "h265": "h265", "hevc": "h265", "libx265": "h265", "x265": "h265",
+    "vp9": "vp9", "libvpx-vp9": "vp9",
+    "ffv1": "ffv1", "png": "png",
+}  # fmt: skip
+# codec -> (encoder, pixel format, containers it may go in)
+_ENCODERS = {
+    "h264": ("libx264", "yuv420p", {"mp4", "mov", "matroska"}),
+    "h265": ("libx265", "yuv420p", {"mp4", "mov", "matroska"}),
+    "vp9": ("libvpx-vp9", "yuv420p", {"webm", "matroska", "mp4"}),
+    "ffv1": ("ffv1", "bgr0", {"matroska"}),  # RGB kept as RGB: the round trip is bit-exact
+}
+_EVEN_ONLY = {"h264", "h265"}  # 4:2:0 in these bitstreams cannot express an odd size
+
+
+def _encoder_options(codec: str, crf: int) -> dict[str, str]:
+    if codec == "h264":
+        return {"crf": str(crf), "preset": "medium"}
+    if codec == "h265":
+        return {"crf": str(crf), "preset": "medium", "x265-params": "log-level=error"}
+    if codec == "vp9":
+        return {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    return {"level": "3", "g": "1", "slicecrc": "1"}  # ffv1: intra-only, checksummed slices
+
+
+class VideoWriter:
+    """Encode RGB chunks (and re-mux audio) to a file that appears only when close() succeeds."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: Fraction,
+        codec: str | None = None,
+        crf: int = 18,
+        audio: AudioTrack | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if width < 1 or height < 1:
+            raise UsageError(f"output size {width}x{height} is not positive")
+        if not 0 <= crf <= 51:
+            raise UsageError(f"crf {crf} is out of range 0..51")
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.fps = Fraction(fps)
+        self.frames_written = 0
+        self._overwrite = overwrite
+        self._crf = crf
+        self._closed = False
+        self._reformatter = VideoReformatter()
+        self._audio_track = audio
+        self._astream: av.audio.stream.AudioStream | None = None
+        self._transcoder: _AudioTranscoder | None = None
+
+        wanted = None if codec is None else _CODEC_ALIASES.get(codec.lower())
+        if codec is not None and wanted is None:
+            raise UsageError(f"unsupported output codec {codec!r} (use h264, h265, vp9, ffv1 or png)")
+        suffix = self.path.suffix.lower()
+        is_png_target = "%" in self.path.name or suffix in ("", ".png")
+        if wanted == "png" or (wanted is None and is_png_target):
+            self._open_png()
+            return
+        fmt = _FORMATS.get(suffix)
+        if fmt is None:
+            raise UsageError(f"{self.path}: unsupported output extension {suffix!r} (use .mp4, .mov, .mkv, .webm or a PNG directory)")
+        self._codec = wanted or ("vp9" if fmt == "webm" else "h264")
+        encoder, self._pix_fmt, containers = _ENCODERS[self._codec]
+        if fmt not in containers:
+            raise UsageError(f"{self.path}: codec {self._codec} cannot be stored in a {suffix} file")
+        self._check_target_file()
+
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        options = {"movflags": "+faststart+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
+        try:
+            self._container = av.open(tmp, mode="w", format=fmt, options=options)
+            self._setup_video(encoder)
+            if audio is not None:
+                self._setup_audio(audio, fmt)
+        except BaseException:
+            self._abort()
+            raise
+
+    # -- setup --
+    def _check_target_file(self) -> None:
+        if not self.path.parent.is_dir():
+            raise UsageError(f"{self.path}: output directory {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a directory")
+        if self.path.exists() and not self._overwrite:
+            raise UsageError(f"{self.path} already exists (use --overwrite to replace it)")
+
+    def _setup_video(self, encoder: str) -> None:
+        pad = self._codec in _EVEN_ONLY
+        self._enc_w = self.width + (self.width % 2 if pad else 0)
+        self._enc_h = self.height + (self.height % 2 if pad else 0)
+        try:
+            vs = self._container.add_stream(encoder, rate=self.fps, options=_encoder_options(self._codec, self._crf))
+        except (av.error.FFmpegError, ValueError) as e:
+            raise UsageError(f"encoder {encoder} is not available ({_reason(e)})") from None
+        vs.width, vs.height, vs.pix_fmt = self._enc_w, self._enc_h, self._pix_fmt
+        vs.codec_context.time_base = 1 / self.fps
+        vs.thread_type = "AUTO"
+        if self._pix_fmt.startswith("yuv"):  # tag what _to_yuv produces so decoders invert it exactly
+            cc = vs.codec_context
+            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
+        if self._codec == "h265" and self._container.format.name in ("mp4", "mov"):
+            vs.codec_tag = "hvc1"  # the tag Apple players require
+        if (self._enc_w, self._enc_h) != (self.width, self.height):
+            self._container.metadata[SIZE_TAG] = f"{self.width}x{self.height}"
+        self._vstream = vs
+
+    def _setup_audio(self, track: AudioTrack, fmt: str) -> None:
+        """Stream-copy when the container takes the codec, else transcode (AAC; Opus for webm)."""
+        if track.codec in self._container.supported_codecs:
+            try:
+                stream = self._container.add_stream(track.codec, rate=track.sample_rate, layout=track.layout)
+                cc = stream.codec_context
+                cc.time_base = track.time_base
+                if track.bit_rate:
+                    cc.bit_rate = track.bit_rate
+                # Open the (unused) encoder now, then put the source's extradata in place of
+                # its own: the header is written from this context, the packets are copied.
+                cc.open()
+                cc.extradata = track.extradata
+                self._astream = stream
+                return
+            except (av.error.FFmpegError, ValueError):
+                pass  # no usable encoder context to describe this codec: transcode below
+        target = "libopus" if fmt == "webm" else "aac"
+        warnings.warn(
+            f"{self.path}: {track.codec} audio cannot be copied into a {self.path.suffix} file; transcoding to {target}",
+            stacklevel=3,
+        )
+        self._transcoder = _AudioTranscoder(self._container, track, target)
+
+    def _open_png(self) -> None:
+        """PNG frames: path is a directory (frames %06d.png) or a pattern like out/%05d.png."""
+        self._codec = "png"
+        if "%" in self.path.name:
+            self._png_dir, self._png_pattern = self.path.parent, self.path.name
+            try:
+                self._png_pattern % 1
+            except (TypeError, ValueError):
+                raise UsageError(f"{self.path}: bad frame pattern (use e.g. out/%05d.png)") from None
+        elif self.path.suffix.lower() == ".png":
+            raise UsageError(f"{self.path}: PNG output needs a directory or a pattern like out/%05d.png")
+        else:
+            self._png_dir, self._png_pattern = self.path, "%06d.png"
+        if not self._png_dir.parent.is_dir() or (self._png_dir.exists() and not self._png_dir.is_dir()):
+            raise UsageError(f"{self._png_dir}: cannot create frames there")
+        occupied = (self._png_dir / (self._png_pattern % 1)).exists() or (
+            "%" not in self.path.name and self._png_dir.is_dir() and any(self._png_dir.iterdir())
+        )
+        if occupied and not self._overwrite:
+            raise UsageError(f"{self.path} already exists (use --overwrite to replace it)")
+        if self._audio_track is not None:
+            warnings.warn(f"{self.path}: PNG frames cannot carry audio; the audio track is dropped", stacklevel=3)
+            self._audio_track = None
+        parent = self._png_dir if self._png_dir.is_dir() else self._png_dir.parent
+        self._tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self._png_dir.name}.", suffix=".part"))
+        try:
+            self._container = av.open(str(self._tmp / self._png_pattern), mode="w", format="image2")
+            vs = self._container.add_stream("png", rate=self.fps)
+            vs.width, vs.height, vs.pix_fmt = self.width, self.height, "rgb24"
+            self._vstream = vs
+            self._pix_fmt = "rgb24"
+            self._enc_w, self._enc_h = self.width, self.height
+        except BaseException:
+            self._abort()
+            raise
+
+    # -- writing --
+    def write(self, frames: np.ndarray) -> None:
+        """Encode uint8 [n, H, W, 3] RGB frames."""
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"expected uint8 [n, {self.height}, {self.width}, 3], got {frames.dtype} {list(frames.shape)}")
+        pad_h, pad_w = self._enc_h - self.height, self._enc_w - self.width
+        if pad_h or pad_w:  # replicate the edge so the hidden row/column costs ~no bits
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if self._pix_fmt != "rgb24":
+                frame = self._reformatter.reformat(
+                    frame,
+                    format=self._pix_fmt,
+                    dst_colorspace=Colorspace.ITU709,
+                    dst_color_range=ColorRange.MPEG if self._pix_fmt.startswith("yuv") else None,
+                )
+            frame.pts = self.frames_written
+            frame.time_base = 1 / self.fps
+            self._container.mux(self._vstream.encode(frame))
+            self.frames_written += 1
+
+    def write_audio(self, packets: list[AudioPacket]) -> None:
+        """Mux audio packets from the reader; the muxer interleaves them with the video."""
+        if self._audio_track is None:
+            if packets:
+                raise ValueError("VideoWriter was created without an audio track")
+            return
+        tb = self._audio_track.time_base
+        for p in packets:
+            packet = av.Packet(p.data)
+            packet.pts, packet.dts, packet.duration = p.pts, p.dts, p.duration or 0
+            packet.time_base = tb
+            packet.is_keyframe = p.keyframe
+            if self._transcoder is not None:
+                self._transcoder.feed(packet)
+            else:
+                packet.stream = self._astream
+                self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush encoders and publish the file; on any failure the partial output is removed."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.frames_written == 0:
+                raise ValueError(f"{self.path}: no frames were written")
+            self._container.mux(self._vstream.encode(None))
+            if self._transcoder is not None:
+                self._transcoder.flush()
+            self._container.close()
+            self._publish()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _publish(self) -> None:
+        if self._codec != "png":
+            os.replace(self._tmp, self.path)
+            return
+        if not self._png_dir.exists():
+            os.replace(self._tmp, self._png_dir)
+            return
+        # Replace into an existing directory: new frames in, stale frames of the same pattern out.
+        written = {f.name for f in self._tmp.iterdir()}
+        stale = _pattern_regex(self._png_pattern)
+        for f in self._png_dir.iterdir():
+            if f.name not in written and stale.fullmatch(f.name):
+                f.unlink()
+        for name in written:
+            os.replace(self._tmp / name, self._png_dir / name)
+        self._tmp.rmdir()
+
+    def _abort(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            try:
+                container.close()
+            except (av.error.FFmpegError, ValueError, OSError):
+                pass  # the output is discarded anyway
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:
+            self._closed = True
+            self._abort()
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """image2 pattern ('%05d.png') -> regex matching the names it produces."""
+    parts = re.split(r"%0?\d*d", pattern, maxsplit=1)
+    return re.compile(re.escape(parts[0]) + r"\d+" + (re.escape(parts[1]) if len(parts) > 1 else ""))
+
+
+class _AudioTranscoder:
+    """Decode audio packets and re-encode them for a container that cannot hold the source codec."""
+
+    def __init__(self, container: av.container.OutputContainer, track: AudioTrack, encoder: str) -> None:
+        self._container = container
+        try:
+            self._dec = av.CodecContext.create(track.codec, "r")
+        except (av.error.FFmpegError, ValueError) as e:
+            raise UsageError(f"cannot decode {track.codec} audio to transcode it ({_reason(e)})") from None
+        self._dec.sample_rate = track.sample_rate
+        self._dec.layout = track.layout
+        if track.extradata:
+            self._dec.extradata = track.extradata
+        rate = 48000 if encoder == "libopus" else track.sample_rate
+        layout = track.layout if track.channels <= 2 else "stereo"
+        self._stream = container.add_stream(encoder, rate=rate, layout=layout)
+        self._stream.codec_context.open()
+        cc = self._stream.codec_context
+        self._resampler = av.AudioResampler(format=cc.format.name, layout=layout, rate=rate, frame_size=cc.frame_size or None)
+        self._rate = rate
+        self._samples = 0
+
+    def feed(self, packet: av.Packet | None) -> None:
+        for frame in self._dec.decode(packet):
+            self._encode(self._resampler.resample(frame))
+
+    def _encode(self, frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            frame.pts, frame.time_base = self._samples, Fraction(1, self._rate)
+            self._samples += frame.samples
+            self._container.mux(self._stream.encode(frame))
+
+    def flush(self) -> None:
+        self.feed(None)
+        self._encode(self._resampler.resample(None))
+        self._container.mux(self._stream.encode(None))
