@@ -58,6 +58,8 @@ def guarded(fn: Callable) -> Callable:
             fail("interrupted (no partial output was left behind)", 130)
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as e:  # disk full, permission denied: the writers already removed their temp files
+            fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1)
         except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("VAECODEC_DEBUG"):
                 raise

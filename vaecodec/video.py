@@ -254,7 +254,11 @@ def _image_dir_pattern(path: Path) -> tuple[str, int]:
 
 
 class VideoReader:
-    """Decode any PyAV-readable video into RGB chunks; audio packets are collected on the side."""
+    """Decode any PyAV-readable video into RGB chunks; audio packets are collected on the side.
+
+    ``path`` may be a file, an image-sequence pattern (``frames_%04d.png``), a directory of
+    numbered images, or ``lavfi:<filter source>`` (e.g. ``lavfi:testsrc2=size=320x240``).
+    """
 
     def __init__(self, path: str | Path, chunk_frames: int = 16) -> None:
         if chunk_frames < 1:
@@ -269,9 +273,14 @@ class VideoReader:
         self._reformatter = VideoReformatter()
         self._warned_resize = False
 
-        url, options = self._resolve(self.path)
+        raw = str(path)
+        fmt = None
+        if raw.startswith("lavfi:"):  # a filter-graph source, e.g. lavfi:testsrc2=size=320x240
+            url, options, fmt = raw[len("lavfi:") :], {}, "lavfi"
+        else:
+            url, options = self._resolve(self.path)
         try:
-            self._container = av.open(url, options=options)
+            self._container = av.open(url, format=fmt, options=options)
         except av.error.EOFError:
             raise InputError(f"{self.path} has no video frames (the data ends before the first one)") from None
         except (av.error.FFmpegError, UnicodeDecodeError) as e:

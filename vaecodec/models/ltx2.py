@@ -157,7 +157,7 @@ class LTX2Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv_in(patchify(x, self.patch))  # [B, C0, T, H/4, W/4]
         for block in self.down_blocks:
-            h = block(h, True) if isinstance(block, (_MidBlock, ResBlock, CausalConv3d)) else block(h)
+            h = block(h, True)
         h = self.conv_out(F.silu(pixel_norm(h)))  # [B, C + extra, t, h, w]
         c = self.latent
         mean = h[:, :c]

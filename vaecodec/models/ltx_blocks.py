@@ -207,13 +207,13 @@ class SpaceToDepthDown(nn.Module):
         self.group = cin * prod // cout
         self.conv = CausalConv3d(cin, cout // prod, 3, padding_mode=padding_mode)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
         if self.stride[0] == 2:
             x = torch.cat([x[:, :, :1], x], dim=2)
         skip = space_to_depth(x, self.stride)  # [B, cin*prod, t, h, w]
         b, c, t, h, w = skip.shape
         skip = skip.reshape(b, c // self.group, self.group, t, h, w).mean(dim=2)
-        return space_to_depth(self.conv(x, True), self.stride) + skip
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
 
 
 class DepthToSpaceUp(nn.Module):

@@ -93,7 +93,8 @@ _DOWN_STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": 
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def _res(cin: int, cout: int, cfg: dict, causal_unused: bool = True, **kw) -> ResBlock:
+def _res(cin: int, cout: int, cfg: dict, **kw) -> ResBlock:
+    """A diffusers-style resnet (LayerNorm + kernel-1 conv skip when the width changes)."""
     return ResBlock(cin, cout, style="diffusers", eps=cfg["resnet_norm_eps"], **kw)
 
 
@@ -118,7 +119,7 @@ class _DownBlock(nn.Module):
             x = r(x, causal)
         if self.downsamplers is not None:
             d = self.downsamplers[0]
-            x = d(x, causal) if isinstance(d, CausalConv3d) else d(x)
+            x = d(x, causal)
         if self.conv_out is not None:
             x = self.conv_out(x, causal)
         return x
@@ -155,8 +156,6 @@ class _UpBlock(_MidBlock):
         super().__init__(cout, layers, cfg, noise, timestep)
         if timestep and cin != cout:
             raise ModelError("unsupported LTX-Video decoder: a timestep-conditioned block that changes width")
-        if timestep:  # diffusers sizes this embedder by the block's input width
-            self.time_embedder = TimestepEmbedder(cin * 4)
         self.conv_in = _res(cin, cout, cfg, inject_noise=noise) if cin != cout else None
         self.upsamplers = (
             nn.ModuleList([DepthToSpaceUp(cout * factor, (2, 2, 2), residual, factor)]) if scale else None

@@ -1,0 +1,375 @@
+"""vaecodec.video on real files made with PyAV/lavfi in tmp_path (tiny sizes, CPU only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vaecodec.errors import FormatError, InputError, UsageError
+from vaecodec.video import (
+    SIZE_TAG,
+    AudioPacket,
+    AudioTrack,
+    VideoReader,
+    VideoWriter,
+    pack_packets,
+    probe,
+    unpack_packets,
+)
+
+
+def smooth_frames(n: int, h: int, w: int) -> np.ndarray:
+    """Moving colour gradients: content a lossy codec keeps well, asymmetric so flips show."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    t = np.arange(n)[:, None, None]
+    r = 128 + 100 * np.sin(xx / w * 3 + t * 0.3)
+    g = 40 + 180 * yy / h + 0 * t
+    b = 128 + 90 * np.cos((xx + 2 * yy) / (w + h) * 4 - t * 0.2)
+    return np.stack([r, g, b], -1).round().clip(0, 255).astype(np.uint8)
+
+
+def noise_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def read_all(path: Path | str, chunk_frames: int = 4) -> tuple[np.ndarray, VideoReader]:
+    with VideoReader(path, chunk_frames=chunk_frames) as r:
+        chunks = list(r.chunks())
+    assert all(len(c) <= chunk_frames for c in chunks)
+    return np.concatenate(chunks), r
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def write_with_pyav(path: Path, frames: np.ndarray, fps: Fraction, encoder: str, pix_fmt: str, **stream_kw) -> None:
+    """Fixture writer independent of VideoWriter, so reader tests do not depend on it."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(encoder, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        for k, v in stream_kw.items():
+            getattr(s, k)(*v) if callable(getattr(s, k, None)) else setattr(s, k, v)
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+
+def make_clip_with_aac(path: Path, n_frames: int = 20, fps: int = 20) -> None:
+    """A small H.264 + 48 kHz stereo AAC sine clip, 1 s long."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        aus = out.add_stream("aac", rate=48000, layout="stereo")
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000, frame_size=1024)
+        with av.open("sine=frequency=440:duration=1:sample_rate=48000", format="lavfi") as src:
+            for frame in list(src.decode(audio=0)) + [None]:
+                for g in resampler.resample(frame):
+                    out.mux(aus.encode(g))
+        out.mux(aus.encode(None))
+        for i, rgb in enumerate(smooth_frames(n_frames, 48, 64)):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+
+
+def audio_packets_of(path: Path) -> tuple[AudioTrack, list[bytes], float]:
+    """Independent look at a file's audio: track, packet payloads, decoded duration in s."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        track = AudioTrack.from_stream(s)
+        payloads = [bytes(p) for p in c.demux(s) if p.size]
+    with av.open(str(path)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    return track, payloads, samples / track.sample_rate
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def test_lavfi_source_streams_in_chunks_with_exact_ntsc_rate() -> None:
+    with VideoReader("lavfi:testsrc2=size=64x48:rate=30000/1001:duration=0.5", chunk_frames=4) as r:
+        assert r.info.fps == Fraction(30000, 1001)
+        assert (r.info.width, r.info.height) == (64, 48)
+        sizes = [c.shape for c in r.chunks()]
+        assert r.frames_read == 15 == sum(s[0] for s in sizes)
+    assert sizes[0] == (4, 48, 64, 3) and all(s[0] <= 4 for s in sizes)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "gray", "bgra", "yuv444p12le"])
+def test_non_rgb_and_high_bit_depth_inputs_become_correct_rgb(tmp_path: Path, pix_fmt: str) -> None:
+    src = smooth_frames(3, 48, 64)
+    if pix_fmt == "gray":  # gray can only hold R=G=B
+        src = np.repeat(src[..., 1:2], 3, axis=-1)
+    path = tmp_path / "in.mkv"
+    write_with_pyav(path, src, Fraction(25), "ffv1", pix_fmt)
+    got, r = read_all(path)
+    assert r.info.pix_fmt == pix_fmt
+    assert got.shape == src.shape
+    # A 10/12-bit frame read as 8-bit bytes, or a wrong matrix, is off by tens of levels.
+    assert np.abs(got.astype(int) - src).mean() < 1.5, pix_fmt
+    assert psnr(got, src) > 38
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_rotation_metadata_is_applied_to_pixels(tmp_path: Path, degrees: int) -> None:
+    src = smooth_frames(2, 48, 64)
+    path = tmp_path / "rot.mp4"
+    write_with_pyav(path, src, Fraction(25), "libx264", "yuv444p", set_display_rotation=(degrees,))
+    got, r = read_all(path)
+    k = round(degrees / 90) % 4
+    assert r.info.rotation == k * 90
+    expected = np.rot90(src, k=k, axes=(1, 2))
+    assert got.shape == expected.shape
+    assert (r.info.width, r.info.height) == (expected.shape[2], expected.shape[1])
+    assert psnr(got, expected) > 35
+
+
+def test_vfr_input_rate_comes_from_frame_times(tmp_path: Path) -> None:
+    """Frames alternate 20 ms / 40 ms apart: mean 30 ms, so 100/3 fps, and no frame is lost."""
+    path = tmp_path / "vfr.mkv"
+    times_ms = np.concatenate([[0], np.cumsum([20, 40] * 15)])
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("ffv1", rate=50)
+        s.width, s.height, s.pix_fmt = 32, 24, "bgr0"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for t, rgb in zip(times_ms, smooth_frames(len(times_ms), 24, 32)):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
+            f.pts, f.time_base = int(t), Fraction(1, 1000)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    got, r = read_all(path)
+    assert len(got) == len(times_ms)
+    assert r.info.fps == Fraction(100, 3)
+
+
+def test_missing_garbage_and_audio_only_inputs_raise_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        VideoReader(tmp_path / "nope.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(InputError, match="junk.mp4"):
+        VideoReader(junk)
+    audio_only = tmp_path / "a.mka"
+    with av.open(str(audio_only), "w") as out:
+        s = out.add_stream("flac", rate=8000, layout="mono")
+        with av.open("sine=duration=0.1:sample_rate=8000", format="lavfi") as src:
+            for f in src.decode(audio=0):
+                out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    with pytest.raises(InputError, match="no video stream"):
+        VideoReader(audio_only)
+
+
+def test_zero_frame_video_raises_input_error(tmp_path: Path) -> None:
+    for name in ("empty.mp4", "empty.mkv"):
+        path = tmp_path / name
+        out = av.open(str(path), "w")
+        s = out.add_stream("libx264" if name.endswith("mp4") else "ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        out.start_encoding()
+        out.close()
+        assert path.stat().st_size > 0
+        with pytest.raises(InputError, match="has no video frames"):
+            VideoReader(path)
+
+
+def test_truncated_input_warns_with_fewer_frames(tmp_path: Path) -> None:
+    src = smooth_frames(20, 48, 64)
+    full = tmp_path / "full.mp4"
+    with VideoWriter(full, 64, 48, Fraction(25)) as w:  # faststart: index first, data after
+        w.write(src)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.9)])
+    with pytest.warns(UserWarning, match=r"decoded (\d+) of the 20 frames"):
+        got, r = read_all(cut)
+    assert 0 < len(got) < 20 and r.frames_read == len(got)
+
+
+def test_corrupt_frame_mid_stream_raises_input_error(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, rgb in enumerate(smooth_frames(6, 24, 32), start=1):
+        av.VideoFrame.from_ndarray(rgb, format="rgb24").save(str(frames / f"{i:04d}.png"))
+    (frames / "0004.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2)
+    seen = 0
+    with pytest.raises(InputError, match="corrupt video data after 3 frames"):
+        with VideoReader(frames / "%04d.png", chunk_frames=1) as r:
+            for chunk in r.chunks():
+                seen += len(chunk)
+    assert seen == 3
+
+
+def test_probe_reports_info_without_reading_everything(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    make_clip_with_aac(path)
+    info, audio = probe(path)
+    assert (info.width, info.height, info.fps, info.frames, info.codec) == (64, 48, Fraction(20), 20, "h264")
+    assert audio is not None and (audio.codec, audio.sample_rate, audio.channels) == ("aac", 48000, 2)
+    assert json.loads(json.dumps(info.to_dict()))["fps"] == "20/1"
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec,suffix", [("h264", ".mp4"), ("h265", ".mkv")])
+def test_lossy_roundtrip_keeps_odd_size_and_ntsc_rate(tmp_path: Path, codec: str, suffix: str) -> None:
+    src = smooth_frames(7, 49, 65)
+    path = tmp_path / f"odd{suffix}"
+    with VideoWriter(path, 65, 49, Fraction(30000, 1001), codec=codec) as w:
+        w.write(src[:4])
+        w.write(src[4:])
+    got, r = read_all(path)
+    assert got.shape == src.shape  # exactly 65x49, not the padded 66x50
+    assert r.info.fps == Fraction(30000, 1001)
+    with av.open(str(path)) as c:  # the stored picture is padded, the tag records the true size
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (66, 50)
+        assert c.metadata[SIZE_TAG] == "65x49"
+    assert psnr(got, src) > 36
+    assert np.abs((got.astype(int) - src).mean(axis=(0, 1, 2))).max() < 1.0  # no colour-matrix shift
+
+
+def test_ffv1_roundtrip_is_bit_exact(tmp_path: Path) -> None:
+    src = noise_frames(5, 25, 33)
+    path = tmp_path / "lossless.mkv"
+    with VideoWriter(path, 33, 25, Fraction(24000, 1001), codec="ffv1") as w:
+        w.write(src)
+    got, r = read_all(path)
+    assert np.array_equal(got, src)
+    assert r.info.fps == Fraction(24000, 1001) and r.info.codec == "ffv1"
+
+
+def test_png_directory_and_pattern_roundtrip_bit_exact(tmp_path: Path) -> None:
+    src = noise_frames(5, 17, 23)
+    with VideoWriter(tmp_path / "dir", 23, 17, Fraction(25)) as w:
+        w.write(src)
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
+    assert np.array_equal(read_all(tmp_path / "dir")[0], src)
+
+    (tmp_path / "seq").mkdir()
+    pattern = tmp_path / "seq" / "f_%03d.png"
+    with VideoWriter(pattern, 23, 17, Fraction(25), codec="png") as w:
+        w.write(src)
+    assert np.array_equal(read_all(pattern)[0], src)
+    # Replacing with a shorter sequence must not leave stale frames behind.
+    with pytest.raises(UsageError, match="already exists"):
+        VideoWriter(pattern, 23, 17, Fraction(25))
+    with VideoWriter(pattern, 23, 17, Fraction(25), overwrite=True) as w:
+        w.write(src[:2])
+    assert np.array_equal(read_all(pattern)[0], src[:2])
+
+
+def test_vp9_webm_by_extension(tmp_path: Path) -> None:
+    src = smooth_frames(3, 24, 32)
+    path = tmp_path / "x.webm"
+    with VideoWriter(path, 32, 24, Fraction(25)) as w:
+        w.write(src)
+    got, r = read_all(path)
+    assert r.info.codec == "vp9" and psnr(got, src) > 33
+
+
+def test_writer_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(path, 32, 24, Fraction(25)) as w:
+            w.write(smooth_frames(3, 24, 32))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temp file
+    path.write_bytes(b"precious")
+    with pytest.raises(UsageError, match="already exists"):
+        VideoWriter(path, 32, 24, Fraction(25))
+    with VideoWriter(path, 32, 24, Fraction(25), overwrite=True) as w:
+        w.write(smooth_frames(2, 24, 32))
+    assert probe(path)[0].frames == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_writer_rejects_unsupported_targets(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="extension"):
+        VideoWriter(tmp_path / "x.avi3", 32, 24, Fraction(25))
+    with pytest.raises(UsageError, match="ffv1 cannot be stored"):
+        VideoWriter(tmp_path / "x.mp4", 32, 24, Fraction(25), codec="ffv1")
+    with pytest.raises(UsageError, match="unsupported output codec"):
+        VideoWriter(tmp_path / "x.mp4", 32, 24, Fraction(25), codec="mpeg2")
+    with pytest.raises(UsageError, match="does not exist"):
+        VideoWriter(tmp_path / "no" / "x.mp4", 32, 24, Fraction(25))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- audio --------------------------------------------------------------------------------
+
+
+def copy_through(src: Path, dst: Path, chunk_frames: int = 4) -> None:
+    """What codec.py does: read chunks + audio, write them back."""
+    with VideoReader(src, chunk_frames=chunk_frames) as r, VideoWriter(
+        dst, r.info.width, r.info.height, r.info.fps, audio=r.audio
+    ) as w:
+        for chunk in r.chunks():
+            w.write(chunk)
+            w.write_audio(r.take_audio())
+        w.write_audio(r.take_audio())
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_aac_track_is_copied_bit_exact(tmp_path: Path, suffix: str) -> None:
+    src = tmp_path / "src.mp4"
+    make_clip_with_aac(src)
+    dst = tmp_path / f"dst{suffix}"
+    copy_through(src, dst)
+    track_a, packets_a, secs_a = audio_packets_of(src)
+    track_b, packets_b, secs_b = audio_packets_of(dst)
+    assert (track_b.codec, track_b.sample_rate, track_b.channels) == ("aac", 48000, 2)
+    assert track_b.extradata == track_a.extradata
+    assert packets_b == packets_a
+    assert abs(secs_b - secs_a) < 0.03 and abs(secs_a - 1.0) < 0.05
+
+
+def test_audio_the_container_cannot_hold_is_transcoded_with_warning(tmp_path: Path) -> None:
+    src = tmp_path / "pcm.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("ffv1", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 32, 24, "bgr0"
+        aus = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        with av.open("sine=frequency=300:duration=1:sample_rate=16000", format="lavfi") as lav:
+            for f in lav.decode(audio=0):
+                out.mux(aus.encode(f))
+        for i, rgb in enumerate(smooth_frames(10, 24, 32)):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    dst = tmp_path / "dst.mp4"
+    with pytest.warns(UserWarning, match="pcm_s16le audio cannot be copied.*transcoding to aac"):
+        copy_through(src, dst)
+    track, _, secs = audio_packets_of(dst)
+    assert (track.codec, track.sample_rate, track.channels) == ("aac", 16000, 1)
+    assert abs(secs - 1.0) < 0.1
+
+
+def test_audio_packets_and_track_serialise_losslessly() -> None:
+    packets = [
+        AudioPacket(b"\x00\x01abc", -1024, -1024, 1024, True),
+        AudioPacket(b"", None, None, None, False),
+        AudioPacket(os.urandom(700), 2**40, 2**40 - 5, 1, True),
+    ]
+    blob = pack_packets(packets)
+    assert unpack_packets(blob) == packets
+    assert len(blob) < sum(len(p.data) for p in packets) + 8 * len(packets) + 4
+    for bad in (blob[:-1], blob + b"\x00", b"\x09" + blob[1:], b""):
+        with pytest.raises(FormatError):
+            unpack_packets(bad)
+    track = AudioTrack("aac", 48000, 2, "stereo", Fraction(1, 48000), 128000, b"\x11\x90")
+    assert AudioTrack.from_dict(json.loads(json.dumps(track.to_dict()))) == track
+    with pytest.raises(FormatError):
+        AudioTrack.from_dict({"codec": "aac"})
