@@ -17,7 +17,7 @@ from vaecodec.errors import InputError, UsageError
 
 from conftest import ROOT, make_video, psnr, read_all
 
-SAMPLE = ROOT / "samples" / "pan.mp4"
+SAMPLE = ROOT / "samples" / "coffee_pan.mp4"
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ usually brackets the target in 3-4 encodes (at most ``max_encodes``). The encode
 side of the target are then decoded and scored with the same metric code as vaecodec, and
 the PSNR at exactly the target rate is interpolated between them in log-bpp.
 
-Colour: RGB -> Y'CbCr uses BT.601 limited range both ways (explicit, so the round trip is
-exact up to 8-bit rounding); odd frame sizes are edge-padded to even for 4:2:0 and cropped
-after decoding. Every codec gets the same thread count.
+Colour: RGB -> Y'CbCr is BT.709 limited range with swscale's accurate rounding, the same
+conversion vaecodec.video uses, explicit on both sides so the round trip costs only 8-bit
+rounding; the streams are tagged BT.709 so the files also play correctly. Odd frame sizes
+are edge-padded to even and cropped after decoding. Every codec gets the same thread count.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from vaecodec.errors import UsageError
 from vaecodec.metrics import Quality, bits_per_pixel, score
 
-COLORSPACE = "ITU601"
+COLORSPACE = Colorspace.ITU709
+RANGE = ColorRange.MPEG
+SWS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
 FrameChunks = Callable[[], Iterable[np.ndarray]]  # a fresh iterator of uint8 [n, H, W, 3] per call
 
 
@@ -117,14 +121,19 @@ def encode(
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream(spec.encoder, rate=fps)
         stream.width, stream.height, stream.pix_fmt = pw, ph, spec.pix_fmt
-        stream.codec_context.thread_count = threads
+        cc = stream.codec_context
+        cc.thread_count = threads
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
         stream.options = spec.encoder_options(q, threads)
+        sws = VideoReformatter()
         for chunk in chunks:
             if (pw, ph) != (width, height):  # [n, H, W, 3] -> [n, ph, pw, 3], edges repeated
                 chunk = np.pad(chunk, ((0, 0), (0, ph - height), (0, pw - width), (0, 0)), mode="edge")
             for rgb in chunk:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame = frame.reformat(format=spec.pix_fmt, dst_colorspace=COLORSPACE)
+                frame = sws.reformat(
+                    frame, format=spec.pix_fmt, dst_colorspace=COLORSPACE, dst_color_range=RANGE, interpolation=SWS
+                )
                 frame.pts = frames
                 for packet in stream.encode(frame):
                     out.mux(packet)
@@ -139,9 +148,12 @@ def decode(data: bytes, *, width: int, height: int, threads: int, chunk: int = 8
     with av.open(io.BytesIO(data), "r") as inp:
         stream = inp.streams.video[0]
         stream.codec_context.thread_count = threads
+        sws = VideoReformatter()
         pending: list[np.ndarray] = []
         for frame in inp.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24", src_colorspace=COLORSPACE)  # [ph, pw, 3]
+            rgb = sws.reformat(
+                frame, format="rgb24", src_colorspace=COLORSPACE, src_color_range=RANGE, interpolation=SWS
+            ).to_ndarray()  # [ph, pw, 3]
             pending.append(rgb[:height, :width])
             if len(pending) == chunk:
                 yield np.stack(pending)
@@ -156,7 +168,8 @@ class BaselineResult:
 
     ``bpp``/``quality`` describe the real encode nearest the target; ``psnr_at_target`` is
     interpolated in log-bpp between the scored encodes either side of the target (None if
-    the target lies outside what the codec reached, e.g. below its lowest rate).
+    the search could not bracket the target, e.g. below the codec's lowest rate). The
+    other-side encode is scored for PSNR only (its SSIM is nan), to keep benches quick.
     """
 
     name: str
@@ -177,33 +190,44 @@ class BaselineResult:
         return sorted((by_q[q].bpp, s.psnr) for q, s in self.scored.items())
 
 
-def _next_q(spec: Baseline, tried: list[Encoded], target: float) -> float | None:
-    """Next CRF to try, or None when no untried setting can get closer."""
+def _gap(e: Encoded, target: float) -> float:
+    return abs(math.log(e.bpp / target))
+
+
+def _next_q(spec: Baseline, tried: list[Encoded], target: float, tolerance: float) -> float | None:
+    """Next CRF to try, or None when the search is done or no untried setting can help.
+
+    Secant through the two encodes nearest the target in (CRF, log bpp), kept strictly
+    inside the bracket once the target is bracketed. Done when the nearest encode is within
+    ``tolerance`` *and* an encode across the target is within 4x that, so the PSNR at the
+    target is interpolated over a short span, never extrapolated; a lucky hit without such
+    a partner gets one more encode aimed just across the target.
+    """
     lt = math.log(target)
     above = [e for e in tried if e.bpp > target]  # too many bits: need a higher CRF
     below = [e for e in tried if e.bpp <= target]
+    lo = max((e.q for e in above), default=spec.q_min)
+    hi = min((e.q for e in below), default=spec.q_max)
+    near = sorted(tried, key=lambda e: _gap(e, target))
+    slope = -math.log(2) / spec.halving_step  # d log(bpp) / d q, a prior until two points exist
+    if len(near) >= 2 and near[0].q != near[1].q and near[0].bpp != near[1].bpp:
+        measured = (math.log(near[0].bpp) - math.log(near[1].bpp)) / (near[0].q - near[1].q)
+        slope = measured if measured < 0 else slope
+    q = near[0].q + (lt - math.log(near[0].bpp)) / slope
+    if _gap(near[0], target) <= math.log1p(tolerance):
+        across = [_gap(e, target) for e in tried if (e.bpp > target) != (near[0].bpp > target)]
+        if across and min(across) <= 4 * math.log1p(tolerance):  # a tight bracket: interpolation is safe
+            return None
+        q = near[0].q + 2 * (q - near[0].q)  # aim past the target to bracket it
+        q += math.copysign(1.0 if spec.integer_q else 0.25, q - near[0].q)
+    step = 2 * spec.halving_step  # never jump more than a ~4x rate change at once
+    q = min(max(q, near[0].q - step), near[0].q + step)
     if above and below:
-        a = max(above, key=lambda e: e.q)
-        b = min(below, key=lambda e: e.q)
-        la, lb = math.log(a.bpp), math.log(b.bpp)
-        q = a.q + (lt - la) * (b.q - a.q) / (lb - la) if lb != la else (a.q + b.q) / 2
-        lo, hi = a.q, b.q
-    else:
-        last = tried[-1]
-        slope = -math.log(2) / spec.halving_step  # d log(bpp) / d q
-        if len(tried) >= 2:
-            p, c = tried[-2], tried[-1]
-            if c.q != p.q and c.bpp != p.bpp:
-                measured = (math.log(c.bpp) - math.log(p.bpp)) / (c.q - p.q)
-                slope = measured if measured < 0 else slope
-        q = last.q + (lt - math.log(last.bpp)) / slope
-        step = 2 * spec.halving_step  # one-sided: never jump more than a 4x rate change
-        q = min(max(q, last.q - step), last.q + step)
-        lo, hi = spec.q_min, spec.q_max
-    q = min(max(q, lo), hi)
+        q = min(max(q, lo + 0.01), hi - 0.01)
+    q = min(max(q, spec.q_min), spec.q_max)
     if spec.integer_q:
         q = float(round(q))
-        if any(e.q == q for e in tried):  # rounding landed on a tried value: step inward once
+        if any(e.q == q for e in tried):  # rounding landed on a tried value: one step inward
             inward = [v for v in (q - 1, q + 1) if lo < v < hi and all(e.q != v for e in tried)]
             if not inward:
                 return None
@@ -225,41 +249,33 @@ def match_rate(
     fps: Fraction,
     threads: int,
     max_encodes: int = 6,
-    tolerance: float = 0.02,
+    tolerance: float = 0.03,
     device: str = "cpu",
+    start: float | None = None,
 ) -> BaselineResult:
-    """Search CRF until the whole-file bpp is within ``tolerance`` of ``target_bpp``, then score."""
+    """Search CRF until the whole-file bpp is within ``tolerance`` of ``target_bpp``, then score.
+
+    ``start`` is the first CRF to try (e.g. the one that matched a neighbouring sweep point).
+    """
     if target_bpp <= 0:
         raise UsageError(f"target rate must be positive, got {target_bpp} bpp")
     tried: list[Encoded] = []
-    q: float | None = spec.q_start
+    q: float | None = min(max(spec.q_start if start is None else start, spec.q_min), spec.q_max)
     while q is not None and len(tried) < max_encodes:
         t0 = time.perf_counter()
         data, n = encode(frames(), spec, q, width=width, height=height, fps=fps, threads=threads)
         tried.append(Encoded(q, data, bits_per_pixel(len(data), width, height, n), time.perf_counter() - t0))
-        if abs(math.log(tried[-1].bpp / target_bpp)) <= math.log1p(tolerance):
-            break
-        q = _next_q(spec, tried, target_bpp)
+        q = _next_q(spec, tried, target_bpp, tolerance)
 
-    def gap(e: Encoded) -> float:
-        return abs(math.log(e.bpp / target_bpp))
-
-    nearest = min(tried, key=gap)
+    nearest = min(tried, key=lambda e: _gap(e, target_bpp))
     other_side = [e for e in tried if (e.bpp > target_bpp) != (nearest.bpp > target_bpp)]
-    rest = [e for e in tried if e is not nearest and e.bpp != nearest.bpp]
-    if other_side:  # interpolate across the target
-        partner = min(other_side, key=gap)
-    elif rest and gap(nearest) <= math.log1p(tolerance):  # extrapolate a tolerance-sized step at most
-        partner = min(rest, key=gap)
-    else:
-        partner = None
+    partner = min(other_side, key=lambda e: _gap(e, target_bpp)) if other_side else None
 
     t0 = time.perf_counter()
-    scored: dict[float, Quality] = {}
-    for e in (nearest, partner):
-        if e is not None:
-            dist = decode(e.data, width=width, height=height, threads=threads)
-            scored[e.q] = score(frames(), dist, device=device)
+    scored = {nearest.q: score(frames(), decode(nearest.data, width=width, height=height, threads=threads), device=device)}
+    if partner is not None:  # only its PSNR is needed, for the interpolation
+        dist = decode(partner.data, width=width, height=height, threads=threads)
+        scored[partner.q] = score(frames(), dist, device=device, with_ssim=False)
     score_seconds = time.perf_counter() - t0
 
     psnr_at_target = None

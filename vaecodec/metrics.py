@@ -71,18 +71,20 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = PEAK) -> torch.Te
     if size < 3:
         raise InputError(f"frames of {w}x{h} are too small for SSIM")
     g = _gaussian_taps(size, SSIM_SIGMA, a.dtype).to(a.device)
-    gh = g.view(1, 1, 1, size)  # filters along W
-    gv = g.view(1, 1, size, 1)  # filters along H
-    # Five local statistics at once: [5n, 1, H, W] -> [5n, 1, H-size+1, W-size+1]
-    stack = torch.cat([a, b, a * a, b * b, a * b]).unsqueeze(1)
-    mu_a, mu_b, e_aa, e_bb, e_ab = F.conv2d(F.conv2d(stack, gh), gv).squeeze(1).split(n)
-    var_a = e_aa - mu_a * mu_a
-    var_b = e_bb - mu_b * mu_b
-    cov = e_ab - mu_a * mu_b
+    c = 5 * n
+    gh = g.view(1, 1, 1, size).expand(c, 1, 1, size)  # filters along W, one per channel
+    gv = g.view(1, 1, size, 1).expand(c, 1, size, 1)  # filters along H
+    # Five local statistics of every image as channels of one grouped (depthwise) conv, which
+    # is several times faster on CPU than a 1-channel conv: [1, 5n, H, W] -> [5n, H-size+1, W-size+1]
+    stack = torch.cat([a, b, a * a, b * b, a * b]).unsqueeze(0)
+    stats = F.conv2d(F.conv2d(stack, gh.contiguous(), groups=c), gv.contiguous(), groups=c)[0]
+    mu_a, mu_b, e_aa, e_bb, e_ab = stats.split(n)
+    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    # (2 mu_a mu_b + c1)(2 cov + c2) / ((mu_a^2 + mu_b^2 + c1)(var_a + var_b + c2))
+    num = (2 * mu_ab + c1) * (2 * (e_ab - mu_ab) + c2)
+    den = (mu_aa + mu_bb + c1) * (e_aa + e_bb - mu_aa - mu_bb + c2)
     return (num / den).flatten(1).mean(1)
 
 
@@ -119,8 +121,10 @@ class Quality:
 class QualityMeter:
     """Streams frame pairs in, keeps only per-frame scalars and the last frame's error."""
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: torch.device | str = "cpu", *, with_ssim: bool = True) -> None:
+        """``with_ssim=False`` skips SSIM (its nan in the result) where only PSNR is needed."""
         self.device = torch.device(device)
+        self.with_ssim = with_ssim
         self._mse: list[float] = []
         self._mse_y: list[float] = []
         self._ssim: list[float] = []
@@ -149,7 +153,7 @@ class QualityMeter:
             self._mse.append(err.double().square().mean().item())
             ry, dy = luma(r), luma(d)  # [H, W]
             self._mse_y.append((dy - ry).double().square().mean().item())
-            self._ssim.append(ssim(ry[None], dy[None]).item())
+            self._ssim.append(ssim(ry[None], dy[None]).item() if self.with_ssim else math.nan)
             if self._prev_err is not None:
                 self._flicker.append((err - self._prev_err).abs().mean().item())
             self._prev_err = err
@@ -189,9 +193,10 @@ def score(
     *,
     device: torch.device | str = "cpu",
     batch: int = 8,
+    with_ssim: bool = True,
 ) -> Quality:
     """Score two chunk streams frame by frame; their chunkings may differ, frame counts may not."""
-    meter = QualityMeter(device)
+    meter = QualityMeter(device, with_ssim=with_ssim)
     ref_it, dist_it = _frames(ref_chunks), _frames(dist_chunks)
     done = False
     while not done:

@@ -23,16 +23,20 @@ from typing import Iterator
 import av
 import av.error
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from vaecodec.errors import FormatError, InputError, UsageError
 
-# Container tag holding the true frame size when the encoder needed even dimensions:
-# the stored picture is padded by one replicated row/column and the reader crops it back.
+# Container tag holding the true frame size when the encoder needed a larger picture (even
+# sides for 4:2:0 H.264/H.265, >= 64 px for libx265): the stored picture is padded at the
+# right/bottom with replicated edge pixels and VideoReader crops it back.
 SIZE_TAG = "vaecodec_size"
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
 _COMMON_RATES = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
+# swscale's default RGB<->YUV 4:2:0 path is biased (about -1.2 levels per channel on a round
+# trip, with ~4x the mean abs error); accurate rounding + full chroma interpolation is not.
+_SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -107,11 +111,14 @@ class AudioTrack:
     @classmethod
     def from_stream(cls, stream: av.audio.stream.AudioStream) -> AudioTrack:
         cc = stream.codec_context
+        layout = cc.layout.name
+        if layout.endswith("channels"):  # unspecified order ("1 channels"): name the default layout
+            layout = av.AudioLayout(f"{int(cc.channels)}c").name
         return cls(
             codec=cc.codec.canonical_name,
             sample_rate=int(cc.sample_rate),
             channels=int(cc.channels),
-            layout=cc.layout.name,
+            layout=layout,
             time_base=Fraction(stream.time_base),
             bit_rate=cc.bit_rate or None,
             extradata=cc.extradata,
@@ -130,12 +137,15 @@ class AudioPacket:
 
 
 # ---- compact packet serialisation (for a .vlat chunk) -------------------------------------
-# Layout: version byte, varint count, then per packet: flags byte (1 keyframe, 2 pts, 4 dts,
-# 8 duration), the present timestamps as zig-zag varints, varint size, payload.
+# Layout: version byte, varint count, then per packet a flags byte and varints. Timestamps are
+# stored as differences from what the previous packet predicts, so contiguous audio costs
+# about 4 bytes per packet: flags, a zero pts delta, the size.
 _PACK_VERSION = 1
+_KEY, _HAS_PTS, _HAS_DTS, _HAS_DUR, _DTS_IS_PTS, _DUR_REPEATS = 1, 2, 4, 8, 16, 32
 
 
 def _put_varint(out: bytearray, value: int) -> None:
+    value = value * 2 if value >= 0 else -value * 2 - 1  # zig-zag: small magnitudes, small codes
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
@@ -151,33 +161,36 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
-            return value, pos
+            return (value // 2 if value % 2 == 0 else -(value + 1) // 2), pos
         shift += 7
         if shift > 70:
             raise FormatError(f"audio packet block has an overlong varint at byte {pos}")
 
 
-def _zigzag(v: int) -> int:
-    return v * 2 if v >= 0 else -v * 2 - 1
-
-
-def _unzigzag(v: int) -> int:
-    return v // 2 if v % 2 == 0 else -(v + 1) // 2
-
-
 def pack_packets(packets: list[AudioPacket]) -> bytes:
-    """Serialise packets losslessly (bytes and timestamps) in a few bytes of overhead each."""
+    """Serialise packets losslessly (payload bytes and timestamps) with little overhead."""
     out = bytearray([_PACK_VERSION])
     _put_varint(out, len(packets))
+    next_pts, last_dur = 0, None
     for p in packets:
-        fields = (p.pts, p.dts, p.duration)
-        flags = int(p.keyframe) | sum(2 << i for i, v in enumerate(fields) if v is not None)
+        flags = _KEY if p.keyframe else 0
+        flags |= _HAS_PTS if p.pts is not None else 0
+        flags |= _HAS_DTS if p.dts is not None else 0
+        flags |= _HAS_DUR if p.duration is not None else 0
+        flags |= _DTS_IS_PTS if p.dts is not None and p.dts == p.pts else 0
+        flags |= _DUR_REPEATS if p.duration is not None and p.duration == last_dur else 0
         out.append(flags)
-        for v in fields:
-            if v is not None:
-                _put_varint(out, _zigzag(v))
+        if p.pts is not None:
+            _put_varint(out, p.pts - next_pts)
+        if p.dts is not None and not flags & _DTS_IS_PTS:
+            _put_varint(out, p.dts - (p.pts or 0))
+        if p.duration is not None and not flags & _DUR_REPEATS:
+            _put_varint(out, p.duration)
         _put_varint(out, len(p.data))
         out += p.data
+        if p.pts is not None:
+            next_pts = p.pts + (p.duration or 0)
+        last_dur = p.duration
     return bytes(out)
 
 
@@ -187,23 +200,35 @@ def unpack_packets(buf: bytes) -> list[AudioPacket]:
         raise FormatError(f"audio packet block has unknown version {buf[0] if buf else 'none'}")
     count, pos = _get_varint(buf, 1)
     packets: list[AudioPacket] = []
+    next_pts, last_dur = 0, None
     for _ in range(count):
         if pos >= len(buf):
             raise FormatError(f"audio packet block truncated at byte {pos}")
         flags = buf[pos]
         pos += 1
-        fields: list[int | None] = []
-        for i in range(3):
-            if flags & (2 << i):
-                raw, pos = _get_varint(buf, pos)
-                fields.append(_unzigzag(raw))
+        pts = dts = duration = None
+        if flags & _HAS_PTS:
+            delta, pos = _get_varint(buf, pos)
+            pts = next_pts + delta
+        if flags & _HAS_DTS:
+            if flags & _DTS_IS_PTS:
+                dts = pts
             else:
-                fields.append(None)
+                delta, pos = _get_varint(buf, pos)
+                dts = (pts or 0) + delta
+        if flags & _HAS_DUR:
+            if flags & _DUR_REPEATS:
+                duration = last_dur
+            else:
+                duration, pos = _get_varint(buf, pos)
         size, pos = _get_varint(buf, pos)
-        if pos + size > len(buf):
+        if size < 0 or pos + size > len(buf):
             raise FormatError(f"audio packet block truncated at byte {len(buf)} (packet needs {size} bytes)")
-        packets.append(AudioPacket(bytes(buf[pos : pos + size]), fields[0], fields[1], fields[2], bool(flags & 1)))
+        packets.append(AudioPacket(bytes(buf[pos : pos + size]), pts, dts, duration, bool(flags & _KEY)))
         pos += size
+        if pts is not None:
+            next_pts = pts + (duration or 0)
+        last_dur = duration
     if pos != len(buf):
         raise FormatError(f"audio packet block has {len(buf) - pos} trailing bytes at byte {pos}")
     return packets
@@ -223,9 +248,9 @@ def _nice_rate(rate: Fraction) -> Fraction:
 def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
     """Declared rate if the frame times agree with it, else the mean rate of the frame times.
 
-    Headers lie for VFR input (mp4 avg rate, mkv default duration, image2's 25 fps default
-    is fine), so the declared rational is only trusted when the measured mean interval
-    matches it; keeping the declared value keeps e.g. 30000/1001 exact.
+    Header rates are unreliable for VFR input (a container's nominal or finest rate), so a
+    declared rational is only used when the measured mean frame interval matches it within
+    1%; using the declared value (not the measurement) keeps e.g. 30000/1001 exact.
     """
     declared = [Fraction(r) for r in (stream.average_rate, stream.base_rate, stream.guessed_rate) if r]
     times = sorted(set(pts))
@@ -283,7 +308,7 @@ class VideoReader:
             self._container = av.open(url, format=fmt, options=options)
         except av.error.EOFError:
             raise InputError(f"{self.path} has no video frames (the data ends before the first one)") from None
-        except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        except av.error.FFmpegError as e:
             raise InputError(f"{self.path}: cannot open as video ({_reason(e)})") from None
         try:
             self._setup()
@@ -326,10 +351,9 @@ class VideoReader:
                 pts.append(packet.pts)
         fps = _pick_fps(self._vs, pts)
 
-        first = next(self._decoded(), None)
-        if first is None:
+        if not self._fill():
             raise InputError(f"{self.path} has no video frames")
-        self._frames.appendleft(first)
+        first = self._frames[0]
 
         self._crop = self._size_tag(first)
         self._rot = round((first.rotation or 0) / 90) % 4  # np.rot90 turns counter-clockwise, as does rotation
@@ -350,8 +374,8 @@ class VideoReader:
 
     def _size_tag(self, frame: av.VideoFrame) -> tuple[int, int] | None:
         """The true (width, height) our writer recorded when it padded to even, if any."""
-        tag = self._container.metadata.get(SIZE_TAG) or self._vs.metadata.get(SIZE_TAG)
-        m = re.fullmatch(r"(\d+)x(\d+)", tag or "")
+        tags = {k.lower(): v for k, v in {**self._vs.metadata, **self._container.metadata}.items()}
+        m = re.fullmatch(r"(\d+)x(\d+)", tags.get(SIZE_TAG, ""))  # Matroska upper-cases tag names
         if not m:
             return None
         w, h = int(m.group(1)), int(m.group(2))
@@ -380,25 +404,36 @@ class VideoReader:
         except av.error.FFmpegError as e:
             raise InputError(f"{self.path}: corrupt video data after {self.frames_read} frames ({_reason(e)})") from None
 
+    def _next_packet(self) -> av.Packet | None:
+        return self._pending.popleft() if self._pending else self._demux_next()
+
+    def _stash_audio(self, packet: av.Packet) -> None:
+        if packet.size:  # skip demux's empty end-of-stream marker
+            self._audio_packets.append(
+                AudioPacket(bytes(packet), packet.pts, packet.dts, packet.duration, bool(packet.is_keyframe))
+            )
+
+    def _fill(self) -> bool:
+        """Demux and decode until a frame is queued; audio packets met go to take_audio()."""
+        while not self._frames and not self._flushed:
+            packet = self._next_packet()
+            if packet is None:  # end of input without demux's flush marker
+                self._flushed = True
+                self._frames.extend(self._decode(None))
+            elif packet.stream is self._vs:
+                self._flushed = not packet.size  # demux's empty end-of-stream packet flushes the decoder
+                self._frames.extend(self._decode(packet))
+            else:
+                self._stash_audio(packet)
+        return bool(self._frames)
+
     def _decoded(self) -> Iterator[av.VideoFrame]:
-        """Decoded frames in order; audio packets met on the way go to take_audio()."""
-        while self._frames:
+        while self._fill():
             yield self._frames.popleft()
-        while True:
-            packet = self._pending.popleft() if self._pending else self._demux_next()
-            if packet is None:
-                break
-            if packet.stream is self._vs:
-                if not packet.size:  # demux's end-of-stream marker flushes the decoder
-                    self._flushed = True
-                yield from self._decode(packet)
-            elif packet.size:
-                self._audio_packets.append(
-                    AudioPacket(bytes(packet), packet.pts, packet.dts, packet.duration, bool(packet.is_keyframe))
-                )
-        if not self._flushed:
-            self._flushed = True
-            yield from self._decode(None)
+        # Audio demuxed after the last video packet still belongs to take_audio().
+        while (packet := self._next_packet()) is not None:
+            if packet.stream is not self._vs:
+                self._stash_audio(packet)
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """Any pixel format -> uint8 [H, W, 3]; swscale honours bit depth, matrix and range."""
@@ -406,7 +441,7 @@ class VideoReader:
         if (frame.width, frame.height) != (w, h) and not self._warned_resize:
             warnings.warn(f"{self.path}: frame size changes mid-stream; scaling to {w}x{h}", stacklevel=3)
             self._warned_resize = True
-        rgb = self._reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+        rgb = self._reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=_SWS_FLAGS).to_ndarray()
         if self._crop:
             rgb = rgb[: self._crop[1], : self._crop[0]]
         if self._rot:
@@ -477,6 +512,8 @@ _ENCODERS = {
     "ffv1": ("ffv1", "bgr0", {"matroska"}),  # RGB kept as RGB: the round trip is bit-exact
 }
 _EVEN_ONLY = {"h264", "h265"}  # 4:2:0 in these bitstreams cannot express an odd size
+# libx265 (this build) corrupts the heap on frames narrower than 64 px: pad tiny frames up.
+_MIN_SIZE = {"h265": 64}
 
 
 def _encoder_options(codec: str, crf: int) -> dict[str, str]:
@@ -525,6 +562,8 @@ class VideoWriter:
         suffix = self.path.suffix.lower()
         is_png_target = "%" in self.path.name or suffix in ("", ".png")
         if wanted == "png" or (wanted is None and is_png_target):
+            if suffix in _FORMATS:
+                raise UsageError(f"{self.path}: PNG frames go to a directory or a pattern like out/%05d.png")
             self._open_png()
             return
         fmt = _FORMATS.get(suffix)
@@ -556,12 +595,13 @@ class VideoWriter:
         if self.path.is_dir():
             raise UsageError(f"{self.path} is a directory")
         if self.path.exists() and not self._overwrite:
-            raise UsageError(f"{self.path} already exists (use --overwrite to replace it)")
+            raise UsageError(f"{self.path} already exists (use -y/--overwrite to replace it)")
 
     def _setup_video(self, encoder: str) -> None:
         pad = self._codec in _EVEN_ONLY
-        self._enc_w = self.width + (self.width % 2 if pad else 0)
-        self._enc_h = self.height + (self.height % 2 if pad else 0)
+        least = _MIN_SIZE.get(self._codec, 1)
+        self._enc_w = max(self.width + (self.width % 2 if pad else 0), least)
+        self._enc_h = max(self.height + (self.height % 2 if pad else 0), least)
         try:
             vs = self._container.add_stream(encoder, rate=self.fps, options=_encoder_options(self._codec, self._crf))
         except (av.error.FFmpegError, ValueError) as e:
@@ -621,7 +661,7 @@ class VideoWriter:
             "%" not in self.path.name and self._png_dir.is_dir() and any(self._png_dir.iterdir())
         )
         if occupied and not self._overwrite:
-            raise UsageError(f"{self.path} already exists (use --overwrite to replace it)")
+            raise UsageError(f"{self.path} already exists (use -y/--overwrite to replace it)")
         if self._audio_track is not None:
             warnings.warn(f"{self.path}: PNG frames cannot carry audio; the audio track is dropped", stacklevel=3)
             self._audio_track = None
@@ -644,7 +684,7 @@ class VideoWriter:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"expected uint8 [n, {self.height}, {self.width}, 3], got {frames.dtype} {list(frames.shape)}")
         pad_h, pad_w = self._enc_h - self.height, self._enc_w - self.width
-        if pad_h or pad_w:  # replicate the edge so the hidden row/column costs ~no bits
+        if pad_h or pad_w:  # replicate the edge so the hidden rows/columns cost ~no bits
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -654,6 +694,7 @@ class VideoWriter:
                     format=self._pix_fmt,
                     dst_colorspace=Colorspace.ITU709,
                     dst_color_range=ColorRange.MPEG if self._pix_fmt.startswith("yuv") else None,
+                    interpolation=_SWS_FLAGS,
                 )
             frame.pts = self.frames_written
             frame.time_base = 1 / self.fps
@@ -755,10 +796,11 @@ class _AudioTranscoder:
         if track.extradata:
             self._dec.extradata = track.extradata
         rate = 48000 if encoder == "libopus" else track.sample_rate
-        layout = track.layout if track.channels <= 2 else "stereo"
+        layout = track.layout if track.channels <= 2 else "stereo"  # keep AAC/Opus setups simple
         self._stream = container.add_stream(encoder, rate=rate, layout=layout)
-        self._stream.codec_context.open()
         cc = self._stream.codec_context
+        cc.time_base = Fraction(1, rate)
+        cc.open()  # now frame_size is known
         self._resampler = av.AudioResampler(format=cc.format.name, layout=layout, rate=rate, frame_size=cc.frame_size or None)
         self._rate = rate
         self._samples = 0

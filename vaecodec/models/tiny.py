@@ -37,12 +37,14 @@ C2 = 64  # channels at 1/8 resolution
 LATENT = 16
 
 
-def _shift(x: torch.Tensor, t: int) -> torch.Tensor:
-    """Previous frame of every frame, zeros before the first: [B*T, C, H, W] -> same."""
-    bt, c, h, w = x.shape
-    x5 = x.reshape(bt // t, t, c, h, w)
-    prev = torch.cat((torch.zeros_like(x5[:, :1]), x5[:, :-1]), 1)
-    return prev.reshape(bt, c, h, w)
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Memory view [N, H, W, C] of a channels_last tensor [N, C, H, W] (no copy)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    """channels_last view [N, C, H, W] of an [N, H, W, C] tensor (no copy)."""
+    return x.permute(0, 3, 1, 2)
 
 
 class ResBlock(nn.Module):
@@ -54,13 +56,16 @@ class ResBlock(nn.Module):
         self.b = nn.Conv2d(c, c, k2, padding=k2 // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.relu(self.a(x)))
+        return x + self.b(F.relu(self.a(x), inplace=True))
 
 
 class MemBlock(nn.Module):
     """Residual block whose first conv sees [frame, previous frame]: causal temporal mixing.
 
-    ``light`` uses a 1x1 mixing conv (for full-frame-rate stages) instead of a 3x3 one.
+    ``a`` is a conv over the concatenation [x_t, x_{t-1}] (zeros before the first frame);
+    it is evaluated as two convs over x, the second shifted by one frame, which is the same
+    sum without materialising the concatenation. ``light`` uses a 1x1 mixing conv (for
+    full-frame-rate stages) instead of a 3x3 one.
     """
 
     def __init__(self, c: int, light: bool = False) -> None:
@@ -71,7 +76,13 @@ class MemBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         # x: [B*t, C, H, W]
-        return x + self.b(F.relu(self.a(torch.cat((x, _shift(x, t)), 1))))
+        n, c, h, w = x.shape
+        pad = self.a.padding
+        cur = F.conv2d(x, self.a.weight[:, :c], self.a.bias, padding=pad)
+        prev = F.conv2d(x, self.a.weight[:, c:], None, padding=pad)
+        cur5, prev5 = cur.view(n // t, t, c, h, w), prev.view(n // t, t, c, h, w)
+        cur5[:, 1:] += prev5[:, :-1]  # frame i also sees frame i-1
+        return x + self.b(F.relu(cur, inplace=True))
 
 
 class TinyEncoder(nn.Module):
@@ -83,23 +94,30 @@ class TinyEncoder(nn.Module):
         self.pool = nn.Conv2d(4 * C2, C2, 1)
         self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(3)])
         self.head = nn.Conv2d(C2, 2 * LATENT, 3, padding=1)
+        with torch.no_grad():  # start with unit-scale means and a narrow posterior, so the
+            self.head.weight[:LATENT] *= 30.0  # first quantization steps do not erase them
+            self.head.bias[LATENT:] = -8.0
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, t, h, w = x.shape
-        x = torch.cat((x[:, :, :1].expand(-1, -1, 3, -1, -1), x), 2)  # [B, 3, 4(k+1), H, W]
+        h4, w4, h8, w8 = h // 4, w // 4, h // 8, w // 8
+        # pixel-unshuffle by 4 straight into channels_last: one copy. [B*T, 48, H/4, W/4]
+        f = x.reshape(b, 3, t, h4, 4, w4, 4).permute(0, 2, 3, 5, 1, 4, 6).reshape(b * t, h4, w4, 48)
+        f = F.relu(self.stem(_nchw(f)), inplace=True)
+        f = F.relu(self.down(f), inplace=True)  # [B*T, C2, H/8, W/8]
+        # causal warm-up: replicate frame 0 three times in front (per-frame stages above
+        # give identical features for identical frames, so replicate after them)
+        f5 = _nhwc(f).reshape(b, t, h8, w8, C2)
+        f5 = torch.cat((f5[:, :1].expand(-1, 3, -1, -1, -1), f5), 1)  # [B, 4(k+1), h, w, C2]
         tp = t + 3
-        f = x.transpose(1, 2).reshape(b * tp, 3, h, w)
-        f = F.pixel_unshuffle(f, 4).contiguous(memory_format=torch.channels_last)  # [B*T', 48, H/4, W/4]
-        f = F.relu(self.stem(f))
-        f = F.relu(self.down(f))  # [B*T', C2, H/8, W/8]
-        f = F.relu(self.mem(f, tp))
+        f = F.relu(self.mem(_nchw(f5.reshape(b * tp, h8, w8, C2)), tp), inplace=True)
         tl = tp // 4
-        f = f.reshape(b * tl, 4 * C2, h // 8, w // 8)  # fold 4 frames into channels
-        f = F.relu(self.pool(f.contiguous(memory_format=torch.channels_last)))
+        # fold groups of 4 frames into channels (frame-major): [B*t_lat, 4*C2, h, w]
+        g = _nhwc(f).reshape(b * tl, 4, h8, w8, C2).permute(0, 2, 3, 1, 4).reshape(b * tl, h8, w8, 4 * C2)
+        f = F.relu(self.pool(_nchw(g)), inplace=True)
         for blk in self.blocks:
-            f = F.relu(blk(f, tl))
-        f = self.head(f)  # [B*t_lat, 2C, h, w]
-        f = f.reshape(b, tl, 2 * LATENT, h // 8, w // 8).transpose(1, 2)
+            f = F.relu(blk(f, tl), inplace=True)
+        f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * LATENT).permute(0, 4, 1, 2, 3)
         mean, logvar = f[:, :LATENT], f[:, LATENT:].clamp(-30.0, 20.0)
         return mean.contiguous(), logvar.contiguous()
 
@@ -117,19 +135,24 @@ class TinyDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b, _, tl, h, w = z.shape
-        f = z.transpose(1, 2).reshape(b * tl, LATENT, h, w).contiguous(memory_format=torch.channels_last)
-        f = F.relu(self.inp(f))
+        f = _nchw(z.permute(0, 2, 3, 4, 1).reshape(b * tl, h, w, LATENT))  # [B*t, 16, h, w] channels_last
+        f = F.relu(self.inp(f), inplace=True)
         for blk in self.blocks:
-            f = F.relu(blk(f, tl))
-        f = self.grow(f).reshape(b * tl * 4, C2, h, w)  # unfold 4 frames out of channels
-        f = F.relu(f.contiguous(memory_format=torch.channels_last))
+            f = F.relu(blk(f, tl), inplace=True)
+        # unfold 4 frames out of channels (frame-major): [B*4t, C2, h, w]
+        g = _nhwc(self.grow(f)).reshape(b * tl, h, w, 4, C2).permute(0, 3, 1, 2, 4).reshape(b * tl * 4, h, w, C2)
         tp = tl * 4
-        f = F.relu(self.mem(f, tp))
-        f = F.relu(F.pixel_shuffle(self.up(f), 2))  # [B*T', C1, H/4, W/4]
-        f = F.relu(self.res(f))
-        f = F.pixel_shuffle(self.out(f), 4)  # [B*T', 3, H, W]
-        x = f.reshape(b, tp, 3, h * 8, w * 8).transpose(1, 2)
-        return x[:, :, 3:].contiguous()  # drop the 3 replicated warm-up frames
+        f = F.relu(self.mem(F.relu(_nchw(g)), tp), inplace=True)
+        # drop the 3 warm-up frames now: everything below is per frame
+        t = tp - 3
+        f = _nchw(_nhwc(f).reshape(b, tp, h, w, C2)[:, 3:].reshape(b * t, h, w, C2))
+        # pixel-shuffle by 2 into channels_last: [B*T, C1, H/4, W/4]
+        u = _nhwc(self.up(f)).reshape(b * t, h, w, C1, 2, 2).permute(0, 1, 4, 2, 5, 3)
+        f = F.relu(_nchw(u.reshape(b * t, 2 * h, 2 * w, C1)), inplace=True)
+        f = F.relu(self.res(f), inplace=True)
+        # pixel-shuffle by 4 straight into [B, 3, T, H, W]
+        o = _nhwc(self.out(f)).reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
+        return o.reshape(b, 3, t, h * 8, w * 8)
 
 
 class TinyVAE(VideoVAE):
@@ -139,8 +162,10 @@ class TinyVAE(VideoVAE):
     spatial = 8
     temporal = 4
     latent_channels = LATENT
-    # 8 latent frames = 33 pixel frames per temporal tile; 512 px tiles keep CPU memory small
-    tiling = Tiling(latent_frames=8, overlap_latents=1, tile_px=512, overlap_px=64)
+    # 8 latent frames = 33 pixel frames per temporal tile. 896 px keeps 480p (854x480) in one
+    # spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
+    # 64 px overlap covers most of the ~70 px receptive field of the 1/8-resolution stack.
+    tiling = Tiling(latent_frames=8, overlap_latents=1, tile_px=896, overlap_px=64)
 
     def __init__(self) -> None:
         super().__init__()

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train (resumes from RUN/last.safetensors if present)")
     for f in fields(Config):
-        if f.name == "photos":
+        if f.name in ("photos", "val_photos"):
             continue
         tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "train":
-            cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "photos"})
+            cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)
+                            if f.name not in ("photos", "val_photos")})
             print(json.dumps(train(cfg, resume=not args.fresh)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version)

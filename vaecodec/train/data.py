@@ -69,14 +69,17 @@ def photo_file(data_dir: str | Path, key: str) -> Path:
     return Path(data_dir) / "photos" / (key.replace(":", "__") + ".png")
 
 
-def prepare(data_dir: str | Path) -> list[Path]:
-    """Downscale every photo in ``PHOTOS`` to ``SHORT_SIDE`` and save it as PNG."""
+def prepare(data_dir: str | Path, keys: list[str] | tuple[str, ...] | None = None) -> list[Path]:
+    """Downscale the photos ``keys`` (default: all of ``PHOTOS``) to ``SHORT_SIDE``, saved as PNG."""
     from PIL import Image
 
     data_dir = Path(data_dir)
     (data_dir / "photos").mkdir(parents=True, exist_ok=True)
     out = []
-    for key, src in PHOTOS.items():
+    for key in PHOTOS if keys is None else keys:
+        if key not in PHOTOS:
+            raise InputError(f"unknown training photo {key!r}")
+        src = PHOTOS[key]
         dst = photo_file(data_dir, key)
         out.append(dst)
         if dst.exists():

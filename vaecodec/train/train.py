@@ -40,20 +40,23 @@ class Config:
     lr: float = 1e-3
     lam: float = 0.01  # rate weight: loss = mse + lam * bpp
     kl: float = 1e-6  # KL weight (keeps logvar a real posterior without costing quality)
-    step_min: float = 0.25  # quantization steps sampled log-uniformly in [step_min, step_max]
-    step_max: float = 4.0
+    step_min: float = 0.1  # quantization steps sampled log-uniformly in [step_min, step_max]
+    step_max: float = 1.6
     val_every: int = 250
     ckpt_every: int = 100
     threads: int = 1
     seed: int = 0
     log_every: int = 10
     photos: list[str] = field(default_factory=lambda: list(TRAIN))
+    val_photos: list[str] = field(default_factory=lambda: list(HELD_OUT))
+    val_size: int = 192
+    val_clips: int = 6
 
 
 def _lr(cfg: Config, step: int) -> float:
     """Linear warm-up, constant, then cosine decay to 10% over the last 20% of steps."""
-    if step < 200:
-        return cfg.lr * (step + 1) / 200
+    if step < 100:
+        return cfg.lr * (step + 1) / 100
     start = int(cfg.steps * 0.8)
     if step < start:
         return cfg.lr
@@ -62,9 +65,9 @@ def _lr(cfg: Config, step: int) -> float:
 
 
 def _val_clips(cfg: Config) -> torch.Tensor:
-    """Fixed validation clips from the held-out photos: [6, 3, 9, 192, 192]."""
-    photos = load_photos(cfg.data, HELD_OUT)
-    return ClipSampler(photos, frames=9, size=192, seed=12345).batch(6)
+    """Fixed validation clips from the held-out photos: [val_clips, 3, 9, val_size, val_size]."""
+    photos = load_photos(cfg.data, cfg.val_photos)
+    return ClipSampler(photos, frames=9, size=cfg.val_size, seed=12345).batch(cfg.val_clips)
 
 
 def val_steps(cfg: Config) -> list[float]:
@@ -229,7 +232,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     model.eval()
     steps = quality_steps(cfg)
     # latent statistics on training clips (never the held-out photos)
-    sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=128, seed=777)
+    sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
     intra, inter = latent_histograms(means, steps)
     coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=5)
@@ -249,8 +252,9 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
         "latent_channels": 16, "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
         "checkpoint": which, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "train_config": asdict(cfg) | {"photos": len(cfg.photos)},
-        "validation": {"photos": list(HELD_OUT), "clips": "6 x 9 frames x 192x192, seed 12345",
+        "train_config": asdict(cfg) | {"photos": len(cfg.photos), "val_photos": len(cfg.val_photos)},
+        "validation": {"photos": list(cfg.val_photos),
+                       "clips": f"{cfg.val_clips} x 9 frames x {cfg.val_size}x{cfg.val_size}, seed 12345",
                        "points": points},
     }
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}

@@ -1,0 +1,173 @@
+"""The embedded tiny VAE: contract shapes, causality, loading, and real compression quality."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from vaecodec.errors import ModelError
+from vaecodec.models.base import VideoVAE
+from vaecodec.models.tiny import WEIGHTS, TinyVAE, load, model_card
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def random_model() -> TinyVAE:
+    torch.manual_seed(0)
+    return TinyVAE().eval()
+
+
+@pytest.fixture(scope="module")
+def shipped() -> TinyVAE:
+    return load(None, CPU, torch.float32)
+
+
+def _clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@torch.inference_mode()
+def test_contract_shapes(random_model):
+    m = random_model
+    assert isinstance(m, VideoVAE) and m.kind == "tiny"
+    assert (m.spatial, m.temporal, m.latent_channels) == (8, 4, 16)
+    for t in (1, 5, 9):
+        x = _clip(t, 16, 24)
+        mean, logvar = m.encode(x)
+        assert mean.shape == logvar.shape == (1, 16, m.latents_for_frames(t), 2, 3)
+        y = m.decode(mean)
+        assert y.shape == (1, 3, m.frames_for_latents(mean.shape[2]), 16, 24) == x.shape
+    with pytest.raises(ValueError):
+        m.encode(_clip(4, 16, 16))
+
+
+@torch.inference_mode()
+def test_encoder_and_decoder_are_causal(random_model):
+    """Latent j sees only frames <= 4j; decoded frames <= 4j see only latents <= j."""
+    m = random_model
+    x = _clip(9, 16, 16)
+    x2 = x.clone()
+    x2[:, :, 5:] = -x2[:, :, 5:]  # change frames 5..8 = latent 2 only
+    a, _ = m.encode(x)
+    b, _ = m.encode(x2)
+    torch.testing.assert_close(a[:, :, :2], b[:, :, :2])
+    assert not torch.allclose(a[:, :, 2], b[:, :, 2])
+    z2 = a.clone()
+    z2[:, :, 2] += 1.0
+    ya, yb = m.decode(a), m.decode(z2)
+    torch.testing.assert_close(ya[:, :, :5], yb[:, :, :5])
+    assert not torch.allclose(ya[:, :, 5:], yb[:, :, 5:])
+
+
+@torch.inference_mode()
+def test_calls_are_self_contained(random_model):
+    """No hidden state: encoding the same clip after another one gives identical latents."""
+    m = random_model
+    x = _clip(5, 16, 16, seed=1)
+    first, _ = m.encode(x)
+    m.encode(_clip(9, 16, 16, seed=2))
+    again, _ = m.encode(x)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+
+
+def test_load_shipped_weights(shipped):
+    assert WEIGHTS.stat().st_size < 10 * 2**20
+    assert shipped.model_id.startswith("vaecodec-tiny-")
+    assert shipped.weights_sha256 == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+    assert not shipped.training
+    card = model_card(shipped.metadata)
+    assert card["model_id"] == shipped.model_id and card["train_steps"] > 0
+    coder = shipped.entropy_coder
+    assert coder is not None and coder.default_quality in coder.qualities
+    steps = [float(coder.step(q)[0]) for q in coder.qualities]
+    assert steps == sorted(steps, reverse=True)  # higher quality = finer step
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelError):
+        load(tmp_path / "missing.safetensors", CPU, torch.float32)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ModelError):
+        load(bad, CPU, torch.float32)
+
+
+def _heldout_clip() -> torch.Tensor:
+    """A slow pan over a held-out photo (scikit-image's chelsea, never trained on): [1,3,9,128,160]."""
+    import skimage.data
+
+    img = torch.from_numpy(skimage.data.chelsea().copy()).permute(2, 0, 1).float() / 127.5 - 1
+    frames = [img[:, 60 + i: 188 + i, 100 + 2 * i: 260 + 2 * i] for i in range(9)]
+    return torch.stack(frames, 1)[None]
+
+
+@torch.inference_mode()
+def test_shipped_model_compresses_heldout_video(shipped):
+    """Full path at the default quality: quantize, entropy-code, decode; PSNR and rate are sane."""
+    x = _heldout_clip()
+    coder = shipped.entropy_coder
+    mean, _ = shipped.encode(x)
+    step = coder.step(coder.default_quality).view(1, -1, 1, 1, 1)
+    q = torch.round(mean / step)[0].numpy().astype(np.int32)
+    data = coder.encode(q, coder.default_quality)
+    q2 = coder.decode(data, q.shape, coder.default_quality)
+    np.testing.assert_array_equal(q, q2)
+    y = shipped.decode(torch.from_numpy(q2)[None].float() * step).clamp(-1, 1)
+    mse = torch.mean(((y - x) / 2) ** 2).item()
+    psnr = 10 * np.log10(1 / mse)
+    bpp = len(data) * 8 / (9 * 128 * 160)
+    assert psnr > 24.0, psnr
+    assert bpp < 0.5, bpp
+
+
+def _naive_forward(m: TinyVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's definition written plainly (concatenations, pixel_(un)shuffle, replicate
+    first): the optimised layout tricks in tiny.py must compute exactly this."""
+    import torch.nn.functional as F
+
+    def mem(blk, f, t):  # conv over [x_t, x_{t-1}] with zeros before the first frame
+        f5 = f.reshape(-1, t, *f.shape[1:])
+        prev = torch.cat((torch.zeros_like(f5[:, :1]), f5[:, :-1]), 1).reshape(f.shape)
+        return f + blk.b(F.relu(blk.a(torch.cat((f, prev), 1))))
+
+    e, d = m.encoder, m.decoder
+    b, _, t, h, w = x.shape
+    x = torch.cat((x[:, :, :1].repeat(1, 1, 3, 1, 1), x), 2)
+    tp = t + 3
+    f = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * tp, 3, h, w), 4)
+    f = F.relu(e.down(F.relu(e.stem(f))))
+    f = F.relu(mem(e.mem, f, tp))
+    f = F.relu(e.pool(f.reshape(b * tp // 4, -1, h // 8, w // 8)))
+    for blk in e.blocks:
+        f = F.relu(mem(blk, f, tp // 4))
+    f = e.head(f).reshape(b, tp // 4, -1, h // 8, w // 8).transpose(1, 2)
+    mean, logvar = f[:, :16], f[:, 16:].clamp(-30, 20)
+    g = F.relu(d.inp(mean.transpose(1, 2).reshape(b * tp // 4, 16, h // 8, w // 8)))
+    for blk in d.blocks:
+        g = F.relu(mem(blk, g, tp // 4))
+    g = F.relu(d.grow(g).reshape(b * tp, -1, h // 8, w // 8))
+    g = F.relu(mem(d.mem, g, tp))
+    g = F.relu(F.pixel_shuffle(d.up(g), 2))
+    g = F.pixel_shuffle(d.out(F.relu(d.res(g))), 4)
+    y = g.reshape(b, tp, 3, h, w).transpose(1, 2)[:, :, 3:]
+    return (mean, logvar), y
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@torch.inference_mode()
+def test_fast_layout_equals_plain_definition(random_model, channels_last):
+    m = random_model
+    if channels_last:
+        m = TinyVAE().eval()
+        m.load_state_dict(random_model.state_dict())
+        m = m.to(memory_format=torch.channels_last)
+    x = torch.cat((_clip(9, 16, 24, seed=5), _clip(9, 16, 24, seed=6)))  # batch of 2
+    (mean_ref, logvar_ref), y_ref = _naive_forward(m, x)
+    mean, logvar = m.encode(x)
+    torch.testing.assert_close(mean, mean_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logvar, logvar_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(m.decode(mean_ref), y_ref, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,435 @@
+"""`vaecodec bench`: speed, memory and quality of vaecodec, next to classic codecs at equal rate.
+
+For each input: vaecodec encodes and decodes it (once per sweep point), stage timings come
+from the Codec, and the decoded frames are scored against the original frames while they
+stream past. Each baseline is then rate-matched to the .vlat's whole-file bpp and scored by
+the same metric code. With a sweep of >= 4 points, BD-rate / BD-PSNR against each baseline
+summarise the curves. Results go to a rich table, optionally JSON (``json_path``) and a PNG
+(``plot_path``); CLI parsing lives in cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from vaecodec import __version__
+from vaecodec.baselines import BaselineResult, check_baselines, match_rate
+from vaecodec.codec import Codec
+from vaecodec.errors import InputError, UsageError
+from vaecodec.metrics import bd_psnr, bd_rate, score
+from vaecodec.video import VideoReader, VideoWriter
+
+ENCODE_STAGES = ("read", "model_encode", "pack")
+DECODE_STAGES = ("unpack", "model_decode", "write")
+CACHE_BYTES = 256 << 20  # raw RGB kept in RAM between baseline passes up to this size
+MIN_BD_POINTS = 4
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input video and its facts, read once up front."""
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    file_bytes: int
+
+
+class Frames:
+    """Re-readable original frames: each call yields uint8 ``[n, H, W, 3]`` chunks from the start.
+
+    Baselines need the same frames many times (every encode and every scoring pass). A short
+    clip is decoded once and kept (at most ``CACHE_BYTES`` of raw RGB); a longer one is
+    decoded again on each pass, so memory stays bounded by one chunk.
+    """
+
+    def __init__(self, path: Path, limit_bytes: int = CACHE_BYTES) -> None:
+        self.path = path
+        self.limit = limit_bytes
+        self._cache: list[np.ndarray] | None = None
+        self._too_big = False
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        if self._cache is not None:
+            yield from self._cache
+            return
+        kept: list[np.ndarray] = []
+        size = 0
+        with VideoReader(self.path) as reader:
+            for chunk in reader.chunks():
+                if not self._too_big:
+                    size += chunk.nbytes
+                    self._too_big = size > self.limit
+                    if self._too_big:
+                        kept.clear()
+                    else:
+                        kept.append(chunk)
+                yield chunk
+        if not self._too_big:
+            self._cache = kept
+
+
+def probe_source(path: Path) -> tuple[Source, Frames]:
+    """Count the frames by decoding once (container frame counts are only estimates)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    frames = Frames(path)
+    n = 0
+    for chunk in frames():
+        n += chunk.shape[0]
+    if n == 0:
+        raise InputError(f"{path}: no video frames")
+    with VideoReader(path) as reader:
+        info = reader.info
+    return Source(path, info.width, info.height, info.fps, n, path.stat().st_size), frames
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _warm_up(codec: Codec, src: Path, work: Path) -> None:
+    """Run a short clip (the first 1 + temporal frames) through encode and decode, untimed.
+
+    Loads the model and lets the backend pick kernels (cuDNN autotune on CUDA) so the timed
+    run measures steady-state speed.
+    """
+    need = 1 + codec.model.temporal
+    clip = work / "warmup.mkv"
+    with VideoReader(src) as reader:
+        info = reader.info
+        with VideoWriter(clip, info.width, info.height, info.fps, codec="ffv1", overwrite=True) as writer:
+            for chunk in reader.chunks():
+                writer.write(chunk[: need - writer.frames_written])
+                if writer.frames_written >= need:
+                    break
+    codec.encode(clip, work / "warmup.vlat", overwrite=True)
+    for _ in codec.decode_frames(work / "warmup.vlat"):
+        pass
+
+
+def _peak_rss() -> int:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if platform.system() == "Darwin" else r * 1024
+
+
+def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting: dict) -> dict:
+    """Encode + decode ``src`` once, timed by stage, the decode scored as it streams."""
+    codec.model  # noqa: B018 - load weights before the clock starts
+    vlat = work / f"{src.path.stem}.vlat"
+    res = codec.encode(src.path, vlat, overwrite=True)
+    if codec.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(codec.device)
+    timings: dict[str, float] = {}
+    write = {"write": 0.0}
+    with VideoWriter(work / f"{src.path.stem}.decoded.mp4", src.width, src.height, src.fps, overwrite=True) as out:
+
+        def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            for chunk in chunks:  # uint8 [n, H, W, 3]
+                t0 = time.perf_counter()
+                out.write(chunk)
+                write["write"] += time.perf_counter() - t0
+                yield chunk
+
+        t0 = time.perf_counter()
+        quality = score(frames(), written(codec.decode_frames(vlat, timings=timings)), device=_score_device(codec))
+        score_seconds = time.perf_counter() - t0
+    stages = {k: float(res.timings.get(k, math.nan)) for k in ENCODE_STAGES}
+    stages.update({k: float(timings.get(k, math.nan)) for k in DECODE_STAGES[:2]}, write=write["write"])
+    decode_seconds = sum(stages[k] for k in DECODE_STAGES)
+    gpu_peak = None
+    if codec.device.type == "cuda":
+        gpu_peak = max(res.peak_gpu_bytes or 0, torch.cuda.max_memory_allocated(codec.device))
+    n = res.frames
+    return {
+        "name": "vaecodec",
+        "input": str(src.path),
+        "setting": setting,
+        "bpp": res.bpp,
+        "psnr": quality.psnr,
+        "file_bytes": res.file_bytes,
+        "ratio_vs_rgb": res.ratio,
+        "ratio_vs_input": src.file_bytes / res.file_bytes,
+        "quality": quality.to_dict(),
+        "stages_seconds": stages,
+        "stages_fps": {k: n / v if v > 0 else None for k, v in stages.items()},
+        "encode_seconds": res.seconds,
+        "decode_seconds": decode_seconds,
+        "encode_fps": n / res.seconds,
+        "decode_fps": n / decode_seconds if decode_seconds > 0 else None,
+        "peak_rss_bytes": max(res.peak_rss_bytes, _peak_rss()),
+        "peak_gpu_bytes": gpu_peak,
+        "score_seconds": score_seconds,
+        "latent_shape": list(res.latent_shape),
+        "quantization": res.quantization,
+    }
+
+
+def _score_device(codec: Codec) -> str:
+    # Metrics use float64 reductions, which MPS lacks; CUDA scores where the frames already are.
+    return "cuda" if codec.device.type == "cuda" else "cpu"
+
+
+def _baseline_entry(r: BaselineResult, src: Source, ours: dict) -> dict:
+    delta = None if r.psnr_at_target is None else ours["psnr"] - r.psnr_at_target
+    return {
+        "name": r.name,
+        "input": str(src.path),
+        "target_bpp": r.target_bpp,
+        "bpp": r.bpp,
+        "psnr": r.quality.psnr,
+        "crf": r.q,
+        "file_bytes": r.file_bytes,
+        "ratio_vs_rgb": 3 * src.width * src.height * src.frames / r.file_bytes,
+        "ratio_vs_input": src.file_bytes / r.file_bytes,
+        "psnr_at_target": r.psnr_at_target,
+        "vaecodec_psnr_gain_db": delta,
+        "matched_to": ours["setting"],
+        "quality": r.quality.to_dict(),
+        "rd_points": [{"bpp": b, "psnr": p} for b, p in r.points()],
+        "encodes": [{"crf": e.q, "bpp": e.bpp, "seconds": e.seconds} for e in r.encodes],
+        "encode_seconds": r.encode_seconds,
+        "score_seconds": r.score_seconds,
+    }
+
+
+def _bd(src: Source, ours: list[dict], theirs: list[dict], name: str) -> dict:
+    """BD figures of vaecodec (test) against one baseline (anchor) on one input."""
+    test = sorted({(c["bpp"], c["psnr"]) for c in ours})
+    anchor = sorted({(p["bpp"], p["psnr"]) for c in theirs for p in c["rd_points"]})
+    entry = {"input": str(src.path), "anchor": name, "test": "vaecodec", "points": [len(test), len(anchor)]}
+    if len(test) < MIN_BD_POINTS or len(anchor) < MIN_BD_POINTS:
+        return {**entry, "bd_rate_percent": None, "bd_psnr_db": None, "note": f"needs >= {MIN_BD_POINTS} points each"}
+    args = ([b for b, _ in anchor], [p for _, p in anchor], [b for b, _ in test], [p for _, p in test])
+    try:
+        rate, gain = bd_rate(*args), bd_psnr(*args)
+    except ValueError as e:
+        return {**entry, "bd_rate_percent": None, "bd_psnr_db": None, "note": str(e)}
+    return {**entry, "bd_rate_percent": rate, "bd_psnr_db": gain}
+
+
+def _finite(x):
+    """JSON has no inf/nan: write them as null (an exact decode's PSNR is +inf)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _fmt(x, spec: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _setting(s: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in s.items()) or "default"
+
+
+def _print(console: Console, report: dict) -> None:
+    for src in report["inputs"]:
+        rows = [c for c in report["codecs"] if c["input"] == src["path"]]
+        t = Table(title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames")
+        for col in ("codec", "setting", "bpp", "PSNR", "PSNR-Y", "worst", "SSIM-Y", "flicker", "PSNR@rate", "Δ vaecodec"):
+            t.add_column(col, justify="left" if col in ("codec", "setting") else "right")
+        for c in rows:
+            q = c["quality"]
+            ours = c["name"] == "vaecodec"
+            t.add_row(
+                c["name"],
+                _setting(c["setting"]) if ours else f"crf {c['crf']:g}",
+                _fmt(c["bpp"], ".4f"),
+                _fmt(c["psnr"]),
+                _fmt(q["psnr_y"]),
+                _fmt(q["psnr_min"]),
+                _fmt(q["ssim_y"], ".4f"),
+                _fmt(q["temporal_error"]),
+                "" if ours else _fmt(c["psnr_at_target"]),
+                "" if ours else _fmt(c["vaecodec_psnr_gain_db"], "+.2f"),
+            )
+        console.print(t)
+        speed = Table(title="vaecodec speed (warm-up excluded)")
+        speed.add_column("setting")
+        for stage in (*ENCODE_STAGES, *DECODE_STAGES):
+            speed.add_column(f"{stage} fps", justify="right")
+        for col in ("encode fps", "decode fps", "peak RSS MiB", "peak GPU MiB"):
+            speed.add_column(col, justify="right")
+        for c in rows:
+            if c["name"] != "vaecodec":
+                continue
+            gpu = c["peak_gpu_bytes"]
+            speed.add_row(
+                _setting(c["setting"]),
+                *(_fmt(c["stages_fps"][s], ".1f") for s in (*ENCODE_STAGES, *DECODE_STAGES)),
+                _fmt(c["encode_fps"], ".1f"),
+                _fmt(c["decode_fps"], ".1f"),
+                _fmt(c["peak_rss_bytes"] / 2**20, ".0f"),
+                _fmt(None if gpu is None else gpu / 2**20, ".0f"),
+            )
+        console.print(speed)
+    if report["bd"]:
+        t = Table(title="Bjontegaard deltas of vaecodec (negative BD-rate = fewer bits at equal PSNR)")
+        for col in ("input", "anchor", "BD-rate %", "BD-PSNR dB", "points"):
+            t.add_column(col, justify="right" if col not in ("input", "anchor") else "left")
+        for b in report["bd"]:
+            t.add_row(
+                Path(b["input"]).name,
+                b["anchor"],
+                _fmt(b["bd_rate_percent"], "+.1f"),
+                _fmt(b["bd_psnr_db"], "+.2f"),
+                b.get("note") or f"{b['points'][0]} vs {b['points'][1]}",
+            )
+        console.print(t)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'vaecodec[plot]'") from None
+    return plt
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """RD curves (PSNR vs bpp, one line per codec) and the per-frame PSNR trace, per input."""
+    plt = _pyplot()
+    inputs = report["inputs"]
+    fig, axes = plt.subplots(len(inputs), 2, figsize=(12, 4.5 * len(inputs)), squeeze=False)
+    for row, src in zip(axes, inputs):
+        rows = [c for c in report["codecs"] if c["input"] == src["path"]]
+        names = list(dict.fromkeys(c["name"] for c in rows))
+        rd, trace = row
+        for name in names:
+            mine = [c for c in rows if c["name"] == name]
+            if name == "vaecodec":
+                pts = sorted((c["bpp"], c["psnr"]) for c in mine)
+            else:
+                pts = sorted({(p["bpp"], p["psnr"]) for c in mine for p in c["rd_points"]})
+            style = dict(linewidth=2.5, marker="o") if name == "vaecodec" else dict(marker=".")
+            rd.plot([b for b, _ in pts], [p for _, p in pts], label=name, **style)
+            first = mine[0]["quality"]["per_frame_psnr"]
+            trace.plot(range(len(first)), [min(v, 100.0) for v in first], label=name, linewidth=1)
+        rd.set_xscale("log")
+        rd.set_xlabel("bits per pixel (whole file)")
+        rd.set_ylabel("PSNR RGB (dB)")
+        rd.set_title(f"{Path(src['path']).name}: rate-distortion")
+        rd.grid(True, which="both", alpha=0.3)
+        rd.legend()
+        trace.set_xlabel("frame")
+        trace.set_ylabel("PSNR RGB (dB)")
+        trace.set_title("per-frame PSNR at the first vaecodec rate")
+        trace.grid(True, alpha=0.3)
+        trace.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_bench(
+    inputs: list[Path],
+    *,
+    codec_kwargs: dict,
+    sweep: list[dict] | None,
+    baselines: list[str],
+    threads: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    console: Console,
+) -> dict:
+    """Benchmark every input at each sweep point (or once at ``codec_kwargs``); returns the report.
+
+    ``sweep`` items override ``codec_kwargs`` (e.g. ``{"bits": 4}``); every baseline is
+    rate-matched to every vaecodec point, and with >= 4 points BD figures are computed.
+    """
+    if not inputs:
+        raise UsageError("bench needs at least one input video")
+    if threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    specs = check_baselines(baselines)
+    if plot_path is not None:
+        _pyplot()  # fail before the slow part, not after
+    torch.set_num_threads(threads)
+    points = sweep or [{}]
+    codecs = [Codec(**{**codec_kwargs, **p}) for p in points]
+    report: dict = {"environment": {}, "inputs": [], "codecs": [], "bd": []}
+
+    with tempfile.TemporaryDirectory(prefix="vaecodec-bench-") as tmp:
+        work = Path(tmp)
+        for n_input, path in enumerate(inputs):
+            src, frames = probe_source(Path(path))
+            report["inputs"].append(
+                {"path": str(src.path), "width": src.width, "height": src.height, "frames": src.frames,
+                 "fps": f"{src.fps.numerator}/{src.fps.denominator}", "file_bytes": src.file_bytes}
+            )
+            if n_input == 0:
+                _warm_up(codecs[0], src.path, work)
+            ours = []
+            for codec, point in zip(codecs, points):
+                console.print(f"[dim]{src.path.name}: vaecodec {_setting(point)}[/]")
+                ours.append(run_vaecodec(codec, src, frames, work, point))
+            report["codecs"].extend(ours)
+            for spec in specs:
+                runs = []
+                for mine in ours:
+                    start = runs[-1]["crf"] if runs else None
+                    r = match_rate(
+                        frames, spec, mine["bpp"], width=src.width, height=src.height, fps=src.fps,
+                        threads=threads, device=_score_device(codecs[0]), start=start,
+                    )
+                    console.print(
+                        f"[dim]{src.path.name}: {spec.name} crf {r.q:g} -> {r.bpp:.4f} bpp "
+                        f"(target {r.target_bpp:.4f}, {len(r.encodes)} encodes)[/]"
+                    )
+                    runs.append(_baseline_entry(r, src, mine))
+                report["codecs"].extend(runs)
+                if sweep:
+                    report["bd"].append(_bd(src, ours, runs, spec.name))
+
+    env = codecs[0].describe()
+    env.update(
+        machine=_machine(),
+        baseline_threads=threads,
+        pyav=av.__version__,
+        ffmpeg={k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+        vaecodec=__version__,
+    )
+    report["environment"] = env
+    _print(console, report)
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(_finite(report), indent=1))
+    if plot_path is not None:
+        plot_report(report, Path(plot_path))
+    return report
