@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from vaecodec.baselines import DEFAULT_BASELINES
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"480p": (854, 480), "1080p": (1920, 1080)}
 FALLBACK_PHOTOS = ("skimage:chelsea", "skimage:coffee", "skimage:astronaut")
@@ -101,6 +103,16 @@ def clip_set(data_dir: Path, work: Path, sizes: list[str], max_photos: int | Non
             name = key.replace(":", "_") + f"_{size}.mp4"
             clips.append(make_clip(photo, work / name, w, h, seconds, 25))
     return clips
+
+
+def default_sweep(model: str, model_dir: str | None, device: str, dtype: str) -> list[dict]:
+    """Every quality level of the model's entropy coder, else uniform 4, 5, 6 and 8 bits."""
+    from vaecodec.codec import Codec
+
+    coder = Codec(model, model_dir=model_dir, device=device, dtype=dtype).model.entropy_coder
+    if coder is not None:
+        return [{"quality": q} for q in coder.qualities]
+    return [{"bits": b} for b in (4, 5, 6, 8)]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -190,13 +202,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--bits", default=None, help="comma list of bit depths for the sweep (uniform quantizer)")
     ap.add_argument("--quality", default=None, help="comma list of entropy-coder quality levels for the sweep")
-    ap.add_argument("--baselines", default="x264,x264-444,x265,svtav1")
+    ap.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help="comma list, or 'none'")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="prepared photos (vaecodec.train.data)")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="480p only, first two held-out photos")
+    ap.add_argument("--photos", type=int, default=None, help="use only the first N held-out photos")
     ap.add_argument("--clips", type=Path, default=None, help="keep the generated clips in this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sweep = [{"bits": int(b)} for b in args.bits.split(",")] if args.bits else []
     sweep += [{"quality": int(q)} for q in args.quality.split(",")] if args.quality else []
+    sweep = sweep or default_sweep(args.model, args.model_dir, args.device, args.dtype)
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / "benchmarks_rd.png"
@@ -213,11 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         work = args.clips or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         sizes = ["480p"] if args.quick else list(SIZES)
-        clips = clip_set(args.data, work, sizes, 2 if args.quick else None, args.seconds)
+        clips = clip_set(args.data, work, sizes, args.photos or (2 if args.quick else None), args.seconds)
         report = run_bench(
             clips,
             codec_kwargs={"model": args.model, "model_dir": args.model_dir, "device": args.device, "dtype": args.dtype},
-            sweep=sweep or None,
+            sweep=sweep,
             baselines=[b for b in args.baselines.split(",") if b and b != "none"],
             threads=args.threads,
             json_path=out_dir / "benchmarks.json",

@@ -87,8 +87,9 @@ def test_random_access_matches_full_decode(codec, photo_clip, tmp_path):
     with vaecodec.open(tmp_path / "r.vlat", device="cpu") as f:
         full_lat = f.latents()
         assert full_lat.shape == f.latent_shape
-        part = f.latents(9, 17)  # frames 9..16 live in latent frames 2..4
-        assert torch.equal(part, full_lat[:, 2:5])
+        part = f.latents(9, 17)  # latent k >= 1 covers frames 4k-3..4k: frames 9..16 are latents 3..4
+        assert torch.equal(part, full_lat[:, 3:5])
+        assert torch.equal(f.latents(8, 10), full_lat[:, 2:4])
         full = f.frames_tensor()
         assert full.shape[0] == 25
         for a, b in [(0, 1), (7, 19), (20, 25)]:
@@ -137,7 +138,8 @@ def test_existing_output_is_not_overwritten(codec, clip, tmp_path):
 
 def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_path):
     src = tmp_path / "d.vlat"
-    codec.encode(photo_clip, src, )
+    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1)  # one latent frame per chunk
+    codec.encode(photo_clip, src)
     with VlatReader(src) as r:
         lat = r.chunks_of("latent")
         assert len(lat) >= 2
@@ -157,6 +159,7 @@ def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_p
 
 def test_truncated_file_yields_its_intact_chunks(codec, photo_clip, tmp_path):
     src = tmp_path / "full.vlat"
+    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1)
     codec.encode(photo_clip, src)
     with VlatReader(src) as r:
         second = r.chunks_of("latent")[1]

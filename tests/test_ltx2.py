@@ -201,6 +201,8 @@ def test_bad_checkpoints(tmp_path):
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(ModelError, match="not a readable safetensors"):
         ltx2.load(junk, CPU, torch.float32)
+    with pytest.raises(ModelError, match="float32 or bfloat16, not float16"):
+        ltx2.load(p, CPU, torch.float16)
     # a key missing from an otherwise valid checkpoint is named
     cfg = small_config(False)
     enc, dec = build_reference(cfg)
@@ -283,3 +285,17 @@ def test_full_size_parameter_count_matches_reference():
     n_ref = sum(p.numel() for p in enc.parameters()) + sum(p.numel() for p in dec.parameters())
     assert n_ours == n_ref
     assert n_ours > 100_000_000  # sanity: a real, large model
+
+
+def test_model_id_names_the_architecture_not_its_spelling():
+    """Metadata that spells the released network differently still gets the released id."""
+    import copy
+
+    cfg = copy.deepcopy(ltx2.RELEASED_CONFIG)
+    for _, params in cfg["decoder_blocks"]:
+        params.pop("inject_noise", None)
+    cfg.pop("encoder_spatial_padding_mode")
+    cfg["model_version"] = "2.0"
+    assert ltx2._architecture(cfg) == ltx2._architecture(ltx2.RELEASED_CONFIG)
+    cfg["timestep_conditioning"] = True
+    assert ltx2._architecture(cfg) != ltx2._architecture(ltx2.RELEASED_CONFIG)

@@ -168,6 +168,8 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLLTXVideo"}))
     with pytest.raises(ModelError, match="missing encoder.conv_in.conv.weight"):
         ltxv.load(tmp_path, CPU, torch.float32)
+    with pytest.raises(ModelError, match="float32 or bfloat16, not float16"):
+        ltxv.load(tmp_path, CPU, torch.float16)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable"):
         ltxv.load(tmp_path, CPU, torch.float32)

@@ -35,7 +35,9 @@ def _photo_pair() -> tuple[np.ndarray, np.ndarray]:
 def test_identical_frames_give_infinite_psnr_and_unit_ssim():
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 40, 3), dtype=np.uint8)
     meter = QualityMeter()
+    threads = torch.get_num_threads()
     meter.update(frames, frames.copy())
+    assert torch.get_num_threads() == threads  # the one-thread scoring mode is undone
     q = meter.result()
     assert q.frames == 3
     assert math.isinf(q.psnr) and math.isinf(q.psnr_y) and math.isinf(q.psnr_min)

@@ -107,3 +107,22 @@ def test_bad_tilings_are_rejected():
         check_tiling(Tiling(4, 1, 60, 8), 8)
     with pytest.raises(ValueError):
         check_tiling(Tiling(4, 1, 64, 64), 8)
+
+
+def test_streaming_holds_one_tile_whatever_the_length():
+    """Frames and latents held by the streaming coders never exceed one tile plus one input chunk."""
+    model = PoolVAE(Tiling(latent_frames=3, overlap_latents=1, tile_px=16, overlap_px=4))
+    runner = runner_for(model)
+    for frames in (41, 401):
+        enc, held, n_lat = StreamingEncoder(runner, 4), 0, 0
+        for i in range(0, frames, 5):
+            n_lat += sum(z.shape[1] for z in enc.push(torch.zeros(3, min(5, frames - i), 8, 8)))
+            held = max(held, len(enc.frames))
+        n_lat += sum(z.shape[1] for z in enc.finish())
+        assert n_lat == 1 + -(-(frames - 1) // 4)
+        assert held <= 1 + 3 * 4 + 5
+        dec, held = StreamingDecoder(runner, 4, n_lat), 0
+        for i in range(n_lat):
+            list(dec.push(torch.zeros(3, 1, 2, 2)))
+            held = max(held, len(dec.latents))
+        assert held <= 3 + 1

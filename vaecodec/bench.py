@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -55,35 +56,34 @@ class Source:
 class Frames:
     """Re-readable original frames: each call yields uint8 ``[n, H, W, 3]`` chunks from the start.
 
-    Baselines need the same frames many times (every encode and every scoring pass). A short
-    clip is decoded once and kept (at most ``CACHE_BYTES`` of raw RGB); a longer one is
-    decoded again on each pass, so memory stays bounded by one chunk.
+    Baselines need the same frames many times (every encode and every scoring pass). Once
+    ``keep`` is set, a short clip is kept after its next full pass (at most ``CACHE_BYTES`` of
+    raw RGB); a longer one is decoded again on each pass, so memory stays one chunk. ``keep``
+    stays off while vaecodec runs so its peak-memory figures do not include the cache.
     """
 
     def __init__(self, path: Path, limit_bytes: int = CACHE_BYTES) -> None:
         self.path = path
         self.limit = limit_bytes
+        self.keep = False
         self._cache: list[np.ndarray] | None = None
-        self._too_big = False
 
     def __call__(self) -> Iterator[np.ndarray]:
         if self._cache is not None:
             yield from self._cache
             return
-        kept: list[np.ndarray] = []
+        kept: list[np.ndarray] | None = [] if self.keep else None
         size = 0
         with VideoReader(self.path) as reader:
             for chunk in reader.chunks():
-                if not self._too_big:
+                if kept is not None:
                     size += chunk.nbytes
-                    self._too_big = size > self.limit
-                    if self._too_big:
-                        kept.clear()
-                    else:
+                    if size <= self.limit:
                         kept.append(chunk)
+                    else:
+                        kept = None
                 yield chunk
-        if not self._too_big:
-            self._cache = kept
+        self._cache = kept
 
 
 def probe_source(path: Path) -> tuple[Source, Frames]:
@@ -133,41 +133,74 @@ def _warm_up(codec: Codec, src: Path, work: Path) -> None:
         pass
 
 
+def _reset_peak_rss() -> None:
+    """Restart Linux's resident-memory high-water mark so each phase reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: _peak_rss falls back to the lifetime peak
+
+
 def _peak_rss() -> int:
+    """Peak resident bytes since the last reset (VmHWM); the process lifetime peak elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if platform.system() == "Darwin" else r * 1024
 
 
+def _reset_peaks(device: torch.device) -> None:
+    _reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _gpu_peak(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
 def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting: dict) -> dict:
-    """Encode + decode ``src`` once, timed by stage, the decode scored as it streams."""
+    """Encode + decode ``src`` once, timed by stage, the decode scored as it streams.
+
+    Decoded frames are also written to an H.264 file as ``vaecodec decode`` would (the
+    ``write`` stage, encoder flush included). Peak memory is measured per phase.
+    """
     codec.model  # noqa: B018 - load weights before the clock starts
     vlat = work / f"{src.path.stem}.vlat"
+    _reset_peaks(codec.device)
     res = codec.encode(src.path, vlat, overwrite=True)
-    if codec.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(codec.device)
+    memory = {"encode_peak_rss_bytes": _peak_rss(), "encode_peak_gpu_bytes": _gpu_peak(codec.device)}
+    _reset_peaks(codec.device)
     timings: dict[str, float] = {}
-    write = {"write": 0.0}
+    write = 0.0
     with VideoWriter(work / f"{src.path.stem}.decoded.mp4", src.width, src.height, src.fps, overwrite=True) as out:
 
         def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal write
             for chunk in chunks:  # uint8 [n, H, W, 3]
                 t0 = time.perf_counter()
                 out.write(chunk)
-                write["write"] += time.perf_counter() - t0
+                write += time.perf_counter() - t0
                 yield chunk
 
         t0 = time.perf_counter()
         quality = score(frames(), written(codec.decode_frames(vlat, timings=timings)), device=_score_device(codec))
         score_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out.close()  # the encoder's delayed frames are written here
+        write += time.perf_counter() - t0
+    memory.update(decode_peak_rss_bytes=_peak_rss(), decode_peak_gpu_bytes=_gpu_peak(codec.device))
     stages = {k: float(res.timings.get(k, math.nan)) for k in ENCODE_STAGES}
-    stages.update({k: float(timings.get(k, math.nan)) for k in DECODE_STAGES[:2]}, write=write["write"])
+    stages.update({k: float(timings.get(k, math.nan)) for k in DECODE_STAGES[:2]}, write=write)
     decode_seconds = sum(stages[k] for k in DECODE_STAGES)
-    gpu_peak = None
-    if codec.device.type == "cuda":
-        gpu_peak = max(res.peak_gpu_bytes or 0, torch.cuda.max_memory_allocated(codec.device))
     n = res.frames
+    gpu = [v for k, v in memory.items() if "gpu" in k and v is not None]
     return {
         "name": "vaecodec",
         "input": str(src.path),
@@ -184,8 +217,9 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
         "decode_seconds": decode_seconds,
         "encode_fps": n / res.seconds,
         "decode_fps": n / decode_seconds if decode_seconds > 0 else None,
-        "peak_rss_bytes": max(res.peak_rss_bytes, _peak_rss()),
-        "peak_gpu_bytes": gpu_peak,
+        "peak_rss_bytes": max(memory["encode_peak_rss_bytes"], memory["decode_peak_rss_bytes"]),
+        "peak_gpu_bytes": max(gpu) if gpu else None,
+        **memory,
         "score_seconds": score_seconds,
         "latent_shape": list(res.latent_shape),
         "quantization": res.quantization,
@@ -232,7 +266,9 @@ def _bd(src: Source, ours: list[dict], theirs: list[dict], name: str) -> dict:
         rate, gain = bd_rate(*args), bd_psnr(*args)
     except ValueError as e:
         return {**entry, "bd_rate_percent": None, "bd_psnr_db": None, "note": str(e)}
-    return {**entry, "bd_rate_percent": rate, "bd_psnr_db": gain}
+    if math.isnan(rate) or math.isnan(gain):
+        entry["note"] = "curves do not overlap" + (" in PSNR" if math.isnan(rate) else " in rate")
+    return {**entry, "bd_rate_percent": _finite(rate), "bd_psnr_db": _finite(gain)}
 
 
 def _finite(x):
@@ -257,17 +293,23 @@ def _setting(s: dict) -> str:
 
 
 def _print(console: Console, report: dict) -> None:
+    """Compact tables (fit 80 columns): quality per codec, vaecodec speed by stage, BD figures."""
     for src in report["inputs"]:
         rows = [c for c in report["codecs"] if c["input"] == src["path"]]
-        t = Table(title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames")
-        for col in ("codec", "setting", "bpp", "PSNR", "PSNR-Y", "worst", "SSIM-Y", "flicker", "PSNR@rate", "Δ vaecodec"):
-            t.add_column(col, justify="left" if col in ("codec", "setting") else "right")
+        t = Table(
+            title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames",
+            box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+            caption="setting: vaecodec options or the baseline's CRF. worst: lowest frame PSNR. flick: mean "
+            "|Δerror| between frames. @rate: PSNR interpolated to vaecodec's bpp. Δ: vaecodec PSNR − @rate.",
+        )
+        for col in ("codec", "setting", "bpp", "PSNR", "Y-PSNR", "worst", "SSIM-Y", "flick", "@rate", "Δ"):
+            t.add_column(col, justify="left" if col in ("codec", "setting") else "right", no_wrap=True)
         for c in rows:
             q = c["quality"]
             ours = c["name"] == "vaecodec"
             t.add_row(
                 c["name"],
-                _setting(c["setting"]) if ours else f"crf {c['crf']:g}",
+                _setting(c["setting"]) if ours else f"{c['crf']:g}",
                 _fmt(c["bpp"], ".4f"),
                 _fmt(c["psnr"]),
                 _fmt(q["psnr_y"]),
@@ -278,27 +320,21 @@ def _print(console: Console, report: dict) -> None:
                 "" if ours else _fmt(c["vaecodec_psnr_gain_db"], "+.2f"),
             )
         console.print(t)
-        speed = Table(title="vaecodec speed (warm-up excluded)")
-        speed.add_column("setting")
+        mine = [c for c in rows if c["name"] == "vaecodec"]
+        speed = Table(title="vaecodec speed, frames/s (warm-up excluded)", box=box.SIMPLE_HEAD, pad_edge=False)
+        speed.add_column("stage")
+        for c in mine:
+            speed.add_column(_setting(c["setting"]), justify="right")
         for stage in (*ENCODE_STAGES, *DECODE_STAGES):
-            speed.add_column(f"{stage} fps", justify="right")
-        for col in ("encode fps", "decode fps", "peak RSS MiB", "peak GPU MiB"):
-            speed.add_column(col, justify="right")
-        for c in rows:
-            if c["name"] != "vaecodec":
-                continue
-            gpu = c["peak_gpu_bytes"]
-            speed.add_row(
-                _setting(c["setting"]),
-                *(_fmt(c["stages_fps"][s], ".1f") for s in (*ENCODE_STAGES, *DECODE_STAGES)),
-                _fmt(c["encode_fps"], ".1f"),
-                _fmt(c["decode_fps"], ".1f"),
-                _fmt(c["peak_rss_bytes"] / 2**20, ".0f"),
-                _fmt(None if gpu is None else gpu / 2**20, ".0f"),
-            )
+            speed.add_row(stage, *(_fmt(c["stages_fps"][stage], ".1f") for c in mine))
+        speed.add_row("encode (end to end)", *(_fmt(c["encode_fps"], ".1f") for c in mine))
+        speed.add_row("decode (end to end)", *(_fmt(c["decode_fps"], ".1f") for c in mine))
+        speed.add_row("peak RSS MiB", *(_fmt(c["peak_rss_bytes"] / 2**20, ".0f") for c in mine))
+        if any(c["peak_gpu_bytes"] is not None for c in mine):
+            speed.add_row("peak GPU MiB", *(_fmt((c["peak_gpu_bytes"] or 0) / 2**20, ".0f") for c in mine))
         console.print(speed)
     if report["bd"]:
-        t = Table(title="Bjontegaard deltas of vaecodec (negative BD-rate = fewer bits at equal PSNR)")
+        t = Table(title="BD of vaecodec vs each anchor (BD-rate < 0: fewer bits)", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("input", "anchor", "BD-rate %", "BD-PSNR dB", "points"):
             t.add_column(col, justify="right" if col not in ("input", "anchor") else "left")
         for b in report["bd"]:
@@ -326,6 +362,8 @@ def _pyplot():
 def plot_report(report: dict, path: Path) -> None:
     """RD curves (PSNR vs bpp, one line per codec) and the per-frame PSNR trace, per input."""
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     inputs = report["inputs"]
     fig, axes = plt.subplots(len(inputs), 2, figsize=(12, 4.5 * len(inputs)), squeeze=False)
     for row, src in zip(axes, inputs):
@@ -343,6 +381,9 @@ def plot_report(report: dict, path: Path) -> None:
             first = mine[0]["quality"]["per_frame_psnr"]
             trace.plot(range(len(first)), [min(v, 100.0) for v in first], label=name, linewidth=1)
         rd.set_xscale("log")
+        rd.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        rd.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.05, not 5x10^-2
+        rd.xaxis.set_minor_formatter(NullFormatter())
         rd.set_xlabel("bits per pixel (whole file)")
         rd.set_ylabel("PSNR RGB (dB)")
         rd.set_title(f"{Path(src['path']).name}: rate-distortion")
@@ -401,6 +442,7 @@ def run_bench(
                 console.print(f"[dim]{src.path.name}: vaecodec {_setting(point)}[/]")
                 ours.append(run_vaecodec(codec, src, frames, work, point))
             report["codecs"].extend(ours)
+            frames.keep = True
             for spec in specs:
                 runs = []
                 for mine in ours:

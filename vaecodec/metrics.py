@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,24 @@ import torch
 import torch.nn.functional as F
 
 from vaecodec.errors import InputError
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run metric ops on one CPU thread, restoring the caller's setting afterwards.
+
+    They are small memory-bound passes: extra threads buy little, and on a shared machine
+    oversubscribed threads made them 4-5x slower (0.43 vs 0.10 s per 480p frame measured).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 PEAK = 255.0
 LUMA_601 = (0.299, 0.587, 0.114)
@@ -145,18 +164,22 @@ class QualityMeter:
             self._shape = tuple(ref_t.shape[1:3])
         elif tuple(ref_t.shape[1:3]) != self._shape:
             raise InputError(f"frame size changed mid-stream: {tuple(ref_t.shape[1:3])} after {self._shape}")
-        # One frame at a time so a 1080p chunk never becomes a multi-GB float tensor.
-        for r8, d8 in zip(ref_t, dist_t):
-            r = r8.to(self.device, torch.float32)  # [H, W, 3]
-            d = d8.to(self.device, torch.float32)
-            err = d - r
-            self._mse.append(err.double().square().mean().item())
-            ry, dy = luma(r), luma(d)  # [H, W]
-            self._mse_y.append((dy - ry).double().square().mean().item())
-            self._ssim.append(ssim(ry[None], dy[None]).item() if self.with_ssim else math.nan)
-            if self._prev_err is not None:
-                self._flicker.append((err - self._prev_err).abs().mean().item())
-            self._prev_err = err
+        with _one_cpu_thread(self.device):
+            for r8, d8 in zip(ref_t, dist_t):  # one frame at a time: a 1080p chunk in float is GBs
+                self._update_frame(r8, d8)
+
+    def _update_frame(self, r8: torch.Tensor, d8: torch.Tensor) -> None:
+        """Score one uint8 [H, W, 3] pair."""
+        r = r8.to(self.device, torch.float32)  # [H, W, 3]
+        d = d8.to(self.device, torch.float32)
+        err = d - r
+        self._mse.append(err.double().square().mean().item())
+        ry, dy = luma(r), luma(d)  # [H, W]
+        self._mse_y.append((dy - ry).double().square().mean().item())
+        self._ssim.append(ssim(ry[None], dy[None]).item() if self.with_ssim else math.nan)
+        if self._prev_err is not None:
+            self._flicker.append((err - self._prev_err).abs().mean().item())
+        self._prev_err = err
 
     def result(self) -> Quality:
         if not self._mse:

@@ -21,6 +21,7 @@ from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
 from vaecodec.models.ltx_blocks import (
     CausalConv3d,
+    check_dtype,
     DepthToSpaceUp,
     ResBlock,
     SpaceToDepthDown,
@@ -250,9 +251,10 @@ class LTX2VAE(VideoVAE):
     spatial = 32
     temporal = 8
     latent_channels = 128
-    # 65-frame (8 latent) temporal tiles sharing 2 latents (16 frames) of blend; 1024 px spatial
-    # tiles with 128 px overlap. Sized in docs/MODELS.md ("Tiling and memory").
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1024, overlap_px=128)
+    # 65-frame (8 latent) temporal tiles blending over 2 latents (16 frames); 1088 px spatial tiles
+    # (1080p splits only along its width) with 128 px overlap: ~7 GiB of bf16 activations per tile,
+    # see docs/MODELS.md "Tiling and memory".
+    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1088, overlap_px=128)
 
     #: Decode-time latent noise and timestep when the decoder is timestep-conditioned (ltx-core's values).
     decode_noise_scale = 0.025
@@ -303,6 +305,28 @@ class LTX2VAE(VideoVAE):
         return self.decoder((z * sd + mu).to(self._dtype), t, generator).float()
 
 
+def _architecture(cfg: dict) -> dict:
+    """The fields that shape the network, with ltx-core's defaults filled in, for the model id.
+
+    Released metadata spells the same network in several ways (``{"inject_noise": false}`` or
+    nothing, extra bookkeeping keys), so ids compare this rather than the raw JSON.
+    """
+    blocks = {
+        k: [[n, {pk: pv for pk, pv in p.items() if pv is not False}] for n, p in _blocks(cfg, k)]
+        for k in ("encoder_blocks", "decoder_blocks")
+    }
+    return {
+        **blocks,
+        "latent_channels": cfg.get("latent_channels", 128),
+        "patch_size": cfg.get("patch_size", 4),
+        "decoder_base_channels": cfg.get("decoder_base_channels", 128),
+        "latent_log_var": cfg.get("latent_log_var", "uniform"),
+        "timestep_conditioning": bool(cfg.get("timestep_conditioning", True)),
+        "causal_decoder": bool(cfg.get("causal_decoder", False)),
+        "padding": [cfg.get("spatial_padding_mode", "zeros"), cfg.get("spatial_padding_mode", "reflect")],
+    }
+
+
 def _resolve(path: Path) -> tuple[dict, str]:
     """(vae config, key prefix) of a checkpoint, or a ModelError naming what is wrong."""
     meta, keys = read_safetensors_header(path)
@@ -329,12 +353,14 @@ def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> L
     """Load an LTX-2 VAE from a safetensors file (full LTX-2 checkpoint or VAE-only)."""
     if path is None:
         raise ModelError("the ltx2 model needs a weights file (ltx2:PATH); see docs/MODELS.md")
+    check_dtype(dtype, "the LTX-2 VAE")
     path = Path(path)
     cfg, prefix = _resolve(path)
     with torch.device("meta"):
         model = LTX2VAE(cfg)
     load_weights(model, path, prefix, device, dtype, "an LTX-2 VAE", owned=("encoder.", "decoder."))
-    suffix = "" if cfg == RELEASED_CONFIG else "-" + hashlib.sha256(config_json(cfg).encode()).hexdigest()[:8]
+    arch = _architecture(cfg)
+    suffix = "" if arch == _architecture(RELEASED_CONFIG) else "-" + hashlib.sha256(config_json(arch).encode()).hexdigest()[:8]
     model.model_id = "ltx2-video-vae" + suffix
     model.weights_sha256 = sha256_file(path)
     return model.eval()

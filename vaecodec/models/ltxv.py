@@ -24,6 +24,7 @@ from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
 from vaecodec.models.ltx_blocks import (
     CausalConv3d,
+    check_dtype,
     DepthToSpaceUp,
     ResBlock,
     SpaceToDepthDown,
@@ -291,8 +292,8 @@ class LTXVideoVAE(VideoVAE):
     spatial = 32
     temporal = 8
     latent_channels = 128
-    # Same activation profile as LTX-2 at the full-resolution stages; see docs/MODELS.md.
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1024, overlap_px=128)
+    # Same full-resolution stages as LTX-2, so the same tiles (docs/MODELS.md "Tiling and memory").
+    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1088, overlap_px=128)
 
     #: Decode noise mix and timestep for timestep-conditioned (0.9.1+) decoders, the values
     #: Lightricks' LTX-Video inference configs use.
@@ -377,6 +378,7 @@ def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> L
     """Load an LTX-Video VAE from a diffusers folder (config.json + diffusion_pytorch_model.safetensors)."""
     if path is None:
         raise ModelError("the ltxv model needs a weights folder (ltxv:PATH); see docs/MODELS.md")
+    check_dtype(dtype, "the LTX-Video VAE")
     config_path, weights = _locate(Path(path))
     try:
         raw = json.loads(config_path.read_text())

@@ -47,6 +47,15 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1x1 conv as one GEMM over the channels_last memory: [N, I, H, W] -> [N, O, H, W].
+
+    PyTorch's CPU conv dispatch sends many 1x1 convs to a slow im2col path with extra copies;
+    a plain matmul on the NHWC view is both faster and layout-preserving.
+    """
+    return _nchw(F.linear(_nhwc(x), weight.reshape(weight.shape[0], -1), bias))
+
+
 class ResBlock(nn.Module):
     """conv3x3 -> relu -> conv, residual; per frame (no temporal mixing)."""
 
@@ -56,7 +65,10 @@ class ResBlock(nn.Module):
         self.b = nn.Conv2d(c, c, k2, padding=k2 // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.relu(self.a(x), inplace=True))
+        h = F.relu(self.a(x), inplace=True)
+        if self.b.kernel_size == (1, 1):
+            return x + _pointwise(h, self.b.weight, self.b.bias)
+        return x + self.b(h)
 
 
 class MemBlock(nn.Module):
@@ -77,9 +89,12 @@ class MemBlock(nn.Module):
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         # x: [B*t, C, H, W]
         n, c, h, w = x.shape
-        pad = self.a.padding
-        cur = F.conv2d(x, self.a.weight[:, :c], self.a.bias, padding=pad)
-        prev = F.conv2d(x, self.a.weight[:, c:], None, padding=pad)
+        wa = self.a.weight  # [C, 2C, k, k]
+        if self.a.kernel_size == (1, 1):
+            cur, prev = _pointwise(x, wa[:, :c], self.a.bias), _pointwise(x, wa[:, c:], None)
+        else:
+            cur = F.conv2d(x, wa[:, :c], self.a.bias, padding=self.a.padding)
+            prev = F.conv2d(x, wa[:, c:], None, padding=self.a.padding)
         cur5, prev5 = cur.view(n // t, t, c, h, w), prev.view(n // t, t, c, h, w)
         cur5[:, 1:] += prev5[:, :-1]  # frame i also sees frame i-1
         return x + self.b(F.relu(cur, inplace=True))
@@ -103,7 +118,7 @@ class TinyEncoder(nn.Module):
         h4, w4, h8, w8 = h // 4, w // 4, h // 8, w // 8
         # pixel-unshuffle by 4 straight into channels_last: one copy. [B*T, 48, H/4, W/4]
         f = x.reshape(b, 3, t, h4, 4, w4, 4).permute(0, 2, 3, 5, 1, 4, 6).reshape(b * t, h4, w4, 48)
-        f = F.relu(self.stem(_nchw(f)), inplace=True)
+        f = F.relu(_pointwise(_nchw(f), self.stem.weight, self.stem.bias), inplace=True)
         f = F.relu(self.down(f), inplace=True)  # [B*T, C2, H/8, W/8]
         # causal warm-up: replicate frame 0 three times in front (per-frame stages above
         # give identical features for identical frames, so replicate after them)
@@ -114,7 +129,7 @@ class TinyEncoder(nn.Module):
         tl = tp // 4
         # fold groups of 4 frames into channels (frame-major): [B*t_lat, 4*C2, h, w]
         g = _nhwc(f).reshape(b * tl, 4, h8, w8, C2).permute(0, 2, 3, 1, 4).reshape(b * tl, h8, w8, 4 * C2)
-        f = F.relu(self.pool(_nchw(g)), inplace=True)
+        f = F.relu(_pointwise(_nchw(g), self.pool.weight, self.pool.bias), inplace=True)
         for blk in self.blocks:
             f = F.relu(blk(f, tl), inplace=True)
         f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * LATENT).permute(0, 4, 1, 2, 3)
@@ -140,18 +155,18 @@ class TinyDecoder(nn.Module):
         for blk in self.blocks:
             f = F.relu(blk(f, tl), inplace=True)
         # unfold 4 frames out of channels (frame-major): [B*4t, C2, h, w]
-        g = _nhwc(self.grow(f)).reshape(b * tl, h, w, 4, C2).permute(0, 3, 1, 2, 4).reshape(b * tl * 4, h, w, C2)
+        g = F.linear(_nhwc(f), self.grow.weight.flatten(1), self.grow.bias).reshape(b * tl, h, w, 4, C2).permute(0, 3, 1, 2, 4).reshape(b * tl * 4, h, w, C2)
         tp = tl * 4
         f = F.relu(self.mem(F.relu(_nchw(g)), tp), inplace=True)
         # drop the 3 warm-up frames now: everything below is per frame
         t = tp - 3
         f = _nchw(_nhwc(f).reshape(b, tp, h, w, C2)[:, 3:].reshape(b * t, h, w, C2))
         # pixel-shuffle by 2 into channels_last: [B*T, C1, H/4, W/4]
-        u = _nhwc(self.up(f)).reshape(b * t, h, w, C1, 2, 2).permute(0, 1, 4, 2, 5, 3)
+        u = F.linear(_nhwc(f), self.up.weight.flatten(1), self.up.bias).reshape(b * t, h, w, C1, 2, 2).permute(0, 1, 4, 2, 5, 3)
         f = F.relu(_nchw(u.reshape(b * t, 2 * h, 2 * w, C1)), inplace=True)
         f = F.relu(self.res(f), inplace=True)
         # pixel-shuffle by 4 straight into [B, 3, T, H, W]
-        o = _nhwc(self.out(f)).reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
+        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
         return o.reshape(b, 3, t, h * 8, w * 8)
 
 

@@ -1,4 +1,4 @@
-"""``python -m vaecodec.train {train,export}``: train the tiny model or export its weights."""
+"""``python -m vaecodec.train {train,export,speed}``: train the tiny model, export its weights, time it."""
 
 from __future__ import annotations
 
@@ -27,14 +27,27 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--version", default="1")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
+    ex.add_argument("--coarsest", type=float, default=None,
+                    help="step of quality 1 (default: the coarsest trained step)")
+    sp = sub.add_parser("speed", help="CPU fps of encode/decode incl. entropy coding")
+    sp.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--frames", type=int, default=33)
+    sp.add_argument("--height", type=int, default=480)
+    sp.add_argument("--width", type=int, default=856)
+    sp.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "train":
             cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)
                             if f.name not in ("photos", "val_photos")})
             print(json.dumps(train(cfg, resume=not args.fresh)))
+        elif args.cmd == "speed":
+            from vaecodec.train.speed import measure
+
+            print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats)))
         else:
-            card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version)
+            card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest)
             print(json.dumps(card["validation"], indent=1))
     except VaecodecError as e:
         print(f"error: {e}", file=sys.stderr)

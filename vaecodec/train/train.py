@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vaecodec.errors import InputError, UsageError
@@ -206,17 +207,20 @@ def train(cfg: Config, resume: bool = True) -> dict:
 # ---------------------------------------------------------------- export
 
 QUALITIES = (1, 2, 3, 4, 5, 6, 7, 8)
+DEFAULT_QUALITY = 5
 
 
-def quality_steps(cfg: Config) -> np.ndarray:
-    """Step per quality, geometric from the coarsest to the finest trained step."""
+def quality_steps(cfg: Config, coarsest: float | None = None) -> np.ndarray:
+    """Step per quality, geometric from ``coarsest`` (default: the coarsest trained step)
+    down to the finest trained step; quality 1 is the coarsest."""
     n = len(QUALITIES)
-    return np.array([cfg.step_max * (cfg.step_min / cfg.step_max) ** (i / (n - 1)) for i in range(n)], np.float32)
+    hi = cfg.step_max if coarsest is None else coarsest
+    return np.array([hi * (cfg.step_min / hi) ** (i / (n - 1)) for i in range(n)], np.float32)
 
 
 @torch.inference_mode()
 def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
-           version: str = "1") -> dict:
+           version: str = "1", coarsest: float | None = None) -> dict:
     """Write the shipped weights file from a run's checkpoint; returns the model card."""
     from vaecodec.entropy import EntropyCoder, latent_histograms
 
@@ -226,16 +230,17 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         raise InputError(f"no checkpoint {ck}")
     saved = json.loads((run / "state.json").read_text())
     cfg = Config(**saved["config"])
-    state = json.loads(__import__("safetensors").safe_open(str(ck), "pt").metadata()["state"])
+    with safe_open(str(ck), "pt") as f:
+        state = json.loads(f.metadata()["state"])
     model, prior = TinyVAE(), RatePrior()
     _load_ckpt(ck, model, prior)
     model.eval()
-    steps = quality_steps(cfg)
+    steps = quality_steps(cfg, coarsest)
     # latent statistics on training clips (never the held-out photos)
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
     intra, inter = latent_histograms(means, steps)
-    coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=5)
+    coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
     # real bits on the held-out validation clips with the real coder
     vclips = _val_clips(cfg)
     vmean = torch.cat([model.encode(c[None])[0] for c in vclips])
@@ -251,6 +256,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
         "latent_channels": 16, "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
+        "quality_steps": [round(float(x), 5) for x in steps], "default_quality": DEFAULT_QUALITY,
         "checkpoint": which, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_config": asdict(cfg) | {"photos": len(cfg.photos), "val_photos": len(cfg.val_photos)},
         "validation": {"photos": list(cfg.val_photos),
@@ -262,4 +268,5 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"model_id": model_id, "card": json.dumps(card)})
+    out.chmod(0o644)  # a package file, not a private one
     return card
