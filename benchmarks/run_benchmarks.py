@@ -121,6 +121,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(s: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in s.items()) or "default"
+
+
 def _f(x, spec=".2f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -132,7 +136,8 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
     parts = [
         "# vaecodec benchmarks",
         "",
-        f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `benchmarks/run_benchmarks.py`.",
+        f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        "by `benchmarks/run_benchmarks.py`.",
         "",
         "## Machine and software",
         "",
@@ -160,6 +165,10 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
         "in log-bpp to exactly that rate and *Δ* = vaecodec PSNR − PSNR@rate (positive: vaecodec is better).",
         "- BD-rate/BD-PSNR (PCHIP, over the overlapping range only) compare vaecodec's sweep to the scored baseline "
         "encodes; negative BD-rate means vaecodec needs fewer bits for the same PSNR.",
+        "- RGB PSNR of the 4:2:0 baselines is capped by chroma subsampling itself on saturated synthetic content "
+        "(testsrc2: about 31 dB at any rate); the x264 4:4:4 row shows the same encoder without that cap.",
+        "- Peak RSS is the resident-memory high-water mark of the encode and of the decode phase (reset between "
+        "them); the decode phase includes streaming the original frames for scoring.",
         "",
     ]
     if plot is not None:
@@ -171,7 +180,7 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
         for c in rows:
             q = c["quality"]
             ours = c["name"] == "vaecodec"
-            setting = ",".join(f"{k}={v}" for k, v in c["setting"].items()) or "default" if ours else f"crf {c['crf']:g}"
+            setting = _setting(c["setting"]) if ours else f"crf {c['crf']:g}"
             table.append([
                 c["name"], setting, _f(c["bpp"], ".4f"), _f(c["psnr"]), _f(q["psnr_y"]), _f(q["psnr_min"]),
                 _f(q["ssim_y"], ".4f"), _f(q["temporal_error"]),
@@ -179,9 +188,10 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
             ])
         parts += [_md_table(["codec", "setting", "bpp", "PSNR", "PSNR-Y", "worst", "SSIM-Y", "flicker", "PSNR@rate",
                              "Δ"], table), ""]
+        stages = ("read", "model_encode", "pack", "unpack", "model_decode", "write")
         speed = [
-            [",".join(f"{k}={v}" for k, v in c["setting"].items()) or "default"]
-            + [_f(c["stages_fps"][s], ".1f") for s in ("read", "model_encode", "pack", "unpack", "model_decode", "write")]
+            [_setting(c["setting"])]
+            + [_f(c["stages_fps"][s], ".1f") for s in stages]
             + [_f(c["encode_fps"], ".1f"), _f(c["decode_fps"], ".1f"), _f(c["peak_rss_bytes"] / 2**20, ".0f")]
             for c in rows if c["name"] == "vaecodec"
         ]
@@ -191,8 +201,9 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
     if report["bd"]:
         parts += ["## Bjontegaard deltas", "",
                   _md_table(["input", "anchor", "BD-rate %", "BD-PSNR dB", "points (vaecodec, anchor)"], [
-                      [Path(b["input"]).name, b["anchor"], _f(b["bd_rate_percent"], "+.1f"), _f(b["bd_psnr_db"], "+.2f"),
-                       b.get("note") or f"{b['points'][0]}, {b['points'][1]}"] for b in report["bd"]]), ""]
+                      [Path(b["input"]).name, b["anchor"], _f(b["bd_rate_percent"], "+.1f"),
+                       _f(b["bd_psnr_db"], "+.2f"), b.get("note") or f"{b['points'][0]}, {b['points'][1]}"]
+                      for b in report["bd"]]), ""]
     path.write_text("\n".join(parts))
 
 
@@ -222,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / "benchmarks_rd.png"
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(sys.argv[1:] if argv is None else argv)])
+    args_used = sys.argv[1:] if argv is None else argv
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *args_used])
     with tempfile.TemporaryDirectory(prefix="vaecodec-clips-") as tmp:
         work = args.clips or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

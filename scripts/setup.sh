@@ -12,6 +12,6 @@ pip_q() { python -m pip install -q --disable-pip-version-check "$@"; }
 python -c "import torch" 2>/dev/null || pip_q "torch==2.13.0"
 pip_q -e ".[test,plot]"
 # Reference implementations for the LTX parity tests (test-only, never runtime dependencies).
-# ltx-core's full dependency set conflicts through torchaudio, so it is installed without it.
+# diffusers comes with the test extra; ltx-core's full dependency set conflicts through
+# torchaudio, so it is installed without its dependencies (it needs only einops, also in the extra).
 python -c "import ltx_core" 2>/dev/null || pip_q --no-deps "ltx-core==1.0.0"
-python -c "import diffusers" 2>/dev/null || pip_q "diffusers==0.42.1"

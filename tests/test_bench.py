@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from fractions import Fraction
@@ -128,9 +129,10 @@ def test_run_bench_single_point_report(tmp_path, random_tiny):
 
     clip = _clip(tmp_path / "clip.mp4", _lavfi((64, 48), 9))
     threads_before = torch.get_num_threads()
+    log = io.StringIO()
     report = run_bench(
         [clip], codec_kwargs={"model": random_tiny, "device": "cpu"}, sweep=None, baselines=["x264"],
-        threads=1, json_path=tmp_path / "r.json", plot_path=tmp_path / "r.png", console=Console(file=open(tmp_path / "log", "w")),
+        threads=1, json_path=tmp_path / "r.json", plot_path=tmp_path / "r.png", console=Console(file=log),
     )
     torch.set_num_threads(threads_before)
     data = _strict_json(tmp_path / "r.json")
@@ -152,7 +154,7 @@ def test_run_bench_single_point_report(tmp_path, random_tiny):
     assert env["baseline_threads"] == 1 and env["torch"] == torch.__version__
     assert report["codecs"][0]["bpp"] == ours["bpp"]
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "x264" in (tmp_path / "log").read_text()
+    assert "x264" in log.getvalue() and "model_decode" in log.getvalue()
 
 
 def test_run_bench_sweep_gives_bd_figures(tmp_path, random_tiny):
@@ -161,7 +163,8 @@ def test_run_bench_sweep_gives_bd_figures(tmp_path, random_tiny):
     clip = _clip(tmp_path / "clip.mp4", _lavfi((64, 48), 5))
     report = run_bench(
         [clip], codec_kwargs={"model": random_tiny, "device": "cpu"}, sweep=[{"bits": b} for b in (4, 5, 6, 8)],
-        baselines=["x264"], threads=1, json_path=None, plot_path=None, console=Console(file=open(tmp_path / "log", "w")),
+        baselines=["x264"], threads=1, json_path=None, plot_path=None,
+        console=Console(file=io.StringIO()),
     )
     ours = [c for c in report["codecs"] if c["name"] == "vaecodec"]
     assert [c["setting"] for c in ours] == [{"bits": b} for b in (4, 5, 6, 8)]
@@ -183,11 +186,13 @@ def test_run_bench_rejects_bad_input(tmp_path, random_tiny):
     from vaecodec.bench import run_bench
 
     kwargs = dict(codec_kwargs={"model": random_tiny, "device": "cpu"}, sweep=None, threads=1, json_path=None,
-                  plot_path=None, console=Console(file=open(tmp_path / "log", "w")))
+                  plot_path=None, console=Console(file=io.StringIO()))
     with pytest.raises(InputError, match="no such file"):
         run_bench([tmp_path / "missing.mp4"], baselines=[], **kwargs)
     with pytest.raises(UsageError, match="unknown baseline"):
         run_bench([tmp_path / "missing.mp4"], baselines=["mpeg1"], **kwargs)
+    with pytest.raises(UsageError, match="may set only bits, quality"):
+        run_bench([tmp_path / "missing.mp4"], baselines=[], **{**kwargs, "sweep": [{"tile_px": 64}]})
 
 
 def test_bd_entry_uses_every_scored_point_and_needs_four():
@@ -223,3 +228,11 @@ def test_frames_rereads_or_caches_the_same_frames(tmp_path, frames):
         assert first.shape == (10, 96, 160, 3)
         assert np.array_equal(first, second)
         assert (source._cache is not None) == (limit > first.nbytes)
+
+
+def test_unreachable_rate_stops_at_the_crf_limit_without_extrapolating(frames):
+    # 40 bpp is far above what x264 spends even at CRF 0 on this clip.
+    r = match_rate(_chunks(frames), BASELINES["x264"], 40.0, width=160, height=96, fps=FPS, threads=1)
+    assert len(r.encodes) <= 6
+    assert r.q == 0 and r.bpp < 40.0
+    assert r.psnr_at_target is None

@@ -37,7 +37,9 @@ RANGE = ColorRange.MPEG
 # ways), so the baselines are not charged for a poor chroma filter. Upsampling uses the same
 # flags as vaecodec.video's reader.
 SWS_DOWN = Interpolation.BICUBIC | Interpolation.ACCURATE_RND
-SWS_UP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
+SWS_UP = (
+    Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
+)
 FrameChunks = Callable[[], Iterable[np.ndarray]]  # a fresh iterator of uint8 [n, H, W, 3] per call
 
 
@@ -45,8 +47,9 @@ FrameChunks = Callable[[], Iterable[np.ndarray]]  # a fresh iterator of uint8 [n
 class Baseline:
     """One classic encoder configuration and how to steer its rate.
 
-    ``halving_step`` is roughly how many CRF units halve the rate; it sizes the first
-    search step before two measured points give a real slope.
+    ``halving_step`` is roughly how many CRF units halve the rate, and ``q_ref`` gave
+    ``ref_bpp`` on a typical 480p photo pan; together they place the first encode of a
+    search (content moves the curve, the search corrects for it).
     """
 
     name: str
@@ -55,9 +58,16 @@ class Baseline:
     options: dict[str, str]
     q_min: float
     q_max: float
-    q_start: float
+    q_ref: float
+    ref_bpp: float
     halving_step: float
     integer_q: bool = False
+
+    def first_guess(self, target_bpp: float, hint: tuple[float, float] | None = None) -> float:
+        """CRF expected to give ``target_bpp``, from ``hint`` = a measured (crf, bpp) if given."""
+        q0, b0 = hint or (self.q_ref, self.ref_bpp)
+        q = q0 - self.halving_step * math.log2(target_bpp / b0)
+        return min(max(q, self.q_min), self.q_max)
 
     def encoder_options(self, q: float, threads: int) -> dict[str, str]:
         """libav options for one encode at quality ``q`` with ``threads`` worker threads."""
@@ -75,11 +85,11 @@ class Baseline:
 BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
-        Baseline("x264", "libx264", "yuv420p", {"preset": "medium", "tune": "psnr"}, 0, 51, 30, 6),
-        Baseline("x264-444", "libx264", "yuv444p", {"preset": "medium", "tune": "psnr"}, 0, 51, 30, 6),
-        Baseline("x265", "libx265", "yuv420p", {"preset": "medium", "tune": "psnr"}, 0, 51, 32, 6),
+        Baseline("x264", "libx264", "yuv420p", {"preset": "medium", "tune": "psnr"}, 0, 51, 30, 0.075, 5),
+        Baseline("x264-444", "libx264", "yuv444p", {"preset": "medium", "tune": "psnr"}, 0, 51, 30, 0.081, 5),
+        Baseline("x265", "libx265", "yuv420p", {"preset": "medium", "tune": "psnr"}, 0, 51, 32, 0.044, 5),
         # SVT-AV1 preset 8: its speed at 480p is close to x264 medium; CRF is an integer 1..63.
-        Baseline("svtav1", "libsvtav1", "yuv420p", {"preset": "8"}, 1, 63, 40, 8, integer_q=True),
+        Baseline("svtav1", "libsvtav1", "yuv420p", {"preset": "8"}, 1, 63, 40, 0.067, 13, integer_q=True),
     )
 }
 DEFAULT_BASELINES = tuple(BASELINES)
@@ -212,24 +222,29 @@ def _next_q(spec: Baseline, tried: list[Encoded], target: float, tolerance: floa
     lt = math.log(target)
     above = [e for e in tried if e.bpp > target]  # too many bits: need a higher CRF
     below = [e for e in tried if e.bpp <= target]
-    lo = max((e.q for e in above), default=spec.q_min)
-    hi = min((e.q for e in below), default=spec.q_max)
     near = sorted(tried, key=lambda e: _gap(e, target))
+    close = _gap(near[0], target) <= math.log1p(tolerance)
+    if close and above and below:
+        return None
     slope = -math.log(2) / spec.halving_step  # d log(bpp) / d q, a prior until two points exist
     if len(near) >= 2 and near[0].q != near[1].q and near[0].bpp != near[1].bpp:
         measured = (math.log(near[0].bpp) - math.log(near[1].bpp)) / (near[0].q - near[1].q)
         slope = measured if measured < 0 else slope
-    q = near[0].q + (lt - math.log(near[0].bpp)) / slope
-    if _gap(near[0], target) <= math.log1p(tolerance):
-        if above and below:
-            return None
-        q = near[0].q + 2 * (q - near[0].q)  # aim past the target to bracket it
-        q += math.copysign(1.0 if spec.integer_q else 0.25, q - near[0].q)
-    step = 3 * spec.halving_step  # never jump more than a ~8x rate change at once
-    q = min(max(q, near[0].q - step), near[0].q + step)
-    if above and below:
+    if above and below:  # bracketed: secant from the nearest encode, strictly inside the bracket
+        lo, hi = max(e.q for e in above), min(e.q for e in below)
+        q = near[0].q + (lt - math.log(near[0].bpp)) / slope
         q = min(max(q, lo + 0.01), hi - 0.01)
-    q = min(max(q, spec.q_min), spec.q_max)
+    else:  # one side only: step on from the encode furthest toward the target
+        up = bool(above)  # every encode has too many bits: raise the CRF
+        base = max(tried, key=lambda e: e.q) if up else min(tried, key=lambda e: e.q)
+        lo, hi = (base.q, spec.q_max) if up else (spec.q_min, base.q)
+        q = base.q + (lt - math.log(base.bpp)) / slope
+        if close:
+            q = base.q + 2 * (q - base.q)  # aim past the target to bracket it
+        min_step = 1.0 if spec.integer_q else 0.5  # rate can be flat over small CRF changes
+        max_step = 3 * spec.halving_step  # never more than a ~8x rate change at once
+        q = base.q + math.copysign(min(max(abs(q - base.q), min_step), max_step), 1 if up else -1)
+        q = min(max(q, spec.q_min), spec.q_max)
     if spec.integer_q:
         q = float(round(q))
         if any(e.q == q for e in tried):  # rounding landed on a tried value: one step inward
@@ -256,16 +271,18 @@ def match_rate(
     max_encodes: int = 6,
     tolerance: float = 0.03,
     device: str = "cpu",
-    start: float | None = None,
+    hint: tuple[float, float] | None = None,
 ) -> BaselineResult:
     """Search CRF until the whole-file bpp is within ``tolerance`` of ``target_bpp``, then score.
 
-    ``start`` is the first CRF to try (e.g. the one that matched a neighbouring sweep point).
+    ``hint`` is a (crf, bpp) this codec measured on the same frames (e.g. at a neighbouring
+    sweep point); it places the first encode better than the built-in reference.
     """
     if target_bpp <= 0:
         raise UsageError(f"target rate must be positive, got {target_bpp} bpp")
     tried: list[Encoded] = []
-    q: float | None = min(max(spec.q_start if start is None else start, spec.q_min), spec.q_max)
+    q: float | None = spec.first_guess(target_bpp, hint)
+    q = float(round(q)) if spec.integer_q else round(q, 2)
     while q is not None and len(tried) < max_encodes:
         t0 = time.perf_counter()
         data, n = encode(frames(), spec, q, width=width, height=height, fps=fps, threads=threads)
@@ -277,7 +294,8 @@ def match_rate(
     partner = min(other_side, key=lambda e: _gap(e, target_bpp)) if other_side else None
 
     t0 = time.perf_counter()
-    scored = {nearest.q: score(frames(), decode(nearest.data, width=width, height=height, threads=threads), device=device)}
+    dist = decode(nearest.data, width=width, height=height, threads=threads)
+    scored = {nearest.q: score(frames(), dist, device=device)}
     if partner is not None:  # only its PSNR is needed, for the interpolation
         dist = decode(partner.data, width=width, height=height, threads=threads)
         scored[partner.q] = score(frames(), dist, device=device, with_ssim=False)

@@ -17,6 +17,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +29,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vaecodec import __version__
 from vaecodec.baselines import BaselineResult, check_baselines, match_rate
 from vaecodec.codec import Codec
 from vaecodec.errors import InputError, UsageError
@@ -348,24 +348,23 @@ def _print(console: Console, report: dict) -> None:
         console.print(t)
 
 
-def _pyplot():
+def _figure_class():
+    """matplotlib's Figure (object API: no pyplot, no global backend switch), or a usage error."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'vaecodec[plot]'") from None
-    return plt
+    return Figure
 
 
 def plot_report(report: dict, path: Path) -> None:
     """RD curves (PSNR vs bpp, one line per codec) and the per-frame PSNR trace, per input."""
-    plt = _pyplot()
+    figure = _figure_class()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     inputs = report["inputs"]
-    fig, axes = plt.subplots(len(inputs), 2, figsize=(12, 4.5 * len(inputs)), squeeze=False)
+    fig = figure(figsize=(12, 4.5 * len(inputs)))
+    axes = fig.subplots(len(inputs), 2, squeeze=False)
     for row, src in zip(axes, inputs):
         rows = [c for c in report["codecs"] if c["input"] == src["path"]]
         names = list(dict.fromkeys(c["name"] for c in rows))
@@ -396,7 +395,26 @@ def plot_report(report: dict, path: Path) -> None:
         trace.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+SWEEP_KEYS = ("bits", "quality")
+
+
+@contextmanager
+def _settings(codec: Codec, base: dict, point: dict) -> Iterator[None]:
+    """Apply a sweep point's rate settings to ``codec`` for one run.
+
+    One Codec (one loaded model) serves the whole sweep: loading a large backend once per
+    point would multiply load time and, on a GPU, hold several copies of the weights.
+    """
+    before = {k: getattr(codec, k) for k in SWEEP_KEYS}
+    for k in SWEEP_KEYS:
+        setattr(codec, k, point.get(k, base.get(k)))
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            setattr(codec, k, v)
 
 
 def run_bench(
@@ -421,10 +439,14 @@ def run_bench(
         raise UsageError(f"threads must be at least 1, got {threads}")
     specs = check_baselines(baselines)
     if plot_path is not None:
-        _pyplot()  # fail before the slow part, not after
+        _figure_class()  # fail before the slow part, not after
     torch.set_num_threads(threads)
     points = sweep or [{}]
-    codecs = [Codec(**{**codec_kwargs, **p}) for p in points]
+    for point in points:
+        unknown = set(point) - set(SWEEP_KEYS)
+        if unknown:
+            raise UsageError(f"a sweep point may set only {', '.join(SWEEP_KEYS)}, got {', '.join(sorted(unknown))}")
+    codec = Codec(**codec_kwargs)
     report: dict = {"environment": {}, "inputs": [], "codecs": [], "bd": []}
 
     with tempfile.TemporaryDirectory(prefix="vaecodec-bench-") as tmp:
@@ -436,37 +458,38 @@ def run_bench(
                  "fps": f"{src.fps.numerator}/{src.fps.denominator}", "file_bytes": src.file_bytes}
             )
             if n_input == 0:
-                _warm_up(codecs[0], src.path, work)
+                _warm_up(codec, src.path, work)
             ours = []
-            for codec, point in zip(codecs, points):
+            for point in points:
                 console.print(f"[dim]{src.path.name}: vaecodec {_setting(point)}[/]")
-                ours.append(run_vaecodec(codec, src, frames, work, point))
+                with _settings(codec, codec_kwargs, point):
+                    ours.append(run_vaecodec(codec, src, frames, work, point))
             report["codecs"].extend(ours)
             frames.keep = True
             for spec in specs:
                 runs = []
                 for mine in ours:
-                    start = runs[-1]["crf"] if runs else None
+                    hint = (runs[-1]["crf"], runs[-1]["bpp"]) if runs else None
                     r = match_rate(
                         frames, spec, mine["bpp"], width=src.width, height=src.height, fps=src.fps,
-                        threads=threads, device=_score_device(codecs[0]), start=start,
+                        threads=threads, device=_score_device(codec), hint=hint,
                     )
                     console.print(
                         f"[dim]{src.path.name}: {spec.name} crf {r.q:g} -> {r.bpp:.4f} bpp "
                         f"(target {r.target_bpp:.4f}, {len(r.encodes)} encodes)[/]"
+                        + ("" if r.psnr_at_target is not None else " [yellow]target rate not reached[/]")
                     )
                     runs.append(_baseline_entry(r, src, mine))
                 report["codecs"].extend(runs)
                 if sweep:
                     report["bd"].append(_bd(src, ours, runs, spec.name))
 
-    env = codecs[0].describe()
+    env = codec.describe()
     env.update(
         machine=_machine(),
         baseline_threads=threads,
         pyav=av.__version__,
         ffmpeg={k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
-        vaecodec=__version__,
     )
     report["environment"] = env
     _print(console, report)

@@ -251,10 +251,10 @@ class LTX2VAE(VideoVAE):
     spatial = 32
     temporal = 8
     latent_channels = 128
-    # 65-frame (8 latent) temporal tiles blending over 2 latents (16 frames); 1088 px spatial tiles
-    # (1080p splits only along its width) with 128 px overlap: ~7 GiB of bf16 activations per tile,
-    # see docs/MODELS.md "Tiling and memory".
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1088, overlap_px=128)
+    # 65-frame (8 latent) temporal tiles blending over 2 latents; 768 px spatial tiles with 128 px
+    # overlap: ~3.5 GiB of bf16 activation tensors per tile, leaving room under 24 GB even if
+    # convolution workspace triples that (docs/MODELS.md "Tiling and memory").
+    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=768, overlap_px=128)
 
     #: Decode-time latent noise and timestep when the decoder is timestep-conditioned (ltx-core's values).
     decode_noise_scale = 0.025
@@ -360,7 +360,8 @@ def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> L
         model = LTX2VAE(cfg)
     load_weights(model, path, prefix, device, dtype, "an LTX-2 VAE", owned=("encoder.", "decoder."))
     arch = _architecture(cfg)
-    suffix = "" if arch == _architecture(RELEASED_CONFIG) else "-" + hashlib.sha256(config_json(arch).encode()).hexdigest()[:8]
-    model.model_id = "ltx2-video-vae" + suffix
+    model.model_id = "ltx2-video-vae"
+    if arch != _architecture(RELEASED_CONFIG):
+        model.model_id += "-" + hashlib.sha256(config_json(arch).encode()).hexdigest()[:8]
     model.weights_sha256 = sha256_file(path)
     return model.eval()

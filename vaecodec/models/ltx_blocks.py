@@ -281,21 +281,23 @@ def load_weights(
         missing = [k for k in expected if prefix + k not in keys]
         if missing:
             raise ModelError(f"not {what} checkpoint: missing {missing[0]} ({len(missing)} keys missing)")
-        extra = sorted(k for k in keys if k.startswith(tuple(prefix + o for o in owned)) and k[len(prefix) :] not in expected)
+        scope = tuple(prefix + o for o in owned)
+        extra = sorted(k for k in keys if k.startswith(scope) and k[len(prefix) :] not in expected)
         if extra:
-            raise ModelError(f"{what} checkpoint does not match its config: unexpected {extra[0]} ({len(extra)} extra keys)")
+            raise ModelError(
+                f"{what} checkpoint does not match its config: unexpected {extra[0]} ({len(extra)} extra keys)"
+            )
         sd: dict[str, torch.Tensor] = {}
         for name, ref in expected.items():
-            sl = f.get_slice(prefix + name)
-            shape = tuple(sl.get_shape())
+            shape = tuple(f.get_slice(prefix + name).get_shape())
             if shape != tuple(ref.shape):
                 raise ModelError(
-                    f"{what} checkpoint does not match its config: {name} has shape {shape}, expected {tuple(ref.shape)}"
+                    f"{what} checkpoint does not match its config: "
+                    f"{name} has shape {shape}, expected {tuple(ref.shape)}"
                 )
             t = f.get_tensor(prefix + name)
             keep_fp32 = name.endswith(("mean-of-means", "std-of-means", "latents_mean", "latents_std"))
             sd[name] = t.to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
-            del t
     model.load_state_dict(sd, strict=True, assign=True)
 
 

@@ -293,7 +293,7 @@ class LTXVideoVAE(VideoVAE):
     temporal = 8
     latent_channels = 128
     # Same full-resolution stages as LTX-2, so the same tiles (docs/MODELS.md "Tiling and memory").
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=1088, overlap_px=128)
+    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=768, overlap_px=128)
 
     #: Decode noise mix and timestep for timestep-conditioned (0.9.1+) decoders, the values
     #: Lightricks' LTX-Video inference configs use.
