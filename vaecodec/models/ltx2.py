@@ -18,14 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecodec.errors import ModelError
-from vaecodec.models.base import Tiling, VideoVAE, sha256_file
+from vaecodec.models.base import sha256_file
 from vaecodec.models.ltx_blocks import (
     CausalConv3d,
-    check_dtype,
     DepthToSpaceUp,
+    LTXFamilyVAE,
     ResBlock,
     SpaceToDepthDown,
     TimestepEmbedder,
+    check_dtype,
     config_json,
     load_weights,
     patchify,
@@ -244,21 +245,10 @@ def _compression(cfg: dict) -> tuple[int, int]:
     return s, t
 
 
-class LTX2VAE(VideoVAE):
+class LTX2VAE(LTXFamilyVAE):
     """LTX-2 video VAE behind the :class:`VideoVAE` contract (normalised latent space)."""
 
     kind = "ltx2"
-    spatial = 32
-    temporal = 8
-    latent_channels = 128
-    # 65-frame (8 latent) temporal tiles blending over 2 latents; 768 px spatial tiles with 128 px
-    # overlap: ~3.5 GiB of bf16 activation tensors per tile, leaving room under 24 GB even if
-    # convolution workspace triples that (docs/MODELS.md "Tiling and memory").
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=768, overlap_px=128)
-
-    #: Decode-time latent noise and timestep when the decoder is timestep-conditioned (ltx-core's values).
-    decode_noise_scale = 0.025
-    decode_timestep = 0.05
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -276,33 +266,8 @@ class LTX2VAE(VideoVAE):
         self.decoder = LTX2Decoder(dec_cfg)
         self.per_channel_statistics = _Stats(self.latent_channels)
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder.conv_in.conv.weight.dtype
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B,3,1+8k,H,W] in [-1,1] -> normalised (mean, logvar), fp32 [B,C,1+k,H/32,W/32]."""
-        mean, logvar = self.encoder(x.to(self._dtype))
-        mu, sd = self.per_channel_statistics.get()
-        return (mean.float() - mu) / sd, logvar.float() - 2 * torch.log(sd)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Normalised latents -> fp32 pixels, roughly in [-1,1].
-
-        A timestep-conditioned decoder sees ``(1 - s) * z + s * noise`` at ``decode_timestep`` as in
-        ltx-core; the noise (and any injected block noise) is zero unless a ``generator`` is given,
-        so the default decode is deterministic and identical across tiles.
-        """
-        z = z.float()
-        t = None
-        if self.decoder.timestep:
-            noise = torch.randn(z.shape, generator=generator, device=z.device) if generator is not None else 0.0
-            z = (1 - self.decode_noise_scale) * z + self.decode_noise_scale * noise
-            t = torch.full((z.shape[0],), self.decode_timestep, device=z.device)
-        mu, sd = self.per_channel_statistics.get()
-        return self.decoder((z * sd + mu).to(self._dtype), t, generator).float()
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.per_channel_statistics.get()
 
 
 def _architecture(cfg: dict) -> dict:

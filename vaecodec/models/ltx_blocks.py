@@ -20,6 +20,7 @@ from safetensors import safe_open
 from torch import nn
 
 from vaecodec.errors import ModelError
+from vaecodec.models.base import Tiling, VideoVAE
 
 Stride = tuple[int, int, int]
 
@@ -241,6 +242,66 @@ class DepthToSpaceUp(nn.Module):
             skip = depth_to_space(x, self.stride)[:, :, drop:]  # [B, c, T, H, W]
             h.view(skip.shape[0], -1, *skip.shape[1:]).add_(skip[:, None])
         return h
+
+
+class LTXFamilyVAE(VideoVAE):
+    """What LTX-2 and LTX-Video share behind the :class:`VideoVAE` contract: 32x32x8 compression,
+    a normalised latent space, and a decode that may be timestep-conditioned with a noise mix.
+
+    Subclasses build ``encoder``/``decoder`` and implement ``_stats``; they differ in whether the
+    decode noise is mixed into the normalised latents (LTX-2, as ltx-core) or the raw ones
+    (LTX-Video, as diffusers), which ``noise_on_normalised`` selects.
+    """
+
+    spatial = 32
+    temporal = 8
+    latent_channels = 128
+    # 65-frame (8 latent) temporal tiles blending over 2 latents; 768 px spatial tiles with 128 px
+    # overlap: ~3.5 GiB of bf16 activation tensors per tile, leaving room under 24 GB even if
+    # convolution workspace triples that (docs/MODELS.md "Tiling and memory").
+    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=768, overlap_px=128)
+    #: Decode-time latent noise and timestep when the decoder is timestep-conditioned.
+    decode_noise_scale = 0.025
+    decode_timestep = 0.05
+    noise_on_normalised = True
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel (mean, std) [1,C,1,1,1] fp32 mapping raw latents to normalised ones."""
+        raise NotImplementedError
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.encoder.conv_in.conv.weight.dtype
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B,3,1+8k,H,W] in [-1,1] -> normalised (mean, logvar), fp32 [B,C,1+k,H/32,W/32]."""
+        mean, logvar = self.encoder(x.to(self._dtype))
+        mu, sd = self._stats()
+        return (mean.float() - mu) / sd, logvar.float() - 2 * torch.log(sd)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised latents -> fp32 pixels, roughly in [-1,1].
+
+        A timestep-conditioned decoder sees ``(1 - s) * z + s * noise`` at ``decode_timestep``;
+        the noise (and any noise injected inside decoder blocks) is zero unless a ``generator``
+        is given, so the default decode is deterministic and identical across tiles.
+        """
+        mu, sd = self._stats()
+        z = z.float()
+        if not self.noise_on_normalised:
+            z = z * sd + mu
+        t = None
+        if self.decoder.timestep:
+            noise = torch.randn(z.shape, generator=generator, device=z.device) if generator is not None else 0.0
+            z = (1 - self.decode_noise_scale) * z + self.decode_noise_scale * noise
+            t = torch.full((z.shape[0],), self.decode_timestep, device=z.device)
+        if self.noise_on_normalised:
+            z = z * sd + mu
+        return self.decoder(z.to(self._dtype), t, generator).float()
 
 
 def check_dtype(dtype: torch.dtype, what: str) -> None:

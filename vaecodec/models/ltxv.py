@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecodec.errors import ModelError
-from vaecodec.models.base import Tiling, VideoVAE, sha256_file
+from vaecodec.models.base import sha256_file
 from vaecodec.models.ltx_blocks import (
     CausalConv3d,
-    check_dtype,
     DepthToSpaceUp,
+    LTXFamilyVAE,
     ResBlock,
     SpaceToDepthDown,
     TimestepEmbedder,
+    check_dtype,
     config_json,
     load_weights,
     patchify,
@@ -285,20 +286,11 @@ def _compression(cfg: dict) -> tuple[int, int]:
     return s, t
 
 
-class LTXVideoVAE(VideoVAE):
+class LTXVideoVAE(LTXFamilyVAE):
     """LTX-Video 0.9.x VAE behind the :class:`VideoVAE` contract (normalised latent space)."""
 
     kind = "ltxv"
-    spatial = 32
-    temporal = 8
-    latent_channels = 128
-    # Same full-resolution stages as LTX-2, so the same tiles (docs/MODELS.md "Tiling and memory").
-    tiling = Tiling(latent_frames=8, overlap_latents=2, tile_px=768, overlap_px=128)
-
-    #: Decode noise mix and timestep for timestep-conditioned (0.9.1+) decoders, the values
-    #: Lightricks' LTX-Video inference configs use.
-    decode_noise_scale = 0.025
-    decode_timestep = 0.05
+    noise_on_normalised = False  # diffusers mixes the noise into the raw latents
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -315,37 +307,9 @@ class LTXVideoVAE(VideoVAE):
         self.register_buffer("latents_mean", torch.zeros(self.latent_channels))
         self.register_buffer("latents_std", torch.ones(self.latent_channels))
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder.conv_in.conv.weight.dtype
-
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         v = (1, -1, 1, 1, 1)
         return self.latents_mean.float().view(v), self.latents_std.float().view(v) / self.scaling_factor
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B,3,1+8k,H,W] in [-1,1] -> normalised (mean, logvar), fp32 [B,C,1+k,H/32,W/32]."""
-        mean, logvar = self.encoder(x.to(self._dtype))
-        mu, sd = self._stats()
-        return (mean.float() - mu) / sd, logvar.float() - 2 * torch.log(sd)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Normalised latents -> fp32 pixels, roughly in [-1,1].
-
-        Timestep-conditioned decoders see ``(1 - s) * z_raw + s * noise`` at ``decode_timestep``
-        as in diffusers' LTX pipelines; without a ``generator`` the noise (and the decoder's
-        injected noise) is zero, so decode is deterministic and identical across tiles.
-        """
-        mu, sd = self._stats()
-        z = z.float() * sd + mu
-        t = None
-        if self.decoder.timestep:
-            noise = torch.randn(z.shape, generator=generator, device=z.device) if generator is not None else 0.0
-            z = (1 - self.decode_noise_scale) * z + self.decode_noise_scale * noise
-            t = torch.full((z.shape[0],), self.decode_timestep, device=z.device)
-        return self.decoder(z.to(self._dtype), t, generator).float()
 
 
 def _locate(path: Path) -> tuple[Path, Path]:
