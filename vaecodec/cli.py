@@ -333,6 +333,14 @@ def models(model_dir: ModelDirOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train, export or time the embedded model: vaecodec train {train,export,speed} ... (see --help)."""
+    from .train.__main__ import main as train_main
+
+    raise typer.Exit(train_main(ctx.args))
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"vaecodec {__version__}")
