@@ -30,6 +30,8 @@ from vaecodec.baselines import DEFAULT_BASELINES
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"480p": (854, 480), "1080p": (1920, 1080)}
 FALLBACK_PHOTOS = ("skimage:chelsea", "skimage:coffee", "skimage:astronaut")
+# docs/BENCHMARKS.md may hold hand-written sections (memory, GPU, LTX); only this block is regenerated
+BEGIN, END = "<!-- run_benchmarks.py: begin -->", "<!-- run_benchmarks.py: end -->"
 
 
 def load_photo(key: str, data_dir: Path) -> np.ndarray | None:
@@ -204,7 +206,11 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
                       [Path(b["input"]).name, b["anchor"], _f(b["bd_rate_percent"], "+.1f"),
                        _f(b["bd_psnr_db"], "+.2f"), b.get("note") or f"{b['points'][0]}, {b['points'][1]}"]
                       for b in report["bd"]]), ""]
-    path.write_text("\n".join(parts))
+    block = "\n".join([BEGIN, *parts, END])
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN in old and END in old:  # keep the hand-written sections around the generated one
+        block = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
+    path.write_text(block if block.endswith("\n") else block + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--coarsest", type=float, default=None,
                     help="step of quality 1 (default: the coarsest trained step)")
+    ex.add_argument("--finest", type=float, default=None,
+                    help="step of quality 8 (default: the finest trained step)")
     sp = sub.add_parser("speed", help="CPU fps of encode/decode incl. entropy coding")
     sp.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     sp.add_argument("--threads", type=int, default=2)
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats)))
         else:
-            card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest)
+            card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
+                          args.finest)
             print(json.dumps(card["validation"], indent=1))
     except VaecodecError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -210,17 +210,18 @@ QUALITIES = (1, 2, 3, 4, 5, 6, 7, 8)
 DEFAULT_QUALITY = 5
 
 
-def quality_steps(cfg: Config, coarsest: float | None = None) -> np.ndarray:
-    """Step per quality, geometric from ``coarsest`` (default: the coarsest trained step)
-    down to the finest trained step; quality 1 is the coarsest."""
+def quality_steps(cfg: Config, coarsest: float | None = None, finest: float | None = None) -> np.ndarray:
+    """Step per quality, geometric from ``coarsest`` down to ``finest`` (defaults: the trained
+    step range); quality 1 is the coarsest."""
     n = len(QUALITIES)
     hi = cfg.step_max if coarsest is None else coarsest
-    return np.array([hi * (cfg.step_min / hi) ** (i / (n - 1)) for i in range(n)], np.float32)
+    lo = cfg.step_min if finest is None else finest
+    return np.array([hi * (lo / hi) ** (i / (n - 1)) for i in range(n)], np.float32)
 
 
 @torch.inference_mode()
 def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
-           version: str = "1", coarsest: float | None = None) -> dict:
+           version: str = "1", coarsest: float | None = None, finest: float | None = None) -> dict:
     """Write the shipped weights file from a run's checkpoint; returns the model card."""
     from vaecodec.entropy import EntropyCoder, latent_histograms
 
@@ -235,7 +236,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     model, prior = TinyVAE(), RatePrior()
     _load_ckpt(ck, model, prior)
     model.eval()
-    steps = quality_steps(cfg, coarsest)
+    steps = quality_steps(cfg, coarsest, finest)
     # latent statistics on training clips (never the held-out photos)
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
