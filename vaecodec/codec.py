@@ -97,6 +97,11 @@ def _peak_rss() -> int:
     return r if os.uname().sysname == "Darwin" else r * 1024
 
 
+def _peak_gpu(device: torch.device) -> int | None:
+    """Peak GPU memory allocated by torch on ``device`` (None off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
 @dataclass
 class Result:
     """What an encode or decode did; ``to_dict`` is what ``--json`` prints."""
@@ -332,7 +337,7 @@ class Codec:
             seconds=time.perf_counter() - t_start,
             timings=dict(sw.seconds),
             peak_rss_bytes=_peak_rss(),
-            peak_gpu_bytes=torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None,
+            peak_gpu_bytes=_peak_gpu(self.device),
             model_id=model.model_id,
             file_bytes=dst.stat().st_size,
             input_bytes=src.stat().st_size,
@@ -400,7 +405,7 @@ class Codec:
             seconds=time.perf_counter() - t_start,
             timings=dict(timings),
             peak_rss_bytes=_peak_rss(),
-            peak_gpu_bytes=torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None,
+            peak_gpu_bytes=_peak_gpu(self.device),
             model_id=model_id,
             warnings=[str(w.message) for w in caught] + f.problems,
         )
@@ -456,6 +461,7 @@ class LatentFile:
             self.quant_info: dict = h["quantization"]
             self.audio = AudioTrack.from_dict(h["audio"]) if h.get("audio") else None
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            self.reader.close()
             raise FormatError(f"{path}: header is missing or has a bad field ({e})") from None
         self.problems: list[str] = list(self.reader.problems)
         self._latent_chunks = sorted(self.reader.chunks_of("latent"), key=lambda c: int(c.meta.get("t0", -1)))
