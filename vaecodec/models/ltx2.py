@@ -28,11 +28,11 @@ from vaecodec.models.ltx_blocks import (
     TimestepEmbedder,
     check_dtype,
     config_json,
+    decoder_head,
     load_weights,
     patchify,
     pixel_norm,
     read_safetensors_header,
-    unpatchify,
 )
 
 #: The ``vae`` entry of the released LTX-2 checkpoint's metadata config.
@@ -215,12 +215,10 @@ class LTX2Decoder(nn.Module):
                 h = block(h, self.causal, None, gen)
             else:
                 h = block(h, self.causal)
-        h = pixel_norm(h)
-        if self.timestep:
-            emb = self.last_time_embedder(st).reshape(h.shape[0], 2, -1, 1, 1, 1)
-            shift, scale = (self.last_scale_shift_table[None, :, :, None, None, None] + emb).to(h.dtype).unbind(dim=1)
-            h = h * (1 + scale) + shift
-        return unpatchify(self.conv_out(F.silu(h), self.causal), self.patch)
+        return decoder_head(
+            h, st, getattr(self, "last_time_embedder", None), getattr(self, "last_scale_shift_table", None),
+            self.conv_out, self.causal, self.patch,
+        )
 
 
 class _Stats(nn.Module):

@@ -244,6 +244,24 @@ class DepthToSpaceUp(nn.Module):
         return h
 
 
+def decoder_head(
+    h: torch.Tensor,  # [B, C, T, H, W] last decoder features
+    st: torch.Tensor | None,  # [B] scaled timestep, None for decoders without conditioning
+    embedder: nn.Module | None,
+    table: torch.Tensor | None,  # [2, C] learned shift/scale offsets
+    conv_out: nn.Module,
+    causal: bool,
+    patch: int,
+) -> torch.Tensor:
+    """The last stage both LTX decoders share: pixel norm, timestep shift/scale, SiLU, conv, unpatchify."""
+    h = pixel_norm(h)
+    if st is not None:
+        emb = embedder(st).reshape(h.shape[0], 2, -1, 1, 1, 1)
+        shift, scale = (table[None, :, :, None, None, None] + emb).to(h.dtype).unbind(dim=1)
+        h = h * (1 + scale) + shift
+    return unpatchify(conv_out(F.silu(h), causal), patch)
+
+
 class LTXFamilyVAE(VideoVAE):
     """What LTX-2 and LTX-Video share behind the :class:`VideoVAE` contract: 32x32x8 compression,
     a normalised latent space, and a decode that may be timestep-conditioned with a noise mix.

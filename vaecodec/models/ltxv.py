@@ -31,11 +31,11 @@ from vaecodec.models.ltx_blocks import (
     TimestepEmbedder,
     check_dtype,
     config_json,
+    decoder_head,
     load_weights,
     patchify,
     pixel_norm,
     read_safetensors_header,
-    unpatchify,
 )
 
 #: diffusers' constructor defaults, which a config.json may omit.
@@ -258,12 +258,10 @@ class LTXVDecoder(nn.Module):
         h = self.mid_block(h, self.causal, st, gen)
         for blk in self.up_blocks:
             h = blk(h, self.causal, st, gen)
-        h = pixel_norm(h)
-        if self.timestep:
-            emb = self.time_embedder(st).reshape(h.shape[0], 2, -1, 1, 1, 1)
-            shift, scale = (emb + self.scale_shift_table[None, :, :, None, None, None]).to(h.dtype).unbind(dim=1)
-            h = h * (1 + scale) + shift
-        return unpatchify(self.conv_out(F.silu(h), self.causal), self.patch)
+        return decoder_head(
+            h, st, getattr(self, "time_embedder", None), getattr(self, "scale_shift_table", None),
+            self.conv_out, self.causal, self.patch,
+        )
 
 
 _DECODER_LISTS = (
