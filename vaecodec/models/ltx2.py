@@ -23,6 +23,7 @@ from vaecodec.models.ltx_blocks import (
     CausalConv3d,
     DepthToSpaceUp,
     LTXFamilyVAE,
+    MidBlock,
     ResBlock,
     SpaceToDepthDown,
     TimestepEmbedder,
@@ -97,26 +98,13 @@ def _blocks(cfg: dict, name: str) -> list[tuple[str, dict]]:
     return [(b, {"num_layers": p} if isinstance(p, int) else dict(p)) for b, p in blocks]
 
 
-class _MidBlock(nn.Module):
+def _mid_block(ch: int, layers: int, pad: str, inject_noise: bool = False, timestep: bool = False) -> MidBlock:
     """ltx-core ``res_x``: a stack of same-width residual blocks, optionally timestep-conditioned."""
-
-    def __init__(self, ch: int, layers: int, pad: str, inject_noise: bool = False, timestep: bool = False):
-        super().__init__()
-        if timestep:
-            self.time_embedder = TimestepEmbedder(ch * 4)
-        self.timestep = timestep
-        self.res_blocks = nn.ModuleList(
-            ResBlock(ch, ch, style="ltx2", padding_mode=pad, inject_noise=inject_noise, timestep_conditioning=timestep)
-            for _ in range(layers)
-        )
-
-    def forward(
-        self, x: torch.Tensor, causal: bool, t: torch.Tensor | None = None, gen: torch.Generator | None = None
-    ) -> torch.Tensor:
-        temb = self.time_embedder(t).reshape(x.shape[0], -1, 1, 1, 1) if self.timestep else None
-        for blk in self.res_blocks:
-            x = blk(x, causal, temb, gen)
-        return x
+    blocks = [
+        ResBlock(ch, ch, style="ltx2", padding_mode=pad, inject_noise=inject_noise, timestep_conditioning=timestep)
+        for _ in range(layers)
+    ]
+    return MidBlock(ch, blocks, "res_blocks", timestep)
 
 
 class LTX2Encoder(nn.Module):
@@ -135,7 +123,7 @@ class LTX2Encoder(nn.Module):
         self.down_blocks = nn.ModuleList()
         for name, p in _blocks(cfg, "encoder_blocks"):
             if name == "res_x":
-                block: nn.Module = _MidBlock(ch, p["num_layers"], pad)
+                block: nn.Module = _mid_block(ch, p["num_layers"], pad)
             elif name == "res_x_y":
                 out = ch * p.get("multiplier", 2)
                 block = ResBlock(ch, out, style="ltx2", padding_mode=pad)
@@ -186,7 +174,7 @@ class LTX2Decoder(nn.Module):
         self.up_blocks = nn.ModuleList()
         for name, p in reversed(_blocks(cfg, "decoder_blocks")):
             if name == "res_x":
-                block: nn.Module = _MidBlock(ch, p["num_layers"], pad, p.get("inject_noise", False), self.timestep)
+                block: nn.Module = _mid_block(ch, p["num_layers"], pad, p.get("inject_noise", False), self.timestep)
             elif name == "res_x_y":
                 out = ch // p.get("multiplier", 2)
                 block = ResBlock(ch, out, style="ltx2", padding_mode=pad, inject_noise=p.get("inject_noise", False))
@@ -209,7 +197,7 @@ class LTX2Decoder(nn.Module):
         h = self.conv_in(z, self.causal)
         st = t.float() * self.timestep_scale_multiplier.float() if self.timestep else None  # [B]
         for block in self.up_blocks:
-            if isinstance(block, _MidBlock):
+            if isinstance(block, MidBlock):
                 h = block(h, self.causal, st, gen)
             elif isinstance(block, ResBlock):
                 h = block(h, self.causal, None, gen)

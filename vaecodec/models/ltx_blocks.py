@@ -244,6 +244,30 @@ class DepthToSpaceUp(nn.Module):
         return h
 
 
+class MidBlock(nn.Module):
+    """Same-width residual blocks sharing one optional timestep embedding (both LTX VAEs' ``res_x``/mid block).
+
+    ``list_name`` is the checkpoint's name for the block list (``res_blocks`` in ltx-core,
+    ``resnets`` in diffusers), so state-dict keys match the released files.
+    """
+
+    def __init__(self, ch: int, blocks: list[nn.Module], list_name: str, timestep: bool = False):
+        super().__init__()
+        if timestep:
+            self.time_embedder = TimestepEmbedder(ch * 4)
+        self.timestep = timestep
+        self.list_name = list_name
+        setattr(self, list_name, nn.ModuleList(blocks))
+
+    def forward(
+        self, x: torch.Tensor, causal: bool, t: torch.Tensor | None = None, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
+        temb = self.time_embedder(t).reshape(x.shape[0], -1, 1, 1, 1) if self.timestep else None  # [B, 4C, 1, 1, 1]
+        for blk in getattr(self, self.list_name):
+            x = blk(x, causal, temb, gen)
+        return x
+
+
 def decoder_head(
     h: torch.Tensor,  # [B, C, T, H, W] last decoder features
     st: torch.Tensor | None,  # [B] scaled timestep, None for decoders without conditioning

@@ -26,6 +26,7 @@ from vaecodec.models.ltx_blocks import (
     CausalConv3d,
     DepthToSpaceUp,
     LTXFamilyVAE,
+    MidBlock,
     ResBlock,
     SpaceToDepthDown,
     TimestepEmbedder,
@@ -127,25 +128,12 @@ class _DownBlock(nn.Module):
         return x
 
 
-class _MidBlock(nn.Module):
+class _MidBlock(MidBlock):
     """``LTXVideoMidBlock3d``: same-width resnets, optionally timestep-conditioned."""
 
     def __init__(self, ch: int, layers: int, cfg: dict, inject_noise: bool = False, timestep: bool = False):
-        super().__init__()
-        if timestep:
-            self.time_embedder = TimestepEmbedder(ch * 4)
-        self.timestep = timestep
-        self.resnets = nn.ModuleList(
-            _res(ch, ch, cfg, inject_noise=inject_noise, timestep_conditioning=timestep) for _ in range(layers)
-        )
-
-    def forward(
-        self, x: torch.Tensor, causal: bool, t: torch.Tensor | None = None, gen: torch.Generator | None = None
-    ) -> torch.Tensor:
-        temb = self.time_embedder(t).reshape(x.shape[0], -1, 1, 1, 1) if self.timestep else None
-        for r in self.resnets:
-            x = r(x, causal, temb, gen)
-        return x
+        blocks = [_res(ch, ch, cfg, inject_noise=inject_noise, timestep_conditioning=timestep) for _ in range(layers)]
+        super().__init__(ch, blocks, "resnets", timestep)
 
 
 class _UpBlock(_MidBlock):
