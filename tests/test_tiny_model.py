@@ -10,15 +10,21 @@ import torch
 
 from vaecodec.errors import ModelError
 from vaecodec.models.base import VideoVAE
-from vaecodec.models.tiny import WEIGHTS, TinyVAE, load, model_card
+from vaecodec.models.tiny import WEIGHTS, Arch, TinyVAE, load, model_card
 
 CPU = torch.device("cpu")
+ARCHS = [Arch(), Arch(latent=24, refine=True, blocks8=1)]  # v1's layout and the v2 options
 
 
-@pytest.fixture(scope="module")
-def random_model() -> TinyVAE:
+@pytest.fixture(scope="module", params=ARCHS, ids=lambda a: f"latent{a.latent}{'-refine' if a.refine else ''}")
+def random_model(request) -> TinyVAE:
     torch.manual_seed(0)
-    return TinyVAE().eval()
+    m = TinyVAE(request.param).eval()
+    if m.decoder.refine is not None:  # new parts start at zero by design; randomise them
+        torch.nn.init.normal_(m.decoder.refine.out.weight, std=0.1)
+    for blk in m.decoder.frame_blocks:
+        torch.nn.init.normal_(blk.b.weight, std=0.05)
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +40,12 @@ def _clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 def test_contract_shapes(random_model):
     m = random_model
     assert isinstance(m, VideoVAE) and m.kind == "tiny"
-    assert (m.spatial, m.temporal, m.latent_channels) == (8, 4, 16)
+    c = m.arch.latent
+    assert (m.spatial, m.temporal, m.latent_channels) == (8, 4, c)
     for t in (1, 5, 9):
         x = _clip(t, 16, 24)
         mean, logvar = m.encode(x)
-        assert mean.shape == logvar.shape == (1, 16, m.latents_for_frames(t), 2, 3)
+        assert mean.shape == logvar.shape == (1, c, m.latents_for_frames(t), 2, 3)
         y = m.decode(mean)
         assert y.shape == (1, 3, m.frames_for_latents(mean.shape[2]), 16, 24) == x.shape
     with pytest.raises(ValueError):
@@ -96,6 +103,48 @@ def test_load_errors(tmp_path):
         load(bad, CPU, torch.float32)
 
 
+def test_architecture_travels_in_the_weights_file(tmp_path):
+    """A file written with an Arch loads as that Arch (v1 files, without the key, as v1)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    m = TinyVAE(Arch(latent=24, refine=True, blocks8=1)).eval()
+    path = tmp_path / "v2.safetensors"
+    state = {f"model.{k}": v.contiguous() for k, v in m.state_dict().items()}
+    save_file(state, str(path), metadata={"model_id": "t-v2", "arch": m.arch.to_meta()})
+    loaded = load(path, CPU, torch.float32)
+    assert loaded.arch == m.arch and loaded.latent_channels == 24
+    x = _clip(5, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.decode(loaded.encode(x)[0]), m.decode(m.encode(x)[0]))
+    save_file(state, str(path), metadata={"model_id": "t-v2"})  # arch key missing: read as v1
+    with pytest.raises(ModelError, match="not a vaecodec tiny model"):
+        load(path, CPU, torch.float32)
+    save_file(state, str(path), metadata={"arch": '{"latent": 24, "wings": 2}'})  # from a newer vaecodec
+    with pytest.raises(ModelError, match="unknown tiny architecture"):
+        load(path, CPU, torch.float32)
+
+
+@torch.inference_mode()
+def test_warm_start_keeps_the_function(tmp_path):
+    """Growing the shipped model (more latent channels, refine branch) starts as the same codec,
+    and the new latent channels carry signal (else training could never switch them on)."""
+    from vaecodec.train.rate import RatePrior
+    from vaecodec.train.train import warm_start
+
+    small = load(None, CPU, torch.float32)
+    big = TinyVAE(Arch(latent=small.arch.latent + 8, refine=True, blocks8=small.arch.blocks8 + 1)).eval()
+    warm_start(big, RatePrior(big.latent_channels), WEIGHTS)
+    x = _clip(9, 32, 32, seed=3)
+    m_small, m_big = small.encode(x)[0], big.encode(x)[0]
+    c = small.arch.latent
+    torch.testing.assert_close(m_big[:, :c], m_small)
+    assert m_big[:, c:].std() > 0.1
+    torch.testing.assert_close(big.decode(m_big), small.decode(m_small), rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="latent channels"):
+        warm_start(TinyVAE(Arch(latent=c - 8)), RatePrior(c - 8), WEIGHTS)
+
+
 def _heldout_clip() -> torch.Tensor:
     """A slow pan over a held-out photo (scikit-image's chelsea, never trained on): [1,3,9,128,160]."""
     import skimage.data
@@ -137,7 +186,7 @@ def _naive_forward(m: TinyVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         prev = torch.cat((torch.zeros_like(f5[:, :1]), f5[:, :-1]), 1).reshape(f.shape)
         return f + blk.b(F.relu(blk.a(torch.cat((f, prev), 1))))
 
-    e, d = m.encoder, m.decoder
+    e, d, c = m.encoder, m.decoder, m.arch.latent
     b, _, t, h, w = x.shape
     x = torch.cat((x[:, :, :1].repeat(1, 1, 3, 1, 1), x), 2)
     tp = t + 3
@@ -148,15 +197,23 @@ def _naive_forward(m: TinyVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     for blk in e.blocks:
         f = F.relu(mem(blk, f, tp // 4))
     f = e.head(f).reshape(b, tp // 4, -1, h // 8, w // 8).transpose(1, 2)
-    mean, logvar = f[:, :16], f[:, 16:].clamp(-30, 20)
-    g = F.relu(d.inp(mean.transpose(1, 2).reshape(b * tp // 4, 16, h // 8, w // 8)))
+    mean, logvar = f[:, :c], f[:, c:].clamp(-30, 20)
+    g = F.relu(d.inp(mean.transpose(1, 2).reshape(b * tp // 4, c, h // 8, w // 8)))
     for blk in d.blocks:
         g = F.relu(mem(blk, g, tp // 4))
     g = F.relu(d.grow(g).reshape(b * tp, -1, h // 8, w // 8))
     g = F.relu(mem(d.mem, g, tp))
-    g = F.relu(F.pixel_shuffle(d.up(g), 2))
-    g = F.pixel_shuffle(d.out(F.relu(d.res(g))), 4)
-    y = g.reshape(b, tp, 3, h, w).transpose(1, 2)[:, :, 3:]
+    g = g.reshape(b, tp, *g.shape[1:])[:, 3:].reshape(b * t, *g.shape[1:])
+    for blk in d.frame_blocks:
+        g = F.relu(g + blk.b(F.relu(blk.a(g))))
+    g = F.relu(d.res(F.relu(F.pixel_shuffle(d.up(g), 2))))
+    out = F.pixel_shuffle(d.out(g), 4)
+    if d.refine is not None:  # 1/4 -> 1/2 resolution, two 3x3 convs, 1/2 -> full
+        r = d.refine
+        u = F.relu(r.mid(F.relu(F.pixel_shuffle(r.up(g), 2))))
+        out = out + F.pixel_shuffle(r.out(u), 2)
+    g = out
+    y = g.reshape(b, t, 3, h, w).transpose(1, 2)
     return (mean, logvar), y
 
 
@@ -165,7 +222,7 @@ def _naive_forward(m: TinyVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def test_fast_layout_equals_plain_definition(random_model, channels_last):
     m = random_model
     if channels_last:
-        m = TinyVAE().eval()
+        m = TinyVAE(random_model.arch).eval()
         m.load_state_dict(random_model.state_dict())
         m = m.to(memory_format=torch.channels_last)
     x = torch.cat((_clip(9, 16, 24, seed=5), _clip(9, 16, 24, seed=6)))  # batch of 2

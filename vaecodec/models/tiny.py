@@ -19,6 +19,7 @@ stem -> [32, 120, 214], down -> [64, 60, 107], pool 4 frames -> latent-rate bloc
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +35,28 @@ WEIGHTS = Path(__file__).parent / "weights" / "tiny-v1.safetensors"
 
 C1 = 32  # channels at 1/4 resolution
 C2 = 64  # channels at 1/8 resolution
-LATENT = 16
+C0 = 16  # channels at 1/2 resolution (refine branch)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What differs between tiny model versions; stored as JSON in the weights metadata.
+
+    ``latent``: latent channels. ``refine``: a half-resolution detail branch added to the
+    decoder's output. ``blocks8``: per-frame residual blocks at 1/8 resolution in the decoder
+    (v1: 16 channels, no branch, no blocks).
+    """
+
+    latent: int = 16
+    refine: bool = False
+    blocks8: int = 0
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> "Arch":
+        return cls(**json.loads(meta["arch"])) if "arch" in meta else cls()
+
+    def to_meta(self) -> str:
+        return json.dumps(asdict(self))
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -101,17 +123,18 @@ class MemBlock(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, latent: int) -> None:
         super().__init__()
+        self.latent = latent
         self.stem = nn.Conv2d(48, C1, 1)
         self.down = nn.Conv2d(C1, C2, 3, stride=2, padding=1)
         self.mem = MemBlock(C2, light=True)
         self.pool = nn.Conv2d(4 * C2, C2, 1)
         self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(3)])
-        self.head = nn.Conv2d(C2, 2 * LATENT, 3, padding=1)
+        self.head = nn.Conv2d(C2, 2 * latent, 3, padding=1)
         with torch.no_grad():  # start with unit-scale means and a narrow posterior, so the
-            self.head.weight[:LATENT] *= 30.0  # first quantization steps do not erase them
-            self.head.bias[LATENT:] = -8.0
+            self.head.weight[:latent] *= 30.0  # first quantization steps do not erase them
+            self.head.bias[latent:] = -8.0
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, t, h, w = x.shape
@@ -132,25 +155,56 @@ class TinyEncoder(nn.Module):
         f = F.relu(_pointwise(_nchw(g), self.pool.weight, self.pool.bias), inplace=True)
         for blk in self.blocks:
             f = F.relu(blk(f, tl), inplace=True)
-        f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * LATENT).permute(0, 4, 1, 2, 3)
-        mean, logvar = f[:, :LATENT], f[:, LATENT:].clamp(-30.0, 20.0)
+        c = self.latent
+        f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * c).permute(0, 4, 1, 2, 3)
+        mean, logvar = f[:, :c], f[:, c:].clamp(-30.0, 20.0)
         return mean.contiguous(), logvar.contiguous()
 
 
-class TinyDecoder(nn.Module):
+class Refine(nn.Module):
+    """Half-resolution detail branch: [N, C1, H/4, W/4] features -> RGB residual [N, 3, H, W]
+    (as [N, H/4, W/4, 3, 4, 4] patches). Its last conv starts at zero, so adding the branch
+    to a trained decoder leaves its output unchanged until training moves it."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.inp = nn.Conv2d(LATENT, C2, 3, padding=1)
+        self.up = nn.Conv2d(C1, 4 * C0, 1)
+        self.mid = nn.Conv2d(C0, C0, 3, padding=1)
+        self.out = nn.Conv2d(C0, 12, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = f.shape
+        # pixel-shuffle by 2 into channels_last: [N, C0, H/2, W/2]
+        u = F.linear(_nhwc(f), self.up.weight.flatten(1), self.up.bias).reshape(n, h, w, C0, 2, 2)
+        u = F.relu(_nchw(u.permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, C0)))
+        u = self.out(F.relu(self.mid(u), inplace=True))  # [N, 12, H/2, W/2]
+        # regroup 2x2 pixels of 2x2-patches into the 4x4 patch layout of the main head
+        r = _nhwc(u).reshape(n, h, 2, w, 2, 3, 2, 2).permute(0, 1, 3, 5, 2, 6, 4, 7)
+        return r.reshape(n, h, w, 3, 4, 4)
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self, latent: int, refine: bool, blocks8: int) -> None:
+        super().__init__()
+        self.latent = latent
+        self.inp = nn.Conv2d(latent, C2, 3, padding=1)
         self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(3)])
         self.grow = nn.Conv2d(C2, 4 * C2, 1)
         self.mem = MemBlock(C2, light=True)
+        self.frame_blocks = nn.ModuleList([ResBlock(C2) for _ in range(blocks8)])
+        for blk in self.frame_blocks:  # residual starts at zero: growing a trained model keeps it
+            nn.init.zeros_(blk.b.weight)
+            nn.init.zeros_(blk.b.bias)
         self.up = nn.Conv2d(C2, 4 * C1, 1)
         self.res = ResBlock(C1, k2=1)
         self.out = nn.Conv2d(C1, 48, 1)
+        self.refine = Refine() if refine else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b, _, tl, h, w = z.shape
-        f = _nchw(z.permute(0, 2, 3, 4, 1).reshape(b * tl, h, w, LATENT))  # [B*t, 16, h, w] channels_last
+        f = _nchw(z.permute(0, 2, 3, 4, 1).reshape(b * tl, h, w, self.latent))  # [B*t, latent, h, w] channels_last
         f = F.relu(self.inp(f), inplace=True)
         for blk in self.blocks:
             f = F.relu(blk(f, tl), inplace=True)
@@ -161,43 +215,49 @@ class TinyDecoder(nn.Module):
         # drop the 3 warm-up frames now: everything below is per frame
         t = tp - 3
         f = _nchw(_nhwc(f).reshape(b, tp, h, w, C2)[:, 3:].reshape(b * t, h, w, C2))
+        for blk in self.frame_blocks:
+            f = F.relu(blk(f), inplace=True)
         # pixel-shuffle by 2 into channels_last: [B*T, C1, H/4, W/4]
         u = F.linear(_nhwc(f), self.up.weight.flatten(1), self.up.bias).reshape(b * t, h, w, C1, 2, 2).permute(0, 1, 4, 2, 5, 3)
         f = F.relu(_nchw(u.reshape(b * t, 2 * h, 2 * w, C1)), inplace=True)
         f = F.relu(self.res(f), inplace=True)
+        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b * t, 2 * h, 2 * w, 3, 4, 4)
+        if self.refine is not None:
+            o = o + self.refine(f)
         # pixel-shuffle by 4 straight into [B, 3, T, H, W]
-        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
+        o = o.reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
         return o.reshape(b, 3, t, h * 8, w * 8)
 
 
 class TinyVAE(VideoVAE):
-    """Embedded default backend: 8x8 spatial x 4 temporal, 16 latent channels."""
+    """Embedded default backend: 8x8 spatial x 4 temporal, ``arch.latent`` latent channels."""
 
     kind = "tiny"
     spatial = 8
     temporal = 4
-    latent_channels = LATENT
     # 8 latent frames = 33 pixel frames per temporal tile. 896 px keeps 480p (854x480) in one
     # spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
     # 64 px overlap covers most of the ~70 px receptive field of the 1/8-resolution stack.
     tiling = Tiling(latent_frames=8, overlap_latents=1, tile_px=896, overlap_px=64)
 
-    def __init__(self) -> None:
+    def __init__(self, arch: Arch = Arch()) -> None:
         super().__init__()
-        self.encoder = TinyEncoder()
-        self.decoder = TinyDecoder()
+        self.arch = arch
+        self.latent_channels = arch.latent
+        self.encoder = TinyEncoder(arch.latent)
+        self.decoder = TinyDecoder(arch.latent, arch.refine, arch.blocks8)
         self._coder = None
         self.metadata: dict[str, str] = {}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B,3,1+4k,H,W] in [-1,1] -> (mean, logvar) [B,16,1+k,H/8,W/8]."""
+        """[B,3,1+4k,H,W] in [-1,1] -> (mean, logvar) [B,latent,1+k,H/8,W/8]."""
         _, _, t, h, w = x.shape
         if (t - 1) % 4 or h % 8 or w % 8:
             raise ValueError(f"tiny VAE needs T=1+4k and H, W multiples of 8, got {tuple(x.shape)}")
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """[B,16,1+k,h,w] -> [B,3,1+4k,8h,8w]."""
+        """[B,latent,1+k,h,w] -> [B,3,1+4k,8h,8w]."""
         return self.decoder(z)
 
     @property
@@ -218,7 +278,10 @@ def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> T
             meta = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ModelError(f"cannot read tiny model weights {path}: {e}") from e
-    model = TinyVAE()
+    try:
+        model = TinyVAE(Arch.from_meta(meta))
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{path}: unknown tiny architecture {meta.get('arch')!r}") from e
     state = {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)

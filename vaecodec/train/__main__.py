@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     for f in fields(Config):
         if f.name in ("photos", "val_photos"):
             continue
-        tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        if isinstance(f.default, bool):
+            tr.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ex = sub.add_parser("export", help="write the shipped weights file from a checkpoint")
     ex.add_argument("--run", default="runs/tiny")

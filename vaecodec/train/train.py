@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vaecodec.errors import InputError, UsageError
-from vaecodec.models.tiny import TinyVAE
+from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, load_photos
 from vaecodec.train.rate import RatePrior, kl_normal, psnr
 
@@ -52,6 +52,14 @@ class Config:
     val_photos: list[str] = field(default_factory=lambda: list(HELD_OUT))
     val_size: int = 192
     val_clips: int = 6
+    latent: int = 16  # model architecture (vaecodec.models.tiny.Arch)
+    refine: bool = False
+    blocks8: int = 0
+    init: str = ""  # warm start: checkpoint or weights file of a smaller tiny model
+
+    @property
+    def arch(self) -> Arch:
+        return Arch(latent=self.latent, refine=self.refine, blocks8=self.blocks8)
 
 
 def _lr(cfg: Config, step: int) -> float:
@@ -124,6 +132,40 @@ def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None =
         sampler.g.set_state(t["rng.sampler"])
 
 
+@torch.no_grad()
+def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> None:
+    """Load a smaller tiny model into a larger one so the larger one starts as the same function.
+
+    Tensors of equal shape are copied. Extra latent channels keep their fresh encoder rows
+    (random means, narrow posterior) and get zero decoder input weights and a fresh prior;
+    new branches (refine) start with a zero output conv. So reconstructions are unchanged at
+    step 0 and the new capacity is switched on by training, not by chance.
+    """
+    t = load_file(str(path))
+    old = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+    old_prior = {k[6:]: v for k, v in t.items() if k.startswith("prior.")}
+    c_old = old["decoder.inp.weight"].shape[1]
+    c_new = model.latent_channels
+    if c_old > c_new:
+        raise UsageError(f"--init has {c_old} latent channels, more than --latent {c_new}")
+    for name, p in model.state_dict().items():
+        if name not in old:
+            continue
+        v = old[name].to(p.dtype)
+        if v.shape == p.shape:
+            p.copy_(v)
+        elif name.startswith("encoder.head."):  # rows: c means, then c log-variances
+            p[:c_old], p[c_new:c_new + c_old] = v[:c_old], v[c_old:]
+        elif name == "decoder.inp.weight":  # [C2, c, 3, 3]
+            p.zero_()
+            p[:, :c_old] = v
+        else:
+            raise UsageError(f"--init: cannot map {name} {tuple(v.shape)} onto {tuple(p.shape)}")
+    for name, p in prior.state_dict().items():  # per-channel rows
+        if name in old_prior:
+            p[:c_old] = old_prior[name]
+
+
 def train(cfg: Config, resume: bool = True) -> dict:
     """Run (or continue) training; returns the last validation record."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -135,7 +177,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
     device = torch.device(cfg.device)
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
-    model, prior = TinyVAE().to(device), RatePrior().to(device)
+    model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), cfg.frames, cfg.size, seed=cfg.seed)
     state = {"step": 0, "best": None, "wall_s": 0.0}
@@ -143,6 +185,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
     if resume and last.exists():
         _load_ckpt(last, model, prior, opt, sampler)
         state.update(json.loads((run / "state.json").read_text())["state"])
+    elif cfg.init:
+        warm_start(model, prior, cfg.init)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     log = open(run / "log.txt", "a")
@@ -233,7 +277,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     cfg = Config(**saved["config"])
     with safe_open(str(ck), "pt") as f:
         state = json.loads(f.metadata()["state"])
-    model, prior = TinyVAE(), RatePrior()
+    model, prior = TinyVAE(cfg.arch), RatePrior(cfg.latent)
     _load_ckpt(ck, model, prior)
     model.eval()
     steps = quality_steps(cfg, coarsest, finest)
@@ -256,7 +300,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
                        "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
-        "latent_channels": 16, "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
+        "latent_channels": cfg.latent, "arch": asdict(cfg.arch), "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
         "quality_steps": [round(float(x), 5) for x in steps], "default_quality": DEFAULT_QUALITY,
         "checkpoint": which, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_config": asdict(cfg) | {"photos": len(cfg.photos), "val_photos": len(cfg.val_photos)},
@@ -268,6 +312,6 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     tensors.update({f"entropy.{k}": v for k, v in coder.to_tensors().items()})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata={"model_id": model_id, "card": json.dumps(card)})
+    save_file(tensors, str(out), metadata={"model_id": model_id, "arch": cfg.arch.to_meta(), "card": json.dumps(card)})
     out.chmod(0o644)  # a package file, not a private one
     return card

@@ -1,0 +1,85 @@
+"""Train/test match: the model card's validation figures against real files on the same clips.
+
+The training validation (and the model card written by ``python -m vaecodec.train export``)
+measures PSNR and bits inside Python on float clips. This script writes the same held-out
+clips as lossless PNG sequences, runs them through the real pipeline (``Codec.encode`` to a
+.vlat, ``Codec.decode_frames`` back to 8-bit RGB) and compares, per quality:
+
+    .venv/bin/python benchmarks/train_test_match.py [--data data] [--weights W]
+
+Needs the held-out photos (``bash scripts/fetch_training_data.sh``). PSNR is over all clips
+(mean squared error pooled, as in training); bpp counts the latent chunks' stored bytes
+(*payload*) and the whole file (*file*: header, index and footer included, which weighs a
+lot on 192x192x9 clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vaecodec import Codec
+from vaecodec.container import describe
+from vaecodec.models.tiny import WEIGHTS, load, model_card
+from vaecodec.train.train import Config, _val_clips
+
+
+def _write_pngs(clip: np.ndarray, folder: Path) -> None:
+    """uint8 [T, H, W, 3] -> folder/000001.png ... (lossless)."""
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(clip, 1):
+        av.VideoFrame.from_ndarray(frame, format="rgb24").to_image().save(folder / f"{i:06d}.png")
+
+
+def _psnr(mse: float) -> float:
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--weights", default=None, help="tiny weights file (default: the shipped one)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    weights = Path(args.weights) if args.weights else WEIGHTS
+    model = load(weights, torch.device("cpu"), torch.float32)
+    card = model_card(model.metadata)
+    cfg = Config(data=args.data)
+    clips = _val_clips(cfg)  # the card's validation clips: [n, 3, 9, S, S] in [-1, 1]
+    u8 = ((clips + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    n, t, h, w, _ = u8.shape
+    pixels = n * t * h * w
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, clip in enumerate(u8):
+            _write_pngs(clip, Path(tmp) / f"clip{i}")
+        for point in card["validation"]["points"]:
+            codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"])
+            se, payload, total = 0.0, 0, 0
+            for i, clip in enumerate(u8):
+                out = Path(tmp) / f"clip{i}-q{point['quality']}.vlat"
+                codec.encode(Path(tmp) / f"clip{i}", out, overwrite=True)
+                info = describe(out)
+                payload += info["by_kind"]["latent"]["stored_bytes"]
+                total += info["file_size"]
+                rec = np.concatenate(list(codec.decode_frames(out)))
+                se += float(np.sum((rec.astype(np.float64) - clip) ** 2))
+            file_psnr = _psnr(se / (pixels * 3))
+            rows.append((point["quality"], point["psnr"], point["bpp"], file_psnr, 8 * payload / pixels,
+                         8 * total / pixels))
+    print(f"model `{model.model_id}`, {card['validation']['clips']} from {', '.join(card['validation']['photos'])}\n")
+    print("| quality | card PSNR | file PSNR | Δ dB | card bpp | payload bpp | Δ % | file bpp |")
+    print("|---|---|---|---|---|---|---|---|")
+    for q, cp, cb, fp, pb, fb in rows:
+        print(f"| {q} | {cp:.2f} | {fp:.2f} | {fp - cp:+.2f} | {cb:.4f} | {pb:.4f} | {100 * (pb / cb - 1):+.1f} "
+              f"| {fb:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
