@@ -193,6 +193,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
     vsteps = val_steps(cfg)
     t0 = time.time() - state["wall_s"]
     model.train()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     ema: dict[str, float] = {}
     rec = None
     lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
@@ -205,12 +206,16 @@ def train(cfg: Config, resume: bool = True) -> dict:
                 g["lr"] = _lr(cfg, step)
             x = sampler.batch(cfg.batch).to(device)  # [B, 3, T, S, S]
             b, _, t, h, w = x.shape
-            mean, logvar = model.encode(x)
+            with amp:  # bf16 convs on CUDA; latents, rate and losses stay fp32
+                mean, logvar = model.encode(x)
+            mean, logvar = mean.float(), logvar.float()
             z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised sample
             s = torch.exp(lo + (hi - lo) * torch.rand(b, device=device))
             s5 = s.view(b, 1, 1, 1, 1)
             zq = z + (torch.round(z / s5) * s5 - z).detach()  # what the file stores, STE gradient
-            rec_x = model.decode(zq)
+            with amp:
+                rec_x = model.decode(zq)
+            rec_x = rec_x.float()
             mse = F.mse_loss(rec_x, x) / 4  # on the [0, 1] scale
             bpp = prior(z, s).sum() / (b * t * h * w)
             kl = kl_normal(mean, logvar)
