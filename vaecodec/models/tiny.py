@@ -31,7 +31,7 @@ from torch import nn
 from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
 
-WEIGHTS = Path(__file__).parent / "weights" / "tiny-v1.safetensors"
+WEIGHTS = Path(__file__).parent / "weights" / "tiny-v2.safetensors"
 
 C1 = 32  # channels at 1/4 resolution
 C2 = 64  # channels at 1/8 resolution
@@ -161,10 +161,25 @@ class TinyEncoder(nn.Module):
         return mean.contiguous(), logvar.contiguous()
 
 
+def _shuffle2(f: torch.Tensor, conv: nn.Conv2d, c: int) -> torch.Tensor:
+    """1x1 ``conv`` to 4c channels + pixel-shuffle x2, as one GEMM and one copy.
+
+    [N, I, h, w] channels_last -> [N, c, 2h, 2w] channels_last. The weight rows are read in
+    (dy, dx, channel) order, so the shuffle moves runs of ``c`` contiguous floats instead of
+    single elements (same parameters and result as ``pixel_shuffle(conv(f), 2)``).
+    """
+    n, _, h, w = f.shape
+    wt = conv.weight.view(c, 4, -1).transpose(0, 1).reshape(4 * c, -1)
+    b = conv.bias.view(c, 4).t().reshape(-1)
+    u = F.linear(_nhwc(f), wt, b).view(n, h, w, 2, 2, c).transpose(2, 3)  # [N, h, dy, w, dx, c]
+    return _nchw(u.reshape(n, 2 * h, 2 * w, c))
+
+
 class Refine(nn.Module):
-    """Half-resolution detail branch: [N, C1, H/4, W/4] features -> RGB residual [N, 3, H, W]
-    (as [N, H/4, W/4, 3, 4, 4] patches). Its last conv starts at zero, so adding the branch
-    to a trained decoder leaves its output unchanged until training moves it."""
+    """Half-resolution detail branch: [N, C1, H/4, W/4] features -> RGB residual
+    [N, 12, H/2, W/2] (channels = colour x 2x2 sub-pixels, pixel-shuffle order). Its last
+    conv starts at zero, so adding the branch to a trained decoder leaves its output unchanged
+    until training moves it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,14 +190,8 @@ class Refine(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = f.shape
-        # pixel-shuffle by 2 into channels_last: [N, C0, H/2, W/2]
-        u = F.linear(_nhwc(f), self.up.weight.flatten(1), self.up.bias).reshape(n, h, w, C0, 2, 2)
-        u = F.relu(_nchw(u.permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, C0)))
-        u = self.out(F.relu(self.mid(u), inplace=True))  # [N, 12, H/2, W/2]
-        # regroup 2x2 pixels of 2x2-patches into the 4x4 patch layout of the main head
-        r = _nhwc(u).reshape(n, h, 2, w, 2, 3, 2, 2).permute(0, 1, 3, 5, 2, 6, 4, 7)
-        return r.reshape(n, h, w, 3, 4, 4)
+        u = F.relu(_shuffle2(f, self.up, C0), inplace=True)  # [N, C0, H/2, W/2]
+        return self.out(F.relu(self.mid(u), inplace=True))
 
 
 class TinyDecoder(nn.Module):
@@ -217,16 +226,15 @@ class TinyDecoder(nn.Module):
         f = _nchw(_nhwc(f).reshape(b, tp, h, w, C2)[:, 3:].reshape(b * t, h, w, C2))
         for blk in self.frame_blocks:
             f = F.relu(blk(f), inplace=True)
-        # pixel-shuffle by 2 into channels_last: [B*T, C1, H/4, W/4]
-        u = F.linear(_nhwc(f), self.up.weight.flatten(1), self.up.bias).reshape(b * t, h, w, C1, 2, 2).permute(0, 1, 4, 2, 5, 3)
-        f = F.relu(_nchw(u.reshape(b * t, 2 * h, 2 * w, C1)), inplace=True)
+        f = F.relu(_shuffle2(f, self.up, C1), inplace=True)  # [B*T, C1, H/4, W/4]
         f = F.relu(self.res(f), inplace=True)
-        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b * t, 2 * h, 2 * w, 3, 4, 4)
-        if self.refine is not None:
-            o = o + self.refine(f)
-        # pixel-shuffle by 4 straight into [B, 3, T, H, W]
-        o = o.reshape(b, t, 2 * h, 2 * w, 3, 4, 4).permute(0, 4, 1, 2, 5, 3, 6)
-        return o.reshape(b, 3, t, h * 8, w * 8)
+        # 1x1 conv to 4x4 RGB patches, pixel-shuffled by 4 straight into [B, 3, T, H, W]
+        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b, t, 2 * h, 2 * w, 3, 4, 4)
+        y = o.permute(0, 4, 1, 2, 5, 3, 6).reshape(b, 3, t, h * 8, w * 8)
+        if self.refine is not None:  # add the half-resolution branch's 2x2 sub-pixels in place
+            r = _nhwc(self.refine(f)).reshape(b, t, 4 * h, 4 * w, 3, 2, 2).permute(0, 4, 1, 2, 5, 3, 6)
+            y.view(b, 3, t, 4 * h, 2, 4 * w, 2).add_(r)
+        return y
 
 
 class TinyVAE(VideoVAE):
