@@ -191,3 +191,24 @@ def test_uniform_bits_override(photo_clip, tmp_path):
     assert r4.file_bytes < r8.file_bytes
     q8 = np.concatenate(list(Codec(device="cpu").decode_frames(tmp_path / "8.vlat")))
     assert psnr(q8, read_all(photo_clip)) > 25
+
+
+def test_file_from_other_weights_names_them_and_decodes_with_them(tmp_path):
+    """A .vlat made with other tiny weights (an older release, a user's model) is refused by the
+    embedded model with a message naming the weights it needs, and decodes when given them."""
+    from safetensors.torch import save_file
+
+    from vaecodec.errors import ModelError
+    from vaecodec.models.tiny import TinyVAE
+
+    torch.manual_seed(3)
+    weights = tmp_path / "tiny-old.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in TinyVAE().state_dict().items()}, str(weights),
+              metadata={"model_id": "vaecodec-tiny-old"})
+    src = make_video(tmp_path / "in.mp4", frames=9, size=(32, 24))
+    vlat = tmp_path / "old.vlat"
+    Codec(f"tiny:{weights}", device="cpu").encode(src, vlat)
+    with pytest.raises(ModelError, match=r"needs vaecodec-tiny-old \(sha256 [0-9a-f]{12}.*--model-path"):
+        list(Codec(device="cpu").decode_frames(vlat))
+    frames = np.concatenate(list(Codec(device="cpu", model_path=weights).decode_frames(vlat)))
+    assert frames.shape == (9, 24, 32, 3)

@@ -134,6 +134,6 @@ def check_weights(model: VideoVAE, expected: dict) -> None:
     if want and model.weights_sha256 and want != model.weights_sha256:
         raise ModelError(
             f"weights mismatch: the file needs {expected.get('id')} (sha256 {want[:12]}…), "
-            f"loaded {model.model_id} (sha256 {model.weights_sha256[:12]}…)"
+            f"loaded {model.model_id} (sha256 {model.weights_sha256[:12]}…); pass --model-path with those weights"
         )
 
