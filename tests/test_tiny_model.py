@@ -120,9 +120,10 @@ def test_architecture_travels_in_the_weights_file(tmp_path):
     save_file(state, str(path), metadata={"model_id": "t-v2"})  # arch key missing: read as v1
     with pytest.raises(ModelError, match="not a vaecodec tiny model"):
         load(path, CPU, torch.float32)
-    save_file(state, str(path), metadata={"arch": '{"latent": 24, "wings": 2}'})  # from a newer vaecodec
-    with pytest.raises(ModelError, match="unknown tiny architecture"):
-        load(path, CPU, torch.float32)
+    for arch in ('{"latent": 24, "wings": 2}', '{"latent": -3}', '{"refine": "yes"}', "[1, 2]", "{"):
+        save_file(state, str(path), metadata={"arch": arch})  # a newer vaecodec's, or damaged
+        with pytest.raises(ModelError, match="unknown tiny architecture"):
+            load(path, CPU, torch.float32)
 
 
 @torch.inference_mode()

@@ -51,6 +51,12 @@ class Arch:
     refine: bool = False
     blocks8: int = 0
 
+    def __post_init__(self) -> None:
+        ok = (type(self.latent) is int and 1 <= self.latent <= 256 and type(self.refine) is bool
+              and type(self.blocks8) is int and 0 <= self.blocks8 <= 16)
+        if not ok:
+            raise ValueError(f"invalid tiny architecture {self}")
+
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> "Arch":
         return cls(**json.loads(meta["arch"])) if "arch" in meta else cls()
