@@ -11,6 +11,14 @@ from vaecodec.errors import VaecodecError
 from vaecodec.train.train import Config, export, train
 
 
+HELP = {
+    "latent": "latent channels (architecture)",
+    "refine": "half-resolution refine branch in the decoder (architecture)",
+    "blocks8": "per-frame residual blocks at 1/8 resolution in the decoder (architecture)",
+    "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaecodec.train")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -18,16 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     for f in fields(Config):
         if f.name in ("photos", "val_photos"):
             continue
+        flag, helptext = "--" + f.name.replace("_", "-"), HELP.get(f.name)
         if isinstance(f.default, bool):
-            tr.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default)
+            tr.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
         else:
-            tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+            tr.add_argument(flag, type=type(f.default), default=f.default, help=helptext)
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ex = sub.add_parser("export", help="write the shipped weights file from a checkpoint")
     ex.add_argument("--run", default="runs/tiny")
     ex.add_argument("--out", default="vaecodec/models/weights/tiny-v2.safetensors")
     ex.add_argument("--model-id", default="vaecodec-tiny-v2")
-    ex.add_argument("--version", default="1")
+    ex.add_argument("--version", default="2")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--coarsest", type=float, default=None,
