@@ -25,6 +25,7 @@ import torch
 
 from vaecodec import Codec
 from vaecodec.container import describe
+from vaecodec.metrics import psnr_from_mse
 from vaecodec.models.tiny import WEIGHTS, load, model_card
 from vaecodec.train.train import Config, _val_clips
 
@@ -34,10 +35,6 @@ def _write_pngs(clip: np.ndarray, folder: Path) -> None:
     folder.mkdir(parents=True)
     for i, frame in enumerate(clip, 1):
         av.VideoFrame.from_ndarray(frame, format="rgb24").to_image().save(folder / f"{i:06d}.png")
-
-
-def _psnr(mse: float) -> float:
-    return 10 * np.log10(255.0**2 / mse)
 
 
 def main() -> None:
@@ -70,7 +67,7 @@ def main() -> None:
                 total += info["file_size"]
                 rec = np.concatenate(list(codec.decode_frames(out)))
                 se += float(np.sum((rec.astype(np.float64) - clip) ** 2))
-            file_psnr = _psnr(se / (pixels * 3))
+            file_psnr = psnr_from_mse(se / (pixels * 3))
             rows.append((point["quality"], point["psnr"], point["bpp"], file_psnr, 8 * payload / pixels,
                          8 * total / pixels))
     print(f"model `{model.model_id}`, {card['validation']['clips']} from {', '.join(card['validation']['photos'])}\n")

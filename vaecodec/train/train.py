@@ -114,10 +114,15 @@ def _save_ckpt(path: Path, model, prior, opt, sampler: ClipSampler, state: dict)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
+def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` ("model.", "prior.") with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None) -> None:
     t = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    prior.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("prior.")})
+    model.load_state_dict(_section(t, "model."))
+    prior.load_state_dict(_section(t, "prior."))
     if opt is not None:
         sd = opt.state_dict()
         state: dict[int, dict] = {}
@@ -142,8 +147,7 @@ def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> None:
     step 0 and the new capacity is switched on by training, not by chance.
     """
     t = load_file(str(path))
-    old = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
-    old_prior = {k[6:]: v for k, v in t.items() if k.startswith("prior.")}
+    old, old_prior = _section(t, "model."), _section(t, "prior.")
     c_old = old["decoder.inp.weight"].shape[1]
     c_new = model.latent_channels
     if c_old > c_new:
