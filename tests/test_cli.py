@@ -58,6 +58,18 @@ def test_decode_and_info(encoded):
     assert p.returncode == 0 and "bits/pixel" in p.stdout
 
 
+def test_decode_preset_reaches_the_encoder(encoded):
+    """x264 records its settings in the stream: ultrafast turns CABAC off, veryfast keeps it."""
+    d, _, _ = encoded
+    for preset, cabac in (("ultrafast", b"cabac=0"), ("veryfast", b"cabac=1")):
+        out = d / f"{preset}.mp4"
+        p = run("decode", d / "out.vlat", out, "--preset", preset, "-q")
+        assert p.returncode == 0, p.stderr
+        assert cabac in out.read_bytes()
+    one_line_error(run("decode", d / "out.vlat", d / "x.mp4", "--preset", "warp"), 2, "warp")
+    assert not (d / "x.mp4").exists()
+
+
 def test_output_exists_needs_overwrite(encoded):
     d, src, _ = encoded
     before = (d / "out.vlat").read_bytes()

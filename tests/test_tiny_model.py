@@ -232,3 +232,19 @@ def test_fast_layout_equals_plain_definition(random_model, channels_last):
     torch.testing.assert_close(mean, mean_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(logvar, logvar_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(m.decode(mean_ref), y_ref, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_frame_chunks_do_not_change_the_result(random_model, monkeypatch):
+    """CPU runs the per-frame stages a few frames at a time; the split must not show."""
+    from vaecodec.models import tiny
+
+    x = torch.cat((_clip(9, 16, 24, seed=7), _clip(9, 16, 24, seed=8)))  # batch of 2
+    (mean, logvar), y = random_model.encode(x), random_model.decode(random_model.encode(x)[0])
+    assert tiny.frames_per_chunk(16 * 24, CPU) >= 9  # so the call above ran in one chunk
+    monkeypatch.setattr(tiny, "CPU_CHUNK_PIXELS", 2 * 16 * 24)  # two frames per chunk
+    assert tiny.frames_per_chunk(16 * 24, CPU) == 2
+    mean2, logvar2 = random_model.encode(x)
+    torch.testing.assert_close(mean2, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logvar2, logvar, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(random_model.decode(mean), y, rtol=1e-5, atol=1e-5)

@@ -33,7 +33,7 @@ from vaecodec.baselines import BaselineResult, check_baselines, match_rate
 from vaecodec.codec import Codec
 from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, score
-from vaecodec.video import VideoReader, VideoWriter
+from vaecodec.video import DECODE_PRESET, VideoReader, VideoWriter
 
 ENCODE_STAGES = ("read", "model_encode", "pack")
 DECODE_STAGES = ("unpack", "model_decode", "write")
@@ -179,7 +179,8 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     _reset_peaks(codec.device)
     timings: dict[str, float] = {}
     write = 0.0
-    with VideoWriter(work / f"{src.path.stem}.decoded.mp4", src.width, src.height, src.fps, overwrite=True) as out:
+    decoded = work / f"{src.path.stem}.decoded.mp4"
+    with VideoWriter(decoded, src.width, src.height, src.fps, overwrite=True, preset=DECODE_PRESET) as out:
 
         def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
             nonlocal write

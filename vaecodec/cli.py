@@ -207,6 +207,7 @@ def decode(
     dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, or a PNG pattern.")],
     codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | ffv1 | png (default: by extension).")] = None,
     crf: Annotated[int, typer.Option(help="CRF for H.264/H.265 output.")] = 18,
+    preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset of the output, ultrafast … veryslow (default: veryfast).")] = None,
     model_path: Annotated[Optional[Path], typer.Option(help="Weights of the model the file names (for non-embedded models).")] = None,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
@@ -220,7 +221,7 @@ def decode(
     _setup(threads)
     c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype)
     with RichProgress(not quiet and not as_json) as progress:
-        r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, progress=progress)
+        r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, preset=preset, progress=progress)
     for w in r.warnings:
         err.print(f"[yellow]vaecodec: warning:[/] {w}", highlight=False, soft_wrap=True)
     if as_json:

@@ -190,8 +190,7 @@ class StreamingEncoder:
             if self.tail is not None:
                 n = self.tail.shape[1]
                 w = _ramp(n, z.device)[None, :, None, None]
-                body = body.clone()
-                body[:, :n] = self.tail * (1 - w) + body[:, :n] * w
+                body[:, :n] = self.tail * (1 - w) + body[:, :n] * w  # z is this tile's own tensor
         self.next_tile = a + self.L - self.O
         # everything up to and including the next tile's warm-up latent is final
         keep = min(self.O, body.shape[1]) if m == self.L else 0
@@ -245,8 +244,7 @@ class StreamingDecoder:
         if self.tail is not None:
             n = self.tail.shape[1]
             w = _ramp(n, x.device)[None, :, None, None]
-            x = x.clone()
-            x[:, :n] = self.tail * (1 - w) + x[:, :n] * w
+            x[:, :n] = self.tail * (1 - w) + x[:, :n] * w  # x is this tile's own tensor
         self.tile_i += 1
         if self.tile_i < len(self.plan):
             nxt = self.plan[self.tile_i].start

@@ -84,6 +84,19 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return _nchw(F.linear(_nhwc(x), weight.reshape(weight.shape[0], -1), bias))
 
 
+# Per-frame stages run on chunks of frames of about this many output pixels on CPU:
+# small enough that the intermediates stay in cache and below glibc's mmap threshold (big
+# tensors there come back as fresh pages, and page faults cost as much as the convs).
+CPU_CHUNK_PIXELS = 1 << 20
+
+
+def frames_per_chunk(pixels_per_frame: int, device: torch.device) -> int:
+    """How many frames the per-frame stages take at once (all of them off the CPU)."""
+    if device.type != "cpu":
+        return 1 << 30
+    return max(1, CPU_CHUNK_PIXELS // pixels_per_frame)
+
+
 class ResBlock(nn.Module):
     """conv3x3 -> relu -> conv, residual; per frame (no temporal mixing)."""
 
@@ -144,15 +157,15 @@ class TinyEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, t, h, w = x.shape
-        h4, w4, h8, w8 = h // 4, w // 4, h // 8, w // 8
-        # pixel-unshuffle by 4 straight into channels_last: one copy. [B*T, 48, H/4, W/4]
-        f = x.reshape(b, 3, t, h4, 4, w4, 4).permute(0, 2, 3, 5, 1, 4, 6).reshape(b * t, h4, w4, 48)
-        f = F.relu(_pointwise(_nchw(f), self.stem.weight, self.stem.bias), inplace=True)
-        f = F.relu(self.down(f), inplace=True)  # [B*T, C2, H/8, W/8]
-        # causal warm-up: replicate frame 0 three times in front (per-frame stages above
-        # give identical features for identical frames, so replicate after them)
-        f5 = _nhwc(f).reshape(b, t, h8, w8, C2)
-        f5 = torch.cat((f5[:, :1].expand(-1, 3, -1, -1, -1), f5), 1)  # [B, 4(k+1), h, w, C2]
+        h8, w8 = h // 8, w // 8
+        # causal warm-up: frame 0 three times in front (the per-frame stages give identical
+        # features for identical frames, so it is copied after them)
+        f5 = x.new_empty(b, t + 3, h8, w8, C2)  # [B, 4(k+1), h, w, C2]
+        n = frames_per_chunk(h * w, x.device)
+        for i in range(b):
+            for j in range(0, t, n):
+                f5[i, 3 + j : 3 + j + n] = _nhwc(self._features(x[i, :, j : j + n]))
+        f5[:, :3] = f5[:, 3:4]
         tp = t + 3
         f = F.relu(self.mem(_nchw(f5.reshape(b * tp, h8, w8, C2)), tp), inplace=True)
         tl = tp // 4
@@ -165,6 +178,14 @@ class TinyEncoder(nn.Module):
         f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * c).permute(0, 4, 1, 2, 3)
         mean, logvar = f[:, :c], f[:, c:].clamp(-30.0, 20.0)
         return mean.contiguous(), logvar.contiguous()
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame stages: pixels [3, n, H, W] -> [n, C2, H/8, W/8] channels_last."""
+        _, n, h, w = x.shape
+        # pixel-unshuffle by 4 straight into channels_last: one copy. [n, 48, H/4, W/4]
+        f = x.reshape(3, n, h // 4, 4, w // 4, 4).permute(1, 2, 4, 0, 3, 5).reshape(n, h // 4, w // 4, 48)
+        f = F.relu(_pointwise(_nchw(f), self.stem.weight, self.stem.bias), inplace=True)
+        return F.relu(self.down(f), inplace=True)
 
 
 def _shuffle2(f: torch.Tensor, conv: nn.Conv2d, c: int) -> torch.Tensor:
@@ -229,18 +250,28 @@ class TinyDecoder(nn.Module):
         f = F.relu(self.mem(F.relu(_nchw(g)), tp), inplace=True)
         # drop the 3 warm-up frames now: everything below is per frame
         t = tp - 3
-        f = _nchw(_nhwc(f).reshape(b, tp, h, w, C2)[:, 3:].reshape(b * t, h, w, C2))
+        f = _nhwc(f).reshape(b, tp, h, w, C2)[:, 3:]  # [B, T, h, w, C2]
+        y = f.new_empty(b, 3, t, 8 * h, 8 * w)
+        n = frames_per_chunk(64 * h * w, z.device)
+        for i in range(b):
+            for j in range(0, t, n):
+                part = _nchw(f[i, j : j + n].reshape(-1, h, w, C2))  # one copy, [n, C2, h, w]
+                self._pixels(part, y[i, :, j : j + n])
+        return y
+
+    def _pixels(self, f: torch.Tensor, y: torch.Tensor) -> None:
+        """Per-frame stages: [n, C2, h, w] features -> RGB written into ``y`` [3, n, 8h, 8w]."""
+        n, _, h, w = f.shape
         for blk in self.frame_blocks:
             f = F.relu(blk(f), inplace=True)
-        f = F.relu(_shuffle2(f, self.up, C1), inplace=True)  # [B*T, C1, H/4, W/4]
+        f = F.relu(_shuffle2(f, self.up, C1), inplace=True)  # [n, C1, H/4, W/4]
         f = F.relu(self.res(f), inplace=True)
-        # 1x1 conv to 4x4 RGB patches, pixel-shuffled by 4 straight into [B, 3, T, H, W]
-        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).reshape(b, t, 2 * h, 2 * w, 3, 4, 4)
-        y = o.permute(0, 4, 1, 2, 5, 3, 6).reshape(b, 3, t, h * 8, w * 8)
+        # 1x1 conv to 4x4 RGB patches, pixel-shuffled by 4 straight into y
+        o = F.linear(_nhwc(f), self.out.weight.flatten(1), self.out.bias).view(n, 2 * h, 2 * w, 3, 4, 4)
+        y.view(3, n, 2 * h, 4, 2 * w, 4).copy_(o.permute(3, 0, 1, 4, 2, 5))
         if self.refine is not None:  # add the half-resolution branch's 2x2 sub-pixels in place
-            r = _nhwc(self.refine(f)).reshape(b, t, 4 * h, 4 * w, 3, 2, 2).permute(0, 4, 1, 2, 5, 3, 6)
-            y.view(b, 3, t, 4 * h, 2, 4 * w, 2).add_(r)
-        return y
+            r = _nhwc(self.refine(f)).view(n, 4 * h, 4 * w, 3, 2, 2).permute(3, 0, 1, 4, 2, 5)
+            y.view(3, n, 4 * h, 2, 4 * w, 2).add_(r)
 
 
 class TinyVAE(VideoVAE):
