@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaecodec.entropy import ALPHABET, K, TABLE_TOTAL, EntropyCoder, counts_to_table, latent_histograms
+from vaecodec.entropy import ALPHABET, BLOCK, K, TABLE_TOTAL, EntropyCoder, counts_to_table, latent_histograms
 from vaecodec.errors import FormatError, UsageError
 
 C = 16
@@ -65,15 +65,71 @@ def test_static_content_is_cheap(coder):
     assert len(coder.encode(static, 2)) < 0.5 * len(coder.encode(fresh, 2))
 
 
-def test_rate_matches_table_entropy(coder):
-    """The range coder spends within 1% + a few words of the ideal code length."""
+def test_rate_matches_table_entropy():
+    """With one table per mode the range coder spends within 1% of the ideal code length,
+    plus the block choices (4 bits each) and a few words."""
     rng = np.random.default_rng(5)
-    probs = coder._intra[1, 0].astype(np.float64) / TABLE_TOTAL
+    means = rng.laplace(0, 1.5, (6, C, 5, 8, 8))
+    one = EntropyCoder.from_histograms(STEPS, *latent_histograms(means, STEPS, tables=1), (1, 2, 3), 2)
+    probs = one._intra[1, 0, 0].astype(np.float64) / TABLE_TOTAL
     sym = rng.choice(ALPHABET - 1, size=(1, 1, 64, 64), p=probs[:-1] / probs[:-1].sum())
     q = np.zeros((C, 1, 64, 64), np.int32)
     q[0] = sym - K
-    ideal = -np.log2(coder._intra[1][np.arange(C)[:, None, None, None], q + K] / TABLE_TOTAL).sum()
-    assert len(coder.encode(q, 2)) * 8 < ideal * 1.01 + 32 * 4 + 8 * 8
+    ideal = -np.log2(one._intra[1, np.arange(C)[:, None, None, None], 0, q + K] / TABLE_TOTAL).sum()
+    choice_bits = 4 * C * (64 // BLOCK) ** 2
+    assert len(one.encode(q, 2)) * 8 < ideal * 1.01 + choice_bits + 32 * 4 + 8 * 8 + 16
+
+
+def test_table_bank_fits_quiet_and_busy_regions():
+    """Frames that are flat in one half and busy in the other: a bank of tables chosen per
+    block costs clearly less than one table per mode fitted to the same data."""
+    rng = np.random.default_rng(7)
+    means = np.zeros((8, C, 5, 32, 32))
+    means[..., 16:] = rng.laplace(0, 4.0, (8, C, 5, 32, 16))  # busy right half, every frame new
+    means[..., :16] += rng.laplace(0, 0.3, (8, C, 5, 32, 16))  # quiet left half
+    q = np.round(means[0]).astype(np.int32)
+    one = EntropyCoder.from_histograms(STEPS, *latent_histograms(means, STEPS, tables=1), (1, 2, 3), 1)
+    bank = EntropyCoder.from_histograms(STEPS, *latent_histograms(means, STEPS, tables=8), (1, 2, 3), 1)
+    assert (one.tables, bank.tables) == (1, 8)
+    assert len(bank.encode(q, 1)) < 0.85 * len(one.encode(q, 1))
+    np.testing.assert_array_equal(bank.decode(bank.encode(q, 1), q.shape, 1), q)
+
+
+# A version 1 chunk (files of vaecodec-tiny-v1/v2), written by vaecodec at commit a08b8f1
+# with the integer-only tables and symbols of _v1_case(): it must still decode exactly.
+V1_CHUNK = bytes.fromhex(
+    "015555555501000000e803000000000000ea46c60e306e8cc8834de5bd534661de0be270dc854a4dfde625f8"
+    "a6feb577f1a07c1a44cc7f4bce9d724bc6c957428375d01649c99bf38cd2642dfea04fa5e77372a55e3d3631"
+    "c2374eca7b1652682869a6ab4199a88054c214fb8ce6817ababb6404fb30bb7e57bd74482eeef071d8d6699f"
+    "6918d7b6004c72142fc994a8b32eb0de1c8e6f7fd1fd4c067f6cacb6fd3f536cf181a7dc9228cdce1ac9baad"
+    "add7871b6517c1ffd53e04eb5a0d2e928b844a2d85517fd5f36ba587d090642b991e50485b1ee94aace1c533"
+    "85d1392dd619eb6ed7fdeef8f6d42c2f6a9492ed7c487cc25b6668a2e6643cbfb937be9a9cfa23785f034b99"
+    "375c4e74bab6265eea0fec882ff31946de44257967bdb3959d3e3ce27eecd2fbae787c59f50d2f24b1d01259"
+    "9a52b17e041401d6cdb6f46cd0476d3e69702752e62dfa3a34b8bfb34303d13a1891b9aaf12d8842ae9f8c7d"
+    "bc23e31c4519d49642938863bc0c4bfe057fd14f9d8b4eee3f7742fa01f04b89ccba71b0e6fc318316d80720"
+    "d29ad4236b6ffde53ca7a1234efa87853944762d2917d4d3ae0bd829ec1fb2f3e4fac2251dcd71b878"
+)
+
+
+def _v1_case() -> tuple[EntropyCoder, np.ndarray]:
+    v = np.arange(ALPHABET) - K
+    intra = np.tile(4096 // (1 + np.abs(v) ** 2), (1, C, 1))
+    inter = np.tile(4096 // (1 + 4 * np.abs(v) ** 2), (1, C, 1))
+    coder = EntropyCoder(np.ones((1, C), np.float32), counts_to_table(intra), counts_to_table(inter), (1,), 1)
+    idx = np.arange(C * 3 * 5 * 7).reshape(C, 3, 5, 7)
+    q = ((idx * 7919) % 11 - 5) * (idx % 3 == 0)
+    q[:, 2] = q[:, 1]  # a repeated frame: coded inter
+    q[3, 0, 0, 0] = 1000  # an escape
+    return coder, q.astype(np.int32)
+
+
+def test_version_1_chunks_still_decode():
+    coder, q = _v1_case()
+    assert coder.tables == 1
+    np.testing.assert_array_equal(coder.decode(V1_CHUNK, q.shape, 1), q)
+    assert coder.encode(q, 1)[0] == 2  # new chunks are version 2
+    with pytest.raises(FormatError):
+        coder.decode(V1_CHUNK[:5], q.shape, 1)
 
 
 def test_tables_are_exact_integers():
@@ -103,5 +159,9 @@ def test_errors(coder):
         coder.decode(data[:3], q.shape, 2)
     with pytest.raises(FormatError):
         coder.decode(b"\x07" + data[1:], q.shape, 2)
+    with pytest.raises(FormatError):  # a choice naming table 15 of an 8-table bank... at frame 0
+        coder.decode(data[:2] + b"\xff" + data[3:], q.shape, 2)
+    with pytest.raises(FormatError):
+        coder.decode(data[:1] + b"\x00" + data[2:], q.shape, 2)
     with pytest.raises(FormatError):
         EntropyCoder.from_tensors({"steps": coder.to_tensors()["steps"]})

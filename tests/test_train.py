@@ -81,3 +81,13 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     coder = m.entropy_coder
     q = np.round(np.random.default_rng(0).normal(0, 3, (16, 2, 4, 4))).astype(np.int32)
     np.testing.assert_array_equal(coder.decode(coder.encode(q, 5), q.shape, 5), q)
+
+    # re-export from the weights file: same network, tables rebuilt, card says where from
+    again = tmp_path / "w2.safetensors"
+    card2 = export("unused", again, "vaecodec-tiny-test2", clips=4, weights=out)
+    assert card2["tables_rebuilt_from"] == "vaecodec-tiny-test" and card2["train_steps"] == 3
+    assert card2["quality_steps"] == card["quality_steps"] and card2["entropy_tables"] == 8
+    m2 = load(again, torch.device("cpu"), torch.float32)
+    assert m2.model_id == "vaecodec-tiny-test2" and m2.arch == m.arch
+    for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k

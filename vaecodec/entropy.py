@@ -1,19 +1,26 @@
 """Bit-exact entropy coding of quantized latents with integer frequency tables.
 
-Each latent channel plane of a chunk is coded either directly ("intra", q) or as the
-residual to the previous latent frame ("inter", q_t - q_{t-1}); the encoder picks the
-cheaper mode per (channel, frame) and sends one flag bit for it, so static content costs
-little while cuts and fast motion fall back to direct coding. Symbols use per-quality,
-per-channel integer tables (stored in the weights file) over the values -K..K plus an
-escape symbol; escaped values go verbatim into a side list, so ANY int32 input is coded
-losslessly. The coded probabilities depend only on those integers, never on a float
-network output, so encode and decode agree bit for bit on every machine.
+Each latent channel plane is cut into BLOCK x BLOCK blocks. A block is coded either
+directly ("intra", q) or as the residual to the previous latent frame of the chunk ("inter",
+q_t - q_{t-1}), each with one of S tables per quality and channel (a bank ordered from quiet
+to busy content). The encoder picks the cheapest of the 2S choices per block and sends it
+as a 4-bit code, so static or smooth regions cost little while cuts, motion and texture get
+tables that fit them. Tables cover the values -K..K plus an escape symbol; escaped values go
+verbatim into a side list, so ANY int32 input is coded losslessly. The coded probabilities
+depend only on integers stored in the weights file, never on a float network output, so
+encode and decode agree bit for bit on every machine.
 
-Chunk layout (one ``encode`` call):
-  u8 version (=1) | mode flags, packbits of [C, t-1] (1 = inter) | u32 LE escape count |
-  escapes int64 LE | range-coder words uint32 LE (constriction queue.RangeEncoder)
-Stream order: for each channel, its intra symbols (frame 0 and intra frames, in time
-order, row-major) then its inter symbols.
+Chunk layout, version 2 (written now):
+  u8 version (=2) | u8 BLOCK | choices, 4 bits each (high nibble first), [C, t, nb] in
+  row-major order with nb = ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order;
+  choice k < S = intra with table k, k >= S = inter with table k-S (never at frame 0) |
+  u32 LE escape count | escapes int64 LE | range-coder words uint32 LE (constriction
+  queue.RangeEncoder)
+Version 1 (files of vaecodec-tiny-v1/v2; still decoded): u8 version (=1) | mode flags,
+  packbits of [C, t-1] (1 = inter) | u32 escape count | escapes | words; one table per mode,
+  i.e. version 2 with S = 1 and one block per plane.
+Stream order: for each channel, for each choice k = 0 .. 2S-1, the blocks with that choice
+in (frame, block row, block column) order, each block's symbols row-major.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ K = 63  # values -K..K get their own symbol
 ALPHABET = 2 * K + 2  # ... plus one escape symbol (the last)
 ESC = ALPHABET - 1
 TABLE_TOTAL = 1 << 16  # every table sums to this; each entry >= 1
-VERSION = 1
+BLOCK = 16  # latent cells per block edge (128 pixels at 8x)
+MAX_TABLES = 8  # 2S choices must fit 4 bits
+ESCAPE_BITS = 64.0
 
 
 def _symbols(v: np.ndarray) -> np.ndarray:
@@ -38,20 +47,52 @@ def _symbols(v: np.ndarray) -> np.ndarray:
     return np.where(np.abs(v) <= K, v + K, ESC).astype(np.int32)
 
 
-def _hist(v: np.ndarray, c: int) -> np.ndarray:
-    """[C, ALPHABET] symbol counts of values v [C, ...]."""
-    s = _symbols(v).reshape(c, -1)
-    return np.stack([np.bincount(s[i], minlength=ALPHABET) for i in range(c)]).astype(np.int64)
+def _blocks(t: int, h: int, w: int, block: int) -> tuple[np.ndarray, int]:
+    """Block index of every cell [t*h*w] (frame-major, raster within a frame) and the count per frame."""
+    nby, nbx = -(-h // block), -(-w // block)
+    by = np.arange(h) // block
+    bx = np.arange(w) // block
+    ids = (np.arange(t)[:, None, None] * nby + by[None, :, None]) * nbx + bx[None, None, :]
+    return ids.reshape(-1), nby * nbx
 
 
-def latent_histograms(means: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intra and inter symbol counts [Q, C, ALPHABET] of latent means [N, C, t, h, w] at each step."""
+def _block_hist(sym: np.ndarray, ids: np.ndarray, nblocks: int) -> np.ndarray:
+    """[C, nblocks, ALPHABET] symbol counts per channel and block; sym is [C, cells]."""
+    c = sym.shape[0]
+    key = (np.arange(c)[:, None] * nblocks + ids[None, :]) * ALPHABET + sym
+    return np.bincount(key.ravel(), minlength=c * nblocks * ALPHABET).reshape(c, nblocks, ALPHABET)
+
+
+def _activity(hist: np.ndarray) -> np.ndarray:
+    """Mean |value| of each histogram (escapes count as K+1): how busy a block is."""
+    mag = np.abs(np.arange(ALPHABET) - K)
+    mag[ESC] = K + 1
+    return (hist * mag).sum(-1) / np.maximum(hist.sum(-1), 1)
+
+
+def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
+                      block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Intra and inter table banks as counts [Q, C, tables, ALPHABET] from latent means [N, C, t, h, w].
+
+    Per quality and channel, the blocks are sorted by activity and split into ``tables``
+    equal groups; each group's pooled histogram becomes one table of the bank.
+    """
     c = means.shape[1]
     intra, inter = [], []
     for s in steps:
         q = np.round(means / s).astype(np.int64).transpose(1, 0, 2, 3, 4)  # [C, N, t, h, w]
-        intra.append(_hist(q, c))
-        inter.append(_hist(q[:, :, 1:] - q[:, :, :-1], c))
+        banks = []
+        for v in (q, q[:, :, 1:] - q[:, :, :-1]):
+            n, t, h, w = v.shape[1:]
+            ids, nb = _blocks(n * t, h, w, block)
+            hist = _block_hist(_symbols(v.reshape(c, -1)), ids, n * t * nb)  # [C, blocks, A]
+            order = np.argsort(_activity(hist), axis=1, kind="stable")
+            groups = np.array_split(np.arange(hist.shape[1]), tables)
+            banks.append(np.stack([
+                np.stack([hist[i, order[i, g]].sum(0) for g in groups]) for i in range(c)
+            ]))
+        intra.append(banks[0])
+        inter.append(banks[1])
     return np.stack(intra), np.stack(inter)
 
 
@@ -68,32 +109,36 @@ def counts_to_table(hist: np.ndarray) -> np.ndarray:
 
 
 class EntropyCoder:
-    """Per-quality step sizes plus intra/inter integer tables; see the module docstring."""
+    """Per-quality step sizes plus intra/inter banks of integer tables; see the module docstring."""
 
     def __init__(self, steps: np.ndarray, intra: np.ndarray, inter: np.ndarray,
                  qualities: tuple[int, ...], default_quality: int) -> None:
-        # steps [Q, C] float32; intra/inter [Q, C, ALPHABET] int32
+        # steps [Q, C] float32; intra/inter [Q, C, S, ALPHABET] int32 ([Q, C, ALPHABET]: S = 1)
         steps, intra, inter = np.asarray(steps, np.float32), np.asarray(intra), np.asarray(inter)
+        if intra.ndim == 3:
+            intra, inter = intra[:, :, None], inter[:, :, None]
         nq = len(qualities)
-        if steps.ndim != 2 or steps.shape[0] != nq or intra.shape != (nq, steps.shape[1], ALPHABET) \
-                or inter.shape != intra.shape or default_quality not in qualities:
+        if steps.ndim != 2 or steps.shape[0] != nq or intra.ndim != 4 or inter.shape != intra.shape \
+                or intra.shape[:2] != (nq, steps.shape[1]) or intra.shape[3] != ALPHABET \
+                or not 1 <= intra.shape[2] <= MAX_TABLES or default_quality not in qualities:
             raise FormatError("entropy coder tables have inconsistent shapes")
         if (intra <= 0).any() or (inter <= 0).any() or not (steps > 0).all():
             raise FormatError("entropy coder tables hold non-positive entries")
         self.qualities = tuple(int(q) for q in qualities)
         self.default_quality = int(default_quality)
         self.channels = steps.shape[1]
+        self.tables = intra.shape[2]
         self._steps = steps
         self._intra = intra.astype(np.int32)
         self._inter = inter.astype(np.int32)
-        self._models: dict[int, tuple[list, list, np.ndarray, np.ndarray]] = {}
+        self._models: dict[int, tuple[list[list], np.ndarray]] = {}
 
     # ------------------------------------------------------------ construction
 
     @classmethod
     def from_histograms(cls, steps: np.ndarray, intra_hist: np.ndarray, inter_hist: np.ndarray,
                         qualities: tuple[int, ...], default_quality: int) -> "EntropyCoder":
-        """Build tables from symbol counts; ``steps`` is [Q] or [Q, C]."""
+        """Build tables from symbol counts [Q, C, S, ALPHABET]; ``steps`` is [Q] or [Q, C]."""
         steps = np.asarray(steps, np.float32)
         if steps.ndim == 1:
             steps = np.repeat(steps[:, None], intra_hist.shape[1], 1)
@@ -123,17 +168,15 @@ class EntropyCoder:
             raise UsageError(f"quality {quality} not available (choose from {', '.join(map(str, self.qualities))})")
         return self.qualities.index(quality)
 
-    def _prepared(self, quality: int) -> tuple[list, list, np.ndarray, np.ndarray]:
-        """constriction models and -log2 probabilities for one quality (cached)."""
+    def _prepared(self, quality: int) -> tuple[list[list], np.ndarray]:
+        """constriction models [C][2S] and code lengths -log2 p [C, 2S, ALPHABET] for one quality
+        (choice k < S: intra table k; k >= S: inter table k - S). Cached."""
         if quality not in self._models:
             i = self._index(quality)
-            mk = constriction.stream.model.Categorical
             # probabilities are exact ratios of the stored integers: identical on every machine
-            pi = self._intra[i].astype(np.float64) / TABLE_TOTAL
-            pp = self._inter[i].astype(np.float64) / TABLE_TOTAL
-            self._models[quality] = (
-                [mk(p, perfect=False) for p in pi], [mk(p, perfect=False) for p in pp],
-                -np.log2(pi), -np.log2(pp))
+            p = np.concatenate((self._intra[i], self._inter[i]), axis=1).astype(np.float64) / TABLE_TOTAL
+            mk = constriction.stream.model.Categorical
+            self._models[quality] = ([[mk(pk, perfect=False) for pk in pc] for pc in p], -np.log2(p))
         return self._models[quality]
 
     def step(self, quality: int) -> torch.Tensor:
@@ -144,82 +187,130 @@ class EntropyCoder:
         if len(shape) != 4 or shape[0] != self.channels or shape[1] < 1 or min(shape) < 0:
             raise UsageError(f"latent chunk shape {tuple(shape)} is not [{self.channels}, t>=1, h, w]")
 
+    @staticmethod
+    def _order(choice: np.ndarray, ids: np.ndarray, n_choices: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coding order of the cells of one channel and the cell count per choice.
+
+        choice [blocks] per block, ids [cells] block of each cell: cells sorted by (choice,
+        block, raster position); the sort is stable, and ids grow with raster order within
+        each frame, so blocks come out in (frame, row, column) order.
+        """
+        block_major = np.argsort(ids, kind="stable")
+        by_choice = np.argsort(choice[ids[block_major]], kind="stable")
+        order = block_major[by_choice]
+        return order, np.bincount(choice[ids], minlength=n_choices)
+
     # ------------------------------------------------------------ coding
 
     def encode(self, q: np.ndarray, quality: int) -> bytes:
-        """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic."""
+        """int [C, t, h, w] -> bytes (chunk version 2); lossless for any int32 values, deterministic."""
         q = np.asarray(q)
         if not np.issubdtype(q.dtype, np.integer):
             raise UsageError(f"latent symbols must be integers, got {q.dtype}")
         self._check_shape(q.shape)
-        m_intra, m_inter, bits_intra, bits_inter = self._prepared(quality)
+        models, bits = self._prepared(quality)
         c, t, h, w = q.shape
-        q = q.astype(np.int64)
-        res = q[:, 1:] - q[:, :-1]  # [C, t-1]
-        # mode choice: exact code length under each table (+64 bits per escaped value)
-        ch = np.arange(c)[:, None, None, None]
-        cost_intra = (bits_intra[ch, _symbols(q[:, 1:])] + 64.0 * (np.abs(q[:, 1:]) > K)).sum((2, 3))
-        cost_inter = (bits_inter[ch, _symbols(res)] + 64.0 * (np.abs(res) > K)).sum((2, 3))
-        mode = cost_inter < cost_intra  # [C, t-1] True = inter
+        s = self.tables
+        q = q.astype(np.int64).reshape(c, t, h * w)
+        res = np.zeros_like(q)
+        res[:, 1:] = q[:, 1:] - q[:, :-1]
+        q, res = q.reshape(c, -1), res.reshape(c, -1)
+        ids, nb = _blocks(t, h, w, BLOCK)
+        # exact code length of every block under every choice (+ verbatim bits per escape)
+        cost = []
+        for vals, table_bits in ((q, bits[:, :s]), (res, bits[:, s:])):
+            hist = _block_hist(_symbols(vals), ids, t * nb)  # [C, blocks, A]
+            cost.append(np.einsum("cba,cka->cbk", hist, table_bits) + ESCAPE_BITS * hist[..., ESC:ESC + 1])
+        cost[1][:, :nb] = np.inf  # frame 0 has no previous frame in this chunk
+        choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         enc = constriction.stream.queue.RangeEncoder()
         escapes = []
         for i in range(c):
-            intra_frames = np.concatenate(([0], 1 + np.flatnonzero(~mode[i])))
-            for vals, model in ((q[i, intra_frames], m_intra[i]), (res[i, np.flatnonzero(mode[i])], m_inter[i])):
-                if vals.size == 0:
-                    continue
-                sym = _symbols(vals.ravel())
-                escapes.append(vals.ravel()[sym == ESC])
-                enc.encode(sym, model)
+            order, counts = self._order(choice[i], ids, 2 * s)
+            bounds = np.concatenate(([0], np.cumsum(counts)))
+            for k in np.flatnonzero(counts):
+                cells = order[bounds[k]:bounds[k + 1]]
+                vals = (q[i] if k < s else res[i])[cells]
+                sym = _symbols(vals)
+                escapes.append(vals[sym == ESC])
+                enc.encode(sym, models[i][k])
         esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
-        words = enc.get_compressed().astype("<u4")
+        nib = choice.ravel()
+        if nib.size % 2:
+            nib = np.append(nib, 0)
         return b"".join((
-            bytes([VERSION]),
-            np.packbits(mode.ravel()).tobytes(),
+            bytes([2, BLOCK]),
+            ((nib[0::2] << 4) | nib[1::2]).astype(np.uint8).tobytes(),
             struct.pack("<I", esc.size),
             esc.astype("<i8").tobytes(),
-            words.tobytes(),
+            enc.get_compressed().astype("<u4").tobytes(),
         ))
 
+    def _header(self, data: bytes, c: int, t: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Parse the choices of a version 1 or 2 chunk: (choice [C, blocks], cell block ids,
+        blocks per frame, offset of the escape count)."""
+        if not data or data[0] not in (1, 2):
+            raise FormatError(f"latent chunk of an unknown entropy-coder version {data[0] if data else None}")
+        if data[0] == 1:  # one block per plane; intra table 0, or inter table 0 where flagged
+            if self.tables != 1:
+                raise FormatError("a version 1 latent chunk needs a model with one table per mode")
+            nflag = (c * (t - 1) + 7) // 8
+            if len(data) < 1 + nflag:
+                raise FormatError("latent chunk is truncated (mode flags)")
+            flags = np.unpackbits(np.frombuffer(data, np.uint8, nflag, 1))[: c * (t - 1)].reshape(c, t - 1)
+            choice = np.concatenate((np.zeros((c, 1), np.uint8), flags), axis=1)
+            ids, nb = _blocks(t, h, w, max(h, w, 1))
+            return choice, ids, nb, 1 + nflag
+        if len(data) < 2 or data[1] == 0:
+            raise FormatError("latent chunk has no block size")
+        ids, nb = _blocks(t, h, w, data[1])
+        n = c * t * nb
+        if len(data) < 2 + (n + 1) // 2:
+            raise FormatError("latent chunk is truncated (block choices)")
+        packed = np.frombuffer(data, np.uint8, (n + 1) // 2, 2)
+        choice = np.stack((packed >> 4, packed & 15), axis=1).ravel()[:n].reshape(c, t * nb)
+        if (choice >= 2 * self.tables).any() or (choice[:, :nb] >= self.tables).any():
+            raise FormatError("latent chunk names a table the model does not have (or inter at frame 0)")
+        return choice, ids, nb, 2 + (n + 1) // 2
+
     def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
-        """Exact inverse of ``encode``: bytes -> int32 [C, t, h, w]."""
+        """Exact inverse of ``encode`` (chunk versions 1 and 2): bytes -> int32 [C, t, h, w]."""
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
-        m_intra, m_inter, _, _ = self._prepared(quality)
+        models, _ = self._prepared(quality)
         c, t, h, w = shape
-        nflag = (c * (t - 1) + 7) // 8
-        if len(data) < 1 + nflag + 4 or data[0] != VERSION:
-            raise FormatError("latent chunk too short or of an unknown entropy-coder version")
-        mode = np.unpackbits(np.frombuffer(data, np.uint8, nflag, 1))[: c * (t - 1)].astype(bool).reshape(c, t - 1)
-        (nesc,) = struct.unpack_from("<I", data, 1 + nflag)
-        off = 1 + nflag + 4
+        s = self.tables
+        choice, ids, nb, off = self._header(data, c, t, h, w)
+        if len(data) < off + 4:
+            raise FormatError("latent chunk is truncated (escape count)")
+        (nesc,) = struct.unpack_from("<I", data, off)
+        off += 4
         if len(data) < off + 8 * nesc or (len(data) - off - 8 * nesc) % 4:
             raise FormatError("latent chunk is truncated (escape list or coder words)")
         esc = np.frombuffer(data, "<i8", nesc, off).astype(np.int64)
         words = np.frombuffer(data, "<u4", offset=off + 8 * nesc).astype(np.uint32)
         dec = constriction.stream.queue.RangeDecoder(words)
-        q = np.zeros((c, t, h, w), np.int64)
-        res = np.zeros((c, max(t - 1, 0), h, w), np.int64)
+        vals = np.zeros((c, t * h * w), np.int64)  # q where intra, the residual where inter
+        inter = np.zeros((c, t * h * w), bool)
         used = 0
         for i in range(c):
-            intra_frames = np.concatenate(([0], 1 + np.flatnonzero(~mode[i])))
-            inter_frames = np.flatnonzero(mode[i])
-            for frames, model, dst in ((intra_frames, m_intra[i], q), (inter_frames, m_inter[i], res)):
-                n = frames.size * h * w
-                if n == 0:
-                    continue
-                vals = dec.decode(model, n).astype(np.int64) - K
-                hit = np.flatnonzero(vals == ESC - K)
+            order, counts = self._order(choice[i], ids, 2 * s)
+            bounds = np.concatenate(([0], np.cumsum(counts)))
+            for k in np.flatnonzero(counts):
+                cells = order[bounds[k]:bounds[k + 1]]
+                v = dec.decode(models[i][k], cells.size).astype(np.int64) - K
+                hit = np.flatnonzero(v == ESC - K)
                 if used + hit.size > nesc:
                     raise FormatError("latent chunk escape list is shorter than its symbols need")
-                vals[hit] = esc[used:used + hit.size]
+                v[hit] = esc[used:used + hit.size]
                 used += hit.size
-                dst[i, frames] = vals.reshape(frames.size, h, w)
+                vals[i, cells] = v
+                inter[i, cells] = k >= s
         if used != nesc:
             raise FormatError("latent chunk escape count does not match its symbols")
-        for j in range(1, t):  # rebuild inter frames in time order
-            m = mode[:, j - 1][:, None, None]
-            q[:, j] = np.where(m, q[:, j - 1] + res[:, j - 1], q[:, j])
+        q, inter = vals.reshape(c, t, h, w), inter.reshape(c, t, h, w)
+        for j in range(1, t):  # add residuals in time order
+            q[:, j] += np.where(inter[:, j], q[:, j - 1], 0)
         if (q < np.iinfo(np.int32).min).any() or (q > np.iinfo(np.int32).max).any():
             raise FormatError("latent chunk decodes to values outside int32")
         return q.astype(np.int32)

@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ex = sub.add_parser("export", help="write the shipped weights file from a checkpoint")
     ex.add_argument("--run", default="runs/tiny")
-    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v2.safetensors")
-    ex.add_argument("--model-id", default="vaecodec-tiny-v2")
-    ex.add_argument("--version", default="2")
+    ex.add_argument("--weights", default=None,
+                    help="instead of a run: keep this weights file's network, rebuild its entropy tables")
+    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v3.safetensors")
+    ex.add_argument("--model-id", default="vaecodec-tiny-v3")
+    ex.add_argument("--version", default="3")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--coarsest", type=float, default=None,
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
-                          args.finest)
+                          args.finest, args.weights)
             print(json.dumps(card["validation"], indent=1))
     except VaecodecError as e:
         print(f"error: {e}", file=sys.stderr)

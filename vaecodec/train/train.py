@@ -272,12 +272,21 @@ def quality_steps(cfg: Config, coarsest: float | None = None, finest: float | No
     return np.array([hi * (lo / hi) ** (i / (n - 1)) for i in range(n)], np.float32)
 
 
-@torch.inference_mode()
-def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
-           version: str = "1", coarsest: float | None = None, finest: float | None = None) -> dict:
-    """Write the shipped weights file from a run's checkpoint; returns the model card."""
-    from vaecodec.entropy import EntropyCoder, latent_histograms
+def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[TinyVAE, Config, dict, dict]:
+    """The network to export, its training config, its {step, wall_s} and card extras: from a
+    run's checkpoint, or from an existing weights file (to rebuild only its entropy tables)."""
+    if weights is not None:
+        from vaecodec.models.tiny import load, model_card
 
+        model = load(weights, torch.device("cpu"), torch.float32).to(memory_format=torch.contiguous_format)
+        card = model_card(model.metadata)
+        # photo lists are in cards since v3; older cards hold counts, and trained on the defaults
+        train_cfg = {k: v for k, v in card.get("train_config", {}).items()
+                     if k not in ("photos", "val_photos") or isinstance(v, list)}
+        train_cfg.update(latent=model.arch.latent, refine=model.arch.refine, blocks8=model.arch.blocks8)
+        extra = {"checkpoint": f"network of {model.model_id}", "tables_rebuilt_from": model.model_id,
+                 "quality_steps": card.get("quality_steps")}
+        return model, Config(**train_cfg), {"step": card.get("train_steps"), "wall_s": card.get("train_wall_s", 0)}, extra
     run = Path(run)
     ck = run / f"{which}.safetensors"
     if not ck.exists():
@@ -288,7 +297,23 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         state = json.loads(f.metadata()["state"])
     model, prior = TinyVAE(cfg.arch), RatePrior(cfg.latent)
     _load_ckpt(ck, model, prior)
+    return model, cfg, state, {"checkpoint": which}
+
+
+@torch.inference_mode()
+def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
+           version: str = "1", coarsest: float | None = None, finest: float | None = None,
+           weights: str | Path | None = None) -> dict:
+    """Write the shipped weights file from a run's checkpoint (or, with ``weights``, from an
+    existing weights file whose network is kept and whose entropy tables are rebuilt);
+    returns the model card."""
+    from vaecodec.entropy import EntropyCoder, latent_histograms
+
+    model, cfg, state, extra = _source(run, which, weights)
     model.eval()
+    old_steps = extra.pop("quality_steps", None)
+    if old_steps and coarsest is None and finest is None:
+        coarsest, finest = old_steps[0], old_steps[-1]
     steps = quality_steps(cfg, coarsest, finest)
     # latent statistics on training clips (never the held-out photos)
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
@@ -311,8 +336,8 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
         "latent_channels": cfg.latent, "arch": asdict(cfg.arch), "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
         "quality_steps": [round(float(x), 5) for x in steps], "default_quality": DEFAULT_QUALITY,
-        "checkpoint": which, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "train_config": asdict(cfg) | {"photos": len(cfg.photos), "val_photos": len(cfg.val_photos)},
+        **extra, "entropy_tables": coder.tables, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_config": asdict(cfg),
         "validation": {"photos": list(cfg.val_photos),
                        "clips": f"{cfg.val_clips} x 9 frames x {cfg.val_size}x{cfg.val_size}, seed 12345",
                        "points": points},
