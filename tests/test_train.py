@@ -91,3 +91,25 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     assert m2.model_id == "vaecodec-tiny-test2" and m2.arch == m.arch
     for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
+
+
+def test_fit_prior_learns_the_latent_statistics(data_dir):
+    """Starting from shipped weights (no training prior), the fitted prior must price the
+    model's latents far below a fresh one, and leave the model untouched."""
+    from vaecodec.models.tiny import WEIGHTS, TinyVAE
+    from vaecodec.train.train import fit_prior, warm_start
+
+    torch.manual_seed(0)
+    cfg = Config(data=str(data_dir), photos=TRAIN_KEYS, size=32, frames=5)
+    model, prior = TinyVAE(load(WEIGHTS, torch.device("cpu"), torch.float32).arch), RatePrior(16)
+    assert not warm_start(model, prior, WEIGHTS)  # the shipped file has no prior to copy
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clips = ClipSampler(load_photos(data_dir, TRAIN_KEYS), 5, 32, seed=1).batch(4)
+    s = torch.full((4,), 0.4)
+    with torch.no_grad():
+        fresh = prior(model.encode(clips)[0], s, noise=False).sum().item()
+    fit_prior(model, prior, clips, cfg, iters=100)
+    with torch.no_grad():
+        fitted = prior(model.encode(clips)[0], s, noise=False).sum().item()
+    assert fitted < 0.7 * fresh
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -138,7 +138,7 @@ def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None =
 
 
 @torch.no_grad()
-def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> None:
+def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> bool:
     """Load a smaller tiny model into a larger one so the larger one starts as the same function.
 
     Tensors of equal shape are copied. Extra latent channels keep their fresh encoder rows
@@ -168,6 +168,29 @@ def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> None:
     for name, p in prior.state_dict().items():  # per-channel rows
         if name in old_prior:
             p[:c_old] = old_prior[name]
+    return bool(old_prior)
+
+
+def fit_prior(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, cfg: Config, iters: int = 300) -> float:
+    """Fit the rate prior to a frozen model's latents; returns the final bits per pixel.
+
+    Shipped weights carry integer coder tables, not the training prior. Training from them
+    with a fresh prior would put an arbitrary rate gradient on the encoder until the prior
+    caught up, so the prior is fitted first, with the model untouched.
+    """
+    with torch.no_grad():
+        means = model.encode(clips)[0]
+    b, _, t, h, w = clips.shape
+    lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    g = torch.Generator(device=clips.device).manual_seed(cfg.seed)
+    for _ in range(iters):
+        s = torch.exp(lo + (hi - lo) * torch.rand(b, generator=g, device=clips.device))
+        bpp = prior(means, s).sum() / (b * t * h * w)
+        opt.zero_grad(set_to_none=True)
+        bpp.backward()
+        opt.step()
+    return bpp.item()
 
 
 def train(cfg: Config, resume: bool = True) -> dict:
@@ -189,8 +212,9 @@ def train(cfg: Config, resume: bool = True) -> dict:
     if resume and last.exists():
         _load_ckpt(last, model, prior, opt, sampler)
         state.update(json.loads((run / "state.json").read_text())["state"])
-    elif cfg.init:
-        warm_start(model, prior, cfg.init)
+    elif cfg.init and not warm_start(model, prior, cfg.init):
+        clips = ClipSampler(load_photos(cfg.data, cfg.photos), cfg.frames, cfg.size, seed=cfg.seed + 1).batch(16)
+        fit_prior(model, prior, clips.to(device), cfg)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     log = open(run / "log.txt", "a")
