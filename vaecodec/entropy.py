@@ -188,16 +188,15 @@ class EntropyCoder:
             raise UsageError(f"latent chunk shape {tuple(shape)} is not [{self.channels}, t>=1, h, w]")
 
     @staticmethod
-    def _order(choice: np.ndarray, ids: np.ndarray, n_choices: int) -> tuple[np.ndarray, np.ndarray]:
+    def _order(choice: np.ndarray, ids: np.ndarray, block_major: np.ndarray, n_choices: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Coding order of the cells of one channel and the cell count per choice.
 
-        choice [blocks] per block, ids [cells] block of each cell: cells sorted by (choice,
-        block, raster position); the sort is stable, and ids grow with raster order within
-        each frame, so blocks come out in (frame, row, column) order.
+        choice [blocks] per block, ids [cells] block of each cell, block_major = the stable
+        argsort of ids (cells block by block, raster order inside a block). Cells come out
+        sorted by (choice, block, raster position).
         """
-        block_major = np.argsort(ids, kind="stable")
-        by_choice = np.argsort(choice[ids[block_major]], kind="stable")
-        order = block_major[by_choice]
+        order = block_major[np.argsort(choice[ids[block_major]], kind="stable")]
         return order, np.bincount(choice[ids], minlength=n_choices)
 
     # ------------------------------------------------------------ coding
@@ -225,8 +224,9 @@ class EntropyCoder:
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         enc = constriction.stream.queue.RangeEncoder()
         escapes = []
+        block_major = np.argsort(ids, kind="stable")
         for i in range(c):
-            order, counts = self._order(choice[i], ids, 2 * s)
+            order, counts = self._order(choice[i], ids, block_major, 2 * s)
             bounds = np.concatenate(([0], np.cumsum(counts)))
             for k in np.flatnonzero(counts):
                 cells = order[bounds[k]:bounds[k + 1]]
@@ -293,8 +293,9 @@ class EntropyCoder:
         vals = np.zeros((c, t * h * w), np.int64)  # q where intra, the residual where inter
         inter = np.zeros((c, t * h * w), bool)
         used = 0
+        block_major = np.argsort(ids, kind="stable")
         for i in range(c):
-            order, counts = self._order(choice[i], ids, 2 * s)
+            order, counts = self._order(choice[i], ids, block_major, 2 * s)
             bounds = np.concatenate(([0], np.cumsum(counts)))
             for k in np.flatnonzero(counts):
                 cells = order[bounds[k]:bounds[k + 1]]
