@@ -64,6 +64,20 @@ def test_real_photo_quality_and_rate(codec, photo_clip, tmp_path):
     assert r.bpp < 1.0  # well below 8-bit zstd of raw latents
 
 
+def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
+    """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones; an
+    explicit --tile-frames wins; the file records what was used."""
+    from vaecodec.models.tiny import TinyVAE
+
+    m = TinyVAE()
+    assert m.tiling_for(480, 856).latent_frames == 16 and m.tiling_for(1088, 1920).latent_frames == 8
+    assert m.tiling_for(2160, 3840).latent_frames == 8
+    for kwargs, expect in (({}, 16), ({"tile_frames": 5}, 5)):
+        Codec(device="cpu", **kwargs).encode(photo_clip, tmp_path / "t.vlat", overwrite=True)
+        with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
+            assert f.tiling.latent_frames == expect
+
+
 def test_tile_seams_are_not_visible(photo_clip, tmp_path):
     """Small tiles in time and space: frames/columns at tile borders are no worse than the interior."""
     c = Codec(device="cpu", tile_frames=2, tile_overlap=1, tile_px=64, tile_overlap_px=32)

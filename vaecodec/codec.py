@@ -257,8 +257,8 @@ class Codec:
         self._model = model
         return model
 
-    def _tiling(self, model: VideoVAE) -> Tiling:
-        tiling = replace(model.tiling, **{k: v for k, v in self.tile_overrides.items() if v is not None})
+    def _tiling(self, model: VideoVAE, height: int, width: int) -> Tiling:
+        tiling = replace(model.tiling_for(height, width), **{k: v for k, v in self.tile_overrides.items() if v is not None})
         try:
             check_tiling(tiling, model.spatial)
         except ValueError as e:
@@ -311,11 +311,12 @@ class Codec:
         t_start = time.perf_counter()
         sw = Stopwatch(self.device)
         model = self.model
-        tiling, quant = self._tiling(model), self._quantizer(model)
+        quant = self._quantizer(model)
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
             hp, wp = -(-info.height // s) * s, -(-info.width // s) * s
+            tiling = self._tiling(model, hp, wp)
             header = {
                 "vaecodec": __version__,
                 "model": model.describe(),

@@ -73,6 +73,10 @@ class VideoVAE(nn.Module):
         """A ``vaecodec.entropy`` coder with bit-exact integer tables, or None (zstd fallback)."""
         return None
 
+    def tiling_for(self, height: int, width: int) -> Tiling:
+        """Default tiles for frames of this (padded) size; the file records them for decode."""
+        return self.tiling
+
     def frames_for_latents(self, t: int) -> int:
         """Pixel frames produced by decoding ``t`` latent frames."""
         return 1 + (t - 1) * self.temporal
