@@ -19,6 +19,9 @@ from vaecodec.models.tiny import load
 def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, height: int = 480,
             width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0) -> dict:
     """Best-of-``repeats`` frames per second for encode and decode of a smooth random clip."""
+    from vaecodec.codec import keep_freed_memory
+
+    keep_freed_memory()  # as the pipeline does
     torch.set_num_threads(threads)
     model = load(weights, torch.device("cpu"), torch.float32)
     coder = model.entropy_coder
