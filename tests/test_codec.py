@@ -70,9 +70,9 @@ def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
     from vaecodec.models.tiny import TinyVAE
 
     m = TinyVAE()
-    assert m.tiling_for(480, 856).latent_frames == 16 and m.tiling_for(1088, 1920).latent_frames == 8
+    assert m.tiling_for(480, 856).latent_frames == 12 and m.tiling_for(1088, 1920).latent_frames == 8
     assert m.tiling_for(2160, 3840).latent_frames == 8
-    for kwargs, expect in (({}, 16), ({"tile_frames": 5}, 5)):
+    for kwargs, expect in (({}, 12), ({"tile_frames": 5}, 5)):
         Codec(device="cpu", **kwargs).encode(photo_clip, tmp_path / "t.vlat", overwrite=True)
         with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
             assert f.tiling.latent_frames == expect

@@ -269,7 +269,7 @@ class Codec:
         dtype = self.dtype
 
         def encode_fn(x: torch.Tensor) -> torch.Tensor:  # uint8 [1,3,T,h,w] -> latent mean
-            return model.encode(x.to(dtype) / 127.5 - 1)[0]
+            return model.encode(x.to(dtype, copy=True).div_(127.5).sub_(1))[0]  # one float copy of the tile
 
         def decode_fn(z: torch.Tensor) -> torch.Tensor:
             return model.decode(z.to(dtype))

@@ -194,7 +194,8 @@ class StreamingEncoder:
         self.next_tile = a + self.L - self.O
         # everything up to and including the next tile's warm-up latent is final
         keep = min(self.O, body.shape[1]) if m == self.L else 0
-        final, self.tail = (body[:, : body.shape[1] - keep], body[:, body.shape[1] - keep :]) if keep else (body, None)
+        # the tail is copied so this tile's tensors can be freed once ``final`` is consumed
+        final, self.tail = (body[:, : body.shape[1] - keep], body[:, body.shape[1] - keep :].clone()) if keep else (body, None)
         drop = self.next_tile * self.t - self.first
         if drop > 0:
             del self.frames[:drop]
@@ -249,7 +250,7 @@ class StreamingDecoder:
         if self.tile_i < len(self.plan):
             nxt = self.plan[self.tile_i].start
             split = nxt * self.t - f0  # frames from here on overlap the next tile
-            out, self.tail = x[:, :split], x[:, split:]
+            out, self.tail = x[:, :split], x[:, split:].clone()  # a copy: x is freed after ``out``
             drop = nxt - self.first
             del self.latents[:drop]
             self.first = nxt
