@@ -53,8 +53,8 @@ def keep_freed_memory() -> None:
     glibc serves blocks over 32 MiB with fresh mmap pages and unmaps them on free, so every
     tile's activations were page-faulted in again: on 480p decode a quarter of the wall time
     went to the kernel. Raising the mmap and trim thresholds keeps those blocks in the heap.
-    Peak memory is unchanged (still one tile); the process just keeps it until it exits.
-    Called once per process by ``Codec``; a no-op off glibc.
+    Memory stays bounded by the tile; the process keeps its high-water mark until it exits.
+    Called by every ``Codec`` (idempotent); a no-op off glibc.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -181,9 +181,12 @@ class DecodeResult(Result):
 def _to_uint8_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
     """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, height, width, 3] (crops the grid padding).
 
-    Converts one frame at a time into one contiguous array: no video-sized float temporaries.
+    On CPU one frame at a time into one contiguous array (no tile-sized float temporaries);
+    on a GPU in one go, then one copy to the host.
     """
     x = x[:, :, :height, :width]
+    if x.device.type != "cpu":
+        return x.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
     out = torch.empty(x.shape[1], height, width, 3, dtype=torch.uint8)
     for i in range(x.shape[1]):
         frame = x[:, i].float().add(1).mul_(127.5).round_().clamp_(0, 255)
