@@ -206,14 +206,15 @@ def train(cfg: Config, resume: bool = True) -> dict:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
     model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
-    sampler = ClipSampler(load_photos(cfg.data, cfg.photos), cfg.frames, cfg.size, seed=cfg.seed)
+    photos = load_photos(cfg.data, cfg.photos)
+    sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed)
     state = {"step": 0, "best": None, "wall_s": 0.0}
     last = run / "last.safetensors"
     if resume and last.exists():
         _load_ckpt(last, model, prior, opt, sampler)
         state.update(json.loads((run / "state.json").read_text())["state"])
     elif cfg.init and not warm_start(model, prior, cfg.init):
-        clips = ClipSampler(load_photos(cfg.data, cfg.photos), cfg.frames, cfg.size, seed=cfg.seed + 1).batch(16)
+        clips = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed + 1).batch(16)  # own RNG stream
         fit_prior(model, prior, clips.to(device), cfg)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
