@@ -11,9 +11,9 @@ import torch
 
 from vaecodec.errors import InputError
 from vaecodec.models.tiny import load
-from vaecodec.train.data import HELD_OUT, PHOTOS, TRAIN, ClipSampler, load_photos, prepare
+from vaecodec.train.data import HELD_OUT, PHOTOS, TRAIN, ClipSampler, ClipStream, load_photos, prepare
 from vaecodec.train.rate import RatePrior
-from vaecodec.train.train import Config, export, train
+from vaecodec.train.train import Config, _lr, _progress, export, train
 
 # photos bundled with scikit-image: available without running the fetch script
 TRAIN_KEYS = ["skimage:astronaut", "skimage:coffee"]
@@ -46,6 +46,23 @@ def test_clip_sampler_is_seeded_and_in_range(data_dir):
         load_photos(data_dir, ["lomiri:not_prepared"])
 
 
+def test_clip_stream_is_seeded(data_dir):
+    """The GPU feeder draws reproducible batches per seed, and other clips for another seed."""
+    photos = load_photos(data_dir, TRAIN_KEYS)
+    a, b, c = (next(iter(ClipStream(photos, 5, 32, batch=2, seed=s))) for s in (7, 7, 8))
+    assert a.shape == (2, 3, 5, 32, 32)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def test_time_budget_ends_the_run_and_decays_the_lr():
+    cfg = Config(lr=1e-3, steps=10**6, time_budget=100.0)
+    assert _progress(cfg, 500, 50.0) == 0.5 and _lr(cfg, 500, 50.0) == 1e-3
+    assert 1e-4 < _lr(cfg, 500, 90.0) < 1e-3  # cosine decay over the last 20 % of the budget
+    assert _progress(cfg, 500, 100.0) == 1.0 and _lr(cfg, 500, 100.0) == pytest.approx(1e-4)
+    assert _progress(Config(steps=1000), 500, 1e9) == 0.5  # no budget: steps alone
+
+
 def test_rate_prior_counts_real_bits():
     """Noise-free rate falls when the step grows and is lower for static latents."""
     torch.manual_seed(0)
@@ -76,6 +93,7 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     out = tmp_path / "w.safetensors"
     card = export(run, out, "vaecodec-tiny-test", which="last", clips=4)
     assert card["train_steps"] == 3 and len(card["validation"]["points"]) == 8
+    assert card["train_commit"] == state["commit"] and card["export_commit"]
     m = load(out, torch.device("cpu"), torch.float32)
     assert m.model_id == "vaecodec-tiny-test"
     coder = m.entropy_coder
@@ -86,11 +104,24 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     again = tmp_path / "w2.safetensors"
     card2 = export("unused", again, "vaecodec-tiny-test2", clips=4, weights=out)
     assert card2["tables_rebuilt_from"] == "vaecodec-tiny-test" and card2["train_steps"] == 3
+    assert card2["train_commit"] == card["train_commit"]
     assert card2["quality_steps"] == card["quality_steps"] and card2["entropy_tables"] == 8
     m2 = load(again, torch.device("cpu"), torch.float32)
     assert m2.model_id == "vaecodec-tiny-test2" and m2.arch == m.arch
     for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
+
+
+def test_training_with_workers_stops_at_its_time_budget(data_dir, tmp_path):
+    """Clips come from a worker process; the run ends by wall time, long before --steps."""
+    run = tmp_path / "run"
+    cfg = Config(data=str(data_dir), run=str(run), steps=10**6, time_budget=3.0, workers=1, batch=1, size=32,
+                 frames=5, val_every=10**6, ckpt_every=10**6, photos=TRAIN_KEYS, val_photos=VAL_KEYS, val_size=32,
+                 val_clips=1)
+    rec = train(cfg)
+    state = json.loads((run / "state.json").read_text())["state"]
+    assert 0 < rec["step"] == state["step"] < 10**6
+    assert state["wall_s"] >= 3.0 and state["commit"]
 
 
 def test_fit_prior_learns_the_latent_statistics(data_dir):
@@ -113,3 +144,14 @@ def test_fit_prior_learns_the_latent_statistics(data_dir):
         fitted = prior(model.encode(clips)[0], s, noise=False).sum().item()
     assert fitted < 0.7 * fresh
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_speed_tool_times_every_stage():
+    """``python -m vaecodec.train speed`` reports each stage so a slow one can be named."""
+    from vaecodec.train.speed import measure
+
+    r = measure(None, threads=1, frames=5, height=64, width=96, repeats=1)
+    stages = ("model_encode_fps", "entropy_encode_fps", "entropy_decode_fps", "model_decode_fps")
+    assert all(r[k] > 0 for k in stages) and r["bytes"] > 0 and r["device"] == "cpu"
+    # serial pipeline: slower than its slowest stage
+    assert r["decode_fps"] <= min(r["entropy_decode_fps"], r["model_decode_fps"])

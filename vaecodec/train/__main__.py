@@ -15,6 +15,8 @@ HELP = {
     "latent": "latent channels (architecture)",
     "refine": "half-resolution refine branch in the decoder (architecture)",
     "blocks8": "per-frame residual blocks at 1/8 resolution in the decoder (architecture)",
+    "workers": "clip-making worker processes (for GPUs; 0 = in process, resumes exactly)",
+    "time_budget": "seconds of training; the run ends, and its lr decays, by wall time (0 = by --steps)",
     "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
 }
 
@@ -36,22 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--run", default="runs/tiny")
     ex.add_argument("--weights", default=None,
                     help="instead of a run: keep this weights file's network, rebuild its entropy tables")
-    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v3.safetensors")
-    ex.add_argument("--model-id", default="vaecodec-tiny-v3")
-    ex.add_argument("--version", default="3")
+    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v4.safetensors")
+    ex.add_argument("--model-id", default="vaecodec-tiny-v4")
+    ex.add_argument("--version", default="4")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--coarsest", type=float, default=None,
                     help="step of quality 1 (default: the coarsest trained step)")
     ex.add_argument("--finest", type=float, default=None,
                     help="step of quality 8 (default: the finest trained step)")
-    sp = sub.add_parser("speed", help="CPU fps of encode/decode incl. entropy coding")
+    sp = sub.add_parser("speed", help="fps of encode/decode incl. entropy coding, per stage too")
     sp.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--frames", type=int, default=33)
     sp.add_argument("--height", type=int, default=480)
     sp.add_argument("--width", type=int, default=856)
     sp.add_argument("--repeats", type=int, default=2)
+    sp.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+    sp.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     args = ap.parse_args(argv)
     try:
         if args.cmd == "train":
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "speed":
             from vaecodec.train.speed import measure
 
-            print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats)))
+            print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats,
+                                     device=args.device, dtype=args.dtype)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
                           args.finest, args.weights)

@@ -276,6 +276,24 @@ class ClipSampler:
         return torch.stack([self.sample() for _ in range(n)])
 
 
+class ClipStream(torch.utils.data.IterableDataset):
+    """Endless batches from one ``ClipSampler`` per DataLoader worker, so a GPU is not kept waiting.
+
+    Worker ``i`` draws from seed ``seed + 1000 * (i + 1)``: the clips are reproducible for a given
+    worker count, but a resumed run draws new ones (only the in-process sampler resumes exactly).
+    """
+
+    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, batch: int, seed: int) -> None:
+        self.photos, self.frames, self.size, self.n, self.seed = photos, frames, size, batch, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        sampler = ClipSampler(self.photos, self.frames, self.size, self.seed + 1000 * ((info.id if info else 0) + 1))
+        while True:
+            yield sampler.batch(self.n)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vaecodec.train.data")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -1,7 +1,8 @@
-"""CPU throughput of the tiny model incl. quantization and entropy coding (for docs/MODEL.md).
+"""Throughput of the tiny model incl. quantization and entropy coding (for docs/MODEL.md).
 
 Measures one temporal tile the way the pipeline runs it: encode = model.encode + quantize +
-EntropyCoder.encode; decode = EntropyCoder.decode + dequantize + model.decode.
+EntropyCoder.encode; decode = EntropyCoder.decode + dequantize + model.decode. Each stage is
+timed on its own too, so a GPU figure says whether the model or the (CPU) entropy coder limits it.
 """
 
 from __future__ import annotations
@@ -14,36 +15,59 @@ import torch
 
 from vaecodec.models.tiny import load
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 @torch.inference_mode()
 def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, height: int = 480,
-            width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0) -> dict:
+            width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0,
+            device: str = "cpu", dtype: str = "fp32") -> dict:
     """Best-of-``repeats`` frames per second for encode and decode of a smooth random clip."""
-    from vaecodec.codec import keep_freed_memory
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        from vaecodec.codec import keep_freed_memory
 
-    keep_freed_memory()  # as the pipeline does
+        keep_freed_memory()  # as the pipeline does
     torch.set_num_threads(threads)
-    model = load(weights, torch.device("cpu"), torch.float32)
+    torch.backends.cudnn.benchmark = True
+    model = load(weights, dev, DTYPES[dtype])
     coder = model.entropy_coder
     quality = coder.default_quality if quality is None else quality
     g = torch.Generator().manual_seed(seed)
     # smooth content (upsampled noise) so the coder sees realistic symbol statistics
     x = torch.nn.functional.interpolate(torch.rand(1, 3, frames, height // 16, width // 16, generator=g) * 2 - 1,
                                         size=(frames, height, width), mode="trilinear")
+    x = x.to(dev, DTYPES[dtype])
     step = coder.step(quality).view(1, -1, 1, 1, 1)
-    enc_t, dec_t, nbytes = [], [], 0
+
+    def sync() -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    times: dict[str, list[float]] = {k: [] for k in ("model_encode", "entropy_encode", "entropy_decode", "model_decode")}
+    nbytes = 0
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        mean, _ = model.encode(x)
+        t0 = sync()
+        mean = model.encode(x)[0].float().cpu()
+        t1 = sync()
         q = torch.round(mean / step)[0].numpy().astype(np.int32)
         data = coder.encode(q, quality)
-        t1 = time.perf_counter()
-        q2 = coder.decode(data, q.shape, quality)
-        model.decode(torch.from_numpy(q2)[None].float() * step)
         t2 = time.perf_counter()
-        enc_t.append(t1 - t0)
-        dec_t.append(t2 - t1)
+        q2 = coder.decode(data, q.shape, quality)
+        t3 = time.perf_counter()
+        model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, DTYPES[dtype])).cpu()
+        t4 = sync()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            times[k].append(dt)
         nbytes = len(data)
-    return {"threads": threads, "frames": frames, "size": f"{width}x{height}", "quality": quality,
-            "encode_fps": round(frames / min(enc_t), 2), "decode_fps": round(frames / min(dec_t), 2),
-            "bytes": nbytes}
+    best = {k: min(v) for k, v in times.items()}
+    out = {"device": device, "dtype": dtype, "threads": threads, "frames": frames, "size": f"{width}x{height}",
+           "quality": quality,
+           "encode_fps": round(frames / (best["model_encode"] + best["entropy_encode"]), 2),
+           "decode_fps": round(frames / (best["entropy_decode"] + best["model_decode"]), 2),
+           **{f"{k}_fps": round(frames / v, 1) for k, v in best.items()},
+           "bytes": nbytes}
+    if dev.type == "cuda":
+        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20)
+    return out

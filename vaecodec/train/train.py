@@ -8,8 +8,10 @@ tables (built from latent histograms on training clips) and a JSON model card.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import Arch, TinyVAE
-from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, load_photos
+from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, ClipStream, load_photos
 from vaecodec.train.rate import RatePrior, kl_normal, psnr
 
 
@@ -46,6 +48,8 @@ class Config:
     val_every: int = 250
     ckpt_every: int = 100
     threads: int = 1
+    workers: int = 0  # clip-making processes (GPU runs); 0 = in the training process, exactly resumable
+    time_budget: float = 0.0  # seconds of training (0 = none): the run ends and the lr decays by wall time
     seed: int = 0
     log_every: int = 10
     photos: list[str] = field(default_factory=lambda: list(TRAIN))
@@ -62,14 +66,22 @@ class Config:
         return Arch(latent=self.latent, refine=self.refine, blocks8=self.blocks8)
 
 
-def _lr(cfg: Config, step: int) -> float:
-    """Linear warm-up, constant, then cosine decay to 10% over the last 20% of steps."""
+def _progress(cfg: Config, step: int, wall_s: float) -> float:
+    """How far the run is, 0..1: by steps, or by wall time when that ends it sooner."""
+    p = step / cfg.steps
+    if cfg.time_budget > 0:
+        p = max(p, wall_s / cfg.time_budget)
+    return min(1.0, p)
+
+
+def _lr(cfg: Config, step: int, wall_s: float = 0.0) -> float:
+    """Linear warm-up, constant, then cosine decay to 10% over the last 20% of the run."""
     if step < 100:
         return cfg.lr * (step + 1) / 100
-    start = int(cfg.steps * 0.8)
-    if step < start:
+    p = _progress(cfg, step, wall_s)
+    if p < 0.8:
         return cfg.lr
-    frac = min(1.0, (step - start) / max(1, cfg.steps - start))
+    frac = (p - 0.8) / 0.2
     return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
 
 
@@ -92,7 +104,7 @@ def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[
     mean = torch.cat([model.encode(c[None])[0] for c in clips])
     b, _, t, h, w = clips.shape
     for s in steps:
-        sv = torch.full((b,), s)
+        sv = torch.full((b,), s, device=clips.device)
         zq = torch.round(mean / s) * s
         rec = torch.cat([model.decode(z[None]) for z in zq])
         bits = prior(mean, sv, noise=False)
@@ -101,12 +113,25 @@ def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[
     return out
 
 
+def code_commit() -> str:
+    """The git commit of the code that runs (``+dirty`` with uncommitted changes), for model cards."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def _save_ckpt(path: Path, model, prior, opt, sampler: ClipSampler, state: dict) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"prior.{k}": v.detach().contiguous() for k, v in prior.state_dict().items()})
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"prior.{k}": v.detach().cpu().contiguous() for k, v in prior.state_dict().items()})
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.sampler"] = sampler.g.get_state()
     tmp = path.with_suffix(".tmp")
@@ -208,7 +233,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
     photos = load_photos(cfg.data, cfg.photos)
     sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed)
-    state = {"step": 0, "best": None, "wall_s": 0.0}
+    state = {"step": 0, "best": None, "wall_s": 0.0, "commit": code_commit()}
     last = run / "last.safetensors"
     if resume and last.exists():
         _load_ckpt(last, model, prior, opt, sampler)
@@ -223,17 +248,24 @@ def train(cfg: Config, resume: bool = True) -> dict:
     t0 = time.time() - state["wall_s"]
     model.train()
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convs once
+    if cfg.workers > 0:
+        stream = ClipStream(photos, cfg.frames, cfg.size, cfg.batch, cfg.seed + state["step"])
+        batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                                   pin_memory=device.type == "cuda", prefetch_factor=4))
+    else:
+        batches = (sampler.batch(cfg.batch) for _ in itertools.count())  # in this process
     ema: dict[str, float] = {}
     rec = None
     lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=state["step"], info="")
-        while state["step"] < cfg.steps:
+        while _progress(cfg, state["step"], state["wall_s"]) < 1.0:
             step = state["step"]
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step)
-            x = sampler.batch(cfg.batch).to(device)  # [B, 3, T, S, S]
+                g["lr"] = _lr(cfg, step, state["wall_s"])
+            x = next(batches).to(device, non_blocking=True)  # [B, 3, T, S, S]
             b, _, t, h, w = x.shape
             with amp:  # bf16 convs on CUDA; latents, rate and losses stay fp32
                 mean, logvar = model.encode(x)
@@ -260,10 +292,11 @@ def train(cfg: Config, resume: bool = True) -> dict:
             info = f"loss {ema['loss']:.5f} psnr {ema['psnr']:.2f} bpp {ema['bpp']:.4f}"
             bar.update(task, completed=step, info=info)
             state["wall_s"] = time.time() - t0
+            done = _progress(cfg, step, state["wall_s"]) >= 1.0
             if step % cfg.log_every == 0:
-                log.write(f"step {step} {info} lr {_lr(cfg, step - 1):.2e} wall {state['wall_s']:.0f}s\n")
+                log.write(f"step {step} {info} lr {opt.param_groups[0]['lr']:.2e} wall {state['wall_s']:.0f}s\n")
                 log.flush()
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            if step % cfg.val_every == 0 or done:
                 rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model, prior, clips, vsteps)}
                 mid = rec["points"][1]
                 score = 10 ** (-mid["psnr"] / 10) + cfg.lam * mid["bpp"]  # val mse + lam * bpp
@@ -275,7 +308,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
                 if state["best"] is None or score < state["best"]["score"]:
                     state["best"] = {"step": step, "score": score, "points": rec["points"]}
                     _save_ckpt(run / "best.safetensors", model, prior, opt, sampler, state)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or done:
                 _save_ckpt(last, model, prior, opt, sampler, state)
                 (run / "state.json").write_text(json.dumps({"state": state, "config": asdict(cfg)}, indent=1))
     log.close()
@@ -311,7 +344,8 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
         train_cfg.update(latent=model.arch.latent, refine=model.arch.refine, blocks8=model.arch.blocks8)
         extra = {"checkpoint": f"network of {model.model_id}", "tables_rebuilt_from": model.model_id,
                  "quality_steps": card.get("quality_steps")}
-        return model, Config(**train_cfg), {"step": card.get("train_steps"), "wall_s": card.get("train_wall_s", 0)}, extra
+        return model, Config(**train_cfg), {"step": card.get("train_steps"), "wall_s": card.get("train_wall_s", 0),
+                                           "commit": card.get("train_commit", "unknown")}, extra
     run = Path(run)
     ck = run / f"{which}.safetensors"
     if not ck.exists():
@@ -360,6 +394,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
         "latent_channels": cfg.latent, "arch": asdict(cfg.arch), "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
+        "train_commit": state.get("commit", "unknown"), "export_commit": code_commit(),
         "quality_steps": [round(float(x), 5) for x in steps], "default_quality": DEFAULT_QUALITY,
         **extra, "entropy_tables": coder.tables, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_config": asdict(cfg),
