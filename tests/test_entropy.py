@@ -132,6 +132,42 @@ def test_version_1_chunks_still_decode():
         coder.decode(V1_CHUNK[:5], q.shape, 1)
 
 
+# A version 2 chunk written by vaecodec at commit 70879ef (before the coding order was computed
+# per block instead of per cell) for _v2_case(): the format is frozen, so both ways must agree.
+V2_CHUNK = bytes.fromhex(
+    "02100001000120010001000120010100000078ecffffffffffffd25d4f250e6602d15015ba5bf31bb8d67f3c"
+    "3a7ed9044f4fead108a3c5fd545187991500e25ebf7a1d37f8250a67ab0403aa3fe77940a5032ff02c5370cc"
+    "b53704fb63bbb0ea965c350bdf94f599004dd60897c2b90dc1bf57763de883474a122f91dfeb68fbbd3f27f7"
+    "d0c23f85cdb8fc921e28204dda4f06c5ef3b6e945f334af01495851794982030bba62b3b43a7b42e0d4d3adb"
+    "90fc21734a295cd953114b5f9d44348f1a98f637364d91a1e37b5aa7ce323a30a8794fe19e3981c125119155"
+    "ea904f5c8b49d2be96812f67e9479c6cbf2bd7a3c03b8efb4349635f81ecaed645e925d66f54b1f13178eb86"
+    "ee15fa781fcf4580e53fa45d3e7dee3c03f5885a1c04c41478c6585591ff689a0e465536ca3607a178e3a663"
+    "b4df210619245c3e20926502ae487c931c60cbd5dbf2cbeb98fbd797977ca08dcd35f4538d25649717a19ef1"
+    "550dfa68133f03bd1a1cdf1a1cc7e7c0073c3dea7445430888ec747ed42a0fc3056f67928f2e3b983864"
+)
+
+
+def _v2_case() -> tuple[EntropyCoder, np.ndarray]:
+    v = np.arange(ALPHABET) - K
+    narrow, wide = 4096 // (1 + 4 * np.abs(v) ** 2), 4096 // (1 + np.abs(v))
+    bank = counts_to_table(np.stack((narrow, wide))[None, None].repeat(2, axis=1))  # [1, 2 channels, 2, A]
+    coder = EntropyCoder(np.ones((1, 2), np.float32), bank, bank, (1,), 1)
+    idx = np.arange(2 * 3 * 20 * 20).reshape(2, 3, 20, 20)
+    q = ((idx * 7919) % 3 - 1) * (idx % 5 == 0)  # quiet everywhere ...
+    q[:, :, 16:, 16:] = (idx[:, :, 16:, 16:] * 104729) % 41 - 20  # ... but one busy block
+    q[:, 2, :16] = q[:, 1, :16]  # repeated top half: inter
+    q[1, 0, 3, 4] = -5000  # an escape
+    return coder, q.astype(np.int32)
+
+
+def test_version_2_chunks_are_byte_exact():
+    coder, q = _v2_case()
+    assert coder.encode(q, 1) == V2_CHUNK
+    np.testing.assert_array_equal(coder.decode(V2_CHUNK, q.shape, 1), q)
+    choices = np.frombuffer(V2_CHUNK, np.uint8, 14, 2)  # 2 x 3 frames x 4 blocks, two per byte
+    assert len({*(choices >> 4), *(choices & 15)}) >= 3  # narrow, wide and inter tables all used
+
+
 def test_tables_are_exact_integers():
     hist = np.zeros((2, 3, ALPHABET), np.int64)
     hist[0, 0, K] = 10**9  # one huge count must not starve the others

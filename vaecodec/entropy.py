@@ -188,16 +188,23 @@ class EntropyCoder:
             raise UsageError(f"latent chunk shape {tuple(shape)} is not [{self.channels}, t>=1, h, w]")
 
     @staticmethod
-    def _order(choice: np.ndarray, ids: np.ndarray, block_major: np.ndarray, n_choices: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Coding order of the cells of one channel and the cell count per choice.
+    def _layout(ids: np.ndarray, nblocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per chunk: cells block by block (raster order inside a block), and where each block's
+        cells start in that list and how many there are."""
+        size = np.bincount(ids, minlength=nblocks)
+        return np.argsort(ids, kind="stable"), np.cumsum(size) - size, size
 
-        choice [blocks] per block, ids [cells] block of each cell, block_major = the stable
-        argsort of ids (cells block by block, raster order inside a block). Cells come out
-        sorted by (choice, block, raster position).
-        """
-        order = block_major[np.argsort(choice[ids[block_major]], kind="stable")]
-        return order, np.bincount(choice[ids], minlength=n_choices)
+    @staticmethod
+    def _order(choice: np.ndarray, layout: tuple[np.ndarray, np.ndarray, np.ndarray], n_choices: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Coding order of the cells of one channel, sorted by (choice, block, raster position),
+        and the cell count per choice. Sorts the few blocks, not the many cells."""
+        block_major, start, size = layout
+        blocks = np.argsort(choice, kind="stable")
+        n = size[blocks]
+        first = np.cumsum(n) - n  # where each block lands in the coding order
+        order = block_major[np.repeat(start[blocks] - first, n) + np.arange(n.sum())]
+        return order, np.bincount(choice, weights=size, minlength=n_choices).astype(np.int64)
 
     # ------------------------------------------------------------ coding
 
@@ -224,17 +231,17 @@ class EntropyCoder:
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         enc = constriction.stream.queue.RangeEncoder()
         escapes = []
-        block_major = np.argsort(ids, kind="stable")
+        layout = self._layout(ids, t * nb)
+        coded = np.where((choice >= s)[:, ids], res, q)  # [C, cells] what each cell codes
         for i in range(c):
-            order, counts = self._order(choice[i], ids, block_major, 2 * s)
-            bounds = np.concatenate(([0], np.cumsum(counts)))
+            order, counts = self._order(choice[i], layout, 2 * s)
+            vals = coded[i, order]
+            sym = _symbols(vals)
+            escapes.append(vals[sym == ESC])
+            bounds = np.cumsum(counts)
             for k in np.flatnonzero(counts):
-                cells = order[bounds[k]:bounds[k + 1]]
-                vals = (q[i] if k < s else res[i])[cells]
-                sym = _symbols(vals)
-                escapes.append(vals[sym == ESC])
-                enc.encode(sym, models[i][k])
-        esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
+                enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
+        esc = np.concatenate(escapes)
         nib = choice.ravel()
         if nib.size % 2:
             nib = np.append(nib, 0)
@@ -290,26 +297,25 @@ class EntropyCoder:
         esc = np.frombuffer(data, "<i8", nesc, off).astype(np.int64)
         words = np.frombuffer(data, "<u4", offset=off + 8 * nesc).astype(np.uint32)
         dec = constriction.stream.queue.RangeDecoder(words)
-        vals = np.zeros((c, t * h * w), np.int64)  # q where intra, the residual where inter
-        inter = np.zeros((c, t * h * w), bool)
+        vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
         used = 0
-        block_major = np.argsort(ids, kind="stable")
+        layout = self._layout(ids, t * nb)
         for i in range(c):
-            order, counts = self._order(choice[i], ids, block_major, 2 * s)
-            bounds = np.concatenate(([0], np.cumsum(counts)))
+            order, counts = self._order(choice[i], layout, 2 * s)
+            v = np.empty(order.size, np.int64)
+            bounds = np.cumsum(counts)
             for k in np.flatnonzero(counts):
-                cells = order[bounds[k]:bounds[k + 1]]
-                v = dec.decode(models[i][k], cells.size).astype(np.int64) - K
-                hit = np.flatnonzero(v == ESC - K)
-                if used + hit.size > nesc:
-                    raise FormatError("latent chunk escape list is shorter than its symbols need")
-                v[hit] = esc[used:used + hit.size]
-                used += hit.size
-                vals[i, cells] = v
-                inter[i, cells] = k >= s
+                v[bounds[k] - counts[k]:bounds[k]] = dec.decode(models[i][k], int(counts[k]))
+            v -= K
+            hit = np.flatnonzero(v == ESC - K)
+            if used + hit.size > nesc:
+                raise FormatError("latent chunk escape list is shorter than its symbols need")
+            v[hit] = esc[used:used + hit.size]
+            used += hit.size
+            vals[i, order] = v
         if used != nesc:
             raise FormatError("latent chunk escape count does not match its symbols")
-        q, inter = vals.reshape(c, t, h, w), inter.reshape(c, t, h, w)
+        q, inter = vals.reshape(c, t, h, w), (choice >= s)[:, ids].reshape(c, t, h, w)
         for j in range(1, t):  # add residuals in time order
             q[:, j] += np.where(inter[:, j], q[:, j - 1], 0)
         if (q < np.iinfo(np.int32).min).any() or (q > np.iinfo(np.int32).max).any():
