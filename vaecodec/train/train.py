@@ -257,6 +257,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
         batches = (sampler.batch(cfg.batch) for _ in itertools.count())  # in this process
     ema: dict[str, float] = {}
     rec = None
+    waited, t_log = 0.0, time.perf_counter()
     lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False) as bar:
@@ -265,7 +266,9 @@ def train(cfg: Config, resume: bool = True) -> dict:
             step = state["step"]
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step, state["wall_s"])
+            t_wait = time.perf_counter()
             x = next(batches).to(device, non_blocking=True)  # [B, 3, T, S, S]
+            waited += time.perf_counter() - t_wait
             b, _, t, h, w = x.shape
             with amp:  # bf16 convs on CUDA; latents, rate and losses stay fp32
                 mean, logvar = model.encode(x)
@@ -293,8 +296,11 @@ def train(cfg: Config, resume: bool = True) -> dict:
             bar.update(task, completed=step, info=info)
             state["wall_s"] = time.time() - t0
             done = _progress(cfg, step, state["wall_s"]) >= 1.0
-            if step % cfg.log_every == 0:
-                log.write(f"step {step} {info} lr {opt.param_groups[0]['lr']:.2e} wall {state['wall_s']:.0f}s\n")
+            if step % cfg.log_every == 0:  # "data" = share of the time spent waiting for clips
+                span, t_log = time.perf_counter() - t_log, time.perf_counter()
+                log.write(f"step {step} {info} lr {opt.param_groups[0]['lr']:.2e} wall {state['wall_s']:.0f}s "
+                          f"{1000 * span / cfg.log_every:.0f}ms/step data {100 * waited / span:.0f}%\n")
+                waited = 0.0
                 log.flush()
             if step % cfg.val_every == 0 or done:
                 rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model, prior, clips, vsteps)}
