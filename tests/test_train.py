@@ -156,3 +156,13 @@ def test_speed_tool_times_every_stage():
     assert all(r[k] > 0 for k in stages) and r["bytes"] > 0 and r["device"] == "cpu"
     # serial pipeline: slower than its slowest stage
     assert r["decode_fps"] <= min(r["entropy_decode_fps"], r["model_decode_fps"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_a_usage_error(tmp_path):
+    """``--device cuda`` on a CPU-only machine: one clear line (exit 2), and no run folder."""
+    from vaecodec.train.__main__ import main
+
+    assert main(["train", "--device", "cuda", "--run", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+    assert main(["speed", "--device", "cuda", "--frames", "5", "--height", "64", "--width", "64"]) == 2

@@ -10,10 +10,8 @@ with the length of the video.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -29,6 +27,7 @@ import torch
 
 from . import __version__
 from .container import VlatReader, VlatWriter
+from .device import keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
@@ -36,48 +35,12 @@ from .quant import Quantizer
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 class Progress(Protocol):
     """What the pipeline reports to a UI (the CLI's rich bar); all calls are optional work."""
 
     def start(self, total: int | None, description: str) -> None: ...
 
     def advance(self, frames: int) -> None: ...
-
-
-def keep_freed_memory() -> None:
-    """Let glibc reuse freed tile-sized buffers instead of handing them back to the kernel.
-
-    glibc serves blocks over 32 MiB with fresh mmap pages and unmaps them on free, so every
-    tile's activations were page-faulted in again: on 480p decode a quarter of the wall time
-    went to the kernel. Raising the mmap and trim thresholds keeps those blocks in the heap.
-    Memory stays bounded by the tile; the process keeps its high-water mark until it exits.
-    Called by every ``Codec`` (idempotent); a no-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 1 << 30)
-    mallopt(m_trim_threshold, 1 << 30)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` prefers CUDA, then MPS, then CPU; an explicit unavailable device is a usage error."""
-    mps = getattr(torch.backends, "mps", None)
-    has = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()), "cpu": True}
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
-    if name not in has:
-        raise UsageError(f"--device must be auto, cuda, mps or cpu, got {name!r}")
-    if not has[name]:
-        raise UsageError(f"device {name!r} is not available on this machine")
-    return torch.device(name)
 
 
 class Stopwatch:
@@ -228,10 +191,8 @@ class Codec:
         zstd_level: int = 9,
         zstd_threads: int = 0,
     ) -> None:
-        if dtype not in DTYPES:
-            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model_spec, self.model_dir, self.model_path = model, model_dir, model_path
-        self.device, self.dtype_name, self.dtype = pick_device(device), dtype, DTYPES[dtype]
+        self.device, self.dtype_name, self.dtype = pick_device(device), dtype, pick_dtype(dtype)
         self.bits, self.quality = bits, quality
         self.tile_overrides = {
             "latent_frames": tile_frames,

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaecodec.device import keep_freed_memory, pick_device, pick_dtype
 from vaecodec.models.tiny import load
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @torch.inference_mode()
@@ -23,21 +22,18 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
             width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0,
             device: str = "cpu", dtype: str = "fp32") -> dict:
     """Best-of-``repeats`` frames per second for encode and decode of a smooth random clip."""
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        from vaecodec.codec import keep_freed_memory
-
-        keep_freed_memory()  # as the pipeline does
+    dev, dt = pick_device(device), pick_dtype(dtype)
+    keep_freed_memory()  # as the pipeline does
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = True
-    model = load(weights, dev, DTYPES[dtype])
+    model = load(weights, dev, dt)
     coder = model.entropy_coder
     quality = coder.default_quality if quality is None else quality
     g = torch.Generator().manual_seed(seed)
     # smooth content (upsampled noise) so the coder sees realistic symbol statistics
     x = torch.nn.functional.interpolate(torch.rand(1, 3, frames, height // 16, width // 16, generator=g) * 2 - 1,
                                         size=(frames, height, width), mode="trilinear")
-    x = x.to(dev, DTYPES[dtype])
+    x = x.to(dev, dt)
     step = coder.step(quality).view(1, -1, 1, 1, 1)
 
     def sync() -> float:
@@ -56,7 +52,7 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
         t2 = time.perf_counter()
         q2 = coder.decode(data, q.shape, quality)
         t3 = time.perf_counter()
-        model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, DTYPES[dtype])).cpu()
+        model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, dt)).cpu()
         t4 = sync()
         for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[k].append(dt)

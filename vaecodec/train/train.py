@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from vaecodec.device import pick_device
 from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, ClipStream, load_photos
@@ -222,11 +223,11 @@ def train(cfg: Config, resume: bool = True) -> dict:
     """Run (or continue) training; returns the last validation record."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
     model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
