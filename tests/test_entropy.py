@@ -127,13 +127,13 @@ def test_version_1_chunks_still_decode():
     coder, q = _v1_case()
     assert coder.tables == 1
     np.testing.assert_array_equal(coder.decode(V1_CHUNK, q.shape, 1), q)
-    assert coder.encode(q, 1)[0] == 2  # new chunks are version 2
+    assert coder.encode(q, 1)[0] == 3  # new chunks are version 3
     with pytest.raises(FormatError):
         coder.decode(V1_CHUNK[:5], q.shape, 1)
 
 
-# A version 2 chunk written by vaecodec at commit 70879ef (before the coding order was computed
-# per block instead of per cell) for _v2_case(): the format is frozen, so both ways must agree.
+# A version 2 chunk (files written before version 3) from vaecodec at commit 70879ef, for
+# _v2_case(): it must still decode exactly.
 V2_CHUNK = bytes.fromhex(
     "02100001000120010001000120010100000078ecffffffffffffd25d4f250e6602d15015ba5bf31bb8d67f3c"
     "3a7ed9044f4fead108a3c5fd545187991500e25ebf7a1d37f8250a67ab0403aa3fe77940a5032ff02c5370cc"
@@ -160,12 +160,46 @@ def _v2_case() -> tuple[EntropyCoder, np.ndarray]:
     return coder, q.astype(np.int32)
 
 
-def test_version_2_chunks_are_byte_exact():
+# The same case as version 3 (block choices range-coded), written at commit 7d8733a + version 3:
+# the format is frozen from here on, so the encoder must keep producing exactly these bytes.
+V3_CHUNK = bytes.fromhex(
+    "03100100000078ecffffffffffff635a3303ea7873f171bf8ee35a70c68a308ac91affff13ace79a48db58d7"
+    "289a376a2175baec47743c6cbf609ba35591b8ac3816b40c4f609983eb50f8f397732b042154440995da0ca8"
+    "06d9ec0b34ff3e819c65484b043c1bf45dead702452c3d8382808866387ee76a38dbfa8cbddbcb94861c9ef2"
+    "bfbc5b6cad308b2e22079a1b674b3fbdaeaacc89cb73daa497fddc2cbe6c640b093bfdce7cfaded3abd04b89"
+    "51004a13148c62cfffed76629e9fe1b440498aaef711c5c0cfd111dadab97cf3b636543f491d0208df23d87d"
+    "ddb646db901659ff75690cbb418caa8f1617cd76b138f73d6180b63c63247e7c0569b19d4d5b4db8645baa6c"
+    "b480082817df63e8986388a215b749fc49fa62a6b9b9ef2f39bc56a18c7f52a203b53d36e58bb0c16ae79243"
+    "606e9e2d02cb513189124353cf7d3e77ee075c3c6943079f72423f0682437b0bc9b4fb22bba8566c747156a3"
+    "fe74dac2e990cf9517c628f7c5ea62db56bc3c91b989f8c150c9997e068331454fb5"
+)
+
+
+def test_version_2_and_3_chunks_are_byte_exact():
     coder, q = _v2_case()
-    assert coder.encode(q, 1) == V2_CHUNK
     np.testing.assert_array_equal(coder.decode(V2_CHUNK, q.shape, 1), q)
     choices = np.frombuffer(V2_CHUNK, np.uint8, 14, 2)  # 2 x 3 frames x 4 blocks, two per byte
     assert len({*(choices >> 4), *(choices & 15)}) >= 3  # narrow, wide and inter tables all used
+    assert coder.encode(q, 1) == V3_CHUNK
+    np.testing.assert_array_equal(coder.decode(V3_CHUNK, q.shape, 1), q)
+
+
+def test_block_choices_of_static_content_cost_little():
+    """Version 3 codes the 4-bit block choices with a context model: in a static clip every
+    block keeps its (inter, peaked-table) choice, so the later frames must cost far less than
+    the 4 bits a block that version 2 spent on choices alone."""
+    v = np.arange(ALPHABET) - K
+    peaked = np.where(v == 0, 10**6, 1)
+    wide = 4096 // (1 + np.abs(v))
+    bank = counts_to_table(np.stack((peaked, wide))[None, None].repeat(C, axis=1))  # [1, C, 2, A]
+    coder = EntropyCoder(np.ones((1, C), np.float32), bank, bank, (1,), 1)
+    q = np.random.default_rng(3).laplace(0, 2, (C, 1, 64, 64)).round().astype(np.int32).repeat(8, axis=1)
+    data = coder.encode(q, 1)
+    np.testing.assert_array_equal(coder.decode(data, q.shape, 1), q)
+    later = len(data) - len(coder.encode(q[:, :1], 1))  # bytes for frames 1..7
+    blocks = C * 7 * (64 // BLOCK) ** 2  # 1792 choices: 896 bytes as version 2's nibbles
+    symbols = C * 7 * 64 * 64 * -np.log2(bank[0, 0, 0, K] / TABLE_TOTAL) / 8  # zero residuals, peaked table
+    assert later < symbols + blocks / 8, (later, symbols)  # under 1 bit per block for the choices
 
 
 def test_tables_are_exact_integers():

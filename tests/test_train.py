@@ -151,7 +151,7 @@ def test_speed_tool_times_every_stage():
     """``python -m vaecodec.train speed`` reports each stage so a slow one can be named."""
     from vaecodec.train.speed import measure
 
-    r = measure(None, threads=1, frames=5, height=64, width=96, repeats=1)
+    r = measure(None, threads=1, frames=5, height=64, width=96, repeats=2)
     stages = ("model_encode_fps", "entropy_encode_fps", "entropy_decode_fps", "model_decode_fps")
     assert all(r[k] > 0 for k in stages) and r["bytes"] > 0 and r["device"] == "cpu"
     # serial pipeline: slower than its slowest stage

@@ -3,19 +3,22 @@
 Each latent channel plane is cut into BLOCK x BLOCK blocks. A block is coded either
 directly ("intra", q) or as the residual to the previous latent frame of the chunk ("inter",
 q_t - q_{t-1}), each with one of S tables per quality and channel (a bank ordered from quiet
-to busy content). The encoder picks the cheapest of the 2S choices per block and sends it
-as a 4-bit code, so static or smooth regions cost little while cuts, motion and texture get
-tables that fit them. Tables cover the values -K..K plus an escape symbol; escaped values go
+to busy content). The encoder picks the cheapest of the 2S choices per block and range-codes
+it with a model that adapts, frame by frame, to how often each choice follows each choice of
+the same block in the previous frame; so static or smooth regions cost little while cuts,
+motion and texture get tables that fit them. Tables cover the values -K..K plus an escape symbol; escaped values go
 verbatim into a side list, so ANY int32 input is coded losslessly. The coded probabilities
 depend only on integers stored in the weights file, never on a float network output, so
 encode and decode agree bit for bit on every machine.
 
-Chunk layout, version 2 (written now):
-  u8 version (=2) | u8 BLOCK | choices, 4 bits each (high nibble first), [C, t, nb] in
-  row-major order with nb = ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order;
-  choice k < S = intra with table k, k >= S = inter with table k-S (never at frame 0) |
-  u32 LE escape count | escapes int64 LE | range-coder words uint32 LE (constriction
-  queue.RangeEncoder)
+Chunk layout, version 3 (written now):
+  u8 version (=3) | u8 BLOCK | u32 LE escape count | escapes int64 LE | range-coder words
+  uint32 LE (constriction queue.RangeEncoder): first the choices [C, t, nb] (nb =
+  ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order; choice k < S = intra with
+  table k, k >= S = inter with table k-S, never at frame 0), coded by ``_code_choices``;
+  then the symbols.
+Version 2 (still decoded): u8 version (=2) | u8 BLOCK | the choices as 4-bit codes (high
+  nibble first) | u32 escape count | escapes | words (symbols only).
 Version 1 (files of vaecodec-tiny-v1/v2; still decoded): u8 version (=1) | mode flags,
   packbits of [C, t-1] (1 = inter) | u32 escape count | escapes | words; one table per mode,
   i.e. version 2 with S = 1 and one block per plane.
@@ -70,6 +73,39 @@ def _activity(hist: np.ndarray) -> np.ndarray:
     return (hist * mag).sum(-1) / np.maximum(hist.sum(-1), 1)
 
 
+def _choice_prior(n: int) -> np.ndarray:
+    """Starting counts [n + 1, n] of the block-choice model. Context = the same block's choice
+    in the previous latent frame (n: none, frame 0). Keeping the previous choice starts out
+    as likely as all others together; frame 0 leans to the n/2 intra choices."""
+    counts = np.ones((n + 1, n), np.int64)
+    counts[np.arange(n), np.arange(n)] += n
+    counts[n, : n // 2] += 1
+    return counts
+
+
+def _choice_model(counts: np.ndarray):
+    return constriction.stream.model.Categorical(counts_to_table(counts) / TABLE_TOTAL, perfect=False)
+
+
+def _code_choices(choice: np.ndarray, n: int, code) -> np.ndarray:
+    """Range-code the block choices [C, t, nb] frame by frame with an adaptive context model.
+
+    ``code(model, symbols)`` encodes ``symbols`` and returns them (encoder), or decodes as many
+    and returns those (decoder; ``choice`` then starts as zeros and is filled in). The counts
+    start from ``_choice_prior`` and learn from every coded frame, identically on both sides
+    (integers only), so no table travels with the chunk.
+    """
+    c, t, nb = choice.shape
+    counts = _choice_prior(n)
+    for j in range(t):
+        ctx = choice[:, j - 1] if j else np.full((c, nb), n, choice.dtype)
+        for k in np.unique(ctx):
+            at = ctx == k
+            choice[:, j][at] = code(_choice_model(counts[k]), choice[:, j][at])
+        counts += np.bincount((ctx.astype(np.int64) * n + choice[:, j]).ravel(), minlength=(n + 1) * n).reshape(n + 1, n)
+    return choice
+
+
 def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
                       block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Intra and inter table banks as counts [Q, C, tables, ALPHABET] from latent means [N, C, t, h, w].
@@ -97,10 +133,10 @@ def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TA
 
 
 def counts_to_table(hist: np.ndarray) -> np.ndarray:
-    """Histograms [..., ALPHABET] -> int32 tables summing to TABLE_TOTAL, no zero entries."""
+    """Histograms [..., n] -> int32 tables summing to TABLE_TOTAL, no zero entries."""
     hist = hist.astype(np.float64)
     tot = hist.sum(-1, keepdims=True).clip(min=1)
-    table = np.floor(hist / tot * (TABLE_TOTAL - ALPHABET)).astype(np.int64) + 1
+    table = np.floor(hist / tot * (TABLE_TOTAL - hist.shape[-1])).astype(np.int64) + 1
     # give the rounding remainder to the most frequent symbol so every table sums exactly
     rem = TABLE_TOTAL - table.sum(-1)
     idx = np.argmax(table, -1)
@@ -209,7 +245,7 @@ class EntropyCoder:
     # ------------------------------------------------------------ coding
 
     def encode(self, q: np.ndarray, quality: int) -> bytes:
-        """int [C, t, h, w] -> bytes (chunk version 2); lossless for any int32 values, deterministic."""
+        """int [C, t, h, w] -> bytes (chunk version 3); lossless for any int32 values, deterministic."""
         q = np.asarray(q)
         if not np.issubdtype(q.dtype, np.integer):
             raise UsageError(f"latent symbols must be integers, got {q.dtype}")
@@ -230,6 +266,12 @@ class EntropyCoder:
         cost[1][:, :nb] = np.inf  # frame 0 has no previous frame in this chunk
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         enc = constriction.stream.queue.RangeEncoder()
+
+        def put(model, sym: np.ndarray) -> np.ndarray:
+            enc.encode(sym.astype(np.int32), model)
+            return sym
+
+        _code_choices(choice.reshape(c, t, nb).copy(), 2 * s, put)
         escapes = []
         layout = self._layout(ids, t * nb)
         coded = np.where((choice >= s)[:, ids], res, q)  # [C, cells] what each cell codes
@@ -242,21 +284,17 @@ class EntropyCoder:
             for k in np.flatnonzero(counts):
                 enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
         esc = np.concatenate(escapes)
-        nib = choice.ravel()
-        if nib.size % 2:
-            nib = np.append(nib, 0)
         return b"".join((
-            bytes([2, BLOCK]),
-            ((nib[0::2] << 4) | nib[1::2]).astype(np.uint8).tobytes(),
+            bytes([3, BLOCK]),
             struct.pack("<I", esc.size),
             esc.astype("<i8").tobytes(),
             enc.get_compressed().astype("<u4").tobytes(),
         ))
 
-    def _header(self, data: bytes, c: int, t: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Parse the choices of a version 1 or 2 chunk: (choice [C, blocks], cell block ids,
-        blocks per frame, offset of the escape count)."""
-        if not data or data[0] not in (1, 2):
+    def _header(self, data: bytes, c: int, t: int, h: int, w: int) -> tuple[np.ndarray | None, np.ndarray, int, int]:
+        """Parse a chunk's header: (choice [C, blocks], or None where the range coder holds
+        them (version 3), cell block ids, blocks per frame, offset of the escape count)."""
+        if not data or data[0] not in (1, 2, 3):
             raise FormatError(f"latent chunk of an unknown entropy-coder version {data[0] if data else None}")
         if data[0] == 1:  # one block per plane; intra table 0, or inter table 0 where flagged
             if self.tables != 1:
@@ -271,6 +309,8 @@ class EntropyCoder:
         if len(data) < 2 or data[1] == 0:
             raise FormatError("latent chunk has no block size")
         ids, nb = _blocks(t, h, w, data[1])
+        if data[0] == 3:
+            return None, ids, nb, 2
         n = c * t * nb
         if len(data) < 2 + (n + 1) // 2:
             raise FormatError("latent chunk is truncated (block choices)")
@@ -281,7 +321,7 @@ class EntropyCoder:
         return choice, ids, nb, 2 + (n + 1) // 2
 
     def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
-        """Exact inverse of ``encode`` (chunk versions 1 and 2): bytes -> int32 [C, t, h, w]."""
+        """Exact inverse of ``encode`` (chunk versions 1, 2 and 3): bytes -> int32 [C, t, h, w]."""
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
         models, _ = self._prepared(quality)
@@ -297,6 +337,11 @@ class EntropyCoder:
         esc = np.frombuffer(data, "<i8", nesc, off).astype(np.int64)
         words = np.frombuffer(data, "<u4", offset=off + 8 * nesc).astype(np.uint32)
         dec = constriction.stream.queue.RangeDecoder(words)
+        if choice is None:
+            choice = _code_choices(np.zeros((c, t, nb), np.uint8), 2 * s, lambda m, sym: dec.decode(m, sym.size))
+            if (choice[:, 0] >= s).any():
+                raise FormatError("latent chunk codes an inter block at frame 0")
+            choice = choice.reshape(c, t * nb)
         vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
         used = 0
         layout = self._layout(ids, t * nb)

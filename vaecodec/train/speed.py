@@ -54,8 +54,8 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
         t3 = time.perf_counter()
         model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, dt)).cpu()
         t4 = sync()
-        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            times[k].append(dt)
+        for k, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            times[k].append(seconds)
         nbytes = len(data)
     best = {k: min(v) for k, v in times.items()}
     out = {"device": device, "dtype": dtype, "threads": threads, "frames": frames, "size": f"{width}x{height}",
