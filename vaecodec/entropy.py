@@ -6,10 +6,11 @@ q_t - q_{t-1}), each with one of S tables per quality and channel (a bank ordere
 to busy content). The encoder picks the cheapest of the 2S choices per block and range-codes
 it with a model that adapts, frame by frame, to how often each choice follows each choice of
 the same block in the previous frame; so static or smooth regions cost little while cuts,
-motion and texture get tables that fit them. Tables cover the values -K..K plus an escape symbol; escaped values go
-verbatim into a side list, so ANY int32 input is coded losslessly. The coded probabilities
-depend only on integers stored in the weights file, never on a float network output, so
-encode and decode agree bit for bit on every machine.
+motion and texture get tables that fit them. Tables cover the values -K..K plus an escape
+symbol; escaped values go verbatim into a side list, so ANY int32 input is coded losslessly.
+The coded probabilities depend only on integers (stored in the weights file, or counted in
+the chunk itself), never on a float network output, so encode and decode agree bit for bit
+on every machine.
 
 Chunk layout, version 3 (written now):
   u8 version (=3) | u8 BLOCK | u32 LE escape count | escapes int64 LE | range-coder words
@@ -83,10 +84,6 @@ def _choice_prior(n: int) -> np.ndarray:
     return counts
 
 
-def _choice_model(counts: np.ndarray):
-    return constriction.stream.model.Categorical(counts_to_table(counts) / TABLE_TOTAL, perfect=False)
-
-
 def _code_choices(choice: np.ndarray, n: int, code) -> np.ndarray:
     """Range-code the block choices [C, t, nb] frame by frame with an adaptive context model.
 
@@ -98,11 +95,18 @@ def _code_choices(choice: np.ndarray, n: int, code) -> np.ndarray:
     c, t, nb = choice.shape
     counts = _choice_prior(n)
     for j in range(t):
-        ctx = choice[:, j - 1] if j else np.full((c, nb), n, choice.dtype)
-        for k in np.unique(ctx):
-            at = ctx == k
-            choice[:, j][at] = code(_choice_model(counts[k]), choice[:, j][at])
-        counts += np.bincount((ctx.astype(np.int64) * n + choice[:, j]).ravel(), minlength=(n + 1) * n).reshape(n + 1, n)
+        ctx = (choice[:, j - 1] if j else np.full((c, nb), n, choice.dtype)).ravel()
+        p = counts_to_table(counts) / TABLE_TOTAL  # every context's exact integer table at once
+        order = np.argsort(ctx, kind="stable")  # by context, then (channel, block)
+        ends = np.cumsum(np.bincount(ctx, minlength=n + 1))
+        sym = choice[:, j].ravel()[order]
+        for k in np.flatnonzero(np.diff(ends, prepend=0)):
+            lo = ends[k - 1] if k else 0
+            sym[lo:ends[k]] = code(constriction.stream.model.Categorical(p[k], perfect=False), sym[lo:ends[k]])
+        frame = np.empty_like(sym)
+        frame[order] = sym
+        choice[:, j] = frame.reshape(c, nb)
+        counts += np.bincount(ctx.astype(np.int64) * n + frame, minlength=(n + 1) * n).reshape(n + 1, n)
     return choice
 
 

@@ -41,7 +41,8 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
             torch.cuda.synchronize(dev)
         return time.perf_counter()
 
-    times: dict[str, list[float]] = {k: [] for k in ("model_encode", "entropy_encode", "entropy_decode", "model_decode")}
+    stages = ("model_encode", "entropy_encode", "entropy_decode", "model_decode")
+    times: dict[str, list[float]] = {k: [] for k in stages}
     nbytes = 0
     for _ in range(repeats):
         t0 = sync()
@@ -58,7 +59,7 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
             times[k].append(seconds)
         nbytes = len(data)
     best = {k: min(v) for k, v in times.items()}
-    out = {"device": device, "dtype": dtype, "threads": threads, "frames": frames, "size": f"{width}x{height}",
+    out = {"device": str(dev), "dtype": dtype, "threads": threads, "frames": frames, "size": f"{width}x{height}",
            "quality": quality,
            "encode_fps": round(frames / (best["model_encode"] + best["entropy_encode"]), 2),
            "decode_fps": round(frames / (best["entropy_decode"] + best["model_decode"]), 2),
