@@ -235,3 +235,24 @@ def test_errors(coder):
         coder.decode(data[:1] + b"\x00" + data[2:], q.shape, 2)
     with pytest.raises(FormatError):
         EntropyCoder.from_tensors({"steps": coder.to_tensors()["steps"]})
+
+
+@pytest.mark.parametrize("chunk", ["v2", "v3"])
+def test_damaged_payloads_fail_as_format_errors(chunk):
+    """Flipped bits that reach the coder (the container's CRC would catch them in a file)
+    give a FormatError or some decoded values, never another exception."""
+    coder, q = _v2_case()
+    good = V2_CHUNK if chunk == "v2" else coder.encode(q, 1)
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(300):
+        bad = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            bad[int(rng.integers(2, len(bad)))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            out = coder.decode(bytes(bad), q.shape, 1)
+            assert out.shape == q.shape and out.dtype == np.int32
+            seen.add("decoded")
+        except FormatError:
+            seen.add("FormatError")
+    assert "FormatError" in seen

@@ -341,8 +341,15 @@ class EntropyCoder:
         esc = np.frombuffer(data, "<i8", nesc, off).astype(np.int64)
         words = np.frombuffer(data, "<u4", offset=off + 8 * nesc).astype(np.uint32)
         dec = constriction.stream.queue.RangeDecoder(words)
+
+        def take(model, n: int) -> np.ndarray:
+            try:
+                return dec.decode(model, n)
+            except (AssertionError, ValueError, RuntimeError):  # how constriction meets words no encoder wrote
+                raise FormatError("latent chunk's coded words are invalid for its tables") from None
+
         if choice is None:
-            choice = _code_choices(np.zeros((c, t, nb), np.uint8), 2 * s, lambda m, sym: dec.decode(m, sym.size))
+            choice = _code_choices(np.zeros((c, t, nb), np.uint8), 2 * s, lambda m, sym: take(m, sym.size))
             if (choice[:, 0] >= s).any():
                 raise FormatError("latent chunk codes an inter block at frame 0")
             choice = choice.reshape(c, t * nb)
@@ -354,7 +361,7 @@ class EntropyCoder:
             v = np.empty(order.size, np.int64)
             bounds = np.cumsum(counts)
             for k in np.flatnonzero(counts):
-                v[bounds[k] - counts[k]:bounds[k]] = dec.decode(models[i][k], int(counts[k]))
+                v[bounds[k] - counts[k]:bounds[k]] = take(models[i][k], int(counts[k]))
             v -= K
             hit = np.flatnonzero(v == ESC - K)
             if used + hit.size > nesc:
