@@ -3,11 +3,13 @@
 Each latent channel plane is cut into BLOCK x BLOCK blocks. A block is coded either
 directly ("intra", q) or as the residual to the previous latent frame of the chunk ("inter",
 q_t - q_{t-1}), each with one of S tables per quality and channel (a bank ordered from quiet
-to busy content). The encoder picks the cheapest of the 2S choices per block and range-codes
-it with a model that adapts, frame by frame, to how often each choice follows each choice of
-the same block in the previous frame; so static or smooth regions cost little while cuts,
-motion and texture get tables that fit them. Tables cover the values -K..K plus an escape
-symbol; escaped values go verbatim into a side list, so ANY int32 input is coded losslessly.
+to busy content), or (choice 2S, "zero") has no symbols at all: all values 0 in frame 0, a
+copy of the previous frame later. The encoder picks the cheapest choice per block and
+range-codes it with a model that adapts, frame by frame, to how often each choice follows
+each choice of the same block in the previous frame; so static or smooth regions cost little
+(and decode fast) while cuts, motion and texture get tables that fit them. Tables cover the
+values -K..K plus an escape symbol; escaped values go verbatim into a side list, so ANY int32
+input is coded losslessly.
 The coded probabilities depend only on integers (stored in the weights file, or counted in
 the chunk itself), never on a float network output, so encode and decode agree bit for bit
 on every machine.
@@ -16,8 +18,8 @@ Chunk layout, version 3 (written now):
   u8 version (=3) | u8 BLOCK | u32 LE escape count | escapes int64 LE | range-coder words
   uint32 LE (constriction queue.RangeEncoder): first the choices [C, t, nb] (nb =
   ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order; choice k < S = intra with
-  table k, k >= S = inter with table k-S, never at frame 0), coded by ``_code_choices``;
-  then the symbols.
+  table k, S <= k < 2S = inter with table k-S, never at frame 0, 2S = zero), coded by
+  ``_code_choices``; then the symbols.
 Version 2 (still decoded): u8 version (=2) | u8 BLOCK | the choices as 4-bit codes (high
   nibble first) | u32 escape count | escapes | words (symbols only).
 Version 1 (files of vaecodec-tiny-v1/v2; still decoded): u8 version (=1) | mode flags,
@@ -263,11 +265,15 @@ class EntropyCoder:
         q, res = q.reshape(c, -1), res.reshape(c, -1)
         ids, nb = _blocks(t, h, w, BLOCK)
         # exact code length of every block under every choice (+ verbatim bits per escape)
-        cost = []
+        cost, zero = [], []
         for vals, table_bits in ((q, bits[:, :s]), (res, bits[:, s:])):
             hist = _block_hist(_symbols(vals), ids, t * nb)  # [C, blocks, A]
             cost.append(np.einsum("cba,cka->cbk", hist, table_bits) + ESCAPE_BITS * hist[..., ESC:ESC + 1])
+            zero.append(hist[..., K] == hist.sum(-1))  # every value of the block is 0
         cost[1][:, :nb] = np.inf  # frame 0 has no previous frame in this chunk
+        # choice 2S, "zero": no symbols at all (frame 0: all values 0; later: a copy of the previous frame)
+        zero = np.concatenate((zero[0][:, :nb], zero[1][:, nb:]), axis=1)
+        cost.append(np.where(zero, 0.0, np.inf)[..., None])
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         enc = constriction.stream.queue.RangeEncoder()
 
@@ -275,17 +281,17 @@ class EntropyCoder:
             enc.encode(sym.astype(np.int32), model)
             return sym
 
-        _code_choices(choice.reshape(c, t, nb).copy(), 2 * s, put)
+        _code_choices(choice.reshape(c, t, nb).copy(), 2 * s + 1, put)
         escapes = []
         layout = self._layout(ids, t * nb)
         coded = np.where((choice >= s)[:, ids], res, q)  # [C, cells] what each cell codes
         for i in range(c):
-            order, counts = self._order(choice[i], layout, 2 * s)
+            order, counts = self._order(choice[i], layout, 2 * s + 1)
             vals = coded[i, order]
             sym = _symbols(vals)
             escapes.append(vals[sym == ESC])
             bounds = np.cumsum(counts)
-            for k in np.flatnonzero(counts):
+            for k in np.flatnonzero(counts[:2 * s]):
                 enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
         esc = np.concatenate(escapes)
         return b"".join((
@@ -348,19 +354,20 @@ class EntropyCoder:
             except (AssertionError, ValueError, RuntimeError):  # how constriction meets words no encoder wrote
                 raise FormatError("latent chunk's coded words are invalid for its tables") from None
 
+        n_choices = 2 * s + (choice is None)  # version 3 adds choice 2S, "zero"
         if choice is None:
-            choice = _code_choices(np.zeros((c, t, nb), np.uint8), 2 * s, lambda m, sym: take(m, sym.size))
-            if (choice[:, 0] >= s).any():
+            choice = _code_choices(np.zeros((c, t, nb), np.uint8), n_choices, lambda m, sym: take(m, sym.size))
+            if ((choice[:, 0] >= s) & (choice[:, 0] < 2 * s)).any():
                 raise FormatError("latent chunk codes an inter block at frame 0")
             choice = choice.reshape(c, t * nb)
         vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
         used = 0
         layout = self._layout(ids, t * nb)
         for i in range(c):
-            order, counts = self._order(choice[i], layout, 2 * s)
-            v = np.empty(order.size, np.int64)
+            order, counts = self._order(choice[i], layout, n_choices)
+            v = np.full(order.size, K, np.int64)  # "zero" blocks keep symbol K, the value 0
             bounds = np.cumsum(counts)
-            for k in np.flatnonzero(counts):
+            for k in np.flatnonzero(counts[:2 * s]):
                 v[bounds[k] - counts[k]:bounds[k]] = take(models[i][k], int(counts[k]))
             v -= K
             hit = np.flatnonzero(v == ESC - K)
