@@ -260,9 +260,11 @@ def train(cfg: Config, resume: bool = True) -> dict:
     rec = None
     waited, t_log = 0.0, time.perf_counter()
     lo, hi = math.log(cfg.step_min), math.log(cfg.step_max)
-    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    by_time = cfg.time_budget > 0  # then the bar counts seconds of the budget, so its ETA is right
+    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task("train", total=cfg.steps, completed=state["step"], info="")
+        task = bar.add_task("train", total=cfg.time_budget if by_time else cfg.steps,
+                            completed=state["wall_s"] if by_time else state["step"], info="")
         while _progress(cfg, state["step"], state["wall_s"]) < 1.0:
             step = state["step"]
             for g in opt.param_groups:
@@ -294,8 +296,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
             for k, v in cur.items():
                 ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
             info = f"loss {ema['loss']:.5f} psnr {ema['psnr']:.2f} bpp {ema['bpp']:.4f}"
-            bar.update(task, completed=step, info=info)
             state["wall_s"] = time.time() - t0
+            bar.update(task, completed=state["wall_s"] if by_time else step, info=f"step {step} {info}")
             done = _progress(cfg, step, state["wall_s"]) >= 1.0
             if step % cfg.log_every == 0:  # "data" = share of the time spent waiting for clips
                 span, t_log = time.perf_counter() - t_log, time.perf_counter()
