@@ -79,10 +79,12 @@ def _activity(hist: np.ndarray) -> np.ndarray:
 def _choice_prior(n: int) -> np.ndarray:
     """Starting counts [n + 1, n] of the block-choice model. Context = the same block's choice
     in the previous latent frame (n: none, frame 0). Keeping the previous choice starts out
-    as likely as all others together; frame 0 leans to the n/2 intra choices."""
+    as likely as all others together; frame 0 leans to the n // 2 intra choices; the last
+    choice, zero, starts n // 2 higher everywhere (at low rates most blocks are zero)."""
     counts = np.ones((n + 1, n), np.int64)
     counts[np.arange(n), np.arange(n)] += n
     counts[n, : n // 2] += 1
+    counts[:, n - 1] += n // 2
     return counts
 
 
