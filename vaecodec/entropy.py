@@ -44,7 +44,7 @@ ALPHABET = 2 * K + 2  # ... plus one escape symbol (the last)
 ESC = ALPHABET - 1
 TABLE_TOTAL = 1 << 16  # every table sums to this; each entry >= 1
 BLOCK = 16  # latent cells per block edge (128 pixels at 8x)
-MAX_TABLES = 8  # 2S choices must fit 4 bits
+MAX_TABLES = 8  # 2S choices must fit the 4-bit codes of version 2 chunks
 ESCAPE_BITS = 64.0
 
 
