@@ -328,8 +328,8 @@ class EntropyCoder:
             raise FormatError("latent chunk is truncated (block choices)")
         packed = np.frombuffer(data, np.uint8, (n + 1) // 2, 2)
         choice = np.stack((packed >> 4, packed & 15), axis=1).ravel()[:n].reshape(c, t * nb)
-        if (choice >= 2 * self.tables).any() or (choice[:, :nb] >= self.tables).any():
-            raise FormatError("latent chunk names a table the model does not have (or inter at frame 0)")
+        if (choice >= 2 * self.tables).any():
+            raise FormatError("latent chunk names a table the model does not have")
         return choice, ids, nb, 2 + (n + 1) // 2
 
     def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
@@ -359,9 +359,9 @@ class EntropyCoder:
         n_choices = 2 * s + (choice is None)  # version 3 adds choice 2S, "zero"
         if choice is None:
             choice = _code_choices(np.zeros((c, t, nb), np.uint8), n_choices, lambda m, sym: take(m, sym.size))
-            if ((choice[:, 0] >= s) & (choice[:, 0] < 2 * s)).any():
-                raise FormatError("latent chunk codes an inter block at frame 0")
             choice = choice.reshape(c, t * nb)
+        if ((choice[:, :nb] >= s) & (choice[:, :nb] < 2 * s)).any():
+            raise FormatError("latent chunk codes an inter block at frame 0")
         vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
         used = 0
         layout = self._layout(ids, t * nb)

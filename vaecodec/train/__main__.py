@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import fields
 
+from vaecodec.device import DTYPES
 from vaecodec.errors import VaecodecError
 from vaecodec.train.train import Config, export, train
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--width", type=int, default=856)
     sp.add_argument("--repeats", type=int, default=2)
     sp.add_argument("--device", default="cpu", help="cpu | cuda | mps")
-    sp.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    sp.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     args = ap.parse_args(argv)
     try:
         if args.cmd == "train":
