@@ -47,6 +47,16 @@ def test_clip_sampler_is_seeded_and_in_range(data_dir):
         load_photos(data_dir, ["lomiri:not_prepared"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_clip_sampler_on_gpu_draws_the_cpu_clips(data_dir):
+    """The GPU sampler shares the CPU sampler's random draws: same clips up to float rounding."""
+    photos = load_photos(data_dir, TRAIN_KEYS)
+    cpu = ClipSampler(photos, frames=5, size=32, seed=5).batch(8)
+    gpu = ClipSampler(photos, frames=5, size=32, seed=5, device="cuda").batch(8)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=2e-3)
+
+
 def test_clip_stream_is_seeded(data_dir):
     """The GPU feeder draws reproducible batches per seed, and other clips for another seed."""
     photos = load_photos(data_dir, TRAIN_KEYS)

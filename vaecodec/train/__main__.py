@@ -16,7 +16,7 @@ HELP = {
     "latent": "latent channels (architecture)",
     "refine": "half-resolution refine branch in the decoder (architecture)",
     "blocks8": "per-frame residual blocks at 1/8 resolution in the decoder (architecture)",
-    "workers": "clip-making worker processes (for GPUs; 0 = in process, resumes exactly)",
+    "workers": "clip-making CPU processes (0 = clips made in the training process on --device, a GPU too; resumes exactly)",
     "time_budget": "seconds of training; the run ends, and its lr decays, by wall time (0 = by --steps)",
     "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
 }

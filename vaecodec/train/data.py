@@ -126,7 +126,7 @@ def _gauss_kernel(sigma: float) -> torch.Tensor:
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable gaussian blur of [N, 3, H, W]."""
-    k = _gauss_kernel(sigma)
+    k = _gauss_kernel(sigma).to(x.device)
     r = k.numel() // 2
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
@@ -137,19 +137,22 @@ class ClipSampler:
 
     Each clip is a camera path over one photo (sub-pixel pan, zoom, rotation, shake) with
     optional moving foreground patches, fades, a scene cut, lighting drift, sensor noise,
-    defocus and colour jitter. All randomness comes from the sampler's own generator, so a
-    seed reproduces the exact clip sequence.
+    defocus and colour jitter. All randomness comes from the sampler's own CPU generator, so a
+    seed reproduces the exact clip sequence on any ``device``. On a GPU the photos live in
+    device memory and the pixel work (resampling, compositing, blur, noise) runs there, so
+    the training process makes its own clips instead of waiting for CPU workers.
     """
 
-    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, seed: int) -> None:
+    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, seed: int,
+                 device: torch.device | str = "cpu") -> None:
         if not photos:
             raise InputError("no training photos")
-        self.frames, self.size = frames, size
+        self.frames, self.size, self.device = frames, size, torch.device(device)
         self.g = torch.Generator().manual_seed(seed)
         # two pyramid levels so zoomed-out views are not aliased
         self.levels = []
         for p in photos:
-            f = p.float() / 255.0
+            f = p.to(self.device).float() / 255.0
             self.levels.append((f, F.avg_pool2d(f[None], 2)[0]))
 
     def _u(self, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -191,9 +194,10 @@ class ClipSampler:
         cy0 = self._u(my, H - my) - vy * T / 2
         cx = cx0 + vx * t + shake * torch.randn(T, generator=self.g)
         cy = cy0 + vy * t + shake * torch.randn(T, generator=self.g)
-        # output pixel centres relative to the view centre
-        u = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        # output pixel centres relative to the view centre; the [T] path moves to the photo's device
+        u = torch.arange(size, dtype=torch.float32, device=img.device) - (size - 1) / 2
         uy, ux = torch.meshgrid(u, u, indexing="ij")  # [S, S]
+        cx, cy, scale, theta = (v.to(img.device) for v in (cx, cy, scale, theta))
         cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
         s = scale[:, None, None]
         sx = cx[:, None, None] + s * (cos * ux - sin * uy)  # [T, S, S] source x
@@ -207,7 +211,8 @@ class ClipSampler:
         T, _, S, _ = clip.shape
         ps = int(S * self._u(0.25, 0.6))
         patch = self._camera(self._pick(), ps, zoom=S / ps)  # [T, 3, ps, ps], itself possibly moving
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, ps), torch.linspace(-1, 1, ps), indexing="ij")
+        ramp = torch.linspace(-1, 1, ps, device=clip.device)
+        yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
         if self._u() < 0.5:
             d = torch.sqrt(xx**2 + yy**2)
         else:
@@ -216,7 +221,7 @@ class ClipSampler:
         x0, y0 = self._u(-ps / 2, S - ps / 2), self._u(-ps / 2, S - ps / 2)
         vx, vy = self._n() * 3, self._n() * 3
         out = clip.clone()
-        canvas = torch.zeros(T, 4, S + 2 * ps, S + 2 * ps)
+        canvas = clip.new_zeros(T, 4, S + 2 * ps, S + 2 * ps)
         for i in range(T):
             # sub-pixel placement via a translated grid on the padded canvas
             px, py = x0 + vx * i + ps, y0 + vy * i + ps
@@ -246,7 +251,7 @@ class ClipSampler:
         """One clip [3, T, S, S] in [-1, 1]."""
         T = self.frames
         clip = self._scene()
-        t = torch.arange(T, dtype=torch.float32)[:, None, None, None]
+        t = torch.arange(T, dtype=torch.float32, device=self.device)[:, None, None, None]
         r = self._u()
         if r < 0.08 and T > 1:  # hard scene cut
             k = int(torch.randint(1, T, (), generator=self.g))
@@ -261,14 +266,14 @@ class ClipSampler:
             clip = clip * (1 + self._u(-0.25, 0.25) * t / max(1, T - 1))
         # colour jitter: per-channel gain, saturation, gamma
         gain = 1 + 0.08 * torch.randn(3, generator=self.g)
-        clip = clip * gain.view(1, 3, 1, 1)
+        clip = clip * gain.to(self.device).view(1, 3, 1, 1)
         grey = clip.mean(1, keepdim=True)
         clip = grey + (clip - grey) * self._u(0.6, 1.3)
         clip = clip.clamp(0, 1) ** math.exp(self._u(-0.25, 0.25))
         if self._u() < 0.15:  # defocus
             clip = _blur(clip, self._u(0.5, 2.0))
         if self._u() < 0.2:  # sensor noise, fresh every frame
-            clip = clip + self._u(0.0, 0.03) * torch.randn(clip.shape, generator=self.g)
+            clip = clip + self._u(0.0, 0.03) * torch.randn(clip.shape, generator=self.g).to(self.device)
         return (clip.clamp(0, 1) * 2 - 1).permute(1, 0, 2, 3).contiguous()
 
     def batch(self, n: int) -> torch.Tensor:

@@ -49,7 +49,7 @@ class Config:
     val_every: int = 250
     ckpt_every: int = 100
     threads: int = 1
-    workers: int = 0  # clip-making processes (GPU runs); 0 = in the training process, exactly resumable
+    workers: int = 0  # clip-making CPU processes; 0 = in the training process on its device, exactly resumable
     time_budget: float = 0.0  # seconds of training (0 = none): the run ends and the lr decays by wall time
     seed: int = 0
     log_every: int = 10
@@ -233,7 +233,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
     model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
     photos = load_photos(cfg.data, cfg.photos)
-    sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed)
+    # in-process clips are made on the training device (photos in GPU memory on a GPU)
+    sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed, device=device if cfg.workers == 0 else "cpu")
     state = {"step": 0, "best": None, "wall_s": 0.0, "commit": code_commit()}
     last = run / "last.safetensors"
     if resume and last.exists():
