@@ -168,6 +168,17 @@ def test_speed_tool_times_every_stage():
     assert r["decode_fps"] <= min(r["entropy_decode_fps"], r["model_decode_fps"])
 
 
+def test_speed_profile_names_the_ops_of_both_model_stages(capsys):
+    """``speed --profile`` prints one op table per model stage, convolutions among the ops."""
+    from vaecodec.train.__main__ import main
+
+    assert main(["speed", "--profile", "--threads", "1", "--frames", "5", "--height", "64", "--width", "96"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("5 frames 96x64, fp32 on cpu") == 2
+    encode, decode = out.split("model decode")
+    assert "model encode" in encode and "convolution" in encode and "convolution" in decode
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_a_usage_error(tmp_path):
     """``--device cuda`` on a CPU-only machine: one clear line (exit 2), and no run folder."""

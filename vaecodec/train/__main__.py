@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--repeats", type=int, default=2)
     sp.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     sp.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    sp.add_argument("--profile", action="store_true",
+                    help="print torch.profiler tables of one model encode and decode instead of fps")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "train":
@@ -64,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                             if f.name not in ("photos", "val_photos")})
             print(json.dumps(train(cfg, resume=not args.fresh)))
         elif args.cmd == "speed":
-            from vaecodec.train.speed import measure
+            from vaecodec.train.speed import measure, profile
 
-            print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width, args.repeats,
-                                     device=args.device, dtype=args.dtype)))
+            if args.profile:
+                print(profile(args.weights, args.threads, args.frames, args.height, args.width,
+                              device=args.device, dtype=args.dtype))
+            else:
+                print(json.dumps(measure(args.weights, args.threads, args.frames, args.height, args.width,
+                                         args.repeats, device=args.device, dtype=args.dtype)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
                           args.finest, args.weights)

@@ -17,23 +17,55 @@ from vaecodec.device import keep_freed_memory, pick_device, pick_dtype
 from vaecodec.models.tiny import load
 
 
-@torch.inference_mode()
-def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, height: int = 480,
-            width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0,
-            device: str = "cpu", dtype: str = "fp32") -> dict:
-    """Best-of-``repeats`` frames per second for encode and decode of a smooth random clip."""
+def _setup(weights: str | Path | None, threads: int, frames: int, height: int, width: int, seed: int,
+           device: str, dtype: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model as the pipeline loads it and a smooth random clip [1, 3, frames, height, width]."""
     dev, dt = pick_device(device), pick_dtype(dtype)
     keep_freed_memory()  # as the pipeline does
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = True
     model = load(weights, dev, dt)
-    coder = model.entropy_coder
-    quality = coder.default_quality if quality is None else quality
     g = torch.Generator().manual_seed(seed)
     # smooth content (upsampled noise) so the coder sees realistic symbol statistics
     x = torch.nn.functional.interpolate(torch.rand(1, 3, frames, height // 16, width // 16, generator=g) * 2 - 1,
                                         size=(frames, height, width), mode="trilinear")
-    x = x.to(dev, dt)
+    return model, x.to(dev, dt)
+
+
+@torch.inference_mode()
+def profile(weights: str | Path | None, threads: int = 2, frames: int = 33, height: int = 480,
+            width: int = 856, seed: int = 0, device: str = "cpu", dtype: str = "fp32", rows: int = 20) -> str:
+    """torch.profiler tables (self time per op, device time on a GPU) of one model encode and
+    one model decode of the tile ``measure`` times, after a warm-up: where a slow stage goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model, x = _setup(weights, threads, frames, height, width, seed, device, dtype)
+    on_gpu = x.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    key = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    z = model.encode(x)[0]
+    model.decode(z)  # warm-up (cuDNN autotuning, allocator)
+    tables = []
+    for name, run in (("model encode", lambda: model.encode(x)), ("model decode", lambda: model.decode(z))):
+        with torch_profile(activities=activities) as prof:
+            run()
+            if on_gpu:
+                torch.cuda.synchronize(x.device)
+        tables.append(f"{name}, {frames} frames {width}x{height}, {dtype} on {x.device}\n"
+                      + prof.key_averages().table(sort_by=key, row_limit=rows))
+    return "\n".join(tables)
+
+
+@torch.inference_mode()
+def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, height: int = 480,
+            width: int = 856, repeats: int = 2, quality: int | None = None, seed: int = 0,
+            device: str = "cpu", dtype: str = "fp32") -> dict:
+    """Best-of-``repeats`` frames per second for encode and decode of a smooth random clip."""
+    model, x = _setup(weights, threads, frames, height, width, seed, device, dtype)
+    dev, dt = x.device, x.dtype
+    coder = model.entropy_coder
+    quality = coder.default_quality if quality is None else quality
     step = coder.step(quality).view(1, -1, 1, 1, 1)
 
     def sync() -> float:
