@@ -90,6 +90,12 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
 CPU_CHUNK_PIXELS = 1 << 20
 
 
+# The activations are channels_last by construction (the GEMMs above work on NHWC views), so
+# the conv weights should match: oneDNN on CPUs and cuDNN's tensor-core kernels both prefer
+# NHWC, and mismatched layouts make every conv convert its input. (MPS keeps its NCHW default.)
+CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+
+
 def frames_per_chunk(pixels_per_frame: int, device: torch.device) -> int:
     """How many frames the per-frame stages take at once (all of them off the CPU)."""
     if device.type != "cpu":
@@ -348,7 +354,7 @@ def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> T
     model.model_id = meta.get("model_id", "vaecodec-tiny-unknown")
     model.weights_sha256 = sha256_file(path)
     model = model.to(device=device, dtype=dtype).eval()
-    if device.type == "cpu":
+    if device.type in CHANNELS_LAST_DEVICES:
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -231,6 +231,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
     model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
+    if device.type == "cuda":  # as in inference (tiny.CHANNELS_LAST_DEVICES); CPU runs keep their layout
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
     photos = load_photos(cfg.data, cfg.photos)
     # in-process clips are made on the training device (photos in GPU memory on a GPU)
