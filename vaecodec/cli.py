@@ -213,13 +213,14 @@ def decode(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     threads: ThreadsOpt = None,
+    entropy_workers: Annotated[Optional[int], typer.Option(help="Processes entropy-decoding chunks ahead of the model (default: 0 on CPU, spare cores up to 8 on a GPU).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Decode a .vlat file back to video (same size, frame count and fps; audio copied)."""
     _setup(threads)
-    c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype)
+    c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype, entropy_workers=entropy_workers)
     with RichProgress(not quiet and not as_json) as progress:
         r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, preset=preset, progress=progress)
     for w in r.warnings:

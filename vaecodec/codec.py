@@ -14,7 +14,7 @@ import os
 import resource
 import time
 import warnings
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +34,7 @@ from .models.base import Tiling
 from .quant import Quantizer
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
+from .workers import DecodePool
 
 class Progress(Protocol):
     """What the pipeline reports to a UI (the CLI's rich bar); all calls are optional work."""
@@ -166,6 +167,15 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
     return frames
 
 
+def default_entropy_workers(device: torch.device) -> int:
+    """Processes that entropy-decode latent chunks ahead of the model (``vaecodec.workers``):
+    none on the CPU, where the model already keeps every core busy; on a GPU the spare host
+    cores, up to 8, so the CPU-side decoder keeps up with the GPU and runs while it computes."""
+    if device.type == "cpu":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 2))
+
+
 class Codec:
     """Encode videos to .vlat and back with one model and one set of settings.
 
@@ -190,9 +200,13 @@ class Codec:
         tile_overlap_px: int | None = None,
         zstd_level: int = 9,
         zstd_threads: int = 0,
+        entropy_workers: int | None = None,
     ) -> None:
         self.model_spec, self.model_dir, self.model_path = model, model_dir, model_path
         self.device, self.dtype_name, self.dtype = pick_device(device), dtype, pick_dtype(dtype)
+        if entropy_workers is not None and entropy_workers < 0:
+            raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
+        self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality = bits, quality
         self.tile_overrides = {
             "latent_frames": tile_frames,
@@ -476,6 +490,7 @@ class LatentFile:
             self.problems.append(f"file is incomplete: recovered {self.frames} frames from its intact chunks")
         self._model: VideoVAE | None = None
         self._quant: Quantizer | None = None
+        self._pool: DecodePool | None = None
 
     def __enter__(self) -> "LatentFile":
         return self
@@ -484,6 +499,9 @@ class LatentFile:
         self.close()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self.reader.close()
 
     @property
@@ -507,14 +525,56 @@ class LatentFile:
             self._quant = Quantizer.from_header(self.quant_info, coder)
         return self._quant
 
+    def _chunk_shape(self, entry) -> tuple[int, int, int, int]:
+        return (self.channels, int(entry.meta["t"]), self.lat_h, self.lat_w)
+
+    def _lost(self, entry, e: FormatError) -> None:
+        t0 = int(entry.meta["t0"])
+        self.problems.append(f"latent frames {t0}..{t0 + int(entry.meta['t']) - 1} lost: {e}")
+
     def _chunk_latents(self, entry) -> torch.Tensor | None:
         """One latent chunk dequantized to [C, t, h, w], or None (recorded) if it is damaged."""
-        shape = (self.channels, int(entry.meta["t"]), self.lat_h, self.lat_w)
         try:
-            return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, shape)
+            return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, self._chunk_shape(entry))
         except FormatError as e:
-            self.problems.append(f"latent frames {entry.meta['t0']}..{entry.meta['t0'] + shape[1] - 1} lost: {e}")
+            self._lost(entry, e)
             return None
+
+    def _unpacked(self, entries: list) -> Iterator[tuple[object, torch.Tensor | None]]:
+        """(entry, latents or None if damaged) for ``entries`` in order. With entropy workers
+        (``Codec.entropy_workers``), one chunk per worker is decoded ahead of the consumer."""
+        workers = self.codec.entropy_workers
+        quant = self.quantizer
+        if workers == 0 or quant.scheme != "entropy" or not entries:
+            for entry in entries:
+                yield entry, self._chunk_latents(entry)
+            return
+        if self._pool is None:
+            self._pool = DecodePool(workers, quant.coder)
+        pool = self._pool
+        pending: deque[tuple[object, FormatError | None]] = deque()  # in the pool, or damaged here
+        todo = iter(entries)
+
+        def refill() -> None:
+            while pool.idle and (entry := next(todo, None)) is not None:
+                try:
+                    pool.submit(self.reader.read(entry.index), self._chunk_shape(entry), quant.quality)
+                    pending.append((entry, None))
+                except FormatError as e:  # the container chunk itself is damaged
+                    pending.append((entry, e))
+
+        refill()
+        while pending:
+            entry, damaged = pending.popleft()
+            try:
+                if damaged is not None:
+                    raise damaged
+                z = quant.dequantize(pool.result())
+            except FormatError as e:
+                self._lost(entry, e)
+                z = None
+            refill()
+            yield entry, z
 
     def iter_latents(self, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
         """Latent frames [start, stop) as consecutive blocks [C, k, h, w].
@@ -524,14 +584,15 @@ class LatentFile:
         """
         stop = self.latent_frames if stop is None else min(stop, self.latent_frames)
         pos, last = start, None
-        for entry in self._latent_chunks:
+        wanted = [e for e in self._latent_chunks if int(e.meta["t0"]) + int(e.meta["t"]) > start
+                  and int(e.meta["t0"]) < stop]
+        for entry, z in self._unpacked(wanted):
             t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
-            if t0 + t <= pos or t0 >= stop:
+            if t0 + t <= pos:  # overlaps chunks already used
                 continue
             if t0 > pos:  # a chunk is missing entirely (truncated scan)
                 yield self._filler(last, t0 - pos)
                 pos = t0
-            z = self._chunk_latents(entry)
             z = self._filler(last, t) if z is None else z
             z = z[:, pos - t0 : stop - t0]
             last = z[:, -1:]

@@ -94,13 +94,16 @@ class Quantizer:
         meta = {"offset": lo.tolist(), "scale": scale.tolist()}
         return Packed(_pack_bits(q.numpy(), self.bits), meta, "zstd")
 
+    def dequantize(self, q: np.ndarray) -> torch.Tensor:
+        """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""
+        step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
+        return torch.from_numpy(np.asarray(q, dtype=np.float32)) * step
+
     def unpack(self, payload: bytes, meta: dict, shape: tuple[int, int, int, int]) -> torch.Tensor:
         """payload -> float32 [C, t, h, w]; raises FormatError when payload and meta disagree."""
         C = shape[0]
         if self.scheme == "entropy":
-            q = self.coder.decode(payload, shape, self.quality)
-            step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
-            return torch.from_numpy(np.asarray(q, dtype=np.float32)).reshape(shape) * step
+            return self.dequantize(self.coder.decode(payload, shape, self.quality))
         try:
             lo = torch.tensor(meta["offset"], dtype=torch.float32)
             scale = torch.tensor(meta["scale"], dtype=torch.float32)

@@ -1,0 +1,75 @@
+"""Entropy decoding in worker processes (``vaecodec.workers``): real children, real files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaecodec.codec import Codec, default_entropy_workers
+from vaecodec.container import VlatReader
+from vaecodec.errors import FormatError, UsageError
+from vaecodec.workers import DecodePool
+
+from conftest import make_video
+
+
+@pytest.fixture(scope="module")
+def vlat(tmp_path_factory):
+    """A file of many small latent chunks (one latent frame each) from a real clip."""
+    d = tmp_path_factory.mktemp("workers")
+    src = make_video(d / "src.mp4", size=(96, 64), frames=21)
+    path = d / "w.vlat"
+    Codec(device="cpu", tile_frames=2, tile_overlap=1).encode(src, path)
+    return path
+
+
+def test_workers_decode_the_same_latents_and_frames(vlat):
+    with Codec(device="cpu").open(vlat) as f:
+        z0, x0 = f.latents(), f.frames_tensor()
+    with Codec(device="cpu", entropy_workers=2).open(vlat) as f:
+        z2, x2 = f.latents(), f.frames_tensor()
+        procs = f._pool.procs
+        assert len(procs) == 2
+        zr = f.latents(9, 17)  # random access reuses the pool
+    assert torch.equal(z0, z2) and torch.equal(x0, x2)
+    assert torch.equal(zr, z0[:, 3:5])
+    assert all(p.poll() is not None for p in procs)  # closing the file ended the children
+
+
+def test_worker_reports_a_damaged_payload_and_keeps_decoding(vlat):
+    with Codec(device="cpu").open(vlat) as f:
+        quant = f.quantizer
+        entry = f._latent_chunks[1]
+        payload, shape = f.reader.read(entry.index), f._chunk_shape(entry)
+        want = quant.unpack(payload, entry.meta, shape)  # in this process
+    pool = DecodePool(1, quant.coder)
+    try:
+        pool.submit(payload[:-3], shape, quant.quality)  # coder words cut short
+        with pytest.raises(FormatError, match="latent chunk"):
+            pool.result()
+        pool.submit(payload, shape, quant.quality)
+        assert torch.equal(quant.dequantize(pool.result()), want)
+    finally:
+        pool.close()
+
+
+def test_damaged_container_chunk_with_workers_is_reported_like_without(vlat, tmp_path):
+    with VlatReader(vlat) as r:
+        victim = r.chunks_of("latent")[2]
+    data = bytearray(vlat.read_bytes())
+    data[victim.offset + victim.stored_size // 2] ^= 0xFF
+    bad = tmp_path / "bad.vlat"
+    bad.write_bytes(bytes(data))
+    results = []
+    for workers in (0, 2):
+        with Codec(device="cpu", entropy_workers=workers).open(bad) as f:
+            results.append((f.latents(), [p for p in f.problems if "lost" in p]))
+    (z0, p0), (z2, p2) = results
+    assert p0 and p0 == p2 and torch.equal(z0, z2)
+
+
+def test_worker_count_defaults_and_validation():
+    assert default_entropy_workers(torch.device("cpu")) == 0
+    assert 0 <= default_entropy_workers(torch.device("cuda")) <= 8
+    with pytest.raises(UsageError):
+        Codec(device="cpu", entropy_workers=-1)
