@@ -7,7 +7,7 @@ import torch
 
 from vaecodec.codec import Codec, default_entropy_workers
 from vaecodec.container import VlatReader
-from vaecodec.errors import FormatError, UsageError
+from vaecodec.errors import FormatError, UsageError, VaecodecError
 from vaecodec.workers import DecodePool
 
 from conftest import make_video
@@ -73,3 +73,16 @@ def test_worker_count_defaults_and_validation():
     assert 0 <= default_entropy_workers(torch.device("cuda")) <= 8
     with pytest.raises(UsageError):
         Codec(device="cpu", entropy_workers=-1)
+
+
+def test_a_dead_worker_is_one_clear_error(vlat):
+    with Codec(device="cpu").open(vlat) as f:
+        quant, entry = f.quantizer, f._latent_chunks[0]
+        payload, shape = f.reader.read(entry.index), f._chunk_shape(entry)
+    pool = DecodePool(1, quant.coder)
+    pool.procs[0].kill()
+    pool.procs[0].wait()
+    with pytest.raises(VaecodecError, match="worker process died"):
+        pool.submit(payload, shape, quant.quality)
+        pool.result()
+    assert pool.procs == []  # the pool closed itself

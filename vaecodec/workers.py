@@ -47,16 +47,20 @@ class DecodePool:
         # the children import this very package, wherever the parent found it
         here = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
+        # own session: a Ctrl-C reaches the parent only, which then closes the pool
         self.procs = [
             subprocess.Popen([sys.executable, "-m", "vaecodec.workers"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, env=env)
+                             stdout=subprocess.PIPE, env=env, start_new_session=True)
             for _ in range(workers)
         ]
-        for p in self.procs:
-            p.stdin.write(struct.pack("<Q", len(tables)) + tables)
-            p.stdin.flush()
         self.sent = self.taken = 0
-        self.shapes: list[tuple[int, int, int, int]] = []
+        self.shapes: list[tuple[int, int, int, int]] = []  # of the requests in flight, oldest first
+        try:
+            for p in self.procs:
+                p.stdin.write(struct.pack("<Q", len(tables)) + tables)
+                p.stdin.flush()
+        except BrokenPipeError:  # a child could not start
+            raise self._died() from None
 
     @property
     def idle(self) -> bool:
