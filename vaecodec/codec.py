@@ -564,17 +564,25 @@ class LatentFile:
                     pending.append((entry, e))
 
         refill()
-        while pending:
-            entry, damaged = pending.popleft()
-            try:
-                if damaged is not None:
-                    raise damaged
-                z = quant.dequantize(pool.result())
-            except FormatError as e:
-                self._lost(entry, e)
-                z = None
-            refill()
-            yield entry, z
+        try:
+            while pending:
+                entry, damaged = pending.popleft()
+                try:
+                    if damaged is not None:
+                        raise damaged
+                    z = quant.dequantize(pool.result())
+                except FormatError as e:
+                    self._lost(entry, e)
+                    z = None
+                refill()
+                yield entry, z
+        finally:  # a consumer that stops early leaves chunks in flight: collect them, so the
+            for _, damaged in pending:  # pool's next user gets its own results, in order
+                if damaged is None:
+                    try:
+                        pool.result()
+                    except FormatError:
+                        pass
 
     def iter_latents(self, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
         """Latent frames [start, stop) as consecutive blocks [C, k, h, w].
