@@ -90,3 +90,12 @@ def test_a_dead_worker_is_one_clear_error(vlat):
         pool.submit(payload, shape, quant.quality)
         pool.result()
     assert pool.procs == []  # the pool closed itself
+
+
+def test_a_read_that_loses_its_worker_fails_cleanly_and_the_next_one_works(vlat):
+    with Codec(device="cpu", entropy_workers=1).open(vlat) as f:
+        z = f.latents()
+        f._pool.procs[0].kill()
+        with pytest.raises(VaecodecError, match="worker process died"):
+            f.latents()
+        assert torch.equal(f.latents(), z)  # on a fresh pool

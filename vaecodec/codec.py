@@ -549,7 +549,7 @@ class LatentFile:
             for entry in entries:
                 yield entry, self._chunk_latents(entry)
             return
-        if self._pool is None:
+        if self._pool is None or not self._pool.procs:  # first use, or the last pool lost a worker
             self._pool = DecodePool(workers, quant.coder)
         pool = self._pool
         pending: deque[tuple[object, FormatError | None]] = deque()  # in the pool, or damaged here
@@ -578,7 +578,7 @@ class LatentFile:
                 yield entry, z
         finally:  # a consumer that stops early leaves chunks in flight: collect them, so the
             for _, damaged in pending:  # pool's next user gets its own results, in order
-                if damaged is None:
+                if damaged is None and pool.procs:
                     try:
                         pool.result()
                     except FormatError:

@@ -68,6 +68,8 @@ class DecodePool:
         return self.sent - self.taken < len(self.procs)
 
     def submit(self, payload: bytes, shape: tuple[int, int, int, int], quality: int) -> None:
+        if not self.procs:
+            raise self._died()
         assert self.idle
         p = self.procs[self.sent % len(self.procs)]
         try:
@@ -80,6 +82,8 @@ class DecodePool:
 
     def result(self) -> np.ndarray:
         """int32 symbols [C, t, h, w] of the oldest submitted chunk; FormatError if it is damaged."""
+        if not self.procs:
+            raise self._died()
         p = self.procs[self.taken % len(self.procs)]
         shape = self.shapes.pop(0)
         self.taken += 1
