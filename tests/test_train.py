@@ -135,6 +135,26 @@ def test_training_with_workers_stops_at_its_time_budget(data_dir, tmp_path):
     assert state["wall_s"] >= 3.0 and state["commit"]
 
 
+def test_freeze_init_trains_only_the_grown_parts(data_dir, tmp_path):
+    """Shipped weights grown by one 1/8-res decoder block: with --freeze-init every tensor the
+    weights file supplies stays bit-identical, and the new block learns."""
+    from safetensors.torch import load_file
+
+    from vaecodec.models.tiny import WEIGHTS
+
+    shipped = load(WEIGHTS, torch.device("cpu"), torch.float32).arch
+    run = tmp_path / "run"
+    cfg = Config(data=str(data_dir), run=str(run), steps=3, batch=1, size=32, frames=5, lr=1e-2,
+                 val_every=10**6, ckpt_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS, val_size=32, val_clips=1,
+                 refine=shipped.refine, blocks8=shipped.blocks8 + 1, init=str(WEIGHTS), freeze_init=True)
+    train(cfg)
+    old = {k[len("model."):]: v for k, v in load_file(str(WEIGHTS)).items() if k.startswith("model.")}
+    new = {k[len("model."):]: v for k, v in load_file(str(run / "last.safetensors")).items() if k.startswith("model.")}
+    assert all(torch.equal(new[k], v.float()) for k, v in old.items())
+    grown = f"decoder.frame_blocks.{shipped.blocks8}.b.weight"
+    assert grown not in old and new[grown].abs().sum() > 0  # started at zero, moved
+
+
 def test_fit_prior_learns_the_latent_statistics(data_dir):
     """Starting from shipped weights (no training prior), the fitted prior must price the
     model's latents far below a fresh one, and leave the model untouched."""

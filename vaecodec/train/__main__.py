@@ -19,6 +19,7 @@ HELP = {
     "workers": "clip-making CPU processes (0 = clips made in the training process on --device, a GPU too; resumes exactly)",
     "time_budget": "seconds of training; the run ends, and its lr decays, by wall time (0 = by --steps)",
     "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
+    "freeze_init": "train only the parts --init lacks (and the rate prior)",
 }
 
 

@@ -61,6 +61,7 @@ class Config:
     refine: bool = False
     blocks8: int = 0
     init: str = ""  # warm start: checkpoint or weights file of a smaller tiny model
+    freeze_init: bool = False  # train only what --init lacks (the grown parts) and the prior
 
     @property
     def arch(self) -> Arch:
@@ -197,6 +198,19 @@ def warm_start(model: TinyVAE, prior: RatePrior, path: str | Path) -> bool:
     return bool(old_prior)
 
 
+def freeze_loaded(model: TinyVAE, path: str | Path) -> int:
+    """Stop training every parameter that ``path`` supplies whole (same name and shape), so only
+    the grown parts learn: small CPU batches then cannot wear down a model trained with big
+    GPU ones. Returns how many tensors were frozen."""
+    old = _section(load_file(str(path)), "model.")
+    frozen = 0
+    for name, p in model.named_parameters():
+        if name in old and old[name].shape == p.shape:
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def fit_prior(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, cfg: Config, iters: int = 300) -> float:
     """Fit the rate prior to a frozen model's latents; returns the final bits per pixel.
 
@@ -245,6 +259,10 @@ def train(cfg: Config, resume: bool = True) -> dict:
     elif cfg.init and not warm_start(model, prior, cfg.init):
         clips = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed + 1).batch(16)  # own RNG stream
         fit_prior(model, prior, clips.to(device), cfg)
+    if cfg.freeze_init:
+        if not cfg.init:
+            raise UsageError("--freeze-init needs --init")
+        freeze_loaded(model, cfg.init)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     log = open(run / "log.txt", "a")
