@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vaecodec.models.tiny import load
-from vaecodec.workers import DecodePool
+from vaecodec.workers import CoderPool
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
         print(json.dumps({"threads": n, "entropy_decode_fps": round(4 * n * 45 / dt, 1), "bytes": len(data)}))
     for n in args.processes:
-        pool = DecodePool(n, coder)
+        pool = CoderPool(n, coder)
         try:
             for copies in (n, 4 * n):  # warm-up (worker start-up), then the timed run
                 t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
                     if not pool.idle:
                         pool.result()
                         done += 1
-                    pool.submit(data, q.shape, coder.default_quality)
+                    pool.decode(data, q.shape, coder.default_quality)
                 while done < copies:
                     assert np.array_equal(pool.result(), q)
                     done += 1

@@ -8,7 +8,7 @@ import torch
 from vaecodec.codec import Codec, default_entropy_workers
 from vaecodec.container import VlatReader
 from vaecodec.errors import FormatError, UsageError, VaecodecError
-from vaecodec.workers import DecodePool
+from vaecodec.workers import CoderPool
 
 from conftest import make_video
 
@@ -46,12 +46,12 @@ def test_worker_reports_a_damaged_payload_and_keeps_decoding(vlat):
         entry = f._latent_chunks[1]
         payload, shape = f.reader.read(entry.index), f._chunk_shape(entry)
         want = quant.unpack(payload, entry.meta, shape)  # in this process
-    pool = DecodePool(1, quant.coder)
+    pool = CoderPool(1, quant.coder)
     try:
-        pool.submit(payload[:-3], shape, quant.quality)  # coder words cut short
+        pool.decode(payload[:-3], shape, quant.quality)  # coder words cut short
         with pytest.raises(FormatError, match="latent chunk"):
             pool.result()
-        pool.submit(payload, shape, quant.quality)
+        pool.decode(payload, shape, quant.quality)
         assert torch.equal(quant.dequantize(pool.result()), want)
     finally:
         pool.close()
@@ -83,11 +83,11 @@ def test_a_dead_worker_is_one_clear_error(vlat):
     with Codec(device="cpu").open(vlat) as f:
         quant, entry = f.quantizer, f._latent_chunks[0]
         payload, shape = f.reader.read(entry.index), f._chunk_shape(entry)
-    pool = DecodePool(1, quant.coder)
+    pool = CoderPool(1, quant.coder)
     pool.procs[0].kill()
     pool.procs[0].wait()
     with pytest.raises(VaecodecError, match="worker process died"):
-        pool.submit(payload, shape, quant.quality)
+        pool.decode(payload, shape, quant.quality)
         pool.result()
     assert pool.procs == []  # the pool closed itself
 
@@ -99,3 +99,25 @@ def test_a_read_that_loses_its_worker_fails_cleanly_and_the_next_one_works(vlat)
         with pytest.raises(VaecodecError, match="worker process died"):
             f.latents()
         assert torch.equal(f.latents(), z)  # on a fresh pool
+
+
+def test_encode_with_workers_writes_the_same_bytes(tmp_path):
+    """Latent chunks coded by workers are written in encode order, audio interleaved as
+    demuxed: the file does not depend on the worker count."""
+    src = make_video(tmp_path / "a.mp4", size=(96, 64), frames=41, audio=True)
+    files = []
+    for n in (0, 2):
+        files.append(tmp_path / f"w{n}.vlat")
+        Codec(device="cpu", tile_frames=2, tile_overlap=1, entropy_workers=n).encode(src, files[-1])
+    with VlatReader(files[0]) as r:
+        assert len(r.chunks_of("latent")) > 2 and r.chunks_of("audio")
+    assert files[0].read_bytes() == files[1].read_bytes()
+
+
+def test_cli_takes_entropy_workers(tmp_path):
+    from test_cli import one_line_error, run
+
+    src = make_video(tmp_path / "in.mp4", size=(64, 48), frames=9)
+    assert run("encode", src, tmp_path / "o.vlat", "--entropy-workers", "1", "-q").returncode == 0
+    assert run("decode", tmp_path / "o.vlat", tmp_path / "o.mkv", "--entropy-workers", "1", "-q").returncode == 0
+    one_line_error(run("decode", tmp_path / "o.vlat", tmp_path / "p.mkv", "--entropy-workers", "-1"), 2, "entropy-workers")

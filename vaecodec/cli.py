@@ -113,6 +113,7 @@ ModelDirOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cpu (auto: cuda, then mps, then cpu).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
+EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 8 on a GPU).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -173,6 +174,7 @@ def encode(
     zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
     zstd_threads: Annotated[int, typer.Option(help="zstd worker threads (0 = single-threaded, deterministic bytes).")] = 0,
     threads: ThreadsOpt = None,
+    entropy_workers: EntropyWorkersOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -182,7 +184,7 @@ def encode(
     codec = _codec(
         model=model, model_dir=model_dir, bits=bits, quality=quality, device=device, dtype=dtype,
         tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
-        zstd_level=zstd_level, zstd_threads=zstd_threads,
+        zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:
         r = codec.encode(src, dst, overwrite=overwrite, progress=progress)
@@ -213,7 +215,7 @@ def decode(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     threads: ThreadsOpt = None,
-    entropy_workers: Annotated[Optional[int], typer.Option(help="Processes entropy-decoding chunks ahead of the model (default: 0 on CPU, spare cores up to 8 on a GPU).")] = None,
+    entropy_workers: EntropyWorkersOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,

@@ -34,7 +34,7 @@ from .models.base import Tiling
 from .quant import Quantizer
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
-from .workers import DecodePool
+from .workers import CoderPool
 
 class Progress(Protocol):
     """What the pipeline reports to a UI (the CLI's rich bar); all calls are optional work."""
@@ -158,6 +158,16 @@ def _to_uint8_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
     return out.numpy()
 
 
+@contextmanager
+def _closing(pool: CoderPool | None):
+    """Close a worker pool (if any) however the block ends."""
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
+
+
 def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
     """Replicate-pad [n, H, W, 3] so H and W are multiples of the model's spatial factor."""
     h, w = frames.shape[1:3]
@@ -168,12 +178,46 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def default_entropy_workers(device: torch.device) -> int:
-    """Processes that entropy-decode latent chunks ahead of the model (``vaecodec.workers``):
-    none on the CPU, where the model already keeps every core busy; on a GPU the spare host
-    cores, up to 8, so the CPU-side decoder keeps up with the GPU and runs while it computes."""
+    """Processes that entropy-code latent chunks beside the model (``vaecodec.workers``): none
+    on the CPU, where the model already keeps every core busy; on a GPU the spare host cores,
+    up to 8, so the CPU-side coder keeps up with the GPU and runs while it computes."""
     if device.type == "cpu":
         return 0
     return max(0, min(8, (os.cpu_count() or 1) - 2))
+
+
+class _ChunkQueue:
+    """The chunks of an encode, written in the order they are made while latent chunks may
+    still be coding in worker processes; so a file's bytes do not depend on the worker count."""
+
+    def __init__(self, out: VlatWriter, pool: CoderPool) -> None:
+        self.out, self.pool = out, pool
+        self.items: deque[tuple[str, bytes | None, dict, str]] = deque()  # None: still coding
+
+    def chunk(self, kind: str, payload: bytes, meta: dict, coding: str = "zstd") -> None:
+        self.items.append((kind, payload, meta, coding))
+        self._write_ready(wait=0)
+
+    def latent(self, q: np.ndarray, quality: int, meta: dict) -> None:
+        if not self.pool.idle:  # results come back in order: the oldest frees the next worker
+            self._write_ready(wait=1)
+        self.pool.encode(q, quality)
+        self.items.append(("latent", None, meta, "raw"))
+        self._write_ready(wait=0)
+
+    def finish(self) -> None:
+        self._write_ready(wait=len(self.items))
+
+    def _write_ready(self, wait: int) -> None:
+        """Write chunks from the front, waiting for at most ``wait`` coding results on the way."""
+        while self.items:
+            kind, payload, meta, coding = self.items[0]
+            if payload is None:
+                if wait == 0:
+                    return
+                payload, wait = self.pool.result(), wait - 1
+            self.items.popleft()
+            self.out.add_chunk(kind, payload, meta, coding=coding)
 
 
 class Codec:
@@ -309,19 +353,30 @@ class Codec:
                 progress.start(info.frames, f"encode {src.name}")
             enc = StreamingEncoder(self._runner(model, tiling), model.temporal)
             n_lat = 0
-            with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out:
+            pool = (CoderPool(self.entropy_workers, quant.coder)
+                    if self.entropy_workers and quant.scheme == "entropy" else None)
+            with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
+                    _closing(pool):
+                queue = _ChunkQueue(out, pool) if pool else None
 
                 def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w]
                     nonlocal n_lat
                     with sw("pack"):
-                        p = quant.pack(z)
-                        out.add_chunk("latent", p.payload, {"t0": n_lat, "t": z.shape[1], **p.meta}, coding=p.coding)
+                        meta = {"t0": n_lat, "t": z.shape[1]}
+                        if queue:  # coded by a worker; written in order when it is back
+                            queue.latent(quant.symbols(z), quant.quality, meta)
+                        else:
+                            p = quant.pack(z)
+                            out.add_chunk("latent", p.payload, {**meta, **p.meta}, coding=p.coding)
                     n_lat += z.shape[1]
+
+                def add(kind: str, payload: bytes, meta: dict) -> None:
+                    (queue.chunk if queue else out.add_chunk)(kind, payload, meta)
 
                 def emit_audio() -> None:
                     packets = reader.take_audio()
                     if packets:
-                        out.add_chunk("audio", pack_packets(packets), {"packets": len(packets)})
+                        add("audio", pack_packets(packets), {"packets": len(packets)})
 
                 for chunk in sw.iterate(reader.chunks(), "read"):
                     x = torch.from_numpy(_pad_to_grid(chunk, s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
@@ -336,7 +391,10 @@ class Codec:
                 for z in sw.iterate(enc.finish(), "model_encode"):
                     emit(z)
                 emit_audio()
-                out.add_chunk("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
+                add("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
+                if queue:
+                    with sw("pack"):
+                        queue.finish()
         return EncodeResult(
             path=str(dst),
             frames=n_frames,
@@ -490,7 +548,7 @@ class LatentFile:
             self.problems.append(f"file is incomplete: recovered {self.frames} frames from its intact chunks")
         self._model: VideoVAE | None = None
         self._quant: Quantizer | None = None
-        self._pool: DecodePool | None = None
+        self._pool: CoderPool | None = None
 
     def __enter__(self) -> "LatentFile":
         return self
@@ -550,7 +608,7 @@ class LatentFile:
                 yield entry, self._chunk_latents(entry)
             return
         if self._pool is None or not self._pool.procs:  # first use, or the last pool lost a worker
-            self._pool = DecodePool(workers, quant.coder)
+            self._pool = CoderPool(workers, quant.coder)
         pool = self._pool
         pending: deque[tuple[object, FormatError | None]] = deque()  # in the pool, or damaged here
         todo = iter(entries)
@@ -558,7 +616,7 @@ class LatentFile:
         def refill() -> None:
             while pool.idle and (entry := next(todo, None)) is not None:
                 try:
-                    pool.submit(self.reader.read(entry.index), self._chunk_shape(entry), quant.quality)
+                    pool.decode(self.reader.read(entry.index), self._chunk_shape(entry), quant.quality)
                     pending.append((entry, None))
                 except FormatError as e:  # the container chunk itself is damaged
                     pending.append((entry, e))

@@ -80,11 +80,9 @@ class Quantizer:
 
     def pack(self, z: torch.Tensor) -> Packed:
         """z: float [C, t, h, w] -> payload."""
-        z = z.float().cpu()
         if self.scheme == "entropy":
-            step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
-            q = torch.round(z / step).to(torch.int32).numpy()
-            return Packed(self.coder.encode(q, self.quality), {}, "raw")
+            return Packed(self.coder.encode(self.symbols(z), self.quality), {}, "raw")
+        z = z.float().cpu()
         C = z.shape[0]
         flat = z.reshape(C, -1)
         lo, hi = flat.min(1).values, flat.max(1).values
@@ -93,6 +91,11 @@ class Quantizer:
         q = torch.round((flat - lo[:, None]) / scale[:, None]).clamp_(0, levels).to(torch.uint8)
         meta = {"offset": lo.tolist(), "scale": scale.tolist()}
         return Packed(_pack_bits(q.numpy(), self.bits), meta, "zstd")
+
+    def symbols(self, z: torch.Tensor) -> np.ndarray:
+        """float latents [C, t, h, w] -> the entropy coder's int32 symbols ``round(z / step[c])``."""
+        step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
+        return torch.round(z.float().cpu() / step).to(torch.int32).numpy()
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""

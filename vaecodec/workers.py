@@ -1,17 +1,19 @@
-"""Entropy decoding of latent chunks in worker processes.
+"""Entropy coding of latent chunks in worker processes.
 
-On a GPU the model decodes faster than one CPU thread can entropy-decode (and the coder holds
-the GIL, so threads do not help). ``DecodePool`` runs ``python -m vaecodec.workers`` children
-that each decode whole chunks, so decoding scales with the host's cores and runs while the
+On a GPU the model runs faster than one CPU thread can entropy-code (and the coder holds the
+GIL, so threads do not help). ``CoderPool`` runs ``python -m vaecodec.workers`` children that
+each encode or decode whole chunks, so coding scales with the host's cores and runs while the
 GPU computes. Children are plain subprocesses speaking a tiny binary protocol over their
 pipes: no fork (unsafe beside CUDA and torch's threads), no re-import of the user's main
 script (what multiprocessing's spawn does), and no pickle.
 
 Protocol, little-endian: the parent first sends the coder tables as one safetensors blob
-(u64 length + bytes). Each request is u32 quality, 4 x u32 shape [C, t, h, w], u32 payload
-length, payload; each reply is u8 status (0 = ok: int32 symbols of that shape follow; 1 = a
-FormatError, 2 = any other error: u32 length + UTF-8 message follow). Each worker has at most
-one request in flight, so neither side can block on a full pipe.
+(u64 length + bytes). Each request is u32 op (0 = decode, 1 = encode), u32 quality, 4 x u32
+shape [C, t, h, w], u32 length, then the chunk's bytes (decode) or its int32 symbols
+(encode). Each reply is u8 status: 0 = ok, followed by the int32 symbols of that shape
+(decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any other error,
+each followed by u32 length + a UTF-8 message. Each worker has at most one request in
+flight, and results are taken in the order the requests were sent.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 
 from .errors import FormatError, VaecodecError
 
-_REQUEST = struct.Struct("<6I")
+_REQUEST = struct.Struct("<7I")
+DECODE, ENCODE = 0, 1
 
 
 def _read(f: BinaryIO, n: int) -> bytes:
@@ -37,7 +40,7 @@ def _read(f: BinaryIO, n: int) -> bytes:
     return data
 
 
-class DecodePool:
+class CoderPool:
     """``workers`` child processes; ``submit`` chunks in order, take ``result``s in the same order."""
 
     def __init__(self, workers: int, coder) -> None:
@@ -54,7 +57,7 @@ class DecodePool:
             for _ in range(workers)
         ]
         self.sent = self.taken = 0
-        self.shapes: list[tuple[int, int, int, int]] = []  # of the requests in flight, oldest first
+        self.in_flight: list[tuple[int, tuple[int, int, int, int]]] = []  # (op, shape), oldest first
         try:
             for p in self.procs:
                 p.stdin.write(struct.pack("<Q", len(tables)) + tables)
@@ -67,31 +70,41 @@ class DecodePool:
         """Whether the next worker in turn can take a request (each holds at most one)."""
         return self.sent - self.taken < len(self.procs)
 
-    def submit(self, payload: bytes, shape: tuple[int, int, int, int], quality: int) -> None:
+    def decode(self, payload: bytes, shape: tuple[int, int, int, int], quality: int) -> None:
+        """Queue a chunk's bytes; its ``result`` is the int32 symbols [C, t, h, w]."""
+        self._submit(DECODE, payload, shape, quality)
+
+    def encode(self, q: np.ndarray, quality: int) -> None:
+        """Queue int32 symbols [C, t, h, w]; their ``result`` is the chunk's bytes."""
+        self._submit(ENCODE, np.ascontiguousarray(q, np.int32).tobytes(), q.shape, quality)
+
+    def _submit(self, op: int, data: bytes, shape: tuple[int, ...], quality: int) -> None:
         if not self.procs:
             raise self._died()
         assert self.idle
         p = self.procs[self.sent % len(self.procs)]
         try:
-            p.stdin.write(_REQUEST.pack(quality, *shape, len(payload)) + payload)
+            p.stdin.write(_REQUEST.pack(op, quality, *shape, len(data)) + data)
             p.stdin.flush()
         except BrokenPipeError:
             raise self._died() from None
-        self.shapes.append(shape)
+        self.in_flight.append((op, tuple(shape)))
         self.sent += 1
 
-    def result(self) -> np.ndarray:
-        """int32 symbols [C, t, h, w] of the oldest submitted chunk; FormatError if it is damaged."""
+    def result(self) -> np.ndarray | bytes:
+        """The oldest request's result (see ``decode``/``encode``); FormatError for a damaged chunk."""
         if not self.procs:
             raise self._died()
         p = self.procs[self.taken % len(self.procs)]
-        shape = self.shapes.pop(0)
+        op, shape = self.in_flight.pop(0)
         self.taken += 1
         try:
             status = _read(p.stdout, 1)[0]
-            if status == 0:
+            if status == 0 and op == DECODE:
                 return np.frombuffer(_read(p.stdout, 4 * int(np.prod(shape))), np.int32).reshape(shape)
             (n,) = struct.unpack("<I", _read(p.stdout, 4))
+            if status == 0:
+                return _read(p.stdout, n)
             message = _read(p.stdout, n).decode("utf-8", "replace")
         except EOFError:
             raise self._died() from None
@@ -119,7 +132,7 @@ class DecodePool:
 
 
 def main() -> None:
-    """Worker loop: tables once, then decode requests until stdin closes."""
+    """Worker loop: tables once, then coding requests until stdin closes."""
     from safetensors.torch import load
 
     from .entropy import EntropyCoder
@@ -129,10 +142,14 @@ def main() -> None:
         (n,) = struct.unpack("<Q", _read(inp, 8))
         coder = EntropyCoder.from_tensors(load(_read(inp, n)))
         while True:
-            quality, c, t, h, w, size = _REQUEST.unpack(_read(inp, _REQUEST.size))
-            payload = _read(inp, size)
+            op, quality, c, t, h, w, size = _REQUEST.unpack(_read(inp, _REQUEST.size))
+            data = _read(inp, size)
             try:
-                reply = b"\0" + coder.decode(payload, (c, t, h, w), quality).tobytes()
+                if op == DECODE:
+                    reply = b"\0" + coder.decode(data, (c, t, h, w), quality).tobytes()
+                else:
+                    chunk = coder.encode(np.frombuffer(data, np.int32).reshape(c, t, h, w), quality)
+                    reply = b"\0" + struct.pack("<I", len(chunk)) + chunk
             except Exception as e:  # reported to the parent, which decides what it means
                 message = str(e).encode()
                 reply = bytes([1 if isinstance(e, FormatError) else 2]) + struct.pack("<I", len(message)) + message
