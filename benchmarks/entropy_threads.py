@@ -1,10 +1,10 @@
-"""Does entropy decoding scale with threads, and with worker processes? (docs/BENCHMARKS.md)
+"""Does entropy coding scale with threads, and with worker processes? (docs/BENCHMARKS.md)
 
     python benchmarks/entropy_threads.py [--threads 1 2 4 8 16] [--processes 1 2 4 8] [--device cuda]
 
 Encodes one 45-frame 856x480 tile (a 12-latent tile, what 480p gets) of smooth synthetic
-content with the embedded model at its default quality, then decodes 4N copies of that
-chunk on a pool of N threads, and on N ``vaecodec.workers`` processes (what
+content with the embedded model at its default quality, then decodes (and encodes) 4N
+copies of that chunk on a pool of N threads, and on N ``vaecodec.workers`` processes (what
 ``--entropy-workers N`` uses; their start-up is not timed). The chunks are independent, so
 perfect scaling would be N times the 1-thread rate; threads lose what the coder spends
 holding the GIL, processes what it costs to ship symbols back. On a GPU machine this says
@@ -41,35 +41,41 @@ def main() -> None:
     q = torch.round(mean / coder.step(coder.default_quality).view(1, -1, 1, 1, 1))[0].numpy().astype(np.int32)
     data = coder.encode(q, coder.default_quality)
 
-    def decode(_: int) -> np.ndarray:
-        return coder.decode(data, q.shape, coder.default_quality)
-
+    quality = coder.default_quality
+    jobs = {  # what one job does in this process, and how the worker pool is asked for it
+        "decode": (lambda: coder.decode(data, q.shape, quality), lambda pool: pool.decode(data, q.shape, quality)),
+        "encode": (lambda: coder.encode(q, quality), lambda pool: pool.encode(q, quality)),
+    }
     for n in args.threads:
+        row = {"threads": n}
         with ThreadPoolExecutor(n) as pool:
-            list(pool.map(decode, range(n)))  # warm-up
-            t0 = time.perf_counter()
-            list(pool.map(decode, range(4 * n)))
-            dt = time.perf_counter() - t0
-        print(json.dumps({"threads": n, "entropy_decode_fps": round(4 * n * 45 / dt, 1), "bytes": len(data)}))
+            for name, (run, _) in jobs.items():
+                list(pool.map(lambda _: run(), range(n)))  # warm-up
+                t0 = time.perf_counter()
+                list(pool.map(lambda _: run(), range(4 * n)))
+                row[f"entropy_{name}_fps"] = round(4 * n * 45 / (time.perf_counter() - t0), 1)
+        print(json.dumps({**row, "bytes": len(data)}))
     for n in args.processes:
+        row = {"processes": n}
         pool = CoderPool(n, coder)
         try:
-            for copies in (n, 4 * n):  # warm-up (worker start-up), then the timed run
-                t0 = time.perf_counter()
-                done = 0
-                for _ in range(copies):
-                    if not pool.idle:
-                        pool.result()
-                        done += 1
-                    pool.decode(data, q.shape, coder.default_quality)
-                while done < copies:
-                    assert np.array_equal(pool.result(), q)
-                    done += 1
-                dt = time.perf_counter() - t0
+            for name, (_, ask) in jobs.items():
+                for copies in (n, 4 * n):  # warm-up (worker start-up), then the timed run
+                    t0 = time.perf_counter()
+                    results = []
+                    for _ in range(copies):
+                        if not pool.idle:
+                            results.append(pool.result())
+                        ask(pool)
+                    while len(results) < copies:
+                        results.append(pool.result())
+                    dt = time.perf_counter() - t0
+                expected = q if name == "decode" else data
+                assert all(np.array_equal(r, q) if name == "decode" else r == expected for r in results)
+                row[f"entropy_{name}_fps"] = round(4 * n * 45 / dt, 1)
         finally:
             pool.close()
-        print(json.dumps({"processes": n, "entropy_decode_fps": round(4 * n * 45 / dt, 1), "bytes": len(data)}))
-
+        print(json.dumps({**row, "bytes": len(data)}))
 
 if __name__ == "__main__":
     main()
