@@ -27,7 +27,7 @@ import torch
 
 from . import __version__
 from .container import VlatReader, VlatWriter
-from .device import keep_freed_memory, pick_device, pick_dtype
+from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
@@ -356,7 +356,7 @@ class Codec:
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
-                    _closing(pool):
+                    _closing(pool), autotuned_convs(self.device):
                 queue = _ChunkQueue(out, pool) if pool else None
 
                 def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w]
@@ -702,17 +702,18 @@ class LatentFile:
         lat_stop = dec.plan[end_tile - 1].end + 1
         if progress:
             progress.start(stop - start, "decode")
-        for z in sw.iterate(self.iter_latents(lat_start, lat_stop), "unpack"):
-            for f0, x in sw.iterate(dec.push(z.to(codec.device)), "model_decode"):
-                lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
-                if hi <= lo:
-                    continue
-                frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.height, self.width)
-                if progress:
-                    progress.advance(frames.shape[0])
-                yield frames
-            if dec.tile_i >= end_tile:
-                break
+        with autotuned_convs(codec.device):
+            for z in sw.iterate(self.iter_latents(lat_start, lat_stop), "unpack"):
+                for f0, x in sw.iterate(dec.push(z.to(codec.device)), "model_decode"):
+                    lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
+                    if hi <= lo:
+                        continue
+                    frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.height, self.width)
+                    if progress:
+                        progress.advance(frames.shape[0])
+                    yield frames
+                if dec.tile_i >= end_tile:
+                    break
         if timings is not None:
             for k, v in sw.seconds.items():
                 timings[k] = timings.get(k, 0.0) + v

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -53,3 +55,18 @@ def pick_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+@contextmanager
+def autotuned_convs(device: torch.device) -> Iterator[None]:
+    """Let cuDNN time its convolution algorithms once per tile shape (a video has only a few:
+    the full tile and its last, shorter one) and keep the fastest; the flag is restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
