@@ -121,3 +121,15 @@ def test_cli_takes_entropy_workers(tmp_path):
     assert run("encode", src, tmp_path / "o.vlat", "--entropy-workers", "1", "-q").returncode == 0
     assert run("decode", tmp_path / "o.vlat", tmp_path / "o.mkv", "--entropy-workers", "1", "-q").returncode == 0
     one_line_error(run("decode", tmp_path / "o.vlat", tmp_path / "p.mkv", "--entropy-workers", "-1"), 2, "entropy-workers")
+
+
+def test_closing_with_results_owed_ends_every_child(vlat):
+    with Codec(device="cpu").open(vlat) as f:
+        quant, entry = f.quantizer, f._latent_chunks[0]
+        payload, shape = f.reader.read(entry.index), f._chunk_shape(entry)
+    pool = CoderPool(2, quant.coder)
+    procs = list(pool.procs)
+    pool.decode(payload, shape, quant.quality)
+    pool.decode(payload, shape, quant.quality)
+    pool.close()  # two results never read
+    assert all(p.poll() is not None for p in procs) and pool.procs == []

@@ -22,6 +22,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,7 +42,8 @@ def _read(f: BinaryIO, n: int) -> bytes:
 
 
 class CoderPool:
-    """``workers`` child processes; ``submit`` chunks in order, take ``result``s in the same order."""
+    """``workers`` child processes: queue chunks with ``decode``/``encode`` while ``idle``, and
+    take their ``result``s in the same order."""
 
     def __init__(self, workers: int, coder) -> None:
         from safetensors.torch import save
@@ -57,7 +59,7 @@ class CoderPool:
             for _ in range(workers)
         ]
         self.sent = self.taken = 0
-        self.in_flight: list[tuple[int, tuple[int, int, int, int]]] = []  # (op, shape), oldest first
+        self.in_flight: deque[tuple[int, tuple[int, ...]]] = deque()  # (op, shape), oldest first
         try:
             for p in self.procs:
                 p.stdin.write(struct.pack("<Q", len(tables)) + tables)
@@ -96,7 +98,7 @@ class CoderPool:
         if not self.procs:
             raise self._died()
         p = self.procs[self.taken % len(self.procs)]
-        op, shape = self.in_flight.pop(0)
+        op, shape = self.in_flight.popleft()
         self.taken += 1
         try:
             status = _read(p.stdout, 1)[0]
@@ -112,11 +114,15 @@ class CoderPool:
 
     def _died(self) -> VaecodecError:
         self.close()
-        return VaecodecError("an entropy-decoding worker process died; retry with --entropy-workers 0")
+        return VaecodecError("an entropy-coding worker process died; retry with --entropy-workers 0")
 
     def close(self) -> None:
-        """End the children (closing their stdin ends their loop) and reap them."""
+        """End the children and reap them: idle ones by closing their stdin (which ends their
+        loop), all of them at once if results are still owed (nobody will read those)."""
+        owed = self.sent > self.taken
         for p in self.procs:
+            if owed:
+                p.kill()
             try:
                 p.stdin.close()
             except OSError:
@@ -155,7 +161,7 @@ def main() -> None:
                 reply = bytes([1 if isinstance(e, FormatError) else 2]) + struct.pack("<I", len(message)) + message
             out.write(reply)
             out.flush()
-    except EOFError:  # the parent closed our stdin: done
+    except (EOFError, BrokenPipeError):  # the parent closed our stdin, or stopped reading: done
         return
 
 
