@@ -16,7 +16,7 @@ import time
 import warnings
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -156,16 +156,6 @@ def _to_uint8_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
         frame = x[:, i].float().add(1).mul_(127.5).round_().clamp_(0, 255)
         out[i].copy_(frame.permute(1, 2, 0))
     return out.numpy()
-
-
-@contextmanager
-def _closing(pool: CoderPool | None):
-    """Close a worker pool (if any) however the block ends."""
-    try:
-        yield pool
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
@@ -356,7 +346,7 @@ class Codec:
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
-                    _closing(pool), autotuned_convs(self.device):
+                    closing(pool) if pool else nullcontext(), autotuned_convs(self.device):
                 queue = _ChunkQueue(out, pool) if pool else None
 
                 def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w]
