@@ -615,13 +615,14 @@ class LatentFile:
         try:
             while pending:
                 entry, damaged = pending.popleft()
-                try:
-                    if damaged is not None:
-                        raise damaged
-                    z = quant.dequantize(pool.result())
-                except FormatError as e:
-                    self._lost(entry, e)
-                    z = None
+                z = None
+                if damaged is None:
+                    try:
+                        z = quant.dequantize(pool.result())
+                    except FormatError as e:
+                        damaged = e
+                if damaged is not None:
+                    self._lost(entry, damaged)
                 refill()
                 yield entry, z
         finally:  # a consumer that stops early leaves chunks in flight: collect them, so the

@@ -92,15 +92,17 @@ class Quantizer:
         meta = {"offset": lo.tolist(), "scale": scale.tolist()}
         return Packed(_pack_bits(q.numpy(), self.bits), meta, "zstd")
 
+    def _step(self) -> torch.Tensor:
+        """The entropy scheme's per-channel step, shaped [C, 1, 1, 1] to broadcast over a chunk."""
+        return self.coder.step(self.quality).float().view(-1, 1, 1, 1)
+
     def symbols(self, z: torch.Tensor) -> np.ndarray:
         """float latents [C, t, h, w] -> the entropy coder's int32 symbols ``round(z / step[c])``."""
-        step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
-        return torch.round(z.float().cpu() / step).to(torch.int32).numpy()
+        return torch.round(z.float().cpu() / self._step()).to(torch.int32).numpy()
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""
-        step = self.coder.step(self.quality).float().view(-1, 1, 1, 1)
-        return torch.from_numpy(np.asarray(q, dtype=np.float32)) * step
+        return torch.from_numpy(np.asarray(q, dtype=np.float32)) * self._step()
 
     def unpack(self, payload: bytes, meta: dict, shape: tuple[int, int, int, int]) -> torch.Tensor:
         """payload -> float32 [C, t, h, w]; raises FormatError when payload and meta disagree."""
