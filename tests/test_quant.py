@@ -55,3 +55,62 @@ def test_bad_settings_are_usage_errors():
         Quantizer("entropy", quality=1, coder=None)
     with pytest.raises(FormatError):
         Quantizer("magic", bits=8)
+
+
+def _drifting_latents(seed: int = 0) -> torch.Tensor:
+    """[C, t, h, w] latents that drift slowly, as a panned photo's do: sub-step changes per frame."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(4, 1, 16, 16, generator=g) * 3
+    drift = torch.cumsum(torch.randn(4, 7, 16, 16, generator=g) * 0.15, dim=1)
+    return base + drift
+
+
+@pytest.fixture(scope="module")
+def coder():
+    from vaecodec.entropy import EntropyCoder, latent_histograms
+
+    means = torch.stack([_drifting_latents(s) for s in range(1, 7)]).numpy()
+    steps = np.array([1.0, 0.5], np.float32)
+    return EntropyCoder.from_histograms(steps, *latent_histograms(means, steps), (1, 2), default_quality=1)
+
+
+def test_deadzone_zero_is_plain_rounding(coder):
+    z = _drifting_latents()
+    q = Quantizer("entropy", quality=2, coder=coder, deadzone=0.0)
+    assert np.array_equal(q.symbols(z), torch.round(z / 0.5).to(torch.int32).numpy())
+
+
+@pytest.mark.parametrize("deadzone", [0.1, 0.25, 0.45])
+def test_deadzone_holds_symbols_and_bounds_the_error(coder, deadzone):
+    z = _drifting_latents()
+    x = (z / 0.5).numpy()
+    q = Quantizer("entropy", quality=2, coder=coder, deadzone=deadzone).symbols(z)
+    assert np.array_equal(q[:, 0], np.round(x[:, 0]))  # a chunk's first frame is plain rounding
+    assert np.abs(q - x).max() <= 0.5 + deadzone + 1e-6
+    for t in range(1, x.shape[1]):  # held within 0.5 + deadzone of the previous symbol, else rounded
+        near = np.abs(x[:, t] - q[:, t - 1]) <= 0.5 + deadzone
+        assert np.array_equal(q[:, t][near], q[:, t - 1][near])
+        assert np.array_equal(q[:, t][~near], np.round(x[:, t][~near]))
+    plain = np.round(x)
+    assert np.count_nonzero(np.diff(q, axis=1)) < 0.7 * np.count_nonzero(np.diff(plain, axis=1))
+
+
+def test_deadzone_saves_bits_and_round_trips(coder):
+    z = _drifting_latents(9)
+    sizes = []
+    for dz in (0.0, 0.2):
+        quant = Quantizer("entropy", quality=2, coder=coder, deadzone=dz)
+        p = quant.pack(z)
+        back = quant.unpack(p.payload, p.meta, tuple(z.shape))
+        assert torch.equal(back, torch.from_numpy(quant.symbols(z)).float() * 0.5)  # decoder: q * step
+        sizes.append(len(p.payload))
+    assert sizes[1] < 0.9 * sizes[0]
+
+
+def test_deadzone_is_recorded_and_checked(coder):
+    q = Quantizer("entropy", quality=2, coder=coder, deadzone=0.3)
+    assert q.describe()["deadzone"] == 0.3
+    assert Quantizer("uniform", bits=8).deadzone is None
+    for bad in (-0.1, 0.5, 2.0):
+        with pytest.raises(UsageError, match="deadzone"):
+            Quantizer("entropy", quality=2, coder=coder, deadzone=bad)

@@ -165,6 +165,7 @@ def encode(
     model_dir: ModelDirOpt = None,
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
+    deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
@@ -182,7 +183,7 @@ def encode(
     """Encode a video into a .vlat file of quantized VAE latents."""
     _setup(threads)
     codec = _codec(
-        model=model, model_dir=model_dir, bits=bits, quality=quality, device=device, dtype=dtype,
+        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, device=device, dtype=dtype,
         tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )

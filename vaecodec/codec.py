@@ -226,6 +226,7 @@ class Codec:
         dtype: str = "fp32",
         bits: int | None = None,
         quality: int | None = None,
+        deadzone: float | None = None,
         model_dir: str | Path | None = None,
         model_path: str | Path | None = None,
         tile_frames: int | None = None,
@@ -241,7 +242,7 @@ class Codec:
         if entropy_workers is not None and entropy_workers < 0:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
-        self.bits, self.quality = bits, quality
+        self.bits, self.quality, self.deadzone = bits, quality, deadzone
         self.tile_overrides = {
             "latent_frames": tile_frames,
             "overlap_latents": tile_overlap,
@@ -291,9 +292,10 @@ class Codec:
     def _quantizer(self, model: VideoVAE) -> Quantizer:
         coder = model.entropy_coder
         if self.bits is None and coder is not None:
-            return Quantizer("entropy", quality=self.quality, coder=coder)
-        if self.quality is not None:
-            raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
+            return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone)
+        for name, value in (("quality", self.quality), ("deadzone", self.deadzone)):
+            if value is not None:
+                raise UsageError(f"--{name} needs a model with an entropy coder; this one takes --bits")
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits)
 
     def describe(self) -> dict:

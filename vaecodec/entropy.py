@@ -32,12 +32,14 @@ in (frame, block row, block column) order, each block's symbols row-major.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import constriction
 import numpy as np
 import torch
 
 from vaecodec.errors import FormatError, UsageError
+from vaecodec.quant import entropy_symbols
 
 K = 63  # values -K..K get their own symbol
 ALPHABET = 2 * K + 2  # ... plus one escape symbol (the last)
@@ -115,16 +117,18 @@ def _code_choices(choice: np.ndarray, n: int, code) -> np.ndarray:
 
 
 def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
-                      block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                      block: int = BLOCK, deadzones: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Intra and inter table banks as counts [Q, C, tables, ALPHABET] from latent means [N, C, t, h, w].
 
-    Per quality and channel, the blocks are sorted by activity and split into ``tables``
-    equal groups; each group's pooled histogram becomes one table of the bank.
+    The means are quantized as the encoder does (``quant.entropy_symbols`` with each
+    quality's temporal deadzone, none by default). Per quality and channel, the blocks are
+    sorted by activity and split into ``tables`` equal groups; each group's pooled histogram
+    becomes one table of the bank.
     """
     c = means.shape[1]
     intra, inter = [], []
-    for s in steps:
-        q = np.round(means / s).astype(np.int64).transpose(1, 0, 2, 3, 4)  # [C, N, t, h, w]
+    for s, dz in zip(steps, deadzones or [0.0] * len(steps)):
+        q = entropy_symbols(torch.from_numpy(means / s), dz).numpy().astype(np.int64).transpose(1, 0, 2, 3, 4)  # [C, N, t, h, w]
         banks = []
         for v in (q, q[:, :, 1:] - q[:, :, :-1]):
             n, t, h, w = v.shape[1:]

@@ -7,6 +7,8 @@ Two schemes, named in the .vlat header so decode needs no guesswork:
              container. Reconstruction error per value is at most half a step.
 ``entropy``  ``q = round(z / step[c])`` with the model's learned per-channel steps for a
              quality level, coded by the model's bit-exact entropy coder (stored raw).
+             The encoder may hold a symbol at its previous latent frame's value (the
+             temporal deadzone below); the decoder only ever computes ``q * step[c]``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import torch
 from .errors import FormatError, UsageError
 
 MIN_BITS, MAX_BITS = 4, 8
+MAX_DEADZONE = 0.5
+# Temporal deadzone per quality of the embedded model's bank (benchmarks/deadzone.py): coarse
+# qualities gain most (1-5 dB at equal rate on smooth pans), the finest ones about nothing.
+DEADZONE_BY_QUALITY = {1: 0.25, 2: 0.25, 3: 0.2, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.05, 8: 0.05}
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,43 @@ def _unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return (planes * weights).sum(axis=1, dtype=np.uint8)
 
 
+def default_deadzone(quality: int) -> float:
+    """The encoder's temporal deadzone at an entropy-coder quality level (see ``hold_symbols``).
+
+    Measured on 480p pans of held-out photos (docs/MODEL.md): holding saves most at the coarse
+    qualities, where rounding noise makes a panned latent flip between neighbouring symbols.
+    """
+    return DEADZONE_BY_QUALITY.get(quality, 0.0)
+
+
+def hold_symbols(x: torch.Tensor, q: torch.Tensor, deadzone: float) -> None:
+    """Temporal deadzone, in place: latent frame t keeps frame t-1's symbol wherever the scaled
+    latent ``x`` [..., t, h, w] is within ``0.5 + deadzone`` steps of it, else keeps ``round(x)``.
+
+    The reference is the previous *held* symbol, so the error never exceeds ``0.5 + deadzone``
+    steps; the inter residuals of slowly drifting latents become zero (fewer bits, steadier
+    output) instead of flipping between neighbouring symbols from frame to frame.
+    """
+    for t in range(1, x.shape[-3]):
+        prev = q[..., t - 1, :, :]
+        keep = (x[..., t, :, :] - prev).abs_() <= 0.5 + deadzone
+        q[..., t, :, :] = torch.where(keep, prev, q[..., t, :, :])
+
+
+def entropy_symbols(x: torch.Tensor, deadzone: float) -> torch.Tensor:
+    """Latents already divided by their step, [..., t, h, w] -> integer-valued symbols: what
+    the encoder stores, what the coder's tables are fitted to and what model cards measure."""
+    q = torch.round(x)
+    if deadzone:
+        hold_symbols(x, q, deadzone)
+    return q
+
+
 class Quantizer:
     """Turns latent blocks [C, t, h, w] into chunk payloads and back."""
 
-    def __init__(self, scheme: str, bits: int | None = None, quality: int | None = None, coder=None) -> None:
+    def __init__(self, scheme: str, bits: int | None = None, quality: int | None = None, coder=None,
+                 deadzone: float | None = None) -> None:
         if scheme == "uniform":
             if bits is None or not MIN_BITS <= bits <= MAX_BITS:
                 raise UsageError(f"--bits must be between {MIN_BITS} and {MAX_BITS}, got {bits}")
@@ -65,7 +104,12 @@ class Quantizer:
                 raise UsageError(f"--quality must be one of {list(coder.qualities)}, got {quality}")
         else:
             raise FormatError(f"unknown quantization scheme {scheme!r}")
+        if deadzone is not None and not 0.0 <= deadzone < MAX_DEADZONE:
+            raise UsageError(f"--deadzone must be in [0, {MAX_DEADZONE}), got {deadzone}")
+        if scheme == "entropy" and deadzone is None:
+            deadzone = default_deadzone(quality)
         self.scheme, self.bits, self.quality, self.coder = scheme, bits, quality, coder
+        self.deadzone = deadzone if scheme == "entropy" else None
 
     @classmethod
     def from_header(cls, q: dict, coder) -> "Quantizer":
@@ -76,7 +120,8 @@ class Quantizer:
         if self.scheme == "uniform":
             return {"scheme": "uniform", "bits": self.bits, "granularity": "chunk,channel"}
         step = self.coder.step(self.quality)
-        return {"scheme": "entropy", "quality": self.quality, "step": [float(s) for s in step]}
+        return {"scheme": "entropy", "quality": self.quality, "step": [float(s) for s in step],
+                "deadzone": self.deadzone}
 
     def pack(self, z: torch.Tensor) -> Packed:
         """z: float [C, t, h, w] -> payload."""
@@ -97,8 +142,9 @@ class Quantizer:
         return self.coder.step(self.quality).float().view(-1, 1, 1, 1)
 
     def symbols(self, z: torch.Tensor) -> np.ndarray:
-        """float latents [C, t, h, w] -> the entropy coder's int32 symbols ``round(z / step[c])``."""
-        return torch.round(z.float().cpu() / self._step()).to(torch.int32).numpy()
+        """float latents [C, t, h, w] -> the entropy coder's int32 symbols, ``round(z / step[c])``
+        held across frames by the temporal deadzone."""
+        return entropy_symbols(z.float().cpu() / self._step(), self.deadzone).to(torch.int32).numpy()
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""

@@ -397,6 +397,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     existing weights file whose network is kept and whose entropy tables are rebuilt);
     returns the model card."""
     from vaecodec.entropy import EntropyCoder, latent_histograms
+    from vaecodec.quant import default_deadzone, entropy_symbols
 
     model, cfg, state, extra = _source(run, which, weights)
     model.eval()
@@ -407,19 +408,20 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     # latent statistics on training clips (never the held-out photos)
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
-    intra, inter = latent_histograms(means, steps)
+    deadzones = [default_deadzone(q) for q in QUALITIES]  # tables and card see what the encoder stores
+    intra, inter = latent_histograms(means, steps, deadzones=deadzones)
     coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
     # real bits on the held-out validation clips with the real coder
     vclips = _val_clips(cfg)
     vmean = torch.cat([model.encode(c[None])[0] for c in vclips])
     b, _, t, h, w = vclips.shape
     points = []
-    for qual in QUALITIES:
+    for qual, dz in zip(QUALITIES, deadzones):
         st = coder.step(qual).view(1, -1, 1, 1, 1)
-        q = torch.round(vmean / st)
+        q = entropy_symbols(vmean / st, dz)
         nbytes = sum(len(coder.encode(q[i].numpy().astype(np.int32), qual)) for i in range(b))
         rec = torch.cat([model.decode((q[i:i + 1] * st)) for i in range(b)])
-        points.append({"quality": qual, "step": float(st.flatten()[0]), "psnr": round(psnr(rec, vclips), 3),
+        points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "psnr": round(psnr(rec, vclips), 3),
                        "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
