@@ -287,6 +287,7 @@ def bench(
     model_dir: ModelDirOpt = None,
     bits: Annotated[Optional[str], typer.Option(help="Comma list of uniform bit depths for a rate sweep, e.g. 4,5,6,8.")] = None,
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
+    deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
@@ -310,7 +311,7 @@ def bench(
     sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
     run_bench(
         inputs,
-        codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype},
+        codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone},
         sweep=sweep or None,
         baselines=[] if baselines == "none" else [b.strip() for b in baselines.split(",") if b.strip()],
         threads=threads or torch.get_num_threads(),
