@@ -152,7 +152,7 @@ def test_existing_output_is_not_overwritten(codec, clip, tmp_path):
 
 def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_path):
     src = tmp_path / "d.vlat"
-    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1)  # one latent frame per chunk
+    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1)  # one latent frame per chunk
     codec.encode(photo_clip, src)
     with VlatReader(src) as r:
         lat = r.chunks_of("latent")
@@ -173,7 +173,7 @@ def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_p
 
 def test_truncated_file_yields_its_intact_chunks(codec, photo_clip, tmp_path):
     src = tmp_path / "full.vlat"
-    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1)
+    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1)
     codec.encode(photo_clip, src)
     with VlatReader(src) as r:
         second = r.chunks_of("latent")[1]
@@ -245,3 +245,39 @@ def test_temporal_deadzone_beats_plain_rounding_at_equal_rate(photo_clip, tmp_pa
     assert r1 < rh < r2  # fewer bits than plain quality 2, more than quality 1
     assert ph > p1 + (p2 - p1) * (rh - r1) / (r2 - r1) + 0.2
     assert fh < f2
+
+
+def test_tiles_are_grouped_into_long_chunks_that_cost_fewer_bits(tmp_path):
+    """Entropy-coded chunks gather temporal tiles up to CHUNK_LATENTS latent frames: only a
+    chunk's first frame is coded on its own, so the file shrinks while (without a deadzone,
+    which holds symbols within a chunk) the stored latents stay exactly the same."""
+    from vaecodec.codec import CHUNK_LATENTS
+
+    src = make_video(tmp_path / "long.mp4", size=(96, 64), frames=161)  # 41 latent frames
+    files = {}
+    for name, n in (("tiles", 1), ("grouped", None)):
+        files[name] = tmp_path / f"{name}.vlat"
+        Codec(device="cpu", deadzone=0.0, chunk_latents=n).encode(src, files[name])
+    with VlatReader(files["grouped"]) as r:
+        sizes = [int(c.meta["t"]) for c in r.chunks_of("latent")]
+    with VlatReader(files["tiles"]) as r:
+        assert len(r.chunks_of("latent")) > 3
+    assert sum(sizes) == 41 and len(sizes) == 2 and sizes[0] >= CHUNK_LATENTS
+    with vaecodec.open(files["tiles"], device="cpu") as a, vaecodec.open(files["grouped"], device="cpu") as b:
+        assert torch.equal(a.latents(), b.latents())
+        assert torch.equal(a.latents(100, 140), b.latents(100, 140))  # random access inside a long chunk
+    assert files["grouped"].stat().st_size < 0.95 * files["tiles"].stat().st_size
+
+
+def test_chunk_length_is_capped_by_memory_and_checked():
+    from vaecodec.codec import CHUNK_BUFFER_BYTES, CHUNK_LATENTS, default_chunk_latents
+    from vaecodec.quant import Quantizer
+
+    coder = Codec(device="cpu").model.entropy_coder
+    entropy, uniform = Quantizer("entropy", coder=coder), Quantizer("uniform", bits=8)
+    assert default_chunk_latents(entropy, 4 * 16 * 60 * 107) == CHUNK_LATENTS  # 480p: 32
+    assert default_chunk_latents(entropy, 4 * 16 * 270 * 480) == CHUNK_BUFFER_BYTES // (4 * 16 * 270 * 480)  # 4K: fewer
+    assert default_chunk_latents(entropy, CHUNK_BUFFER_BYTES * 2) == 1
+    assert default_chunk_latents(uniform, 1000) == 1
+    with pytest.raises(UsageError, match="chunk-frames"):
+        Codec(device="cpu", chunk_latents=0)

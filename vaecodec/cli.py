@@ -172,6 +172,7 @@ def encode(
     tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles.")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels (bigger frames are split).")] = None,
     tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels.")] = None,
+    chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 32, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,
     zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
     zstd_threads: Annotated[int, typer.Option(help="zstd worker threads (0 = single-threaded, deterministic bytes).")] = 0,
     threads: ThreadsOpt = None,
@@ -185,7 +186,7 @@ def encode(
     codec = _codec(
         model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, device=device, dtype=dtype,
         tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
-        zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
+        chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:
         r = codec.encode(src, dst, overwrite=overwrite, progress=progress)

@@ -167,6 +167,23 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
     return frames
 
 
+# Latent frames per entropy-coded chunk. Only a chunk's first frame is coded on its own (so a
+# damaged chunk cannot break the next one); every later frame may be coded against the one
+# before, so longer chunks cost fewer bits. Temporal tiles (11-12 latent frames at 480p)
+# grouped to 32 saved 17 % (smooth pan) and 3 % (busy pan) at quality 5 on 10 s 480p clips.
+# The encoder holds a chunk's float latents, so big frames get shorter chunks.
+CHUNK_LATENTS = 32
+CHUNK_BUFFER_BYTES = 64 << 20
+
+
+def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
+    """Latent frames per chunk: tiles grouped up to ``CHUNK_LATENTS`` for entropy coding, one
+    tile per chunk for uniform quantization (zstd gains nothing from longer chunks)."""
+    if quant.scheme != "entropy":
+        return 1
+    return max(1, min(CHUNK_LATENTS, CHUNK_BUFFER_BYTES // max(1, latent_frame_bytes)))
+
+
 def default_entropy_workers(device: torch.device) -> int:
     """Processes that entropy-code latent chunks beside the model (``vaecodec.workers``): none
     on the CPU, where the model already keeps every core busy; on a GPU the spare host cores,
@@ -233,6 +250,7 @@ class Codec:
         tile_overlap: int | None = None,
         tile_px: int | None = None,
         tile_overlap_px: int | None = None,
+        chunk_latents: int | None = None,
         zstd_level: int = 9,
         zstd_threads: int = 0,
         entropy_workers: int | None = None,
@@ -243,6 +261,9 @@ class Codec:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone = bits, quality, deadzone
+        if chunk_latents is not None and chunk_latents < 1:
+            raise UsageError(f"--chunk-frames must be at least 1, got {chunk_latents}")
+        self.chunk_latents = chunk_latents
         self.tile_overrides = {
             "latent_frames": tile_frames,
             "overlap_latents": tile_overlap,
@@ -345,15 +366,26 @@ class Codec:
                 progress.start(info.frames, f"encode {src.name}")
             enc = StreamingEncoder(self._runner(model, tiling), model.temporal)
             n_lat = 0
+            chunk_latents = self.chunk_latents or default_chunk_latents(quant, 4 * model.latent_channels * (hp // s) * (wp // s))
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
                     closing(pool) if pool else nullcontext(), autotuned_convs(self.device):
                 queue = _ChunkQueue(out, pool) if pool else None
+                held: list[torch.Tensor] = []  # latent blocks of the chunk being gathered
 
-                def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w]
+                def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w], the next final latents
+                    held.append(z.cpu())
+                    if sum(b.shape[1] for b in held) >= chunk_latents:
+                        flush()
+
+                def flush() -> None:
                     nonlocal n_lat
+                    if not held:
+                        return
                     with sw("pack"):
+                        z = torch.cat(held, dim=1) if len(held) > 1 else held[0]
+                        held.clear()
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if queue:  # coded by a worker; written in order when it is back
                             queue.latent(quant.symbols(z), quant.quality, meta)
@@ -382,6 +414,7 @@ class Codec:
                     raise InputError(f"{src}: no video frames could be decoded")
                 for z in sw.iterate(enc.finish(), "model_encode"):
                     emit(z)
+                flush()
                 emit_audio()
                 add("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
                 if queue:
