@@ -23,7 +23,7 @@ from .errors import FormatError, UsageError
 MIN_BITS, MAX_BITS = 4, 8
 MAX_DEADZONE = 0.5
 # Temporal deadzone per quality of the embedded model's bank (benchmarks/deadzone.py): coarse
-# qualities gain most (1-5 dB at equal rate on smooth pans), the finest ones about nothing.
+# qualities gain most (0.4-5 dB at equal rate on our pans), the finest ones about nothing.
 DEADZONE_BY_QUALITY = {1: 0.25, 2: 0.25, 3: 0.2, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.05, 8: 0.05}
 
 
