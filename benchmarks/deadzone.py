@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/deadzone.py CLIP.mp4 [CLIP.mp4 ...] --frames 97 \\
         --deadzones 0,0.05,0.1,0.15,0.2,0.3 --jsonl rows.jsonl
 
-Each clip is encoded once by the embedded model (the real tiled encoder); then, per quality
+Each clip is encoded once by the embedded model (the real tiled encoder, its tiles gathered
+into chunks as ``vaecodec encode`` does, or per ``--chunk-frames``); then, per quality
 level and deadzone, its chunk latents go through ``Quantizer.symbols`` and the real entropy
 coder (bpp = coded payload bytes) and back through the real tiled decoder (RGB PSNR and the
 bench's frame-to-frame error, *flicker*, against the clip's own frames). It prints one table
@@ -21,13 +22,14 @@ import numpy as np
 import torch
 
 from vaecodec import metrics
-from vaecodec.codec import Codec, _pad_to_grid, _to_uint8_frames
+from vaecodec.codec import Codec, _pad_to_grid, _to_uint8_frames, default_chunk_latents
 from vaecodec.quant import Quantizer, default_deadzone
 from vaecodec.tiling import StreamingDecoder, StreamingEncoder
 from vaecodec.video import VideoReader
 
 
-def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzones: list[float]) -> list[dict]:
+def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzones: list[float],
+            chunk_latents: int | None = None) -> list[dict]:
     model = codec.model
     s = model.spatial
     with VideoReader(clip) as r:
@@ -38,7 +40,16 @@ def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzon
     enc = StreamingEncoder(runner, model.temporal)
     with torch.inference_mode():
         x = torch.from_numpy(_pad_to_grid(src, s)).permute(3, 0, 1, 2)
-        chunks = list(enc.push(x)) + list(enc.finish())
+        blocks = list(enc.push(x)) + list(enc.finish())
+    # tiles gathered into chunks as the encoder does (``Codec.encode``)
+    quant = Quantizer("entropy", coder=model.entropy_coder)
+    per_chunk = chunk_latents or default_chunk_latents(quant, 4 * blocks[0][:, :1].numel())
+    chunks, held = [], []
+    for z in blocks:
+        held.append(z)
+        if sum(b.shape[1] for b in held) >= per_chunk or z is blocks[-1]:
+            chunks.append(torch.cat(held, dim=1))
+            held = []
     n_lat = sum(z.shape[1] for z in chunks)
     rows = []
     for quality in qualities:
@@ -77,6 +88,7 @@ def main() -> None:
     ap.add_argument("--deadzones", default="0,0.05,0.1,0.15,0.2,0.3")
     ap.add_argument("--jsonl", type=Path, help="also write every row here")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-frames", type=int, help="latent frames per chunk, at least (default: the encoder's)")
     ap.add_argument("--model", default="tiny", help="as vaecodec encode --model, e.g. tiny:other.safetensors")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -85,7 +97,7 @@ def main() -> None:
     deadzones = [float(v) for v in a.deadzones.split(",")]
     every = []
     for clip in a.clips:
-        rows = measure(codec, clip, a.frames, qualities, deadzones)
+        rows = measure(codec, clip, a.frames, qualities, deadzones, a.chunk_frames)
         every += rows
         print(f"\n{clip.name}: bpp / PSNR dB / flicker per quality\n")
         print("| deadzone | " + " | ".join(f"q{q}" for q in qualities) + " | BD-rate | BD-PSNR |")
@@ -95,7 +107,7 @@ def main() -> None:
             cells = {r["quality"]: r for r in rows if pick(r)}
             if len(cells) != len(qualities):
                 continue
-            rate, psnr = bd(rows, pick)
+            rate, psnr = bd(rows, pick) if len(qualities) > 1 else (float("nan"), float("nan"))
             print(f"| {dz} | " + " | ".join(
                 f"{cells[q]['bpp']:.4f} / {cells[q]['psnr']:.2f} / {cells[q]['flicker']:.2f}" for q in qualities)
                 + f" | {rate:+.1f} % | {psnr:+.3f} |")
