@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vaecodec import metrics
-from vaecodec.codec import Codec, _pad_to_grid, _to_uint8_frames, default_chunk_latents
+from vaecodec.codec import ChunkGatherer, Codec, _pad_to_grid, _to_uint8_frames
 from vaecodec.quant import Quantizer, default_deadzone
 from vaecodec.tiling import StreamingDecoder, StreamingEncoder
 from vaecodec.video import VideoReader
@@ -41,15 +41,8 @@ def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzon
     with torch.inference_mode():
         x = torch.from_numpy(_pad_to_grid(src, s)).permute(3, 0, 1, 2)
         blocks = list(enc.push(x)) + list(enc.finish())
-    # tiles gathered into chunks as the encoder does (``Codec.encode``)
-    quant = Quantizer("entropy", coder=model.entropy_coder)
-    per_chunk = chunk_latents or default_chunk_latents(quant, 4 * blocks[0][:, :1].numel())
-    chunks, held = [], []
-    for z in blocks:
-        held.append(z)
-        if sum(b.shape[1] for b in held) >= per_chunk or z is blocks[-1]:
-            chunks.append(torch.cat(held, dim=1))
-            held = []
+    gather = ChunkGatherer(Quantizer("entropy", coder=model.entropy_coder), chunk_latents)  # as Codec.encode
+    chunks = [c for c in [*map(gather.add, blocks), gather.rest()] if c is not None]
     n_lat = sum(z.shape[1] for z in chunks)
     rows = []
     for quality in qualities:

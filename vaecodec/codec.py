@@ -184,6 +184,31 @@ def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
     return max(1, min(CHUNK_LATENTS, CHUNK_BUFFER_BYTES // max(1, latent_frame_bytes)))
 
 
+class ChunkGatherer:
+    """Joins the encoder's consecutive latent blocks [C, k, h, w] into chunks of at least
+    ``per_chunk`` latent frames (the last may be shorter); ``None``: ``default_chunk_latents``
+    for the quantizer and the blocks' frame size (float32 latents)."""
+
+    def __init__(self, quant: Quantizer, per_chunk: int | None = None) -> None:
+        self.quant, self.per_chunk = quant, per_chunk
+        self.blocks: list[torch.Tensor] = []
+
+    def add(self, z: torch.Tensor) -> torch.Tensor | None:
+        """Take the next block; returns a whole chunk once enough frames are gathered."""
+        if self.per_chunk is None:
+            self.per_chunk = default_chunk_latents(self.quant, 4 * z[:, :1].numel())
+        self.blocks.append(z.cpu())
+        return self.rest() if sum(b.shape[1] for b in self.blocks) >= self.per_chunk else None
+
+    def rest(self) -> torch.Tensor | None:
+        """The frames gathered so far as one chunk (None if there are none)."""
+        if not self.blocks:
+            return None
+        z = torch.cat(self.blocks, dim=1) if len(self.blocks) > 1 else self.blocks[0]
+        self.blocks = []
+        return z
+
+
 def default_entropy_workers(device: torch.device) -> int:
     """Processes that entropy-code latent chunks beside the model (``vaecodec.workers``): none
     on the CPU, where the model already keeps every core busy; on a GPU the spare host cores,
@@ -366,26 +391,18 @@ class Codec:
                 progress.start(info.frames, f"encode {src.name}")
             enc = StreamingEncoder(self._runner(model, tiling), model.temporal)
             n_lat = 0
-            chunk_latents = self.chunk_latents or default_chunk_latents(quant, 4 * model.latent_channels * (hp // s) * (wp // s))
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
                     closing(pool) if pool else nullcontext(), autotuned_convs(self.device):
                 queue = _ChunkQueue(out, pool) if pool else None
-                held: list[torch.Tensor] = []  # latent blocks of the chunk being gathered
+                gather = ChunkGatherer(quant, self.chunk_latents)
 
-                def emit(z: torch.Tensor) -> None:  # z: [C, k, h, w], the next final latents
-                    held.append(z.cpu())
-                    if sum(b.shape[1] for b in held) >= chunk_latents:
-                        flush()
-
-                def flush() -> None:
+                def emit(z: torch.Tensor | None) -> None:  # z: [C, k, h, w], a whole chunk of latents
                     nonlocal n_lat
-                    if not held:
+                    if z is None:
                         return
                     with sw("pack"):
-                        z = torch.cat(held, dim=1) if len(held) > 1 else held[0]
-                        held.clear()
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if queue:  # coded by a worker; written in order when it is back
                             queue.latent(quant.symbols(z), quant.quality, meta)
@@ -405,7 +422,7 @@ class Codec:
                 for chunk in sw.iterate(reader.chunks(), "read"):
                     x = torch.from_numpy(_pad_to_grid(chunk, s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
                     for z in sw.iterate(enc.push(x), "model_encode"):
-                        emit(z)
+                        emit(gather.add(z))
                     emit_audio()
                     if progress:
                         progress.advance(chunk.shape[0])
@@ -413,8 +430,8 @@ class Codec:
                 if n_frames == 0:
                     raise InputError(f"{src}: no video frames could be decoded")
                 for z in sw.iterate(enc.finish(), "model_encode"):
-                    emit(z)
-                flush()
+                    emit(gather.add(z))
+                emit(gather.rest())
                 emit_audio()
                 add("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
                 if queue:
