@@ -111,6 +111,8 @@ def test_deadzone_is_recorded_and_checked(coder):
     q = Quantizer("entropy", quality=2, coder=coder, deadzone=0.3)
     assert q.describe()["deadzone"] == 0.3
     assert Quantizer("uniform", bits=8).deadzone is None
+    with pytest.raises(UsageError, match="deadzone"):
+        Quantizer("uniform", bits=8, deadzone=0.1)
     for bad in (-0.1, 0.5, 2.0):
         with pytest.raises(UsageError, match="deadzone"):
             Quantizer("entropy", quality=2, coder=coder, deadzone=bad)

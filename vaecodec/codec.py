@@ -339,10 +339,9 @@ class Codec:
         coder = model.entropy_coder
         if self.bits is None and coder is not None:
             return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone)
-        for name, value in (("quality", self.quality), ("deadzone", self.deadzone)):
-            if value is not None:
-                raise UsageError(f"--{name} needs a model with an entropy coder; this one takes --bits")
-        return Quantizer("uniform", bits=8 if self.bits is None else self.bits)
+        if self.quality is not None:
+            raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
+        return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone)
 
     def describe(self) -> dict:
         """Environment facts a benchmark records next to its figures."""

@@ -106,10 +106,12 @@ class Quantizer:
             raise FormatError(f"unknown quantization scheme {scheme!r}")
         if deadzone is not None and not 0.0 <= deadzone < MAX_DEADZONE:
             raise UsageError(f"--deadzone must be in [0, {MAX_DEADZONE}), got {deadzone}")
+        if scheme == "uniform" and deadzone is not None:
+            raise UsageError("--deadzone needs a model with an entropy coder; this one takes --bits")
         if scheme == "entropy" and deadzone is None:
             deadzone = default_deadzone(quality)
         self.scheme, self.bits, self.quality, self.coder = scheme, bits, quality, coder
-        self.deadzone = deadzone if scheme == "entropy" else None
+        self.deadzone = deadzone
 
     @classmethod
     def from_header(cls, q: dict, coder) -> "Quantizer":
