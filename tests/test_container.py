@@ -161,6 +161,19 @@ def test_wrong_version_and_flags(tmp_path: Path) -> None:
         VlatReader(path)
 
 
+def test_known_flags_round_trip_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    from vaecodec.container import FLAG_RESAMPLED
+
+    path = tmp_path / "f.vlat"
+    _write(path, flags=FLAG_RESAMPLED)
+    assert path.read_bytes()[10:12] == b"\x01\x00"
+    with VlatReader(path) as r:
+        assert r.flags == FLAG_RESAMPLED
+    with pytest.raises(ValueError, match="unknown .vlat flags"):
+        VlatWriter(tmp_path / "g.vlat", HEADER, flags=0x8000)
+    assert not list(tmp_path.glob("*g.vlat*"))  # refused before any file was made
+
+
 def test_header_length_limits(tmp_path: Path) -> None:
     path = tmp_path / "h.vlat"
     _write(path)

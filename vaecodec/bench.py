@@ -398,11 +398,11 @@ def plot_report(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-SWEEP_KEYS = ("bits", "quality")
+SWEEP_KEYS = ("bits", "quality", "scale")
 
 
 @contextmanager
-def _settings(codec: Codec, base: dict, point: dict) -> Iterator[None]:
+def _settings(codec: Codec, point: dict) -> Iterator[None]:
     """Apply a sweep point's rate settings to ``codec`` for one run.
 
     One Codec (one loaded model) serves the whole sweep: loading a large backend once per
@@ -410,7 +410,7 @@ def _settings(codec: Codec, base: dict, point: dict) -> Iterator[None]:
     """
     before = {k: getattr(codec, k) for k in SWEEP_KEYS}
     for k in SWEEP_KEYS:
-        setattr(codec, k, point.get(k, base.get(k)))
+        setattr(codec, k, point.get(k, before[k]))
     try:
         yield
     finally:
@@ -463,7 +463,7 @@ def run_bench(
             ours = []
             for point in points:
                 console.print(f"[dim]{src.path.name}: vaecodec {_setting(point)}[/]")
-                with _settings(codec, codec_kwargs, point):
+                with _settings(codec, point):
                     ours.append(run_vaecodec(codec, src, frames, work, point))
             report["codecs"].extend(ours)
             frames.keep = True

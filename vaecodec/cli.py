@@ -114,6 +114,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cp
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 8 on a GPU).")]
+ScaleOpt = Annotated[float, typer.Option("--scale", help="Code the picture at this fraction of its size (0.125-1); decoding restores the full size. 0.5 with a higher --quality beats qualities 1-3 at the same file size.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -166,6 +167,7 @@ def encode(
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
+    scale: ScaleOpt = 1.0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
@@ -184,7 +186,7 @@ def encode(
     """Encode a video into a .vlat file of quantized VAE latents."""
     _setup(threads)
     codec = _codec(
-        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, device=device, dtype=dtype,
+        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, scale=scale, device=device, dtype=dtype,
         tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
@@ -259,7 +261,8 @@ def info(
         frames = summary.get("frames", "?")
         rows = [
             ("file", f"{d['path']} ({_human(d['file_size'])}, format v{d['version']}, {'complete' if d['complete'] else 'INCOMPLETE'})"),
-            ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"),
+            ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"
+                      + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")),
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
             ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
@@ -289,6 +292,7 @@ def bench(
     bits: Annotated[Optional[str], typer.Option(help="Comma list of uniform bit depths for a rate sweep, e.g. 4,5,6,8.")] = None,
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
+    scale: ScaleOpt = 1.0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
@@ -300,6 +304,7 @@ def bench(
     import torch
 
     from .bench import run_bench
+    from .resample import check_scale
 
     _setup(threads)
 
@@ -310,6 +315,8 @@ def bench(
             raise UsageError(f"--{name} takes a comma list of integers, got {s!r}") from None
 
     sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
+    if scale != 1.0:  # a sweep setting, so that the tables name it
+        sweep = [{**point, "scale": check_scale(scale)} for point in sweep or [{}]]
     run_bench(
         inputs,
         codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone},

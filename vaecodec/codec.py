@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from . import __version__
-from .container import VlatReader, VlatWriter
+from .container import FLAG_RESAMPLED, VlatReader, VlatWriter
 from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
+from .resample import check_scale, coded_size, enlarge, shrink
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -142,18 +143,21 @@ class DecodeResult(Result):
     warnings: list[str] = field(default_factory=list)
 
 
-def _to_uint8_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, height, width, 3] (crops the grid padding).
+def _to_uint8_frames(x: torch.Tensor, height: int, width: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, H, W, 3]: crops the grid padding to
+    ``height`` x ``width``, then enlarges to ``size`` (W, H) when the file was coded smaller.
 
     On CPU one frame at a time into one contiguous array (no tile-sized float temporaries);
     on a GPU in one go, then one copy to the host.
     """
     x = x[:, :, :height, :width]
+    W, H = size or (width, height)
     if x.device.type != "cpu":
+        x = enlarge(x, W, H)
         return x.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
-    out = torch.empty(x.shape[1], height, width, 3, dtype=torch.uint8)
+    out = torch.empty(x.shape[1], H, W, 3, dtype=torch.uint8)
     for i in range(x.shape[1]):
-        frame = x[:, i].float().add(1).mul_(127.5).round_().clamp_(0, 255)
+        frame = enlarge(x[:, i : i + 1], W, H)[:, 0].float().add(1).mul_(127.5).round_().clamp_(0, 255)
         out[i].copy_(frame.permute(1, 2, 0))
     return out.numpy()
 
@@ -269,6 +273,7 @@ class Codec:
         bits: int | None = None,
         quality: int | None = None,
         deadzone: float | None = None,
+        scale: float = 1.0,
         model_dir: str | Path | None = None,
         model_path: str | Path | None = None,
         tile_frames: int | None = None,
@@ -286,6 +291,7 @@ class Codec:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone = bits, quality, deadzone
+        self.scale = check_scale(scale)
         if chunk_latents is not None and chunk_latents < 1:
             raise UsageError(f"--chunk-frames must be at least 1, got {chunk_latents}")
         self.chunk_latents = chunk_latents
@@ -374,15 +380,17 @@ class Codec:
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
-            hp, wp = -(-info.height // s) * s, -(-info.width // s) * s
+            cw, ch = coded_size(info.width, info.height, self.scale)
+            hp, wp = -(-ch // s) * s, -(-cw // s) * s
             tiling = self._tiling(model, hp, wp)
+            coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
             header = {
                 "vaecodec": __version__,
                 "model": model.describe(),
                 "latent": {"channels": model.latent_channels, "height": hp // s, "width": wp // s, "dtype": "float32"},
                 "quantization": quant.describe(),
                 "tiling": tiling.to_dict(),
-                "video": {**info.to_dict(), "padded_width": wp, "padded_height": hp},
+                "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
                 "source": {"name": src.name, "bytes": src.stat().st_size},
             }
@@ -392,7 +400,8 @@ class Codec:
             n_lat = 0
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
-            with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads) as out, \
+            with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads,
+                            flags=FLAG_RESAMPLED if coded else 0) as out, \
                     closing(pool) if pool else nullcontext(), autotuned_convs(self.device):
                 queue = _ChunkQueue(out, pool) if pool else None
                 gather = ChunkGatherer(quant, self.chunk_latents)
@@ -419,7 +428,7 @@ class Codec:
                         add("audio", pack_packets(packets), {"packets": len(packets)})
 
                 for chunk in sw.iterate(reader.chunks(), "read"):
-                    x = torch.from_numpy(_pad_to_grid(chunk, s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
+                    x = torch.from_numpy(_pad_to_grid(shrink(chunk, cw, ch), s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
                     for z in sw.iterate(enc.push(x), "model_encode"):
                         emit(gather.add(z))
                     emit_audio()
@@ -569,6 +578,10 @@ class LatentFile:
             self.channels, self.lat_h, self.lat_w = int(lat["channels"]), int(lat["height"]), int(lat["width"])
             video = h["video"]
             self.width, self.height = int(video["width"]), int(video["height"])
+            resampled = bool(self.reader.flags & FLAG_RESAMPLED)
+            # the picture the model coded: smaller than the source in a resampled file
+            self.coded_width = int(video["coded_width"]) if resampled else self.width
+            self.coded_height = int(video["coded_height"]) if resampled else self.height
             self.fps = Fraction(video["fps"])
             self.tiling = Tiling(**h["tiling"])
             self.quant_info: dict = h["quantization"]
@@ -750,7 +763,8 @@ class LatentFile:
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
                         continue
-                    frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.height, self.width)
+                    frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.coded_height, self.coded_width,
+                                              (self.width, self.height))
                     if progress:
                         progress.advance(frames.shape[0])
                     yield frames

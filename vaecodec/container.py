@@ -46,6 +46,10 @@ _FOOTER = struct.Struct("<4sI")
 _TRAILER = struct.Struct("<Q8s")
 _CRC = struct.Struct("<I")
 
+# Preamble flags: features a reader must understand to read the file right (docs/FORMAT.md).
+FLAG_RESAMPLED = 0x0001  # the picture was coded at the header's video.coded_* size
+KNOWN_FLAGS = FLAG_RESAMPLED
+
 _CODINGS = {"raw": 0, "zstd": 1}
 _CODING_NAMES = {v: k for k, v in _CODINGS.items()}
 _KIND_RE = re.compile(r"[a-z][a-z0-9_.-]*")
@@ -157,8 +161,11 @@ class VlatWriter:
         overwrite: bool = False,
         level: int = 9,
         threads: int = 0,
+        flags: int = 0,
     ) -> None:
         self.path = Path(path)
+        if flags & ~KNOWN_FLAGS:
+            raise ValueError(f"unknown .vlat flags 0x{flags:04x}")
         self.overwrite = overwrite
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise UsageError(f"zstd level must be an integer from 1 to 22, got {level!r}")
@@ -185,7 +192,7 @@ class VlatWriter:
         self.bytes_written = 0
         self._closed = False
         try:
-            pre = _PREAMBLE.pack(MAGIC, VERSION, 0, len(header_bytes)) + header_bytes
+            pre = _PREAMBLE.pack(MAGIC, VERSION, flags, len(header_bytes)) + header_bytes
             self._write(pre + _CRC.pack(_crc(pre)))
         except BaseException:
             self.abort()
@@ -332,8 +339,12 @@ class VlatReader:
             raise FormatError(
                 f"{self.path}: byte 8: unsupported .vlat version {version} (this vaecodec reads version {VERSION})"
             )
-        if flags != 0:
-            raise FormatError(f"{self.path}: byte 10: unknown flags 0x{flags:04x} (version {VERSION} requires 0)")
+        if flags & ~KNOWN_FLAGS:
+            raise FormatError(
+                f"{self.path}: byte 10: unknown flags 0x{flags & ~KNOWN_FLAGS:04x} (this vaecodec knows 0x{KNOWN_FLAGS:04x});"
+                " the file needs a newer vaecodec"
+            )
+        self.flags = flags
         if hlen > MAX_HEADER_BYTES:
             raise FormatError(f"{self.path}: byte 12: header length {hlen} exceeds the {MAX_HEADER_BYTES}-byte limit")
         hend = _PREAMBLE.size + hlen

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One leased GPU call, prepared so that a session lent a GPU spends its few device minutes on
+# measuring and training rather than on setting up (docs/MODEL.md, "A leased GPU").
+#
+#   1. installs the carried wheels (.whl/, made by `scripts/gpu_session.sh --prepare` here);
+#   2. measures the model and the entropy coder at 480p in bf16 and fp16 (speed.txt);
+#   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, copying
+#      the run's checkpoints and logs to $OUT every minute, so a cut-off call still returns them.
+#
+# Here, once:   bash scripts/gpu_session.sh --prepare        (wheels for the GPU machine's Python)
+# There:        run(command="bash scripts/gpu_session.sh", carry=[".whl", "data/photos"], timeout_s=590)
+# Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 TRAIN_SECONDS=30 PY=.venv/bin/python \
+#                   bash scripts/gpu_session.sh
+# Afterwards:   copy the returned files to runs/gpu and `python -m vaecodec.train export --run runs/gpu`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prepare" ]; then  # the GPU machine has torch, numpy, safetensors, typer, rich
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl constriction==0.5.0 zstandard==0.25.0
+    ls -l .whl
+    exit 0
+fi
+
+OUT=${OUT:?set OUT to the folder whose files come back}
+DEVICE=${DEVICE:-cuda}
+TRAIN_SECONDS=${TRAIN_SECONDS:-330}
+SPEED_FRAMES=${SPEED_FRAMES:-45}
+SPEED_DTYPES=${SPEED_DTYPES:-bf16 fp16}
+RUN=${RUN:-/tmp/gpurun}
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null && [ "$DEVICE" = cuda ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+    $PY -c "import torch; print('torch', torch.__version__)"
+    for dtype in $SPEED_DTYPES; do
+        $PY -m vaecodec.train speed --device "$DEVICE" --dtype "$dtype" --frames "$SPEED_FRAMES" --repeats 3 --threads 8
+    done
+    $PY -m vaecodec.train speed --device "$DEVICE" --dtype "${SPEED_DTYPES%% *}" --frames "$SPEED_FRAMES" --repeats 1 --threads 8 --profile
+} > "$OUT/speed.txt" 2>&1 || echo "speed measurement failed (see speed.txt)"
+
+copy_run() {
+    for f in last.safetensors best.safetensors state.json log.txt val.jsonl; do
+        [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/" || true
+    done
+}
+setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
+    --init vaecodec/models/weights/tiny-v4.safetensors --refine --blocks8 2 \
+    --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
+    --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 \
+    > "$OUT/train.txt" 2>&1 &
+trainer=$!
+while kill -0 "$trainer" 2>/dev/null; do
+    sleep 20
+    copy_run
+done
+wait "$trainer" || echo "training exited with an error (see train.txt)"
+copy_run
+ls -l "$OUT"
