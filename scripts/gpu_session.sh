@@ -9,8 +9,8 @@
 #
 # Here, once:   bash scripts/gpu_session.sh --prepare        (wheels for the GPU machine's Python)
 # There:        run(command="bash scripts/gpu_session.sh", carry=[".whl", "data/photos"], timeout_s=590)
-# Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 TRAIN_SECONDS=30 PY=.venv/bin/python \
-#                   bash scripts/gpu_session.sh
+# Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 TRAIN_SECONDS=60 PY=.venv/bin/python \
+#   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
 # Afterwards:   copy the returned files to runs/gpu and `python -m vaecodec.train export --run runs/gpu`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,7 @@ copy_run() {
 setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
     --init vaecodec/models/weights/tiny-v4.safetensors --refine --blocks8 2 \
     --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
-    --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 \
+    --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} \
     > "$OUT/train.txt" 2>&1 &
 trainer=$!
 while kill -0 "$trainer" 2>/dev/null; do

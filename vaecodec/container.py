@@ -589,6 +589,7 @@ def describe(path: str | os.PathLike, *, verify: bool = False) -> dict:
         return {
             "path": str(r.path),
             "version": r.version,
+            "flags": r.flags,
             "file_size": r.file_size,
             "complete": r.complete,
             "header": r.header,
