@@ -58,8 +58,10 @@ def main() -> None:
         for i, clip in enumerate(u8):
             _write_pngs(clip, Path(tmp) / f"clip{i}")
         for point in card["validation"]["points"]:
-            # the card's own quantization: its temporal deadzone (cards before it existed: none)
-            codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0))
+            # the card's own quantization (its temporal deadzone; cards before it existed: none),
+            # at full size as the card measured it
+            codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0),
+                          scale=1.0)
             se, payload, total = 0.0, 0, 0
             for i, clip in enumerate(u8):
                 out = Path(tmp) / f"clip{i}-q{point['quality']}.vlat"

@@ -235,7 +235,7 @@ def test_temporal_deadzone_beats_plain_rounding_at_equal_rate(photo_clip, tmp_pa
     src = read_all(photo_clip)
     points = {}
     for name, quality, dz in (("plain1", 1, 0.0), ("plain2", 2, 0.0), ("held2", 2, None)):
-        r = Codec(device="cpu", quality=quality, deadzone=dz).encode(photo_clip, tmp_path / f"{name}.vlat")
+        r = Codec(device="cpu", quality=quality, deadzone=dz, scale=1.0).encode(photo_clip, tmp_path / f"{name}.vlat")
         with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
             assert f.header["quantization"]["deadzone"] == (0.25 if dz is None else dz)
             frames = f.frames_tensor().numpy()
@@ -330,3 +330,18 @@ def test_scale_is_checked():
         with pytest.raises(UsageError, match="--scale"):
             Codec(device="cpu", scale=bad)
 
+
+
+def test_low_qualities_code_a_smaller_picture_by_default(sample_clip, tmp_path):
+    """Qualities 1-2 code half size and 3-4 three quarters (docs/MODEL.md): quality 2 keeps
+    its PSNR level for well under half the bytes of full-size quality 2; 5 (the default) is
+    full size, a file older vaecodec versions read."""
+    src = read_all(sample_clip)
+    got = {}
+    for name, quality, scale in (("q2", 2, None), ("q2full", 2, 1.0), ("q3", 3, None), ("q5", 5, None)):
+        r = Codec(device="cpu", quality=quality, scale=scale).encode(sample_clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            got[name] = (r.coded_size, f.reader.flags, r.file_bytes, psnr(f.frames_tensor().numpy(), src))
+    assert [got[k][:2] for k in ("q2", "q2full", "q3", "q5")] == [((240, 160), 1), ((480, 320), 0), ((360, 240), 1), ((480, 320), 0)]
+    assert got["q2"][2] < 0.5 * got["q2full"][2]
+    assert got["q2"][3] > got["q2full"][3] - 1.5

@@ -114,7 +114,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cp
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 8 on a GPU).")]
-ScaleOpt = Annotated[float, typer.Option("--scale", help="Code the picture at this fraction of its size (0.125-1); decoding restores the full size. 0.5 with a higher --quality beats qualities 1-3 at the same file size.")]
+ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this fraction of its width and height (0.125-1); decoding restores the full size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 from 5 up.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -167,7 +167,7 @@ def encode(
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
-    scale: ScaleOpt = 1.0,
+    scale: ScaleOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
@@ -196,7 +196,8 @@ def encode(
         _print_json(r.to_dict())
     elif not quiet:
         _summary(f"encoded {src.name} → {dst.name}", [
-            ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"),
+            ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"
+                       + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")),
             ("model", r.model_id),
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
             ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
@@ -292,7 +293,7 @@ def bench(
     bits: Annotated[Optional[str], typer.Option(help="Comma list of uniform bit depths for a rate sweep, e.g. 4,5,6,8.")] = None,
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
-    scale: ScaleOpt = 1.0,
+    scale: ScaleOpt = None,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
@@ -315,7 +316,7 @@ def bench(
             raise UsageError(f"--{name} takes a comma list of integers, got {s!r}") from None
 
     sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
-    if scale != 1.0:  # a sweep setting, so that the tables name it
+    if scale is not None:  # a sweep setting, so that the tables name it
         sweep = [{**point, "scale": check_scale(scale)} for point in sweep or [{}]]
     run_bench(
         inputs,

@@ -32,7 +32,7 @@ from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
-from .resample import check_scale, coded_size, enlarge, shrink
+from .resample import check_scale, coded_size, default_scale, enlarge, shrink
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -121,6 +121,7 @@ class EncodeResult(Result):
     input_bytes: int = 0
     latent_shape: tuple[int, ...] = ()
     quantization: dict = field(default_factory=dict)
+    coded_size: tuple[int, int] = (0, 0)  # (width, height) the model coded; smaller with --scale
 
     @property
     def bpp(self) -> float:
@@ -273,7 +274,7 @@ class Codec:
         bits: int | None = None,
         quality: int | None = None,
         deadzone: float | None = None,
-        scale: float = 1.0,
+        scale: float | None = None,
         model_dir: str | Path | None = None,
         model_path: str | Path | None = None,
         tile_frames: int | None = None,
@@ -291,7 +292,7 @@ class Codec:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone = bits, quality, deadzone
-        self.scale = check_scale(scale)
+        self.scale = None if scale is None else check_scale(scale)  # None: per quality
         if chunk_latents is not None and chunk_latents < 1:
             raise UsageError(f"--chunk-frames must be at least 1, got {chunk_latents}")
         self.chunk_latents = chunk_latents
@@ -380,7 +381,8 @@ class Codec:
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
-            cw, ch = coded_size(info.width, info.height, self.scale)
+            scale = self.scale if self.scale is not None else default_scale(quant.quality)
+            cw, ch = coded_size(info.width, info.height, scale)
             hp, wp = -(-ch // s) * s, -(-cw // s) * s
             tiling = self._tiling(model, hp, wp)
             coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
@@ -460,6 +462,7 @@ class Codec:
             input_bytes=src.stat().st_size,
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
             quantization=quant.describe(),
+            coded_size=(cw, ch),
         )
 
     # -- decode --------------------------------------------------------------------------

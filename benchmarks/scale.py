@@ -1,0 +1,70 @@
+"""Rate/quality of coding a smaller picture (``--scale``) against full-size coding.
+
+    .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,0.75,0.5 --qualities 1,2,3,4,5,6
+
+Each (scale, quality) point is a real ``Codec.encode`` to a .vlat and a real decode back to
+the source size. bpp counts the latent chunks' bytes (so a clip's audio does not hide the
+video's rate); PSNR and flicker (the bench's frame-to-frame error) are against the source.
+For each scale below 1 it also prints the *ceiling*: the PSNR of the source itself shrunk
+and enlarged the way the codec does, the best any model could do at that scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaecodec import metrics
+from vaecodec.codec import Codec, _to_uint8_frames
+from vaecodec.container import VlatReader
+from vaecodec.resample import coded_size, shrink
+from vaecodec.video import VideoReader
+
+
+def ceiling(src: np.ndarray, scale: float) -> float:
+    """PSNR of the source shrunk and enlarged back, with no coding in between."""
+    n, h, w = src.shape[:3]
+    cw, ch = coded_size(w, h, scale)
+    small = torch.from_numpy(shrink(src, cw, ch)).permute(3, 0, 1, 2).float().div(127.5).sub(1)
+    return metrics.score([src], [_to_uint8_frames(small, ch, cw, (w, h))], with_ssim=False).psnr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("clips", nargs="+", type=Path)
+    ap.add_argument("--scales", default="1,0.5")
+    ap.add_argument("--qualities", default="1,2,3,4,5,6")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="tiny")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    scales = [float(v) for v in a.scales.split(",")]
+    qualities = [int(v) for v in a.qualities.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in a.clips:
+            with VideoReader(clip) as r:
+                src = np.concatenate(list(r.chunks()))
+            n, h, w = src.shape[:3]
+            for scale in scales:
+                if scale < 1:
+                    print(json.dumps({"clip": clip.name, "scale": scale, "ceiling_psnr": round(ceiling(src, scale), 2)}))
+                for quality in qualities:
+                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale)
+                    path = Path(tmp) / "x.vlat"
+                    codec.encode(clip, path, overwrite=True)
+                    with VlatReader(path) as f:
+                        latent_bytes = sum(c.stored_size for c in f.chunks_of("latent"))
+                    out = np.concatenate(list(codec.decode_frames(path)))
+                    q = metrics.score([src], [out], with_ssim=False)
+                    print(json.dumps({"clip": clip.name, "scale": scale, "quality": quality,
+                                      "bpp": round(8 * latent_bytes / (w * h * n), 5), "psnr": round(q.psnr, 2),
+                                      "flicker": round(q.temporal_error, 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
