@@ -236,3 +236,18 @@ def test_unreachable_rate_stops_at_the_crf_limit_without_extrapolating(frames):
     assert len(r.encodes) <= 6
     assert r.q == 0 and r.bpp < 40.0
     assert r.psnr_at_target is None
+
+
+def test_sweep_rows_name_the_scale_a_quality_codes_at(tmp_path):
+    """Qualities 1-4 of the embedded model code a smaller picture by default; the report says so."""
+    from vaecodec.bench import run_bench
+
+    clip = _clip(tmp_path / "clip.mp4", _lavfi((96, 64), 9))
+    threads_before = torch.get_num_threads()
+    report = run_bench(
+        [clip], codec_kwargs={"device": "cpu"}, sweep=[{"quality": 1}, {"quality": 5}, {"quality": 5, "scale": 0.75}],
+        baselines=[], threads=1, json_path=None, plot_path=None, console=Console(file=io.StringIO()),
+    )
+    torch.set_num_threads(threads_before)
+    assert [c["setting"] for c in report["codecs"]] == [{"quality": 1, "scale": 0.5}, {"quality": 5}, {"quality": 5, "scale": 0.75}]
+    assert [c["latent_shape"][2:] for c in report["codecs"]] == [[4, 6], [8, 12], [6, 9]]

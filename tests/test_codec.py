@@ -25,20 +25,23 @@ def codec() -> Codec:
     return Codec(device="cpu")
 
 
-@pytest.fixture(scope="module")
-def photo_clip(tmp_path_factory) -> Path:
-    """A 25-frame crop of the shipped sample (a real photograph panning), losslessly stored."""
-    frames = read_all(SAMPLE)[:25, 40:136, 60:188]  # 96x128 crop
-    path = tmp_path_factory.mktemp("photo") / "crop.mkv"
+def _lossless(frames: np.ndarray, path: Path) -> Path:
+    """uint8 [n, H, W, 3] frames as an FFV1 file (lossless, no audio), 25 fps."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = 128, 96, "bgr0"
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
     return path
+
+
+@pytest.fixture(scope="module")
+def photo_clip(tmp_path_factory) -> Path:
+    """A 25-frame crop of the shipped sample (a real photograph panning), losslessly stored."""
+    return _lossless(read_all(SAMPLE)[:25, 40:136, 60:188], tmp_path_factory.mktemp("photo") / "crop.mkv")  # 96x128
 
 
 def test_round_trip_keeps_geometry_frame_count_and_rate(codec, tmp_path):
@@ -286,16 +289,7 @@ def test_chunk_length_is_capped_by_memory_and_checked():
 @pytest.fixture(scope="module")
 def sample_clip(tmp_path_factory) -> Path:
     """The shipped sample's first 25 frames at full size (480x320), losslessly stored, no audio."""
-    path = tmp_path_factory.mktemp("sample") / "sample.mkv"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = 480, 320, "bgr0"
-        for f in read_all(SAMPLE)[:25]:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return _lossless(read_all(SAMPLE)[:25], tmp_path_factory.mktemp("sample") / "sample.mkv")
 
 
 def test_half_size_coding_restores_the_size_and_wins_at_low_rate(sample_clip, tmp_path):

@@ -175,8 +175,8 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     vlat = work / f"{src.path.stem}.vlat"
     _reset_peaks(codec.device)
     res = codec.encode(src.path, vlat, overwrite=True)
-    if "scale" not in setting and res.coded_size != (res.width, res.height):  # a per-quality default
-        setting = {**setting, "scale": round(res.coded_size[0] / res.width, 3)}
+    if "scale" not in setting and res.scale != 1.0:  # a per-quality default
+        setting = {**setting, "scale": res.scale}
     memory = {"encode_peak_rss_bytes": _peak_rss(), "encode_peak_gpu_bytes": _gpu_peak(codec.device)}
     _reset_peaks(codec.device)
     timings: dict[str, float] = {}

@@ -121,7 +121,8 @@ class EncodeResult(Result):
     input_bytes: int = 0
     latent_shape: tuple[int, ...] = ()
     quantization: dict = field(default_factory=dict)
-    coded_size: tuple[int, int] = (0, 0)  # (width, height) the model coded; smaller with --scale
+    scale: float = 1.0  # the picture was coded at about this fraction of its width and height
+    coded_size: tuple[int, int] = (0, 0)  # (width, height) the model coded: even numbers
 
     @property
     def bpp(self) -> float:
@@ -462,6 +463,7 @@ class Codec:
             input_bytes=src.stat().st_size,
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
             quantization=quant.describe(),
+            scale=scale,
             coded_size=(cw, ch),
         )
 
