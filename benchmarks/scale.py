@@ -1,12 +1,14 @@
 """Rate/quality of coding a smaller picture (``--scale``) against full-size coding.
 
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,0.75,0.5 --qualities 1,2,3,4,5,6
+    .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --deadzones default,0,0.1
 
 Each (scale, quality) point is a real ``Codec.encode`` to a .vlat and a real decode back to
 the source size. bpp counts the latent chunks' bytes (so a clip's audio does not hide the
 video's rate); PSNR and flicker (the bench's frame-to-frame error) are against the source.
 For each scale below 1 it also prints the *ceiling*: the PSNR of the source itself shrunk
-and enlarged the way the codec does, the best any model could do at that scale.
+and enlarged the way the codec does, the best any model could do at that scale. ``default``
+as a scale or deadzone means the encoder's per-quality default.
 """
 
 from __future__ import annotations
@@ -38,30 +40,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="+", type=Path)
     ap.add_argument("--scales", default="1,0.5")
+    ap.add_argument("--deadzones", default="default")
     ap.add_argument("--qualities", default="1,2,3,4,5,6")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="tiny")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    scales = [float(v) for v in a.scales.split(",")]
+    scales = [None if v == "default" else float(v) for v in a.scales.split(",")]
+    deadzones = [None if v == "default" else float(v) for v in a.deadzones.split(",")]
     qualities = [int(v) for v in a.qualities.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for clip in a.clips:
             with VideoReader(clip) as r:
                 src = np.concatenate(list(r.chunks()))
             n, h, w = src.shape[:3]
-            for scale in scales:
-                if scale < 1:
+            for scale, deadzone in ((s, d) for s in scales for d in deadzones):
+                if scale is not None and scale < 1 and deadzone == deadzones[0]:
                     print(json.dumps({"clip": clip.name, "scale": scale, "ceiling_psnr": round(ceiling(src, scale), 2)}))
                 for quality in qualities:
-                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale)
+                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale, deadzone=deadzone)
                     path = Path(tmp) / "x.vlat"
                     codec.encode(clip, path, overwrite=True)
                     with VlatReader(path) as f:
                         latent_bytes = sum(c.stored_size for c in f.chunks_of("latent"))
                     out = np.concatenate(list(codec.decode_frames(path)))
                     q = metrics.score([src], [out], with_ssim=False)
-                    print(json.dumps({"clip": clip.name, "scale": scale, "quality": quality,
+                    print(json.dumps({"clip": clip.name, "scale": scale or "default", "deadzone": deadzone, "quality": quality,
                                       "bpp": round(8 * latent_bytes / (w * h * n), 5), "psnr": round(q.psnr, 2),
                                       "flicker": round(q.temporal_error, 2)}), flush=True)
 

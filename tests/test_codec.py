@@ -240,7 +240,7 @@ def test_temporal_deadzone_beats_plain_rounding_at_equal_rate(photo_clip, tmp_pa
     for name, quality, dz in (("plain1", 1, 0.0), ("plain2", 2, 0.0), ("held2", 2, None)):
         r = Codec(device="cpu", quality=quality, deadzone=dz, scale=1.0).encode(photo_clip, tmp_path / f"{name}.vlat")
         with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
-            assert f.header["quantization"]["deadzone"] == (0.25 if dz is None else dz)
+            assert f.header["quantization"]["deadzone"] == (0.1 if dz is None else dz)
             frames = f.frames_tensor().numpy()
         flicker = np.abs(np.diff(frames.astype(np.int16) - src, axis=0)).mean()
         points[name] = (np.log(r.file_bytes), psnr(frames, src), flicker)

@@ -22,9 +22,11 @@ from .errors import FormatError, UsageError
 
 MIN_BITS, MAX_BITS = 4, 8
 MAX_DEADZONE = 0.5
-# Temporal deadzone per quality of the embedded model's bank (benchmarks/deadzone.py): coarse
-# qualities gain most (0.4-5 dB at equal rate on our pans), the finest ones about nothing.
-DEADZONE_BY_QUALITY = {1: 0.25, 2: 0.25, 3: 0.2, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.05, 8: 0.05}
+# Temporal deadzone per quality of the embedded model's bank, each at its default picture size
+# (benchmarks/deadzone.py, benchmarks/scale.py): the coarse qualities gain most. At the half and
+# three-quarter sizes of qualities 1-4 latents drift more slowly, and 0.1 beats the wider
+# deadzones full size preferred; from quality 5 up the gain is small.
+DEADZONE_BY_QUALITY = {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.05, 8: 0.05}
 
 
 @dataclass(frozen=True)
