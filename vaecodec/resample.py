@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaecodec.errors import UsageError
+from .errors import UsageError
 
 MIN_SCALE = 0.125
 
 # Default scale per entropy-coder quality of the embedded model: qualities 1-2 (steps the model
-# never trained on) keep their PSNR within about 1 dB at 25-45 % of the bytes at half size;
+# never trained on) keep their PSNR level for well under half the bytes at half size;
 # 3-4 at three quarters size beat full size at equal rate on all clips measured.
 SCALE_BY_QUALITY = {1: 0.5, 2: 0.5, 3: 0.75, 4: 0.75}
 
