@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from vaecodec import metrics
-from vaecodec.codec import ChunkGatherer, Codec, _pad_to_grid, _to_uint8_frames
+from vaecodec.codec import ChunkGatherer, Codec, _pad_to_grid
 from vaecodec.quant import Quantizer, default_deadzone
+from vaecodec.resample import to_uint8_frames
 from vaecodec.tiling import StreamingDecoder, StreamingEncoder
 from vaecodec.video import VideoReader
 
@@ -55,7 +56,7 @@ def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzon
                     p = quant.pack(z)
                     nbytes += len(p.payload)
                     for _, y in dec.push(quant.unpack(p.payload, p.meta, tuple(z.shape))):
-                        out.append(_to_uint8_frames(y, info.height, info.width))
+                        out.append(to_uint8_frames(y, info.height, info.width))
             q = metrics.score([src], [np.concatenate(out)[: len(src)]], with_ssim=False)
             row = {"clip": clip.name, "quality": quality, "deadzone": dz,
                    "bpp": 8 * nbytes / (info.width * info.height * len(src)), "psnr": q.psnr,

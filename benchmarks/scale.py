@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from vaecodec import metrics
-from vaecodec.codec import Codec, _to_uint8_frames
+from vaecodec.codec import Codec
 from vaecodec.container import VlatReader
-from vaecodec.resample import coded_size, shrink
+from vaecodec.resample import coded_size, shrink, to_uint8_frames
 from vaecodec.video import VideoReader
 
 
@@ -33,7 +33,7 @@ def ceiling(src: np.ndarray, scale: float) -> float:
     n, h, w = src.shape[:3]
     cw, ch = coded_size(w, h, scale)
     small = torch.from_numpy(shrink(src, cw, ch)).permute(3, 0, 1, 2).float().div(127.5).sub(1)
-    return metrics.score([src], [_to_uint8_frames(small, ch, cw, (w, h))], with_ssim=False).psnr
+    return metrics.score([src], [to_uint8_frames(small, ch, cw, (w, h))], with_ssim=False).psnr
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
-from .resample import check_scale, coded_size, default_scale, enlarge, shrink
+from .resample import check_scale, coded_size, default_scale, shrink, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -143,25 +143,6 @@ class EncodeResult(Result):
 @dataclass
 class DecodeResult(Result):
     warnings: list[str] = field(default_factory=list)
-
-
-def _to_uint8_frames(x: torch.Tensor, height: int, width: int, size: tuple[int, int] | None = None) -> np.ndarray:
-    """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, H, W, 3]: crops the grid padding to
-    ``height`` x ``width``, then enlarges to ``size`` (W, H) when the file was coded smaller.
-
-    On CPU one frame at a time into one contiguous array (no tile-sized float temporaries);
-    on a GPU in one go, then one copy to the host.
-    """
-    x = x[:, :, :height, :width]
-    W, H = size or (width, height)
-    if x.device.type != "cpu":
-        x = enlarge(x, W, H)
-        return x.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
-    out = torch.empty(x.shape[1], H, W, 3, dtype=torch.uint8)
-    for i in range(x.shape[1]):
-        frame = enlarge(x[:, i : i + 1], W, H)[:, 0].float().add(1).mul_(127.5).round_().clamp_(0, 255)
-        out[i].copy_(frame.permute(1, 2, 0))
-    return out.numpy()
 
 
 def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
@@ -768,7 +749,7 @@ class LatentFile:
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
                         continue
-                    frames = _to_uint8_frames(x[:, lo - f0 : hi - f0], self.coded_height, self.coded_width,
+                    frames = to_uint8_frames(x[:, lo - f0 : hi - f0], self.coded_height, self.coded_width,
                                               (self.width, self.height))
                     if progress:
                         progress.advance(frames.shape[0])

@@ -60,3 +60,22 @@ def enlarge(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
         return x
     y = F.interpolate(x.transpose(0, 1).float(), size=(height, width), mode="bicubic", align_corners=False)
     return y.transpose(0, 1)
+
+
+def to_uint8_frames(x: torch.Tensor, height: int, width: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, H, W, 3]: crops the grid padding to
+    ``height`` x ``width``, then enlarges to ``size`` (W, H) when the file was coded smaller.
+
+    On CPU one frame at a time into one contiguous array (no tile-sized float temporaries);
+    on a GPU in one go, then one copy to the host.
+    """
+    x = x[:, :, :height, :width]
+    W, H = size or (width, height)
+    if x.device.type != "cpu":
+        x = enlarge(x, W, H)
+        return x.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+    out = torch.empty(x.shape[1], H, W, 3, dtype=torch.uint8)
+    for i in range(x.shape[1]):
+        frame = enlarge(x[:, i : i + 1], W, H)[:, 0].float().add(1).mul_(127.5).round_().clamp_(0, 255)
+        out[i].copy_(frame.permute(1, 2, 0))
+    return out.numpy()

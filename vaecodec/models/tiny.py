@@ -31,7 +31,7 @@ from torch import nn
 from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
 
-WEIGHTS = Path(__file__).parent / "weights" / "tiny-v4.safetensors"
+WEIGHTS = Path(__file__).parent / "weights" / "tiny-v5.safetensors"
 
 C1 = 32  # channels at 1/4 resolution
 C2 = 64  # channels at 1/8 resolution

@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--run", default="runs/tiny")
     ex.add_argument("--weights", default=None,
                     help="instead of a run: keep this weights file's network, rebuild its entropy tables")
-    ex.add_argument("--out", default="vaecodec/models/weights/tiny-v4.safetensors")
-    ex.add_argument("--model-id", default="vaecodec-tiny-v4")
-    ex.add_argument("--version", default="4")
+    # no defaults: new weights need a new id (files name the model they need) and a new file
+    ex.add_argument("--out", required=True, help="e.g. vaecodec/models/weights/tiny-v6.safetensors")
+    ex.add_argument("--model-id", required=True, help="e.g. vaecodec-tiny-v6")
+    ex.add_argument("--version", required=True, help="e.g. 6")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--coarsest", type=float, default=None,

@@ -1,7 +1,8 @@
 """Throughput of the tiny model incl. quantization and entropy coding (for docs/MODEL.md).
 
 Measures one temporal tile the way the pipeline runs it: encode = model.encode + quantize +
-EntropyCoder.encode; decode = EntropyCoder.decode + dequantize + model.decode. Each stage is
+EntropyCoder.encode; decode = EntropyCoder.decode + dequantize + model.decode + the uint8 frames
+on the host (converted on the device, as the decoder does). Each stage is
 timed on its own too, so a GPU figure says whether the model or the (CPU) entropy coder limits it.
 """
 
@@ -15,6 +16,7 @@ import torch
 
 from vaecodec.device import keep_freed_memory, pick_device, pick_dtype
 from vaecodec.models.tiny import load
+from vaecodec.resample import to_uint8_frames
 
 
 def _setup(weights: str | Path | None, threads: int, frames: int, height: int, width: int, seed: int,
@@ -85,7 +87,7 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
         t2 = time.perf_counter()
         q2 = coder.decode(data, q.shape, quality)
         t3 = time.perf_counter()
-        model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, dt)).cpu()
+        to_uint8_frames(model.decode((torch.from_numpy(q2)[None].float() * step).to(dev, dt))[0], height, width)
         t4 = sync()
         for k, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[k].append(seconds)

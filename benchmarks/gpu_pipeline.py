@@ -1,0 +1,68 @@
+"""Whole-file throughput of the real pipeline on one clip (docs/BENCHMARKS.md, "On a GPU").
+
+    python benchmarks/gpu_pipeline.py CLIP [--device cuda] [--dtypes bf16 fp16] [--workers 0 8]
+
+For each dtype: encode CLIP to a .vlat, then decode it three ways, each timed from opening
+the file to the last frame on the host:
+
+- ``frames``: to uint8 frames through the Python API (``LatentFile.iter_frames``), the
+  issue's "decode fps": entropy decoding + model + uint8 copy to the host, once per
+  ``--workers`` count of entropy-coding processes (0 = in the parent), best of 3 passes;
+- ``mp4``: ``Codec.decode`` to an H.264 file as ``vaecodec decode`` does (video writing on
+  the CPU included).
+
+One JSON line per measurement; encode and ``mp4`` are single passes (the encode warms the
+model up). Needs PyAV, unlike ``python -m vaecodec.train speed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from vaecodec.codec import Codec
+
+
+def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float]:
+    """Best of ``repeats`` passes over one open file, after a warm-up pass (cuDNN autotuning,
+    worker start-up: a file keeps its entropy workers between passes)."""
+    with codec.open(vlat) as f:
+        best = float("inf")
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            n = sum(frames.shape[0] for frames in f.iter_frames())
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return n, n / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("clip", type=Path)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 8], help="entropy worker processes")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        vlat, back = Path(tmp) / "clip.vlat", Path(tmp) / "back.mp4"
+        for dtype in args.dtypes:
+            enc = Codec(device=args.device, dtype=dtype).encode(args.clip, vlat, overwrite=True)
+            print(json.dumps({"dtype": dtype, "what": "encode", "frames": enc.frames, "bpp": round(enc.bpp, 4),
+                              "fps": round(enc.fps_processed, 1), "timings": enc.timings,
+                              "peak_gpu_mib": enc.peak_gpu_bytes and round(enc.peak_gpu_bytes / 2**20)}))
+            for workers in args.workers:
+                n, fps = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
+                print(json.dumps({"dtype": dtype, "what": "frames", "entropy_workers": workers, "frames": n,
+                                  "fps": round(fps, 1)}))
+            codec = Codec(device=args.device, dtype=dtype)
+            dec = codec.decode(vlat, back, overwrite=True)
+            print(json.dumps({"dtype": dtype, "what": "mp4", "entropy_workers": codec.entropy_workers,
+                              "frames": dec.frames, "fps": round(dec.fps_processed, 1), "timings": dec.timings,
+                              "peak_gpu_mib": dec.peak_gpu_bytes and round(dec.peak_gpu_bytes / 2**20)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
