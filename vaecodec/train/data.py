@@ -273,6 +273,9 @@ class ClipSampler:
         if self._u() < 0.15:  # defocus
             clip = _blur(clip, self._u(0.5, 2.0))
         if self._u() < 0.2:  # sensor noise, fresh every frame
+            # drawn on the CPU generator even on a GPU (the training thread does not wait for it:
+            # train._Prefetch). Any change to the draws changes the validation clips, and with
+            # them the model card's figures that train_test_match.py reproduces.
             clip = clip + self._u(0.0, 0.03) * torch.randn(clip.shape, generator=self.g).to(self.device)
         return (clip.clamp(0, 1) * 2 - 1).permute(1, 0, 2, 3).contiguous()
 

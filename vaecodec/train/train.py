@@ -8,11 +8,13 @@ tables (built from latent histograms on training clips) and a JSON model card.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import queue
 import subprocess
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,14 +130,77 @@ def code_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def _save_ckpt(path: Path, model, prior, opt, sampler: ClipSampler, state: dict) -> None:
+class _Prefetch:
+    """Batches from ``sampler`` made one ahead in a background thread, on a CUDA stream of its
+    own on a GPU, so clip making overlaps the training step instead of leaving the GPU idle
+    (the sampler syncs its stream to decide on retries; the training step syncs its own to log).
+
+    Yields (batch, sampler RNG state after that batch): a checkpoint stores that state, not the
+    sampler's live one (already ahead), so a run still resumes exactly.
+    """
+
+    def __init__(self, sampler: ClipSampler, n: int) -> None:
+        self.sampler, self.n = sampler, n
+        self.stream = torch.cuda.Stream(sampler.device) if sampler.device.type == "cuda" else None
+        self.q: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="clip-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+                while not self.stop.is_set():
+                    x = self.sampler.batch(self.n)
+                    done = None
+                    if self.stream is not None:
+                        done = torch.cuda.Event()
+                        done.record(self.stream)
+                    self.q.put((x, done, self.sampler.g.get_state()))
+        except Exception as e:  # noqa: BLE001 - any failure is re-raised in the training thread
+            self.q.put(e)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.q.get()
+        if isinstance(item, Exception):
+            raise item
+        x, done, rng = item
+        if done is not None:  # the training stream waits for the clips, and owns their memory from here
+            main = torch.cuda.current_stream(x.device)
+            main.wait_event(done)
+            x.record_stream(main)
+        return x, rng
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a pending put
+            try:
+                self.q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+class _CpuBatches:
+    """Batches from ``ClipStream`` worker processes, in ``_Prefetch``'s (batch, rng) shape."""
+
+    def __init__(self, loader, sampler: ClipSampler) -> None:
+        self.it, self.rng = iter(loader), sampler.g.get_state()  # workers draw from their own seeds
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(self.it), self.rng
+
+    def close(self) -> None:
+        pass
+
+
+def _save_ckpt(path: Path, model, prior, opt, sampler_rng: torch.Tensor, state: dict) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"prior.{k}": v.detach().cpu().contiguous() for k, v in prior.state_dict().items()})
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.sampler"] = sampler.g.get_state()
+    tensors["rng.sampler"] = sampler_rng
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
@@ -235,8 +300,6 @@ def fit_prior(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, cfg: Config
 
 def train(cfg: Config, resume: bool = True) -> dict:
     """Run (or continue) training; returns the last validation record."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -265,18 +328,31 @@ def train(cfg: Config, resume: bool = True) -> dict:
         freeze_loaded(model, cfg.init)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
-    log = open(run / "log.txt", "a")
     vsteps = val_steps(cfg)
-    t0 = time.time() - state["wall_s"]
     model.train()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convs once
     if cfg.workers > 0:
         stream = ClipStream(photos, cfg.frames, cfg.size, cfg.batch, cfg.seed + state["step"])
-        batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
-                                                   pin_memory=device.type == "cuda", prefetch_factor=4))
+        batches = _CpuBatches(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                                          pin_memory=device.type == "cuda", prefetch_factor=4),
+                              sampler)
     else:
-        batches = (sampler.batch(cfg.batch) for _ in itertools.count())  # in this process
+        batches = _Prefetch(sampler, cfg.batch)  # in this process, one batch ahead
+    try:
+        with open(run / "log.txt", "a") as log:
+            return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device)
+    finally:
+        batches.close()
+
+
+def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: torch.Tensor,
+                vsteps: list[float], run: Path, log, device: torch.device) -> dict:
+    """The steps of ``train`` until its step or time budget is spent."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    last = run / "last.safetensors"
+    t0 = time.time() - state["wall_s"]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     ema: dict[str, float] = {}
     rec = None
     waited, t_log = 0.0, time.perf_counter()
@@ -291,7 +367,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step, state["wall_s"])
             t_wait = time.perf_counter()
-            x = next(batches).to(device, non_blocking=True)  # [B, 3, T, S, S]
+            x, sampler_rng = next(batches)
+            x = x.to(device, non_blocking=True)  # [B, 3, T, S, S]
             waited += time.perf_counter() - t_wait
             b, _, t, h, w = x.shape
             with amp:  # bf16 convs on CUDA; latents, rate and losses stay fp32
@@ -337,11 +414,10 @@ def train(cfg: Config, resume: bool = True) -> dict:
                 log.flush()
                 if state["best"] is None or score < state["best"]["score"]:
                     state["best"] = {"step": step, "score": score, "points": rec["points"]}
-                    _save_ckpt(run / "best.safetensors", model, prior, opt, sampler, state)
+                    _save_ckpt(run / "best.safetensors", model, prior, opt, sampler_rng, state)
             if step % cfg.ckpt_every == 0 or done:
-                _save_ckpt(last, model, prior, opt, sampler, state)
+                _save_ckpt(last, model, prior, opt, sampler_rng, state)
                 (run / "state.json").write_text(json.dumps({"state": state, "config": asdict(cfg)}, indent=1))
-    log.close()
     return rec or {}
 
 
@@ -420,7 +496,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         st = coder.step(qual).view(1, -1, 1, 1, 1)
         q = entropy_symbols(vmean / st, dz)
         nbytes = sum(len(coder.encode(q[i].numpy().astype(np.int32), qual)) for i in range(b))
-        rec = torch.cat([model.decode((q[i:i + 1] * st)) for i in range(b)])
+        rec = torch.cat([model.decode(q[i:i + 1] * st) for i in range(b)])
         points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "psnr": round(psnr(rec, vclips), 3),
                        "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
     card = {
