@@ -83,16 +83,22 @@ copy_run() {
         [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/" || true
     done
 }
-setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
-    --init vaecodec/models/weights/tiny-v5.safetensors --refine --blocks8 2 \
-    --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
-    --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} \
-    > "$OUT/train.txt" 2>&1 &
-trainer=$!
-while kill -0 "$trainer" 2>/dev/null; do
-    sleep 20
-    copy_run
-done
-wait "$trainer" || echo "training exited with an error (see train.txt)"
+train() {  # EXTRA...: one training process in its own session, its files copied out every 20 s
+    setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
+        --init vaecodec/models/weights/tiny-v5.safetensors --refine --blocks8 2 \
+        --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
+        --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
+        >> "$OUT/train.txt" 2>&1 &
+    local trainer=$!
+    while kill -0 "$trainer" 2>/dev/null; do
+        sleep 20
+        copy_run
+    done
+    wait "$trainer"
+}
+# the clip prefetch thread (CUDA stream of its own) is new since the last GPU run: if training
+# fails, go on from its last checkpoint with the clips made in line, as the v5 run did
+train || { echo "training exited with an error (see train.txt); retrying with --no-prefetch"; train --no-prefetch; } \
+    || echo "training exited with an error again (see train.txt)"
 copy_run
 ls -l "$OUT"

@@ -69,20 +69,24 @@ def test_clip_stream_is_seeded(data_dir):
 
 def test_resumed_run_equals_an_uninterrupted_one(data_dir, tmp_path):
     """Clips are made one batch ahead in a background thread; the checkpoint still stores the
-    sampler state of the next batch, so 2 steps + resume to 4 train exactly like 4 steps."""
-    def cfg(run: str, steps: int) -> Config:
+    sampler state of the next batch, so 2 steps + resume to 4 train exactly like 4 steps, and
+    exactly like a run that makes its clips in line (``--no-prefetch``)."""
+    def cfg(run: str, steps: int, prefetch: bool = True) -> Config:
         return Config(data=str(data_dir), run=str(tmp_path / run), steps=steps, batch=2, size=32, frames=5,
                       val_every=100, ckpt_every=1, log_every=100, photos=TRAIN_KEYS, val_photos=VAL_KEYS,
-                      val_size=32, val_clips=1)
+                      val_size=32, val_clips=1, prefetch=prefetch)
 
     train(cfg("straight", 4))
     train(cfg("resumed", 2))
     train(cfg("resumed", 4))
+    train(cfg("inline", 3, prefetch=False))
+    train(cfg("inline", 4))
     a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    for other in ("resumed", "inline"):
+        b = load_file(str(tmp_path / other / "last.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{other}: {k}")
 
 
 def test_time_budget_ends_the_run_and_decays_the_lr():

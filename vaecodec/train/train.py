@@ -52,6 +52,7 @@ class Config:
     ckpt_every: int = 100
     threads: int = 1
     workers: int = 0  # clip-making CPU processes; 0 = in the training process on its device, exactly resumable
+    prefetch: bool = True  # with workers 0: make the next batch in a background thread
     time_budget: float = 0.0  # seconds of training (0 = none): the run ends and the lr decays by wall time
     seed: int = 0
     log_every: int = 10
@@ -141,7 +142,10 @@ class _Prefetch:
 
     def __init__(self, sampler: ClipSampler, n: int) -> None:
         self.sampler, self.n = sampler, n
-        self.stream = torch.cuda.Stream(sampler.device) if sampler.device.type == "cuda" else None
+        self.stream = None
+        if sampler.device.type == "cuda":  # its work starts after all queued so far (the photos' upload)
+            self.stream = torch.cuda.Stream(sampler.device)
+            self.stream.wait_stream(torch.cuda.current_stream(sampler.device))
         self.q: queue.Queue = queue.Queue(maxsize=1)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clip-prefetch", daemon=True)
@@ -178,6 +182,19 @@ class _Prefetch:
                 self.q.get(timeout=0.1)
             except queue.Empty:
                 pass
+
+
+class _InLine:
+    """Batches made in the training thread when asked for, in ``_Prefetch``'s (batch, rng) shape."""
+
+    def __init__(self, sampler: ClipSampler, n: int) -> None:
+        self.sampler, self.n = sampler, n
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sampler.batch(self.n), self.sampler.g.get_state()
+
+    def close(self) -> None:
+        pass
 
 
 class _CpuBatches:
@@ -337,7 +354,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
                                                           pin_memory=device.type == "cuda", prefetch_factor=4),
                               sampler)
     else:
-        batches = _Prefetch(sampler, cfg.batch)  # in this process, one batch ahead
+        batches = (_Prefetch if cfg.prefetch else _InLine)(sampler, cfg.batch)  # in this process
     try:
         with open(run / "log.txt", "a") as log:
             return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device)
