@@ -26,7 +26,7 @@ import torch
 
 from vaecodec import Codec
 from vaecodec.container import describe
-from vaecodec.metrics import psnr_from_mse
+from vaecodec.metrics import luma, psnr_from_mse, ssim
 from vaecodec.models.tiny import WEIGHTS, load, model_card
 from vaecodec.train.train import Config, _val_clips
 
@@ -62,7 +62,7 @@ def main() -> None:
             # at full size as the card measured it
             codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0),
                           scale=1.0)
-            se, payload, total = 0.0, 0, 0
+            se, payload, total, ssims = 0.0, 0, 0, []
             for i, clip in enumerate(u8):
                 out = Path(tmp) / f"clip{i}-q{point['quality']}.vlat"
                 codec.encode(Path(tmp) / f"clip{i}", out, overwrite=True)
@@ -71,15 +71,17 @@ def main() -> None:
                 total += info["file_size"]
                 rec = np.concatenate(list(codec.decode_frames(out)))
                 se += float(np.sum((rec.astype(np.float64) - clip) ** 2))
+                ssims.append(ssim(luma(torch.from_numpy(rec).float()), luma(torch.from_numpy(clip).float())))
             file_psnr = psnr_from_mse(se / (pixels * 3))
-            rows.append((point["quality"], point["psnr"], point["bpp"], file_psnr, 8 * payload / pixels,
-                         8 * total / pixels))
+            rows.append((point["quality"], point["psnr"], point.get("ssim"), point["bpp"], file_psnr,
+                         torch.cat(ssims).mean().item(), 8 * payload / pixels, 8 * total / pixels))
     print(f"model `{model.model_id}`, {card['validation']['clips']} from {', '.join(card['validation']['photos'])}\n")
-    print("| quality | card PSNR | file PSNR | Δ dB | card bpp | payload bpp | Δ % | file bpp |")
-    print("|---|---|---|---|---|---|---|---|")
-    for q, cp, cb, fp, pb, fb in rows:
-        print(f"| {q} | {cp:.2f} | {fp:.2f} | {fp - cp:+.2f} | {cb:.4f} | {pb:.4f} | {100 * (pb / cb - 1):+.1f} "
-              f"| {fb:.4f} |")
+    print("| quality | card PSNR | file PSNR | Δ dB | card SSIM-Y | file SSIM-Y | card bpp | payload bpp | Δ % | file bpp |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for q, cp, cs, cb, fp, fs, pb, fb in rows:
+        card_ssim = "-" if cs is None else f"{cs:.4f}"  # cards before vaecodec-tiny-v6 have none
+        print(f"| {q} | {cp:.2f} | {fp:.2f} | {fp - cp:+.2f} | {card_ssim} | {fs:.4f} | {cb:.4f} | {pb:.4f} "
+              f"| {100 * (pb / cb - 1):+.1f} | {fb:.4f} |")
 
 
 if __name__ == "__main__":

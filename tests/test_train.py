@@ -115,7 +115,7 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
                  ckpt_every=1, log_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS, val_size=32, val_clips=1)
     rec = train(cfg)
     assert rec["step"] == 2 and len(rec["points"]) == 3
-    assert all(math.isfinite(p["psnr"]) and p["bpp"] > 0 for p in rec["points"])
+    assert all(math.isfinite(p["psnr"]) and p["bpp"] > 0 and 0 < p["ssim"] <= 1 for p in rec["points"])
     state = json.loads((run / "state.json").read_text())["state"]
     assert state["step"] == 2 and (run / "last.safetensors").exists() and (run / "best.safetensors").exists()
     assert re.search(r"^step 2 .* \d+ms/step data \d+%$", (run / "log.txt").read_text(), re.M)
@@ -127,6 +127,7 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     out = tmp_path / "w.safetensors"
     card = export(run, out, "vaecodec-tiny-test", which="last", clips=4)
     assert card["train_steps"] == 3 and len(card["validation"]["points"]) == 8
+    assert all(0 < p["ssim"] <= 1 for p in card["validation"]["points"])
     assert card["train_commit"] == state["commit"] and card["export_commit"]
     m = load(out, torch.device("cpu"), torch.float32)
     assert m.model_id == "vaecodec-tiny-test"

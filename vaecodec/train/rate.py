@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaecodec.metrics import luma, ssim
+
 _LOG2 = 0.6931471805599453
 
 
@@ -86,3 +88,12 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     """PSNR in dB of two [-1, 1] tensors (peak = 1 on the [0, 1] scale)."""
     mse = F.mse_loss((x.clamp(-1, 1) + 1) / 2, (y + 1) / 2).item()
     return 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+
+
+def ssim_y(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean SSIM over all frames of two [-1, 1] clip batches [B, 3, T, H, W], on BT.601 luma at
+    8-bit scale: what ``vaecodec bench`` reports for files, so the two can be compared."""
+    def frames(v: torch.Tensor) -> torch.Tensor:  # -> [B * T, H, W]
+        return luma(((v.clamp(-1, 1) + 1) * 127.5).float().permute(0, 2, 3, 4, 1)).flatten(0, 1)
+
+    return ssim(frames(x), frames(y)).mean().item()

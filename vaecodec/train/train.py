@@ -29,7 +29,7 @@ from vaecodec.device import pick_device
 from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, ClipStream, load_photos
-from vaecodec.train.rate import RatePrior, kl_normal, psnr
+from vaecodec.train.rate import RatePrior, kl_normal, psnr, ssim_y
 
 
 @dataclass
@@ -103,7 +103,7 @@ def val_steps(cfg: Config) -> list[float]:
 
 @torch.inference_mode()
 def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[float]) -> list[dict]:
-    """PSNR and ideal bpp (real rounding, prior code lengths) at each step, inference path."""
+    """PSNR, luma SSIM and ideal bpp (real rounding, prior code lengths) at each step, inference path."""
     model.eval()
     out = []
     mean = torch.cat([model.encode(c[None])[0] for c in clips])
@@ -113,7 +113,8 @@ def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[
         zq = torch.round(mean / s) * s
         rec = torch.cat([model.decode(z[None]) for z in zq])
         bits = prior(mean, sv, noise=False)
-        out.append({"step": s, "psnr": psnr(rec, clips), "bpp": bits.sum().item() / (b * t * h * w)})
+        out.append({"step": s, "psnr": psnr(rec, clips), "ssim": ssim_y(rec, clips),
+                    "bpp": bits.sum().item() / (b * t * h * w)})
     model.train()
     return out
 
@@ -515,7 +516,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         nbytes = sum(len(coder.encode(q[i].numpy().astype(np.int32), qual)) for i in range(b))
         rec = torch.cat([model.decode(q[i:i + 1] * st) for i in range(b)])
         points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "psnr": round(psnr(rec, vclips), 3),
-                       "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
+                       "ssim": round(ssim_y(rec, vclips), 4), "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,
         "latent_channels": cfg.latent, "arch": asdict(cfg.arch), "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
