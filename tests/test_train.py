@@ -58,6 +58,24 @@ def test_clip_sampler_on_gpu_draws_the_cpu_clips(data_dir):
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=5e-3)  # blur convs may run in TF32
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prefetch_thread_on_gpu_gives_the_in_line_batches(data_dir):
+    """Clips made on the prefetch thread's own CUDA stream equal those made in line, with the
+    same sampler states, and are safe to use on the training stream."""
+    from vaecodec.train.train import _InLine, _Prefetch
+
+    photos = load_photos(data_dir, TRAIN_KEYS)
+    inline = _InLine(ClipSampler(photos, frames=5, size=32, seed=9, device="cuda"), 4)
+    ahead = _Prefetch(ClipSampler(photos, frames=5, size=32, seed=9, device="cuda"), 4)
+    try:
+        for _ in range(3):
+            (a, rng_a), (b, rng_b) = next(inline), next(ahead)
+            torch.testing.assert_close((b * 2).cpu(), (a * 2).cpu(), rtol=0, atol=1e-6)
+            assert torch.equal(rng_a, rng_b)
+    finally:
+        ahead.close()
+
+
 def test_clip_stream_is_seeded(data_dir):
     """The GPU feeder draws reproducible batches per seed, and other clips for another seed."""
     photos = load_photos(data_dir, TRAIN_KEYS)
