@@ -46,6 +46,7 @@ class Config:
     lr: float = 1e-3
     lam: float = 0.01  # rate weight: loss = mse + lam * bpp
     kl: float = 1e-6  # KL weight (keeps logvar a real posterior without costing quality)
+    flicker: float = 0.0  # weight of the mean squared change of the error from frame to frame
     step_min: float = 0.1  # quantization steps sampled log-uniformly in [step_min, step_max]
     step_max: float = 1.6
     val_every: int = 250
@@ -403,6 +404,9 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
             bpp = prior(z, s).sum() / (b * t * h * w)
             kl = kl_normal(mean, logvar)
             loss = mse + cfg.lam * bpp + cfg.kl * kl
+            if cfg.flicker:  # the error should not change between frames (latent-frame boundaries)
+                err = rec_x - x
+                loss = loss + cfg.flicker * F.mse_loss(err[:, :, 1:], err[:, :, :-1]) / 4
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(prior.parameters()), 1.0)
