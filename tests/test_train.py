@@ -107,6 +107,22 @@ def test_resumed_run_equals_an_uninterrupted_one(data_dir, tmp_path):
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{other}: {k}")
 
 
+def test_flicker_loss_changes_the_training(data_dir, tmp_path):
+    """``--flicker`` adds a term on the frame-to-frame change of the error: same clips and
+    seeds, other weights after one step, and a larger logged loss."""
+    def run(name: str, flicker: float) -> tuple[dict, str]:
+        cfg = Config(data=str(data_dir), run=str(tmp_path / name), steps=1, batch=2, size=32, frames=5,
+                     val_every=100, ckpt_every=1, log_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS,
+                     val_size=32, val_clips=1, flicker=flicker)
+        train(cfg)
+        return load_file(str(tmp_path / name / "last.safetensors")), (tmp_path / name / "log.txt").read_text()
+
+    (plain, log0), (flick, log1) = run("plain", 0.0), run("flicker", 1.0)
+    assert any(not torch.equal(plain[k], flick[k]) for k in plain if k.startswith("model."))
+    loss = [float(re.search(r"^step 1 loss ([0-9.e-]+)", log, re.M).group(1)) for log in (log0, log1)]
+    assert loss[1] > loss[0] > 0
+
+
 def test_time_budget_ends_the_run_and_decays_the_lr():
     cfg = Config(lr=1e-3, steps=10**6, time_budget=100.0)
     assert _progress(cfg, 500, 50.0) == 0.5 and _lr(cfg, 500, 50.0) == 1e-3
