@@ -2,12 +2,12 @@
 
     python benchmarks/gpu_pipeline.py CLIP [--device cuda] [--dtypes bf16 fp16] [--workers 0 8]
 
-For each dtype: encode CLIP to a .vlat, then decode it three ways, each timed from opening
-the file to the last frame on the host:
+For each dtype: encode CLIP to a .vlat, then decode it:
 
 - ``frames``: to uint8 frames through the Python API (``LatentFile.iter_frames``), the
   issue's "decode fps": entropy decoding + model + uint8 copy to the host, once per
-  ``--workers`` count of entropy-coding processes (0 = in the parent), best of 3 passes;
+  ``--workers`` count of entropy-coding processes (0 = in the parent), best of 3 passes over
+  one open file after a warm-up pass, each timed to the last frame on the host;
 - ``mp4``: ``Codec.decode`` to an H.264 file as ``vaecodec decode`` does (video writing on
   the CPU included).
 
