@@ -31,6 +31,7 @@ wheels() {  # DIR PACKAGE...: cp312 manylinux wheels for the GPU machine's Pytho
 }
 
 if [ "${1:-}" = "--prepare" ]; then  # the GPU machine has torch, numpy, safetensors, typer, rich
+    [ -d data/photos ] || bash scripts/fetch_training_data.sh  # the photos: carried, and the clip's source
     wheels .whl constriction==0.5.0 zstandard==0.25.0
     wheels .whl-av "av==$(.venv/bin/python -c 'import av; print(av.__version__)')"
     mkdir -p data/gpu  # the 10 s pan over a held-out photo that docs/BENCHMARKS.md times on the H100
