@@ -23,4 +23,6 @@ done
 for f in *.deb; do dpkg-deb -f "$f" Package Version; done > "$DATA/packages.txt"
 # Downscale + select photos into data/photos (Python does the filtering; see vaecodec/train/data.py).
 cd "$ROOT"
-python -m vaecodec.train.data prepare --data "$DATA"
+PY="${PY:-$ROOT/.venv/bin/python}"  # the project's environment (scripts/setup.sh), else the PATH's
+[ -x "$PY" ] || PY=python3
+"$PY" -m vaecodec.train.data prepare --data "$DATA"
