@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaecodec import metrics
 from vaecodec.codec import Codec
 from vaecodec.video import VideoReader
 
@@ -32,15 +33,14 @@ def main() -> None:
     args = ap.parse_args()
     codec = Codec(args.model, quality=args.quality)
     for clip in args.clips:
-        with VideoReader(clip) as r:
-            src = np.concatenate(list(r.chunks())).astype(np.float32)
         with tempfile.TemporaryDirectory() as tmp:
             vlat = Path(tmp) / "clip.vlat"
             codec.encode(clip, vlat, overwrite=True)
-            err = np.concatenate(list(codec.decode_frames(vlat))).astype(np.float32) - src
+            with VideoReader(clip) as r:  # the bench's own per-frame scores, streamed
+                q = metrics.score(r.chunks(), codec.decode_frames(vlat), with_ssim=False)
         tf = codec.model.temporal
-        psnr = 10 * np.log10(255**2 / np.maximum((err**2).mean(axis=(1, 2, 3)), 1e-12))
-        flicker = np.abs(err[1:] - err[:-1]).mean(axis=(1, 2, 3))  # [i]: transition i -> i+1
+        psnr = np.array(q.per_frame_psnr)
+        flicker = np.array(q.per_frame_temporal_error)  # [i]: transition i -> i+1
         # frame i >= 1 is at position (i - 1) % tf of its group (frame 0 is a group of its own,
         # counted as a last position); transition i -> i+1 crosses a latent-frame boundary when
         # frame i is its group's last
@@ -48,15 +48,14 @@ def main() -> None:
         last = tf - 1
         boundary = pos[:-1] == last
         print(json.dumps({
-            "clip": clip.name, "frames": len(psnr), "psnr": round(float(psnr.mean()), 2),
-            "flicker": round(float(flicker.mean()), 3),
+            "clip": clip.name, "frames": len(psnr), "psnr": round(q.psnr, 2),
+            "flicker": round(q.temporal_error, 3),
             "flicker_at_latent_boundaries": round(float(flicker[boundary].mean()), 3),
             "flicker_inside_latent_frames": round(float(flicker[~boundary].mean()), 3),
             # [k]: transitions from a frame at position k of its group; the last is the boundary
             "flicker_from_position": [round(float(flicker[pos[:-1] == k].mean()), 3) for k in range(tf)],
             "psnr_by_position": [round(float(psnr[1:][pos[1:] == k].mean()), 2) for k in range(tf)],
         }))
-
 
 if __name__ == "__main__":
     main()
