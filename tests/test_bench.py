@@ -251,3 +251,20 @@ def test_sweep_rows_name_the_scale_a_quality_codes_at(tmp_path):
     torch.set_num_threads(threads_before)
     assert [c["setting"] for c in report["codecs"]] == [{"quality": 1, "scale": 0.5}, {"quality": 5}, {"quality": 5, "scale": 0.75}]
     assert [c["latent_shape"][2:] for c in report["codecs"]] == [[4, 6], [8, 12], [6, 9]]
+
+
+def test_refinement_is_a_sweep_setting_and_each_point_gets_its_own(tmp_path):
+    """``bench --refine N`` adds refinement to every sweep point; the codec is reset after each."""
+    from vaecodec.bench import run_bench
+
+    clip = _clip(tmp_path / "clip.mp4", _lavfi((96, 64), 9))
+    threads_before = torch.get_num_threads()
+    report = run_bench(
+        [clip], codec_kwargs={"device": "cpu"}, sweep=[{"quality": 5}, {"quality": 5, "refine": 3}],
+        baselines=[], threads=1, json_path=None, plot_path=None, console=Console(file=io.StringIO()),
+    )
+    torch.set_num_threads(threads_before)
+    plain, refined = report["codecs"]
+    assert plain["setting"] == {"quality": 5} and refined["setting"] == {"quality": 5, "refine": 3}
+    assert refined["stages_fps"]["refine"] > 0 and "refine" not in plain["stages_fps"]
+    assert refined["quantization"]["refine"]["steps"] == 3 and "refine" not in plain["quantization"]

@@ -93,6 +93,9 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
     one_line_error(run("bench", src, "--deadzone", "0.6", "--baselines", "none"), 2, "--deadzone")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "2"), 2, "--scale")
     one_line_error(run("bench", src, "--scale", "0", "--baselines", "none"), 2, "--scale")
+    one_line_error(run("encode", src, tmp_path / "x.vlat", "--refine", "-1"), 2, "--refine")
+    one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--refine", "4"), 2, "--refine")
+    one_line_error(run("bench", src, "--refine", "5000", "--baselines", "none"), 2, "--refine")
     damaged = bytearray((d / "out.vlat").read_bytes())
     damaged[20] ^= 0x55  # inside the header JSON
     (tmp_path / "damaged.vlat").write_bytes(bytes(damaged))

@@ -200,6 +200,8 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
         write += time.perf_counter() - t0
     memory.update(decode_peak_rss_bytes=_peak_rss(), decode_peak_gpu_bytes=_gpu_peak(codec.device))
     stages = {k: float(res.timings.get(k, math.nan)) for k in ENCODE_STAGES}
+    if "refine" in res.timings:  # only refined points have this stage
+        stages["refine"] = float(res.timings["refine"])
     stages.update({k: float(timings.get(k, math.nan)) for k in DECODE_STAGES[:2]}, write=write)
     decode_seconds = sum(stages[k] for k in DECODE_STAGES)
     n = res.frames
@@ -328,8 +330,9 @@ def _print(console: Console, report: dict) -> None:
         speed.add_column("stage")
         for c in mine:
             speed.add_column(_setting(c["setting"]), justify="right")
-        for stage in (*ENCODE_STAGES, *DECODE_STAGES):
-            speed.add_row(stage, *(_fmt(c["stages_fps"][stage], ".1f") for c in mine))
+        refined = ("refine",) if any("refine" in c["stages_fps"] for c in mine) else ()
+        for stage in (*ENCODE_STAGES, *refined, *DECODE_STAGES):
+            speed.add_row(stage, *(_fmt(c["stages_fps"].get(stage), ".1f") for c in mine))
         speed.add_row("encode (end to end)", *(_fmt(c["encode_fps"], ".1f") for c in mine))
         speed.add_row("decode (end to end)", *(_fmt(c["decode_fps"], ".1f") for c in mine))
         speed.add_row("peak RSS MiB", *(_fmt(c["peak_rss_bytes"] / 2**20, ".0f") for c in mine))
@@ -400,7 +403,7 @@ def plot_report(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-SWEEP_KEYS = ("bits", "quality", "scale")
+SWEEP_KEYS = ("bits", "quality", "scale", "refine")
 
 
 @contextmanager

@@ -115,6 +115,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 8 on a GPU).")]
 ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this fraction of its width and height (0.125-1); decoding restores the full size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 from 5 up.")]
+RefineOpt = Annotated[int, typer.Option("--refine", help="Latent refinement: N gradient steps per tile on the latents through the decoder (better picture at the same rate; each step costs a decoder pass forward and back, so use a GPU; 0 = off).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -168,6 +169,7 @@ def encode(
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
     scale: ScaleOpt = None,
+    refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
@@ -186,8 +188,8 @@ def encode(
     """Encode a video into a .vlat file of quantized VAE latents."""
     _setup(threads)
     codec = _codec(
-        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, scale=scale, device=device, dtype=dtype,
-        tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
+        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, scale=scale, refine=refine,
+        device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:
@@ -294,6 +296,7 @@ def bench(
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
     scale: ScaleOpt = None,
+    refine: RefineOpt = 0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
@@ -305,6 +308,7 @@ def bench(
     import torch
 
     from .bench import run_bench
+    from .refine import check_refine
     from .resample import check_scale
 
     _setup(threads)
@@ -318,6 +322,8 @@ def bench(
     sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
     if scale is not None:  # a sweep setting, so that the tables name it
         sweep = [{**point, "scale": check_scale(scale)} for point in sweep or [{}]]
+    if check_refine(refine):
+        sweep = [{**point, "refine": refine} for point in sweep or [{}]]
     run_bench(
         inputs,
         codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone},

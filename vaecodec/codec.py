@@ -32,6 +32,7 @@ from .errors import FormatError, InputError, UsageError
 from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
+from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import check_scale, coded_size, default_scale, shrink, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
@@ -257,6 +258,7 @@ class Codec:
         quality: int | None = None,
         deadzone: float | None = None,
         scale: float | None = None,
+        refine: int | RefineSettings = 0,
         model_dir: str | Path | None = None,
         model_path: str | Path | None = None,
         tile_frames: int | None = None,
@@ -275,6 +277,7 @@ class Codec:
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone = bits, quality, deadzone
         self.scale = None if scale is None else check_scale(scale)  # None: per quality
+        self.refine = refine  # latent refinement (``vaecodec.refine``), checked by the setter
         if chunk_latents is not None and chunk_latents < 1:
             raise UsageError(f"--chunk-frames must be at least 1, got {chunk_latents}")
         self.chunk_latents = chunk_latents
@@ -287,6 +290,15 @@ class Codec:
         self.zstd_level, self.zstd_threads = zstd_level, zstd_threads
         self._model: VideoVAE | None = None
         keep_freed_memory()
+
+    @property
+    def refine(self) -> RefineSettings | None:
+        return self._refine
+
+    @refine.setter
+    def refine(self, value: int | RefineSettings | None) -> None:
+        """A step count (0: off) or full settings; a sweep point sets it as a count."""
+        self._refine = check_refine(value)
 
     # -- model ---------------------------------------------------------------------------
     @property
@@ -330,6 +342,8 @@ class Codec:
             return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone)
         if self.quality is not None:
             raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
+        if self.refine:
+            raise UsageError("--refine needs a model with an entropy coder; this one takes --bits")
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone)
 
     def describe(self) -> dict:
@@ -367,12 +381,19 @@ class Codec:
             cw, ch = coded_size(info.width, info.height, scale)
             hp, wp = -(-ch // s) * s, -(-cw // s) * s
             tiling = self._tiling(model, hp, wp)
+            runner = self._runner(model, tiling)
+            described = quant.describe()
+            refiner = None
+            if self.refine:  # the symbols are the encoder's choice: record how they were chosen
+                described["refine"] = asdict(self.refine)
+                refiner = LatentRefiner(runner, model.temporal, quant.coder.step(quant.quality).to(self.device),
+                                        quant.deadzone, self.refine, (ch, cw))
             coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
             header = {
                 "vaecodec": __version__,
                 "model": model.describe(),
                 "latent": {"channels": model.latent_channels, "height": hp // s, "width": wp // s, "dtype": "float32"},
-                "quantization": quant.describe(),
+                "quantization": described,
                 "tiling": tiling.to_dict(),
                 "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
@@ -380,7 +401,7 @@ class Codec:
             }
             if progress:
                 progress.start(info.frames, f"encode {src.name}")
-            enc = StreamingEncoder(self._runner(model, tiling), model.temporal)
+            enc = StreamingEncoder(runner, model.temporal)
             n_lat = 0
             pool = (CoderPool(self.entropy_workers, quant.coder)
                     if self.entropy_workers and quant.scheme == "entropy" else None)
@@ -403,6 +424,10 @@ class Codec:
                             out.add_chunk("latent", p.payload, {**meta, **p.meta}, coding=p.coding)
                     n_lat += z.shape[1]
 
+                def latents(blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+                    for z in sw.iterate(blocks, "model_encode"):
+                        yield from sw.iterate(refiner.push(z), "refine") if refiner else (z,)
+
                 def add(kind: str, payload: bytes, meta: dict) -> None:
                     (queue.chunk if queue else out.add_chunk)(kind, payload, meta)
 
@@ -413,7 +438,9 @@ class Codec:
 
                 for chunk in sw.iterate(reader.chunks(), "read"):
                     x = torch.from_numpy(_pad_to_grid(shrink(chunk, cw, ch), s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
-                    for z in sw.iterate(enc.push(x), "model_encode"):
+                    if refiner:
+                        refiner.add_frames(x)
+                    for z in latents(enc.push(x)):
                         emit(gather.add(z))
                     emit_audio()
                     if progress:
@@ -421,8 +448,11 @@ class Codec:
                 n_frames = reader.frames_read
                 if n_frames == 0:
                     raise InputError(f"{src}: no video frames could be decoded")
-                for z in sw.iterate(enc.finish(), "model_encode"):
+                for z in latents(enc.finish()):
                     emit(gather.add(z))
+                if refiner:
+                    for z in sw.iterate(refiner.finish(), "refine"):
+                        emit(gather.add(z))
                 emit(gather.rest())
                 emit_audio()
                 add("summary", b"", {"frames": n_frames, "latent_frames": n_lat})
@@ -443,7 +473,7 @@ class Codec:
             file_bytes=dst.stat().st_size,
             input_bytes=src.stat().st_size,
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
-            quantization=quant.describe(),
+            quantization=described,
             scale=scale,
             coded_size=(cw, ch),
         )

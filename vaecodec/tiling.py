@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .models.base import Tiling
 
@@ -57,7 +58,7 @@ def check_tiling(tiling: Tiling, spatial: int) -> None:
         raise ValueError(f"spatial overlap ({tiling.overlap_px}) must be smaller than the tile ({tiling.tile_px})")
 
 
-def _ramp(n: int, device: torch.device) -> torch.Tensor:
+def ramp(n: int, device: torch.device) -> torch.Tensor:
     """Weights (1..n)/(n+1) that fade a later tile in over ``n`` steps; 1 - ramp fades the earlier out."""
     return torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1)
 
@@ -77,10 +78,10 @@ def _edge_weights(size: int, start: int, total: int, tile: int, overlap: int, de
     w = torch.ones(size, device=device)
     if start > 0:
         n = min(overlap, size)
-        w[:n] = _ramp(n, device)
+        w[:n] = ramp(n, device)
     if start + tile < total:
         n = min(overlap, size)
-        w[size - n :] = torch.minimum(w[size - n :], _ramp(n, device).flip(0))
+        w[size - n :] = torch.minimum(w[size - n :], ramp(n, device).flip(0))
     return w
 
 
@@ -91,11 +92,18 @@ def _tiled_2d(
     overlap: int,
     scale: float,
 ) -> torch.Tensor:
-    """Apply ``fn`` on overlapping spatial tiles of ``x`` and blend; ``scale`` = out cells per in cell."""
+    """Apply ``fn`` on overlapping spatial tiles of ``x`` and blend; ``scale`` = out cells per in cell.
+
+    Under autograd each tile is checkpointed: the backward pass recomputes one tile at a time,
+    so a gradient through a big frame needs one tile's activations, not all of them.
+    """
     H, W = x.shape[-2:]
     ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)
     if len(ys) == 1 and len(xs) == 1:
         return fn(x)
+    if torch.is_grad_enabled():
+        plain = fn
+        fn = lambda v: checkpoint(plain, v, use_reentrant=False)  # noqa: E731
     out = wsum = None
     o_tile, o_ov = round(tile * scale), round(overlap * scale)
     oH, oW = round(H * scale), round(W * scale)
@@ -130,11 +138,12 @@ class TileRunner:
         t = self.tiling
         return _tiled_2d(self.encode_fn, x, t.tile_px, t.overlap_px, 1 / self.spatial).float()
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32."""
+    def decode(self, z: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32; ``grad``: differentiable in ``z``
+        (for the encoder's latent refinement, ``vaecodec.refine``)."""
         s, t = self.spatial, self.tiling
-        return _tiled_2d(self.decode_fn, z, t.tile_px // s, t.overlap_px // s, s).float()
+        with torch.set_grad_enabled(grad):
+            return _tiled_2d(self.decode_fn, z, t.tile_px // s, t.overlap_px // s, s).float()
 
 
 class StreamingEncoder:
@@ -189,7 +198,7 @@ class StreamingEncoder:
             body = z[:, 1:]  # drop the warm-up latent
             if self.tail is not None:
                 n = self.tail.shape[1]
-                w = _ramp(n, z.device)[None, :, None, None]
+                w = ramp(n, z.device)[None, :, None, None]
                 body[:, :n] = self.tail * (1 - w) + body[:, :n] * w  # z is this tile's own tensor
         self.next_tile = a + self.L - self.O
         # everything up to and including the next tile's warm-up latent is final
@@ -244,7 +253,7 @@ class StreamingDecoder:
         f0 = tile.start * self.t
         if self.tail is not None:
             n = self.tail.shape[1]
-            w = _ramp(n, x.device)[None, :, None, None]
+            w = ramp(n, x.device)[None, :, None, None]
             x[:, :n] = self.tail * (1 - w) + x[:, :n] * w  # x is this tile's own tensor
         self.tile_i += 1
         if self.tile_i < len(self.plan):

@@ -91,11 +91,12 @@ def resolve(spec: str, directory: str | Path | None = None) -> ModelRef:
 
 
 def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype, directory=None) -> VideoVAE:
-    """Import the backend and load its weights onto ``device`` in ``dtype``."""
+    """Import the backend and load its weights onto ``device`` in ``dtype``, frozen: the codec
+    never trains them, and latent refinement wants gradients for the latents only."""
     if isinstance(ref, str):
         ref = resolve(ref, directory)
     module = importlib.import_module(_known(ref.kind).module)
-    return module.load(ref.path, device, dtype)
+    return module.load(ref.path, device, dtype).requires_grad_(False)
 
 
 def ref_for_file(model: dict, model_path: str | Path | None, directory: str | Path | None) -> ModelRef:

@@ -1,0 +1,186 @@
+"""Encoder-side latent refinement: store the latents that decode best, not the encoder's guess.
+
+The encoder's mean is a one-shot (amortised) guess, and a 430 k-parameter encoder guesses far
+from the best latents its decoder could use. With the decoder at hand the encoder can search:
+a few Adam steps on each tile's latents, through the file's real quantization (straight-
+through rounding at the quality's steps, with the temporal deadzone) and the real decoder,
+minimising the picture's squared error plus a rate term. Decoders are untouched: a refined
+file is an ordinary file, and only encoding gets slower (one decoder forward and backward
+pass per step).
+
+Refinement follows the decoder's temporal tile plan (``tiling.temporal_tiles``), one tile at a
+time, so memory stays one tile's activations and gradients. Tile ``i`` shares its first
+``overlap + 1`` latents with tile ``i - 1``; those are already final, and the frames they
+share are cross-faded with tile ``i - 1``'s final output exactly as the decoder will, so each
+tile is refined against the picture the viewer gets. The refiner hands on its latents already
+quantized (symbols times steps), so the quantizer stores exactly the symbols it optimised,
+whatever the chunk boundaries.
+
+The rate term is the mean absolute frame-to-frame change of the latents in quantization
+steps, what the coder's inter tables pay for. Both terms are divided by their values before
+the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 % change of the rate
+term like a 1 % change of the squared error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UsageError
+from .quant import entropy_symbols
+from .tiling import TileRunner, ramp
+
+# Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side refinement"): rate weight 2 keeps
+# each quality's rate about where it was and spends the search on quality; 0.01 steps per
+# iteration, decayed to zero, has settled by 20 iterations.
+RATE_WEIGHT = 1.0
+LEARNING_RATE = 0.01
+MAX_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """``steps``: Adam iterations per tile (0: off). ``lr`` is in quantization steps per
+    iteration (cosine-decayed to zero); ``rate_weight`` as in the module docstring."""
+
+    steps: int
+    rate_weight: float = RATE_WEIGHT
+    lr: float = LEARNING_RATE
+
+
+def check_refine(value: int | RefineSettings | None) -> RefineSettings | None:
+    """Validate ``--refine`` (a step count) or full settings; None when refinement is off."""
+    st = value if isinstance(value, RefineSettings) else RefineSettings(int(value or 0))
+    if not 0 <= st.steps <= MAX_STEPS:
+        raise UsageError(f"--refine must be between 0 and {MAX_STEPS} steps, got {st.steps}")
+    if not (st.lr > 0 and st.rate_weight >= 0):
+        raise UsageError(f"refinement needs lr > 0 and rate_weight >= 0, got {st}")
+    return st if st.steps else None
+
+
+def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float) -> torch.Tensor:
+    """Symbols of latents ``u`` [C, k, h, w] in step units, the deadzone chain continuing from
+    the previous latent frame's symbols ``prev`` [C, h, w] (None: ``u`` starts the stream)."""
+    if prev is None:
+        return entropy_symbols(u, deadzone)
+    return entropy_symbols(torch.cat([prev[:, None], u], dim=1), deadzone)[:, 1:]
+
+
+class LatentRefiner:
+    """Takes the encoder's latent blocks and the frames they came from; yields refined latents.
+
+    ``frames`` [3, n, H, W] uint8 go in as they are read (``add_frames``), latent blocks
+    [C, k, h, w] through ``push``; ``finish`` runs the last, shorter tile. ``visible`` (H, W)
+    is the part of the padded frame that the decoder writes out, the only part scored.
+    """
+
+    def __init__(self, runner: TileRunner, temporal: int, step: torch.Tensor, deadzone: float,
+                 settings: RefineSettings, visible: tuple[int, int]) -> None:
+        self.runner, self.t, self.settings = runner, temporal, settings
+        self.step = step.float().view(-1, 1, 1, 1)  # [C, 1, 1, 1]
+        self.deadzone, self.visible = deadzone, visible
+        til = runner.tiling
+        self.L, self.stride = til.latent_frames, til.latent_frames - til.overlap_latents
+        self.frames: list[torch.Tensor] = []  # pending uint8 frames [3, H, W]
+        self.f0 = 0  # global index of frames[0]
+        self.latents: list[torch.Tensor] = []  # pending latents [C, h, w], in step units
+        self.l0 = 0  # global index of latents[0]
+        self.start = 0  # latent start of the next tile
+        self.final = -1  # last latent index that is final (refined and emitted)
+        self.symbols: torch.Tensor | None = None  # held symbols of latent ``final`` [C, h, w]
+        self.tail: torch.Tensor | None = None  # decoded frames the next tile cross-fades with
+        self.frames_in = 0  # real frames seen; padding beyond them is not scored
+
+    def add_frames(self, x: torch.Tensor) -> None:
+        """x: uint8 [3, n, H, W], the frames the encoder was given."""
+        self.frames.extend(x.unbind(1))
+        self.frames_in += x.shape[1]
+
+    def push(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
+        """z: encoder latents [C, k, h, w]; yields refined latents as tiles complete."""
+        self.latents.extend((z.float() / self.step).unbind(1))
+        while self.l0 + len(self.latents) > self.start + self.L:
+            yield self._run(self.L)
+
+    def finish(self) -> Iterator[torch.Tensor]:
+        """Refine what is left: the tiles the decoder's plan ends with. The frames are padded
+        as ``StreamingEncoder.finish`` pads them (the last one repeated)."""
+        last = self.l0 + len(self.latents) - 1
+        self.frames.extend([self.frames[-1]] * (1 + last * self.t - self.f0 - len(self.frames)))
+        while self.final < last:
+            yield self._run(min(self.L, last - self.start))
+
+    def _run(self, m: int) -> torch.Tensor:
+        """Refine tile [start, start + m]; returns its new final latents [C, k, h, w] (scaled)."""
+        a, s = self.start, self.step
+        u = torch.stack(self.latents[a - self.l0 : a + m + 1 - self.l0], dim=1)  # [C, 1+m, h, w]
+        n_fixed = self.final + 1 - a  # latents shared with the previous tile: already final
+        fixed, free = u[:, :n_fixed], u[:, n_fixed:].clone()
+        lo = a * self.t - self.f0
+        x = torch.stack(self.frames[lo : lo + 1 + m * self.t], dim=1).float().div_(127.5).sub_(1)
+        real = max(1, min(x.shape[1], self.frames_in - a * self.t))  # padding frames are not scored
+        free = self._optimise(fixed, free, x[:, :real])
+        q_free = held_symbols(free, self.symbols, self.deadzone)
+        with torch.no_grad():
+            out = self._picture(torch.cat([fixed, q_free], dim=1))
+        # fixed latents are kept as symbols: what the decoder will see. Keep what the next tile needs: its shared latents, frames and decoded tail
+        self.symbols = q_free[:, -1]
+        self.latents[a + n_fixed - self.l0 : a + m + 1 - self.l0] = list(q_free.unbind(1))
+        self.final = a + m
+        self.start = a + self.stride
+        split = self.start * self.t - a * self.t
+        self.tail = out[:, split:].clone() if split < out.shape[1] else None
+        del self.latents[: self.start - self.l0]
+        self.l0 = self.start
+        drop = self.start * self.t - self.f0
+        del self.frames[:drop]
+        self.f0 += drop
+        return q_free * s
+
+    def _picture(self, u: torch.Tensor) -> torch.Tensor:
+        """Decoded frames of scaled latents ``u`` [C, 1+m, h, w], the head cross-faded with the
+        previous tile's tail as ``StreamingDecoder`` does: [3, 1+m*t, H, W]."""
+        x = self.runner.decode((u * self.step)[None], grad=torch.is_grad_enabled())[0]
+        if self.tail is None:
+            return x
+        n = self.tail.shape[1]
+        w = ramp(n, x.device)[None, :, None, None]
+        return torch.cat([self.tail * (1 - w) + x[:, :n] * w, x[:, n:]], dim=1)
+
+    def _optimise(self, fixed: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Adam on the free latents (step units) against the tile's first real frames ``x``
+        [3, n, H, W] in [-1, 1]."""
+        st = self.settings
+        if st.steps == 0 or free.shape[1] == 0:
+            return free
+        h, w = self.visible
+        real = x.shape[1]
+        target = x[:, :, :h, :w]
+        free = free.requires_grad_(True)
+        opt = torch.optim.Adam([free], lr=st.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / st.steps)))
+        d0 = r0 = None
+        best, best_loss = free.detach().clone(), math.inf
+        for i in range(st.steps + 1):  # the last pass only scores the last step's latents
+            with torch.set_grad_enabled(i < st.steps):
+                q = held_symbols(free.detach(), self.symbols, self.deadzone)
+                u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
+                err = (self._picture(u)[:, :real, :h, :w] - target).square().mean()
+                seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow
+                rate = (seq[:, 1:] - seq[:, :-1]).abs().mean() if seq.shape[1] > 1 else err.new_zeros(())
+                if d0 is None:
+                    d0, r0 = err.item() or 1.0, rate.item() or 1.0
+                loss = err / d0 + st.rate_weight * rate / r0
+            if loss.item() < best_loss:  # never hand on latents worse than the encoder's own
+                best, best_loss = free.detach().clone(), loss.item()
+            if i == st.steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return best
