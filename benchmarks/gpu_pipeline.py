@@ -9,7 +9,9 @@ For each dtype: encode CLIP to a .vlat, then decode it:
   ``--workers`` count of entropy-coding processes (0 = in the parent), best of 3 passes over
   one open file after a warm-up pass, each timed to the last frame on the host;
 - ``mp4``: ``Codec.decode`` to an H.264 file as ``vaecodec decode`` does (video writing on
-  the CPU included).
+  the CPU included);
+- ``encode_refined``: the encode again with ``--refine N`` (``--refine 0`` skips it), for
+  the speed and memory of latent refinement on the device.
 
 One JSON line per measurement; encode and ``mp4`` are single passes (the encode warms the
 model up). Needs PyAV, unlike ``python -m vaecodec.train speed``.
@@ -45,14 +47,18 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"])
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 8], help="entropy worker processes")
+    ap.add_argument("--refine", type=int, default=20, help="refinement steps for the refined encode (0: skip)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         vlat, back = Path(tmp) / "clip.vlat", Path(tmp) / "back.mp4"
         for dtype in args.dtypes:
-            enc = Codec(device=args.device, dtype=dtype).encode(args.clip, vlat, overwrite=True)
-            print(json.dumps({"dtype": dtype, "what": "encode", "frames": enc.frames, "bpp": round(enc.bpp, 4),
-                              "fps": round(enc.fps_processed, 1), "timings": enc.timings,
-                              "peak_gpu_mib": enc.peak_gpu_bytes and round(enc.peak_gpu_bytes / 2**20)}))
+            for what, refine in (("encode_refined", args.refine), ("encode", 0)):  # the plain .vlat is decoded below
+                if what == "encode_refined" and not refine:
+                    continue
+                enc = Codec(device=args.device, dtype=dtype, refine=refine).encode(args.clip, vlat, overwrite=True)
+                print(json.dumps({"dtype": dtype, "what": what, "refine": refine, "frames": enc.frames,
+                                  "bpp": round(enc.bpp, 4), "fps": round(enc.fps_processed, 1), "timings": enc.timings,
+                                  "peak_gpu_mib": enc.peak_gpu_bytes and round(enc.peak_gpu_bytes / 2**20)}), flush=True)
             for workers in args.workers:
                 n, fps = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
                 print(json.dumps({"dtype": dtype, "what": "frames", "entropy_workers": workers, "frames": n,

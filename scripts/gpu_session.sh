@@ -9,7 +9,7 @@
 #   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, copying
 #      the run's checkpoints and logs to $OUT every 20 s, so a cut-off call still returns them.
 # `pipeline`: whole-file encode and decode of a 10 s 480p clip (benchmarks/gpu_pipeline.py,
-#   pipeline.txt): the end-to-end decode fps. Needs PyAV, whose wheel (35 MB) does not fit
+#   pipeline.txt): the end-to-end decode fps, and the encode with --refine 20. Needs PyAV, whose wheel (35 MB) does not fit
 #   the 64 MiB carry beside the photos, hence its own call (on the warm machine: no start-up).
 #
 # Here, once:   bash scripts/gpu_session.sh --prepare   (wheels for the GPU machine's Python, the clip)
@@ -17,7 +17,7 @@
 #               run(command="bash scripts/gpu_session.sh pipeline", carry=[".whl", ".whl-av", "data/gpu"], timeout_s=180)
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
-#               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2" PY=.venv/bin/python \
+#               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
 #   bash scripts/gpu_session.sh pipeline
 # Afterwards:   copy the returned files to runs/gpu and `python -m vaecodec.train export --run runs/gpu`.
 set -euo pipefail

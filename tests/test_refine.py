@@ -76,12 +76,12 @@ def test_refined_latents_are_whole_symbols_that_decode_closer(frames, piece):
 
 
 def test_gradient_through_spatial_tiles_is_the_true_one():
-    """Refining a big frame backpropagates through checkpointed spatial tiles one at a time;
-    the gradient must be the true one. Checked by central differences along random directions
+    """Refining a big frame backpropagates through checkpointed spatial tiles one at a time
+    (and the tiny decoder's checkpointed per-frame stage); the gradient must be the true one. Checked by central differences along random directions
     (a float64 model; the runner's float32 output limits agreement to about 1 %, while a
     dropped tile or a wrong blend weight is off by far more)."""
     torch.manual_seed(4)
-    model = TinyVAE().double()
+    model = TinyVAE().double().eval()  # eval: the decoder checkpoints its per-frame stage too
     for p in model.parameters():
         p.requires_grad_(False)
         p.add_(torch.randn_like(p) * 0.05)  # zero-initialised residuals would hide paths

@@ -161,7 +161,11 @@ class LatentRefiner:
         real = x.shape[1]
         target = x[:, :, :h, :w]
         free = free.requires_grad_(True)
-        opt = torch.optim.Adam([free], lr=st.lr)
+        # The loss is scaled up for the backward pass so that an fp16 decoder's gradients do
+        # not underflow (per-pixel terms are ~1/numel); Adam's eps is scaled alike, which makes
+        # its steps exactly those of the unscaled loss.
+        scale = float(target.numel()) ** 0.5
+        opt = torch.optim.Adam([free], lr=st.lr, eps=1e-8 * scale)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / st.steps)))
         d0 = r0 = None
         best, best_loss = free.detach().clone(), math.inf
@@ -180,7 +184,7 @@ class LatentRefiner:
             if i == st.steps:
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale).backward()
             opt.step()
             sched.step()
         return best

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
@@ -259,10 +260,23 @@ class TinyDecoder(nn.Module):
         f = _nhwc(f).reshape(b, tp, h, w, C2)[:, 3:]  # [B, T, h, w, C2]
         y = f.new_empty(b, 3, t, 8 * h, 8 * w)
         n = frames_per_chunk(64 * h * w, z.device)
+        # gradients outside training come from the encoder's latent refinement: it keeps one
+        # chunk's full-resolution activations at a time and recomputes them in the backward pass
+        refining = torch.is_grad_enabled() and not self.training
         for i in range(b):
             for j in range(0, t, n):
                 part = _nchw(f[i, j : j + n].reshape(-1, h, w, C2))  # one copy, [n, C2, h, w]
-                self._pixels(part, y[i, :, j : j + n])
+                if refining:
+                    y[i, :, j : j + n] = checkpoint(self._new_pixels, part, use_reentrant=False)
+                else:
+                    self._pixels(part, y[i, :, j : j + n])
+        return y
+
+    def _new_pixels(self, f: torch.Tensor) -> torch.Tensor:
+        """``_pixels`` into a fresh [3, n, 8h, 8w] tensor."""
+        n, _, h, w = f.shape
+        y = f.new_empty(3, n, 8 * h, 8 * w)
+        self._pixels(f, y)
         return y
 
     def _pixels(self, f: torch.Tensor, y: torch.Tensor) -> None:
