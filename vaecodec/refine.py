@@ -34,9 +34,9 @@ from .errors import UsageError
 from .quant import entropy_symbols
 from .tiling import TileRunner, ramp
 
-# Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side refinement"): rate weight 2 keeps
-# each quality's rate about where it was and spends the search on quality; 0.01 steps per
-# iteration, decayed to zero, has settled by 20 iterations.
+# Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): rate weight 1
+# keeps each quality's rate closest to where it was; 0.01 steps per iteration, cosine-decayed,
+# keeps paying up to at least 40 iterations (the CLI leaves the count to the user).
 RATE_WEIGHT = 1.0
 LEARNING_RATE = 0.01
 MAX_STEPS = 1000
