@@ -18,6 +18,7 @@ from .errors import FormatError, InputError, ModelError, UsageError, VaecodecErr
 
 if TYPE_CHECKING:
     from .codec import Codec, DecodeResult, EncodeResult, LatentFile
+    from .refine import RefineSettings
 
 
 def __getattr__(name: str):
@@ -26,6 +27,10 @@ def __getattr__(name: str):
         from . import codec
 
         return getattr(codec, name)
+    if name == "RefineSettings":
+        from .refine import RefineSettings
+
+        return RefineSettings
     raise AttributeError(f"module 'vaecodec' has no attribute {name!r}")
 
 
@@ -54,5 +59,5 @@ def open(path, **codec_kwargs) -> LatentFile:  # noqa: A001 - mirrors the built-
 
 __all__ = [
     "Codec", "DecodeResult", "EncodeResult", "FormatError", "InputError", "LatentFile", "ModelError",
-    "UsageError", "VaecodecError", "__version__", "decode", "encode", "open",
+    "RefineSettings", "UsageError", "VaecodecError", "__version__", "decode", "encode", "open",
 ]
