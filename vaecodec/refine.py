@@ -115,7 +115,8 @@ class LatentRefiner:
             yield self._run(min(self.L, last - self.start))
 
     def _run(self, m: int) -> torch.Tensor:
-        """Refine tile [start, start + m]; returns its new final latents [C, k, h, w] (scaled)."""
+        """Refine tile [start, start + m]; returns its newly final latents [C, k, h, w] as
+        symbols times steps."""
         a, s = self.start, self.step
         u = torch.stack(self.latents[a - self.l0 : a + m + 1 - self.l0], dim=1)  # [C, 1+m, h, w]
         n_fixed = self.final + 1 - a  # latents shared with the previous tile: already final
@@ -127,7 +128,8 @@ class LatentRefiner:
         q_free = held_symbols(free, self.symbols, self.deadzone)
         with torch.no_grad():
             out = self._picture(torch.cat([fixed, q_free], dim=1))
-        # fixed latents are kept as symbols: what the decoder will see. Keep what the next tile needs: its shared latents, frames and decoded tail
+        # keep what the next tile needs: its shared latents (as symbols, what the decoder
+        # sees), its frames and this tile's decoded tail
         self.symbols = q_free[:, -1]
         self.latents[a + n_fixed - self.l0 : a + m + 1 - self.l0] = list(q_free.unbind(1))
         self.final = a + m
