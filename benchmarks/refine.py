@@ -1,6 +1,6 @@
 """What encoder-side latent refinement (``--refine``) buys, per clip: RD, flicker, cost.
 
-    .venv/bin/python benchmarks/refine.py CLIP [CLIP ...] --qualities 2,3,5,7 --steps 20 [--json out.json]
+    .venv/bin/python benchmarks/refine.py CLIP [CLIP ...] --qualities 2,3,5,7 --steps 20 [--rate-weight W] [--json out.json]
 
 Runs ``vaecodec bench``'s own measurement (``run_bench``: real encode, real decode, streamed
 scores) on each clip twice over the same quality sweep, without and with refinement, and
@@ -21,6 +21,7 @@ from rich.console import Console
 
 from vaecodec.bench import run_bench
 from vaecodec.metrics import bd_psnr, bd_rate
+from vaecodec.refine import RATE_WEIGHT, RefineSettings
 
 
 def main() -> None:
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("clips", nargs="+", type=Path)
     ap.add_argument("--qualities", default="2,3,5,7")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rate-weight", type=float, default=RATE_WEIGHT)
     ap.add_argument("--baselines", default="none")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
@@ -39,12 +41,13 @@ def main() -> None:
         runs = {}
         for steps in (0, a.steps):
             torch.set_num_threads(a.threads)
-            sweep = [{"quality": q, **({"refine": steps} if steps else {})} for q in qualities]
-            runs[steps] = run_bench([clip], codec_kwargs={"device": "cpu"}, sweep=sweep,
+            refine = RefineSettings(steps, rate_weight=a.rate_weight) if steps else 0
+            runs[steps] = run_bench([clip], codec_kwargs={"device": "cpu", "refine": refine},
+                                    sweep=[{"quality": q} for q in qualities],
                                     baselines=baselines if steps else [], threads=a.threads,
                                     json_path=None, plot_path=None, console=Console(file=io.StringIO()))
         results[clip.name] = runs
-        print(f"\n{clip.name}: refine {a.steps} steps vs plain")
+        print(f"\n{clip.name}: refine {a.steps} steps (rate weight {a.rate_weight:g}) vs plain")
         print("| quality | plain bpp | plain PSNR | refined bpp | refined PSNR | flicker plain / refined | encode fps plain / refined | peak RSS MiB plain / refined |")
         print("|---|---:|---:|---:|---:|---|---|---|")
         mine = {s: [c for c in r["codecs"] if c["name"] == "vaecodec"] for s, r in runs.items()}
