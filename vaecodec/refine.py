@@ -32,7 +32,7 @@ import torch
 
 from .errors import UsageError
 from .quant import entropy_symbols
-from .tiling import TileRunner, ramp
+from .tiling import TileRunner, crossfade
 
 # Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): over
 # qualities 2-7, rate weight 0.5 beat 1 on both a smooth and a busy pan (BD-rate -17.0 / -8.3 %
@@ -150,9 +150,7 @@ class LatentRefiner:
         x = self.runner.decode((u * self.step)[None], grad=torch.is_grad_enabled())[0]
         if self.tail is None:
             return x
-        n = self.tail.shape[1]
-        w = ramp(n, x.device)[None, :, None, None]
-        return torch.cat([self.tail * (1 - w) + x[:, :n] * w, x[:, n:]], dim=1)
+        return torch.cat([crossfade(self.tail, x), x[:, self.tail.shape[1] :]], dim=1)
 
     def _optimise(self, fixed: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Adam on the free latents (step units) against the tile's first real frames ``x``

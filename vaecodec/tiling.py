@@ -58,9 +58,17 @@ def check_tiling(tiling: Tiling, spatial: int) -> None:
         raise ValueError(f"spatial overlap ({tiling.overlap_px}) must be smaller than the tile ({tiling.tile_px})")
 
 
-def ramp(n: int, device: torch.device) -> torch.Tensor:
+def _ramp(n: int, device: torch.device) -> torch.Tensor:
     """Weights (1..n)/(n+1) that fade a later tile in over ``n`` steps; 1 - ramp fades the earlier out."""
     return torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1)
+
+
+def crossfade(tail: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The first ``n`` frames of ``x`` [C, T, ...] faded in over the earlier tile's ``tail``
+    [C, n, ...] (which fades out): how neighbouring temporal tiles meet."""
+    n = tail.shape[1]
+    w = _ramp(n, x.device).view(1, n, *([1] * (x.dim() - 2)))
+    return tail * (1 - w) + x[:, :n] * w
 
 
 def _starts(total: int, tile: int, overlap: int) -> list[int]:
@@ -78,10 +86,10 @@ def _edge_weights(size: int, start: int, total: int, tile: int, overlap: int, de
     w = torch.ones(size, device=device)
     if start > 0:
         n = min(overlap, size)
-        w[:n] = ramp(n, device)
+        w[:n] = _ramp(n, device)
     if start + tile < total:
         n = min(overlap, size)
-        w[size - n :] = torch.minimum(w[size - n :], ramp(n, device).flip(0))
+        w[size - n :] = torch.minimum(w[size - n :], _ramp(n, device).flip(0))
     return w
 
 
@@ -197,9 +205,7 @@ class StreamingEncoder:
         else:
             body = z[:, 1:]  # drop the warm-up latent
             if self.tail is not None:
-                n = self.tail.shape[1]
-                w = ramp(n, z.device)[None, :, None, None]
-                body[:, :n] = self.tail * (1 - w) + body[:, :n] * w  # z is this tile's own tensor
+                body[:, : self.tail.shape[1]] = crossfade(self.tail, body)  # z is this tile's own tensor
         self.next_tile = a + self.L - self.O
         # everything up to and including the next tile's warm-up latent is final
         keep = min(self.O, body.shape[1]) if m == self.L else 0
@@ -252,9 +258,7 @@ class StreamingDecoder:
         x = self.runner.decode(z)[0]  # [3, 1+m*t, H, W]
         f0 = tile.start * self.t
         if self.tail is not None:
-            n = self.tail.shape[1]
-            w = ramp(n, x.device)[None, :, None, None]
-            x[:, :n] = self.tail * (1 - w) + x[:, :n] * w  # x is this tile's own tensor
+            x[:, : self.tail.shape[1]] = crossfade(self.tail, x)  # x is this tile's own tensor
         self.tile_i += 1
         if self.tile_i < len(self.plan):
             nxt = self.plan[self.tile_i].start
