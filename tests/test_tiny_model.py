@@ -13,7 +13,7 @@ from vaecodec.models.base import VideoVAE
 from vaecodec.models.tiny import WEIGHTS, Arch, TinyVAE, load, model_card
 
 CPU = torch.device("cpu")
-ARCHS = [Arch(), Arch(latent=24, refine=True, blocks8=1)]  # v1's layout and the v2 options
+ARCHS = [Arch(), Arch(latent=24, refine=True, blocks8=1, enc_blocks=4)]  # v1's layout and the grown options
 
 
 @pytest.fixture(scope="module", params=ARCHS, ids=lambda a: f"latent{a.latent}{'-refine' if a.refine else ''}")
@@ -129,13 +129,15 @@ def test_architecture_travels_in_the_weights_file(tmp_path):
 
 @torch.inference_mode()
 def test_warm_start_keeps_the_function(tmp_path):
-    """Growing the shipped model (more latent channels, refine branch) starts as the same codec,
+    """Growing the shipped model (more latent channels, refine branch, decoder and encoder
+    blocks) starts as the same codec,
     and the new latent channels carry signal (else training could never switch them on)."""
     from vaecodec.train.rate import RatePrior
     from vaecodec.train.train import warm_start
 
     small = load(None, CPU, torch.float32)
-    big = TinyVAE(Arch(latent=small.arch.latent + 8, refine=True, blocks8=small.arch.blocks8 + 1)).eval()
+    big = TinyVAE(Arch(latent=small.arch.latent + 8, refine=True, blocks8=small.arch.blocks8 + 1,
+                       enc_blocks=small.arch.enc_blocks + 2)).eval()
     warm_start(big, RatePrior(big.latent_channels), WEIGHTS)
     x = _clip(9, 32, 32, seed=3)
     m_small, m_big = small.encode(x)[0], big.encode(x)[0]

@@ -213,6 +213,29 @@ def test_freeze_init_trains_only_the_grown_parts(data_dir, tmp_path):
     assert grown not in old and new[grown].abs().sum() > 0  # started at zero, moved
 
 
+def test_freeze_decoder_trains_only_the_encoder(data_dir, tmp_path):
+    """Shipped weights with two more encoder blocks, --freeze-decoder: the decoder stays
+    bit-identical (files keep decoding the same way), and the encoder, the new blocks too, learns."""
+    from safetensors.torch import load_file
+
+    from vaecodec.models.tiny import WEIGHTS
+
+    shipped = load(WEIGHTS, torch.device("cpu"), torch.float32).arch
+    run = tmp_path / "run"
+    cfg = Config(data=str(data_dir), run=str(run), steps=3, batch=1, size=32, frames=5, lr=1e-2,
+                 val_every=10**6, ckpt_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS, val_size=32, val_clips=1,
+                 refine=shipped.refine, blocks8=shipped.blocks8, enc_blocks=shipped.enc_blocks + 2,
+                 init=str(WEIGHTS), freeze_decoder=True)
+    train(cfg)
+    old = {k[len("model."):]: v.float() for k, v in load_file(str(WEIGHTS)).items() if k.startswith("model.")}
+    new = {k[len("model."):]: v for k, v in load_file(str(run / "last.safetensors")).items() if k.startswith("model.")}
+    dec = [k for k in old if k.startswith("decoder.")]
+    assert dec and all(torch.equal(new[k], old[k]) for k in dec)
+    assert not torch.equal(new["encoder.head.weight"], old["encoder.head.weight"])
+    grown = f"encoder.blocks.{shipped.enc_blocks + 1}.b.weight"
+    assert grown not in old and new[grown].abs().sum() > 0  # started at zero, moved
+
+
 def test_fit_prior_learns_the_latent_statistics(data_dir):
     """Starting from shipped weights (no training prior), the fitted prior must price the
     model's latents far below a fresh one, and leave the model untouched."""

@@ -44,17 +44,20 @@ class Arch:
     """What differs between tiny model versions; stored as JSON in the weights metadata.
 
     ``latent``: latent channels. ``refine``: a half-resolution detail branch added to the
-    decoder's output. ``blocks8``: per-frame residual blocks at 1/8 resolution in the decoder
-    (v1: 16 channels, no branch, no blocks).
+    decoder's output. ``blocks8``: per-frame residual blocks at 1/8 resolution in the decoder.
+    ``enc_blocks``: the encoder's causal blocks at the latent rate (v1: 16 channels, no
+    branch, no blocks8, 3 encoder blocks).
     """
 
     latent: int = 16
     refine: bool = False
     blocks8: int = 0
+    enc_blocks: int = 3
 
     def __post_init__(self) -> None:
         ok = (type(self.latent) is int and 1 <= self.latent <= 256 and type(self.refine) is bool
-              and type(self.blocks8) is int and 0 <= self.blocks8 <= 16)
+              and type(self.blocks8) is int and 0 <= self.blocks8 <= 16
+              and type(self.enc_blocks) is int and 1 <= self.enc_blocks <= 16)
         if not ok:
             raise ValueError(f"invalid tiny architecture {self}")
 
@@ -149,14 +152,17 @@ class MemBlock(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    def __init__(self, latent: int) -> None:
+    def __init__(self, latent: int, blocks: int = 3) -> None:
         super().__init__()
         self.latent = latent
         self.stem = nn.Conv2d(48, C1, 1)
         self.down = nn.Conv2d(C1, C2, 3, stride=2, padding=1)
         self.mem = MemBlock(C2, light=True)
         self.pool = nn.Conv2d(4 * C2, C2, 1)
-        self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(3)])
+        self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(blocks)])
+        for blk in self.blocks[3:]:  # blocks beyond v1's three start as identities (see the decoder)
+            nn.init.zeros_(blk.b.weight)
+            nn.init.zeros_(blk.b.bias)
         self.head = nn.Conv2d(C2, 2 * latent, 3, padding=1)
         with torch.no_grad():  # start with unit-scale means and a narrow posterior, so the
             self.head.weight[:latent] *= 30.0  # first quantization steps do not erase them
@@ -310,7 +316,7 @@ class TinyVAE(VideoVAE):
         super().__init__()
         self.arch = arch
         self.latent_channels = arch.latent
-        self.encoder = TinyEncoder(arch.latent)
+        self.encoder = TinyEncoder(arch.latent, arch.enc_blocks)
         self.decoder = TinyDecoder(arch.latent, arch.refine, arch.blocks8)
         self._coder = None
         self.metadata: dict[str, str] = {}

@@ -16,12 +16,14 @@ HELP = {
     "latent": "latent channels (architecture)",
     "refine": "half-resolution refine branch in the decoder (architecture)",
     "blocks8": "per-frame residual blocks at 1/8 resolution in the decoder (architecture)",
+    "enc_blocks": "causal blocks at the latent rate in the encoder (architecture)",
     "workers": "clip-making CPU processes (0 = clips made in the training process on --device, a GPU too; resumes exactly)",
     "flicker": "weight of the squared frame-to-frame change of the error (on [0,1]) in the loss",
     "prefetch": "with --workers 0, make the next batch in a background thread while this one trains",
     "time_budget": "seconds of training; the run ends, and its lr decays, by wall time (0 = by --steps)",
     "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
     "freeze_init": "train only the parts --init lacks (and the rate prior)",
+    "freeze_decoder": "train only the encoder (and the rate prior); the decoder keeps its weights",
 }
 
 

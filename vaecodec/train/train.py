@@ -64,12 +64,14 @@ class Config:
     latent: int = 16  # model architecture (vaecodec.models.tiny.Arch)
     refine: bool = False
     blocks8: int = 0
+    enc_blocks: int = 3
     init: str = ""  # warm start: checkpoint or weights file of a smaller tiny model
     freeze_init: bool = False  # train only what --init lacks (the grown parts) and the prior
+    freeze_decoder: bool = False  # train only the encoder and the prior: a better encoder for a fixed decoder
 
     @property
     def arch(self) -> Arch:
-        return Arch(latent=self.latent, refine=self.refine, blocks8=self.blocks8)
+        return Arch(latent=self.latent, refine=self.refine, blocks8=self.blocks8, enc_blocks=self.enc_blocks)
 
 
 def _progress(cfg: Config, step: int, wall_s: float) -> float:
@@ -345,6 +347,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
         if not cfg.init:
             raise UsageError("--freeze-init needs --init")
         freeze_loaded(model, cfg.init)
+    if cfg.freeze_decoder:
+        model.decoder.requires_grad_(False)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     vsteps = val_steps(cfg)
