@@ -19,7 +19,7 @@ whatever the chunk boundaries.
 The rate term is the mean absolute frame-to-frame change of the latents in quantization
 steps, what the coder's inter tables pay for. Both terms are divided by their values before
 the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 % change of the rate
-term like a 1 % change of the squared error (the default is 0.5).
+term like a 1 % change of the squared error (the default is 0.25).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from .quant import entropy_symbols
 from .tiling import TileRunner, crossfade
 
 # Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): over
-# qualities 2-7, rate weight 0.5 beat 1 on both a smooth and a busy pan (BD-rate -17.0 / -8.3 %
-# against -16.5 / -4.0 % vs plain); 0.01 steps per iteration, cosine-decayed, keeps paying up
-# to at least 40 iterations (the CLI leaves the count to the user).
-RATE_WEIGHT = 0.5
+# qualities 2-7, rate weight 0.5 beat 1 on both a smooth and a busy pan, and 0.25 matched 0.5
+# on the smooth one and beat it on the busy one (BD-rate of 0.25 against 0.5: -0.3 / -2.7 %);
+# 0.01 steps per iteration, cosine-decayed, keeps paying up to at least 40 iterations (the
+# CLI leaves the count to the user).
+RATE_WEIGHT = 0.25
 LEARNING_RATE = 0.01
 MAX_STEPS = 1000
 
