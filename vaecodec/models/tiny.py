@@ -107,6 +107,13 @@ def frames_per_chunk(pixels_per_frame: int, device: torch.device) -> int:
     return max(1, CPU_CHUNK_PIXELS // pixels_per_frame)
 
 
+def _zero(conv: nn.Conv2d) -> None:
+    """Zero a residual branch's last conv: a part grown onto a trained model starts as a no-op,
+    so the grown model starts as the trained one."""
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+
+
 class ResBlock(nn.Module):
     """conv3x3 -> relu -> conv, residual; per frame (no temporal mixing)."""
 
@@ -160,9 +167,8 @@ class TinyEncoder(nn.Module):
         self.mem = MemBlock(C2, light=True)
         self.pool = nn.Conv2d(4 * C2, C2, 1)
         self.blocks = nn.ModuleList([MemBlock(C2) for _ in range(blocks)])
-        for blk in self.blocks[3:]:  # blocks beyond v1's three start as identities (see the decoder)
-            nn.init.zeros_(blk.b.weight)
-            nn.init.zeros_(blk.b.bias)
+        for blk in self.blocks[3:]:  # blocks beyond v1's three
+            _zero(blk.b)
         self.head = nn.Conv2d(C2, 2 * latent, 3, padding=1)
         with torch.no_grad():  # start with unit-scale means and a narrow posterior, so the
             self.head.weight[:latent] *= 30.0  # first quantization steps do not erase them
@@ -226,8 +232,7 @@ class Refine(nn.Module):
         self.up = nn.Conv2d(C1, 4 * C0, 1)
         self.mid = nn.Conv2d(C0, C0, 3, padding=1)
         self.out = nn.Conv2d(C0, 12, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        _zero(self.out)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         u = F.relu(_shuffle2(f, self.up, C0), inplace=True)  # [N, C0, H/2, W/2]
@@ -243,9 +248,8 @@ class TinyDecoder(nn.Module):
         self.grow = nn.Conv2d(C2, 4 * C2, 1)
         self.mem = MemBlock(C2, light=True)
         self.frame_blocks = nn.ModuleList([ResBlock(C2) for _ in range(blocks8)])
-        for blk in self.frame_blocks:  # residual starts at zero: growing a trained model keeps it
-            nn.init.zeros_(blk.b.weight)
-            nn.init.zeros_(blk.b.bias)
+        for blk in self.frame_blocks:
+            _zero(blk.b)
         self.up = nn.Conv2d(C2, 4 * C1, 1)
         self.res = ResBlock(C1, k2=1)
         self.out = nn.Conv2d(C1, 48, 1)
