@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,0.75,0.5 --qualities 1,2,3,4,5,6
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --deadzones default,0,0.1
+    .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --motion on,off
 
 Each (scale, quality) point is a real ``Codec.encode`` to a .vlat and a real decode back to
 the source size. bpp counts the latent chunks' bytes (so a clip's audio does not hide the
 video's rate); PSNR and flicker (the bench's frame-to-frame error) are against the source.
 For each scale below 1 it also prints the *ceiling*: the PSNR of the source itself shrunk
 and enlarged the way the codec does, the best any model could do at that scale. ``default``
-as a scale or deadzone means the encoder's per-quality default.
+as a scale or deadzone means the encoder's per-quality default; ``--motion on,off`` codes every
+point with and without motion-compensated prediction.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--scales", default="1,0.5")
     ap.add_argument("--deadzones", default="default")
     ap.add_argument("--qualities", default="1,2,3,4,5,6")
+    ap.add_argument("--motion", default="on", help="comma list of on/off")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="tiny")
     a = ap.parse_args()
@@ -49,6 +52,7 @@ def main() -> None:
     scales = [None if v == "default" else float(v) for v in a.scales.split(",")]
     deadzones = [None if v == "default" else float(v) for v in a.deadzones.split(",")]
     qualities = [int(v) for v in a.qualities.split(",")]
+    motions = [{"on": True, "off": False}[v] for v in a.motion.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for clip in a.clips:
             with VideoReader(clip) as r:
@@ -57,15 +61,16 @@ def main() -> None:
             for scale, deadzone in ((s, d) for s in scales for d in deadzones):
                 if scale is not None and scale < 1 and deadzone == deadzones[0]:
                     print(json.dumps({"clip": clip.name, "scale": scale, "ceiling_psnr": round(ceiling(src, scale), 2)}))
-                for quality in qualities:
-                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale, deadzone=deadzone)
+                for quality, motion in ((q, m) for m in motions for q in qualities):
+                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale, deadzone=deadzone, motion=motion)
                     path = Path(tmp) / "x.vlat"
                     codec.encode(clip, path, overwrite=True)
                     with VlatReader(path) as f:
                         latent_bytes = sum(c.stored_size for c in f.chunks_of("latent"))
                     out = np.concatenate(list(codec.decode_frames(path)))
                     q = metrics.score([src], [out], with_ssim=False)
-                    print(json.dumps({"clip": clip.name, "scale": scale or "default", "deadzone": deadzone, "quality": quality,
+                    print(json.dumps({"clip": clip.name, "scale": scale or "default", "deadzone": deadzone, "motion": motion,
+                                      "quality": quality,
                                       "bpp": round(8 * latent_bytes / (w * h * n), 5), "psnr": round(q.psnr, 2),
                                       "flicker": round(q.temporal_error, 2)}), flush=True)
 

@@ -10,8 +10,8 @@ clips as lossless PNG sequences, runs them through the real pipeline (``Codec.en
 Needs the held-out photos (``bash scripts/fetch_training_data.sh``). PSNR is over all clips
 (mean squared error pooled, as in training); bpp counts the latent chunks' stored bytes
 (*payload*) and the whole file (*file*: header, index and footer included, which weighs a
-lot on 192x192x9 clips). Each quality is encoded with the deadzone its card point was measured
-with (none for cards older than the temporal deadzone).
+lot on 192x192x9 clips). Each quality is encoded with the deadzone and motion compensation its
+card point was measured with (none for cards older than the temporal deadzone or motion).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def main() -> None:
         for i, clip in enumerate(u8):
             _write_pngs(clip, Path(tmp) / f"clip{i}")
         for point in card["validation"]["points"]:
-            # the card's own quantization (its temporal deadzone; cards before it existed: none),
+            # the card's own quantization (its temporal deadzone and motion; cards before them: none),
             # at full size as the card measured it
             codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0),
-                          scale=1.0)
+                          motion=point.get("motion", False), scale=1.0)
             se, payload, total, ssims = 0.0, 0, 0, []
             for i, clip in enumerate(u8):
                 out = Path(tmp) / f"clip{i}-q{point['quality']}.vlat"

@@ -339,3 +339,26 @@ def test_low_qualities_code_a_smaller_picture_by_default(sample_clip, tmp_path):
     assert [got[k][:2] for k in ("q2", "q2full", "q3", "q5")] == [((240, 160), 1), ((480, 320), 0), ((360, 240), 1), ((480, 320), 0)]
     assert got["q2"][2] < 0.5 * got["q2full"][2]
     assert got["q2"][3] > got["q2full"][3] - 1.5
+
+
+def test_motion_compensation_shrinks_a_pan_at_the_same_quality(tmp_path):
+    """On a camera pan of a real photo (2 px right and 1 px down per frame), predicting each
+    latent frame from the previous one moved by per-block vectors (the default) stores chunk
+    version 4 and costs far fewer bits than the in-place prediction of --no-motion (chunk
+    version 3), at no loss of PSNR; both decode."""
+    photo = read_all(SAMPLE)[0]
+    src = np.stack([photo[40 + t:168 + t, 60 + 2 * t:252 + 2 * t] for t in range(25)])  # 25 x 128x192
+    clip = _lossless(src, tmp_path / "pan.mkv")
+    out = {}
+    for name, motion in (("moved", None), ("in_place", False)):
+        Codec(device="cpu", motion=motion).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            assert f.header["quantization"]["motion"] is (motion is None)
+            versions = {f.reader.read(e.index)[0] for e in f._latent_chunks}
+            latent_bytes = sum(e.stored_size for e in f._latent_chunks)
+            frames = f.frames_tensor().numpy()
+        out[name] = (latent_bytes, psnr(frames, src), versions)
+    (moved, p_moved, v_moved), (in_place, p_in_place, v_in_place) = out["moved"], out["in_place"]
+    assert v_moved == {4} and v_in_place == {3}
+    assert moved < 0.85 * in_place, (moved, in_place)
+    assert p_moved > p_in_place - 0.1, (p_moved, p_in_place)

@@ -232,12 +232,23 @@ def test_errors(coder):
         EntropyCoder.from_tensors({"steps": coder.to_tensors()["steps"]})
 
 
-@pytest.mark.parametrize("chunk", ["v2", "v3"])
+def _v4_chunk(coder: EntropyCoder, q: np.ndarray) -> bytes:
+    """The version 2 case coded with motion vectors (frame 1 moves one block, frame 2 all)."""
+    mv = np.zeros((3, 2, 2, 2), np.int16)
+    mv[1, 0, 1] = (-3, 6)
+    mv[2] = (1, -2)
+    data = coder.encode(q, 1, mv)
+    assert data[0] == 4
+    np.testing.assert_array_equal(coder.decode(data, q.shape, 1), q)
+    return data
+
+
+@pytest.mark.parametrize("chunk", ["v2", "v3", "v4"])
 def test_damaged_payloads_fail_as_format_errors(chunk):
     """Flipped bits that reach the coder (the container's CRC would catch them in a file)
     give a FormatError or some decoded values, never another exception."""
     coder, q = _v2_case()
-    good = V2_CHUNK if chunk == "v2" else coder.encode(q, 1)
+    good = {"v2": lambda: V2_CHUNK, "v3": lambda: coder.encode(q, 1), "v4": lambda: _v4_chunk(coder, q)}[chunk]()
     rng = np.random.default_rng(5)
     seen = set()
     for _ in range(300):

@@ -76,15 +76,17 @@ def coder():
 
 def test_deadzone_zero_is_plain_rounding(coder):
     z = _drifting_latents()
-    q = Quantizer("entropy", quality=2, coder=coder, deadzone=0.0)
-    assert np.array_equal(q.symbols(z), torch.round(z / 0.5).to(torch.int32).numpy())
+    for motion in (False, True):  # motion changes only the coding reference, never plain rounding
+        q, _ = Quantizer("entropy", quality=2, coder=coder, deadzone=0.0, motion=motion).symbols(z)
+        assert np.array_equal(q, torch.round(z / 0.5).to(torch.int32).numpy())
 
 
 @pytest.mark.parametrize("deadzone", [0.1, 0.25, 0.45])
 def test_deadzone_holds_symbols_and_bounds_the_error(coder, deadzone):
     z = _drifting_latents()
     x = (z / 0.5).numpy()
-    q = Quantizer("entropy", quality=2, coder=coder, deadzone=deadzone).symbols(z)
+    q, motion = Quantizer("entropy", quality=2, coder=coder, deadzone=deadzone, motion=False).symbols(z)
+    assert motion is None
     assert np.array_equal(q[:, 0], np.round(x[:, 0]))  # a chunk's first frame is plain rounding
     assert np.abs(q - x).max() <= 0.5 + deadzone + 1e-6
     for t in range(1, x.shape[1]):  # held within 0.5 + deadzone of the previous symbol, else rounded
@@ -99,10 +101,10 @@ def test_deadzone_saves_bits_and_round_trips(coder):
     z = _drifting_latents(9)
     sizes = []
     for dz in (0.0, 0.2):
-        quant = Quantizer("entropy", quality=2, coder=coder, deadzone=dz)
+        quant = Quantizer("entropy", quality=2, coder=coder, deadzone=dz, motion=False)
         p = quant.pack(z)
         back = quant.unpack(p.payload, p.meta, tuple(z.shape))
-        assert torch.equal(back, torch.from_numpy(quant.symbols(z)).float() * 0.5)  # decoder: q * step
+        assert torch.equal(back, torch.from_numpy(quant.symbols(z)[0]).float() * 0.5)  # decoder: q * step
         sizes.append(len(p.payload))
     assert sizes[1] < 0.9 * sizes[0]
 

@@ -168,6 +168,7 @@ def encode(
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
+    motion: Annotated[Optional[bool], typer.Option("--motion/--no-motion", help="Predict each latent frame from the previous one moved by a motion vector per block (fewer bits on pans; default on with an entropy coder; --no-motion writes chunks older vaecodec versions read).")] = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
@@ -188,8 +189,8 @@ def encode(
     """Encode a video into a .vlat file of quantized VAE latents."""
     _setup(threads)
     codec = _codec(
-        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, scale=scale, refine=refine,
-        device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
+        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, motion=motion, scale=scale,
+        refine=refine, device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:

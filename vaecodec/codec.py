@@ -218,10 +218,11 @@ class _ChunkQueue:
         self.items.append((kind, payload, meta, coding))
         self._write_ready(wait=0)
 
-    def latent(self, q: np.ndarray, quality: int, meta: dict) -> None:
+    def latent(self, symbols: tuple[np.ndarray, np.ndarray | None], quality: int, meta: dict) -> None:
         if not self.pool.idle:  # results come back in order: the oldest frees the next worker
             self._write_ready(wait=1)
-        self.pool.encode(q, quality)
+        q, motion = symbols
+        self.pool.encode(q, quality, motion)
         self.items.append(("latent", None, meta, "raw"))
         self._write_ready(wait=0)
 
@@ -257,6 +258,7 @@ class Codec:
         bits: int | None = None,
         quality: int | None = None,
         deadzone: float | None = None,
+        motion: bool | None = None,
         scale: float | None = None,
         refine: int | RefineSettings = 0,
         model_dir: str | Path | None = None,
@@ -275,7 +277,7 @@ class Codec:
         if entropy_workers is not None and entropy_workers < 0:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
-        self.bits, self.quality, self.deadzone = bits, quality, deadzone
+        self.bits, self.quality, self.deadzone, self.motion = bits, quality, deadzone, motion
         self.scale = None if scale is None else check_scale(scale)  # None: per quality
         self.refine = refine  # latent refinement (``vaecodec.refine``), checked by the setter
         if chunk_latents is not None and chunk_latents < 1:
@@ -339,12 +341,13 @@ class Codec:
     def _quantizer(self, model: VideoVAE) -> Quantizer:
         coder = model.entropy_coder
         if self.bits is None and coder is not None:
-            return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone)
+            return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone, motion=self.motion)
         if self.quality is not None:
             raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
         if self.refine:
             raise UsageError("--refine needs a model with an entropy coder; this one takes --bits")
-        return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone)
+        return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
+                         motion=self.motion)
 
     def describe(self) -> dict:
         """Environment facts a benchmark records next to its figures."""

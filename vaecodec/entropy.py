@@ -14,7 +14,11 @@ The coded probabilities depend only on integers (stored in the weights file, or 
 the chunk itself), never on a float network output, so encode and decode agree bit for bit
 on every machine.
 
-Chunk layout, version 3 (written now):
+Chunk layout, version 4 (written by default): version 3's, with the version byte 4 and the
+  motion vectors of frames 1..t-1 coded between the choices and the symbols (``_code_motion``);
+  "inter" and "zero" then refer to the previous frame moved by its block's vector
+  (``vaecodec.motion.predict``) instead of the previous frame itself.
+Version 3 (written without motion, e.g. ``--no-motion``):
   u8 version (=3) | u8 BLOCK | u32 LE escape count | escapes int64 LE | range-coder words
   uint32 LE (constriction queue.RangeEncoder): first the choices [C, t, nb] (nb =
   ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order; choice k < S = intra with
@@ -38,6 +42,7 @@ import constriction
 import numpy as np
 import torch
 
+from vaecodec import motion as mc
 from vaecodec.errors import FormatError, UsageError
 from vaecodec.quant import entropy_symbols
 
@@ -116,21 +121,56 @@ def _code_choices(choice: np.ndarray, n: int, code) -> np.ndarray:
     return choice
 
 
+def _code_motion(mv: np.ndarray, code) -> np.ndarray:
+    """Range-code the motion vectors [t, nby, nbx, 2] of frames 1..t-1 (frame 0's are zero).
+
+    Each component is coded as its change from the same block's vector in the previous frame
+    (a pan keeps its vector), with one adaptive model for all: counts that start with "no
+    change" as likely as all other changes together and learn from every coded frame,
+    identically on both sides. ``code`` is as in ``_code_choices``; decoding checks the range.
+    """
+    n = 4 * mc.MV_MAX + 1  # changes -2 MV_MAX .. 2 MV_MAX
+    counts = np.ones(n, np.int64)
+    counts[2 * mc.MV_MAX] += n
+    for j in range(1, mv.shape[0]):
+        model = constriction.stream.model.Categorical(counts_to_table(counts) / TABLE_TOTAL, perfect=False)
+        sym = code(model, (mv[j].astype(np.int32) - mv[j - 1] + 2 * mc.MV_MAX).ravel())
+        mv[j] = mv[j - 1] + (sym - 2 * mc.MV_MAX).reshape(mv[j].shape)
+        if np.abs(mv[j]).max(initial=0) > mc.MV_MAX:
+            raise FormatError("latent chunk holds a motion vector out of range")
+        counts += np.bincount(sym, minlength=n)
+    return mv
+
+
 def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
-                      block: int = BLOCK, deadzones: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      block: int = BLOCK, deadzones: Sequence[float] | None = None,
+                      motion: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Intra and inter table banks as counts [Q, C, tables, ALPHABET] from latent means [N, C, t, h, w].
 
-    The means are quantized as the encoder does (``quant.entropy_symbols`` with each
-    quality's temporal deadzone, none by default). Per quality and channel, the blocks are
-    sorted by activity and split into ``tables`` equal groups; each group's pooled histogram
-    becomes one table of the bank.
+    The means are quantized as the encoder does, with each quality's temporal deadzone (none
+    by default): in place (``quant.entropy_symbols``), or with ``motion`` along motion vectors
+    (``motion.quantize``), whose residuals to the moved previous frame the inter tables then
+    fit. Per quality and channel, the blocks are sorted by activity and split into ``tables``
+    equal groups; each group's pooled histogram becomes one table of the bank.
     """
     c = means.shape[1]
     intra, inter = [], []
     for s, dz in zip(steps, deadzones or [0.0] * len(steps)):
-        q = entropy_symbols(torch.from_numpy(means / s), dz).numpy().astype(np.int64).transpose(1, 0, 2, 3, 4)  # [C, N, t, h, w]
+        x = torch.from_numpy(means / s)
+        if motion:
+            q = np.empty(means.shape, np.int64)
+            res = np.zeros_like(q)
+            for i in range(len(x)):
+                qi, mv = mc.quantize(x[i], dz, block)
+                q[i] = qi
+                for j in range(1, qi.shape[1]):
+                    res[i, :, j] = qi[:, j] - mc.predict(qi[:, j - 1], mv[j], block)
+            q, res = q.transpose(1, 0, 2, 3, 4), res.transpose(1, 0, 2, 3, 4)[:, :, 1:]  # [C, N, t(-1), h, w]
+        else:
+            q = entropy_symbols(x, dz).numpy().astype(np.int64).transpose(1, 0, 2, 3, 4)  # [C, N, t, h, w]
+            res = q[:, :, 1:] - q[:, :, :-1]
         banks = []
-        for v in (q, q[:, :, 1:] - q[:, :, :-1]):
+        for v in (q, res):
             n, t, h, w = v.shape[1:]
             ids, nb = _blocks(n * t, h, w, block)
             hist = _block_hist(_symbols(v.reshape(c, -1)), ids, n * t * nb)  # [C, blocks, A]
@@ -176,6 +216,7 @@ class EntropyCoder:
         self.default_quality = int(default_quality)
         self.channels = steps.shape[1]
         self.tables = intra.shape[2]
+        self.block = BLOCK  # cells per block edge, also the motion vectors' blocks
         self._steps = steps
         self._intra = intra.astype(np.int32)
         self._inter = inter.astype(np.int32)
@@ -256,8 +297,9 @@ class EntropyCoder:
 
     # ------------------------------------------------------------ coding
 
-    def encode(self, q: np.ndarray, quality: int) -> bytes:
-        """int [C, t, h, w] -> bytes (chunk version 3); lossless for any int32 values, deterministic."""
+    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> bytes:
+        """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. With
+        ``motion`` (int [t, nby, nbx, 2] from ``vaecodec.motion``) chunk version 4, else 3."""
         q = np.asarray(q)
         if not np.issubdtype(q.dtype, np.integer):
             raise UsageError(f"latent symbols must be integers, got {q.dtype}")
@@ -265,9 +307,14 @@ class EntropyCoder:
         models, bits = self._prepared(quality)
         c, t, h, w = q.shape
         s = self.tables
-        q = q.astype(np.int64).reshape(c, t, h * w)
+        q = q.astype(np.int64)
         res = np.zeros_like(q)
-        res[:, 1:] = q[:, 1:] - q[:, :-1]
+        if motion is None:
+            res[:, 1:] = q[:, 1:] - q[:, :-1]
+        else:
+            motion = self._check_motion(motion, t, h, w)
+            for j in range(1, t):
+                res[:, j] = q[:, j] - mc.predict(q[:, j - 1], motion[j], BLOCK)
         q, res = q.reshape(c, -1), res.reshape(c, -1)
         ids, nb = _blocks(t, h, w, BLOCK)
         # exact code length of every block under every choice (+ verbatim bits per escape)
@@ -288,6 +335,8 @@ class EntropyCoder:
             return sym
 
         _code_choices(choice.reshape(c, t, nb).copy(), 2 * s + 1, put)
+        if motion is not None:
+            _code_motion(motion.copy(), put)
         escapes = []
         layout = self._layout(ids, t * nb)
         coded = np.where((choice >= s)[:, ids], res, q)  # [C, cells] what each cell codes
@@ -301,16 +350,26 @@ class EntropyCoder:
                 enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
         esc = np.concatenate(escapes)
         return b"".join((
-            bytes([3, BLOCK]),
+            bytes([3 if motion is None else 4, BLOCK]),
             struct.pack("<I", esc.size),
             esc.astype("<i8").tobytes(),
             enc.get_compressed().astype("<u4").tobytes(),
         ))
 
+    @staticmethod
+    def _check_motion(motion: np.ndarray, t: int, h: int, w: int) -> np.ndarray:
+        motion = np.asarray(motion)
+        shape = (t, -(-h // BLOCK), -(-w // BLOCK), 2)
+        if motion.shape != shape or not np.issubdtype(motion.dtype, np.integer):
+            raise UsageError(f"motion vectors {motion.shape} {motion.dtype} are not integers of shape {shape}")
+        if motion[0].any() or np.abs(motion).max(initial=0) > mc.MV_MAX:
+            raise UsageError(f"motion vectors must be zero at frame 0 and within +-{mc.MV_MAX} elsewhere")
+        return motion.astype(np.int64)
+
     def _header(self, data: bytes, c: int, t: int, h: int, w: int) -> tuple[np.ndarray | None, np.ndarray, int, int]:
         """Parse a chunk's header: (choice [C, blocks], or None where the range coder holds
-        them (version 3), cell block ids, blocks per frame, offset of the escape count)."""
-        if not data or data[0] not in (1, 2, 3):
+        them (versions 3, 4), cell block ids, blocks per frame, offset of the escape count)."""
+        if not data or data[0] not in (1, 2, 3, 4):
             raise FormatError(f"latent chunk of an unknown entropy-coder version {data[0] if data else None}")
         if data[0] == 1:  # one block per plane; intra table 0, or inter table 0 where flagged
             if self.tables != 1:
@@ -325,7 +384,9 @@ class EntropyCoder:
         if len(data) < 2 or data[1] == 0:
             raise FormatError("latent chunk has no block size")
         ids, nb = _blocks(t, h, w, data[1])
-        if data[0] == 3:
+        if data[0] in (3, 4):
+            if data[0] == 4 and data[1] != BLOCK:
+                raise FormatError(f"latent chunk's motion blocks of {data[1]} cells are not the coder's {BLOCK}")
             return None, ids, nb, 2
         n = c * t * nb
         if len(data) < 2 + (n + 1) // 2:
@@ -337,7 +398,7 @@ class EntropyCoder:
         return choice, ids, nb, 2 + (n + 1) // 2
 
     def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
-        """Exact inverse of ``encode`` (chunk versions 1, 2 and 3): bytes -> int32 [C, t, h, w]."""
+        """Exact inverse of ``encode`` (chunk versions 1 to 4): bytes -> int32 [C, t, h, w]."""
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
         models, _ = self._prepared(quality)
@@ -361,9 +422,13 @@ class EntropyCoder:
                 raise FormatError("latent chunk's coded words are invalid for its tables") from None
 
         n_choices = 2 * s + (choice is None)  # version 3 adds choice 2S, "zero"
+        motion = None
         if choice is None:
             choice = _code_choices(np.zeros((c, t, nb), np.uint8), n_choices, lambda m, sym: take(m, sym.size))
             choice = choice.reshape(c, t * nb)
+            if data[0] == 4:
+                nby, nbx = -(-h // data[1]), -(-w // data[1])
+                motion = _code_motion(np.zeros((t, nby, nbx, 2), np.int64), lambda m, sym: take(m, sym.size))
         if ((choice[:, :nb] >= s) & (choice[:, :nb] < 2 * s)).any():
             raise FormatError("latent chunk codes an inter block at frame 0")
         vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
@@ -386,7 +451,9 @@ class EntropyCoder:
             raise FormatError("latent chunk escape count does not match its symbols")
         q, inter = vals.reshape(c, t, h, w), (choice >= s)[:, ids].reshape(c, t, h, w)
         for j in range(1, t):  # add residuals in time order
-            q[:, j] += np.where(inter[:, j], q[:, j - 1], 0)
+            if inter[:, j].any():
+                ref = q[:, j - 1] if motion is None else mc.predict(q[:, j - 1], motion[j], BLOCK)
+                q[:, j] += np.where(inter[:, j], ref, 0)
         if (q < np.iinfo(np.int32).min).any() or (q > np.iinfo(np.int32).max).any():
             raise FormatError("latent chunk decodes to values outside int32")
         return q.astype(np.int32)

@@ -8,7 +8,8 @@ Two schemes, named in the .vlat header so decode needs no guesswork:
 ``entropy``  ``q = round(z / step[c])`` with the model's learned per-channel steps for a
              quality level, coded by the model's bit-exact entropy coder (stored raw).
              The encoder may hold a symbol at its previous latent frame's value (the
-             temporal deadzone below); the decoder only ever computes ``q * step[c]``.
+             temporal deadzone below), moved along the block's motion vector by default
+             (``vaecodec.motion``); the decoder only ever computes ``q * step[c]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import motion as mc
 from .errors import FormatError, UsageError
 
 MIN_BITS, MAX_BITS = 4, 8
@@ -94,7 +96,7 @@ class Quantizer:
     """Turns latent blocks [C, t, h, w] into chunk payloads and back."""
 
     def __init__(self, scheme: str, bits: int | None = None, quality: int | None = None, coder=None,
-                 deadzone: float | None = None) -> None:
+                 deadzone: float | None = None, motion: bool | None = None) -> None:
         if scheme == "uniform":
             if bits is None or not MIN_BITS <= bits <= MAX_BITS:
                 raise UsageError(f"--bits must be between {MIN_BITS} and {MAX_BITS}, got {bits}")
@@ -110,10 +112,13 @@ class Quantizer:
             raise UsageError(f"--deadzone must be in [0, {MAX_DEADZONE}), got {deadzone}")
         if scheme == "uniform" and deadzone is not None:
             raise UsageError("--deadzone needs a model with an entropy coder; this one takes --bits")
+        if scheme == "uniform" and motion:
+            raise UsageError("--motion needs a model with an entropy coder; this one takes --bits")
         if scheme == "entropy" and deadzone is None:
             deadzone = default_deadzone(quality)
         self.scheme, self.bits, self.quality, self.coder = scheme, bits, quality, coder
         self.deadzone = deadzone
+        self.motion = scheme == "entropy" and motion is not False  # on by default where it applies
 
     @classmethod
     def from_header(cls, q: dict, coder) -> "Quantizer":
@@ -125,12 +130,13 @@ class Quantizer:
             return {"scheme": "uniform", "bits": self.bits, "granularity": "chunk,channel"}
         step = self.coder.step(self.quality)
         return {"scheme": "entropy", "quality": self.quality, "step": [float(s) for s in step],
-                "deadzone": self.deadzone}
+                "deadzone": self.deadzone, "motion": self.motion}
 
     def pack(self, z: torch.Tensor) -> Packed:
         """z: float [C, t, h, w] -> payload."""
         if self.scheme == "entropy":
-            return Packed(self.coder.encode(self.symbols(z), self.quality), {}, "raw")
+            q, motion = self.symbols(z)
+            return Packed(self.coder.encode(q, self.quality, motion), {}, "raw")
         z = z.float().cpu()
         C = z.shape[0]
         flat = z.reshape(C, -1)
@@ -145,10 +151,14 @@ class Quantizer:
         """The entropy scheme's per-channel step, shaped [C, 1, 1, 1] to broadcast over a chunk."""
         return self.coder.step(self.quality).float().view(-1, 1, 1, 1)
 
-    def symbols(self, z: torch.Tensor) -> np.ndarray:
+    def symbols(self, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """float latents [C, t, h, w] -> the entropy coder's int32 symbols, ``round(z / step[c])``
-        held across frames by the temporal deadzone."""
-        return entropy_symbols(z.float().cpu() / self._step(), self.deadzone).to(torch.int32).numpy()
+        held across frames by the temporal deadzone, and the chunk's motion vectors (None
+        without motion): what ``EntropyCoder.encode`` takes."""
+        x = z.float().cpu() / self._step()
+        if self.motion:
+            return mc.quantize(x, self.deadzone, self.coder.block)
+        return entropy_symbols(x, self.deadzone).to(torch.int32).numpy(), None
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""

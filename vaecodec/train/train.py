@@ -499,7 +499,8 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     existing weights file whose network is kept and whose entropy tables are rebuilt);
     returns the model card."""
     from vaecodec.entropy import EntropyCoder, latent_histograms
-    from vaecodec.quant import default_deadzone, entropy_symbols
+    from vaecodec.motion import quantize
+    from vaecodec.quant import default_deadzone
 
     model, cfg, state, extra = _source(run, which, weights)
     model.eval()
@@ -511,7 +512,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
     deadzones = [default_deadzone(q) for q in QUALITIES]  # tables and card see what the encoder stores
-    intra, inter = latent_histograms(means, steps, deadzones=deadzones)
+    intra, inter = latent_histograms(means, steps, deadzones=deadzones, motion=True)
     coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
     # real bits on the held-out validation clips with the real coder
     vclips = _val_clips(cfg)
@@ -520,10 +521,11 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     points = []
     for qual, dz in zip(QUALITIES, deadzones):
         st = coder.step(qual).view(1, -1, 1, 1, 1)
-        q = entropy_symbols(vmean / st, dz)
-        nbytes = sum(len(coder.encode(q[i].numpy().astype(np.int32), qual)) for i in range(b))
-        rec = torch.cat([model.decode(q[i:i + 1] * st) for i in range(b)])
-        points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "psnr": round(psnr(rec, vclips), 3),
+        coded = [quantize(m, dz, coder.block) for m in vmean / st]  # (symbols, motion vectors) per clip
+        nbytes = sum(len(coder.encode(q, qual, mv)) for q, mv in coded)
+        rec = torch.cat([model.decode(torch.from_numpy(q)[None].float() * st) for q, _ in coded])
+        points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "motion": True,
+                       "psnr": round(psnr(rec, vclips), 3),
                        "ssim": round(ssim_y(rec, vclips), 4), "bpp": round(nbytes * 8 / (b * t * h * w), 5)})
     card = {
         "model_id": model_id, "version": version, "kind": "tiny", "spatial": 8, "temporal": 4,

@@ -1,0 +1,162 @@
+"""Motion-compensated prediction: exact integer prediction, a search that finds real motion,
+holding along the motion, and chunk version 4 (lossless, smaller on pans, strict on damage)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaecodec import motion as mc
+from vaecodec.entropy import BLOCK, EntropyCoder, latent_histograms
+from vaecodec.errors import UsageError
+from vaecodec.quant import Quantizer, entropy_symbols
+
+C, H, W = 8, 40, 56  # 3 x 4 blocks of 16 cells, the last row and column partial
+
+
+def _field(seed: int, c: int = C, h: int = H + 24, w: int = W + 24) -> torch.Tensor:
+    """A smooth random latent field [c, h, w] (features larger than a cell, as a photo's are)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, c, h // 4, w // 4, generator=g)
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)[0] * 6
+
+
+def _pan(seed: int, frames: int, vy: float, vx: float) -> torch.Tensor:
+    """[C, frames, H, W]: a window moving over ``_field`` by (vy, vx) cells per frame (sub-cell
+    moves by bilinear resampling), plus a little noise, in step units."""
+    big = _field(seed)[None]
+    g = torch.Generator().manual_seed(seed + 100)
+    out = []
+    for t in range(frames):
+        ys = torch.arange(H) + 12 + vy * t
+        xs = torch.arange(W) + 12 + vx * t
+        gy = (ys + 0.5) / big.shape[2] * 2 - 1
+        gx = (xs + 0.5) / big.shape[3] * 2 - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+        out.append(F.grid_sample(big, grid, mode="bilinear", align_corners=False)[0])
+    return torch.stack(out, 1) + 0.05 * torch.randn(C, frames, H, W, generator=g)
+
+
+def _reference_predict(prev: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Independent statement of the rule: edge-clamped neighbours, integer weights in quarters,
+    rounded vertically then horizontally (floor of (sum + 2) / 4)."""
+    c, h, w = prev.shape
+    ys, xs = np.arange(h) * 4 + dy, np.arange(w) * 4 + dx
+    y0, x0 = np.floor_divide(ys, 4), np.floor_divide(xs, 4)
+    fy, fx = ys - 4 * y0, xs - 4 * x0
+    cy = lambda v: np.clip(v, 0, h - 1)
+    cx = lambda v: np.clip(v, 0, w - 1)
+    p = prev.astype(np.int64)
+    v = np.floor_divide(p[:, cy(y0)] * (4 - fy)[:, None] + p[:, cy(y0 + 1)] * fy[:, None] + 2, 4)
+    return np.floor_divide(v[:, :, cx(x0)] * (4 - fx) + v[:, :, cx(x0 + 1)] * fx + 2, 4)
+
+
+@pytest.mark.parametrize("vec", [(0, 0), (4, -8), (-3, 5), (2, 2), (-31, 31), (1, -13)])
+def test_prediction_is_the_stated_integer_rule(vec):
+    prev = np.random.default_rng(0).integers(-40, 40, (C, H, W)).astype(np.int32)
+    nby, nbx = -(-H // BLOCK), -(-W // BLOCK)
+    mv = np.zeros((nby, nbx, 2), np.int16)
+    mv[1, 2] = vec  # one block moves; the others copy
+    out = mc.predict(prev, mv, BLOCK)
+    want = prev.astype(np.int64).copy()
+    want[:, 16:32, 32:48] = _reference_predict(prev, *vec)[:, 16:32, 32:48]
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("vy,vx", [(0.0, 1.0), (-0.75, 0.5), (1.25, -2.0)])
+def test_search_finds_the_pan(vy, vx):
+    x = _pan(1, 2, vy, vx).numpy()
+    prev = np.round(x[:, 0]).astype(np.int32)
+    mv = mc.search(x[:, 1], prev, BLOCK)
+    assert mv.shape == (3, 4, 2) and mv.dtype == np.int16
+    # frame 1 at cell p shows frame 0 at p + v: the vector points to where the content was
+    want = (round(vy * mc.QUARTER), round(vx * mc.QUARTER))
+    inner = mv[:2, :3].reshape(-1, 2)  # whole blocks (the partial ones see the edge)
+    assert (np.abs(inner - want) <= 1).all(), inner
+
+
+def test_still_content_keeps_zero_vectors():
+    x = _field(2, h=H, w=W).numpy()
+    q = np.round(x).astype(np.int32)
+    assert not mc.search(q.astype(np.float32), q, BLOCK).any()
+
+
+@pytest.mark.parametrize("deadzone", [0.0, 0.1, 0.3])
+def test_quantize_holds_along_the_motion_and_bounds_the_error(deadzone):
+    x = _pan(3, 6, 0.25, 0.5)
+    q, mv = mc.quantize(x, deadzone, BLOCK)
+    xn = x.numpy()
+    assert q.dtype == np.int32 and mv.shape == (6, 3, 4, 2) and not mv[0].any()
+    np.testing.assert_array_equal(q[:, 0], np.round(xn[:, 0]))
+    assert np.abs(q - xn).max() <= 0.5 + deadzone + 1e-5
+    for t in range(1, 6):
+        ref = mc.predict(q[:, t - 1], mv[t], BLOCK)
+        near = np.abs(xn[:, t] - ref) <= 0.5 + deadzone
+        if deadzone:
+            np.testing.assert_array_equal(q[:, t][near], ref[near])
+        np.testing.assert_array_equal(q[:, t][~near], np.round(xn[:, t][~near]))
+    if deadzone:  # along the motion, more symbols repeat their prediction than held in place
+        in_place = np.count_nonzero(np.diff(entropy_symbols(x, deadzone).numpy(), axis=1))
+        moved = sum(np.count_nonzero(q[:, t] != mc.predict(q[:, t - 1], mv[t], BLOCK)) for t in range(1, 6))
+        assert moved < 0.7 * in_place, (moved, in_place)
+
+
+@pytest.fixture(scope="module")
+def coder() -> EntropyCoder:
+    means = torch.stack([_pan(s, 5, 0.0, 0.0) for s in range(10, 14)]).numpy()  # still clips: in-place tables
+    steps = np.array([1.0, 0.5], np.float32)
+    return EntropyCoder.from_histograms(steps, *latent_histograms(means, steps), (1, 2), default_quality=1)
+
+
+def test_version_4_round_trips_and_saves_bits_on_a_pan(coder):
+    x = _pan(4, 8, 0.5, -0.75)
+    q, mv = mc.quantize(x, 0.1, BLOCK)
+    assert mv[1:].any()
+    data = coder.encode(q, 1, mv)
+    assert data[:2] == bytes([4, BLOCK])
+    np.testing.assert_array_equal(coder.decode(data, q.shape, 1), q)
+    assert coder.encode(q, 1, mv) == data  # deterministic
+    without = coder.encode(q, 1)  # the same symbols, coded against the frame in place
+    assert without[0] == 3
+    np.testing.assert_array_equal(coder.decode(without, q.shape, 1), q)
+    assert len(data) < 0.7 * len(without), (len(data), len(without))
+
+
+def test_version_4_round_trips_any_vectors_and_values(coder):
+    rng = np.random.default_rng(6)
+    q = rng.integers(-200, 200, (C, 5, H, W)).astype(np.int32)
+    q[2, 3, 5, 5] = np.iinfo(np.int32).max
+    q[4, 1, 0, 0] = np.iinfo(np.int32).min
+    mv = rng.integers(-mc.MV_MAX, mc.MV_MAX + 1, (5, 3, 4, 2)).astype(np.int16)
+    mv[0] = 0
+    np.testing.assert_array_equal(coder.decode(coder.encode(q, 2, mv), q.shape, 2), q)
+
+
+def test_bad_vectors_are_refused(coder):
+    q = np.zeros((C, 3, H, W), np.int32)
+    mv = np.zeros((3, 3, 4, 2), np.int16)
+    for bad in (mv[:2], mv.astype(np.float32)):
+        with pytest.raises(UsageError, match="motion vectors"):
+            coder.encode(q, 1, bad)
+    for where in ((0, 0, 0, 0), (1, 2, 3, 1)):
+        m = mv.copy()
+        m[where] = 1 if where[0] == 0 else mc.MV_MAX + 1
+        with pytest.raises(UsageError, match="motion vectors"):
+            coder.encode(q, 1, m)
+
+
+def test_quantizer_records_motion_and_packs_version_4(coder):
+    x = _pan(5, 6, 0.0, 0.75)
+    quant = Quantizer("entropy", quality=2, coder=coder)
+    assert quant.motion and quant.describe()["motion"] is True
+    p = quant.pack(x * 0.5)
+    assert p.payload[0] == 4
+    q, _ = quant.symbols(x * 0.5)
+    assert torch.equal(quant.unpack(p.payload, p.meta, tuple(x.shape)), torch.from_numpy(q).float() * 0.5)
+    off = Quantizer("entropy", quality=2, coder=coder, motion=False)
+    assert off.describe()["motion"] is False and off.pack(x * 0.5).payload[0] == 3
+    with pytest.raises(UsageError, match="motion"):
+        Quantizer("uniform", bits=8, motion=True)
+    assert Quantizer("uniform", bits=8).motion is False

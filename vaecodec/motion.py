@@ -1,0 +1,111 @@
+"""Motion-compensated prediction of latent frames (the inter reference of chunk version 4).
+
+A camera pan moves the picture by a fraction of a latent cell from one latent frame to the
+next, so the residual to the previous frame *at the same place* is busy although the frame
+is little more than the previous one, shifted. Each block of a latent frame (all channels
+together) therefore carries a motion vector ``(dy, dx)`` in quarter cells, and its
+prediction is the previous frame's symbols moved by that vector: bilinear interpolation with
+integer weights and rounding (vertical, then horizontal; edges repeat), so encoder and decoder
+compute it bit for bit on any machine.
+
+The encoder picks the vectors (``search``): the sum of absolute differences between its
+float latents and the prediction, over a block's cells and channels, at whole-cell shifts up
+to ``SEARCH`` cells each way, then refined by half and quarter cells around each block's
+best. It then holds symbols against the prediction (``quantize``): the temporal deadzone of
+``quant.hold_symbols`` along the motion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+QUARTER = 4  # vector units per latent cell
+SEARCH = 3  # whole cells searched each way (24 pixels per latent frame at 8x)
+MV_MAX = 31  # largest |component| a chunk may hold, in quarter cells
+_PAD = MV_MAX // QUARTER + 2  # edge padding that every legal vector's window stays inside
+
+
+def _padded(ref: np.ndarray) -> np.ndarray:
+    """[C, h, w] -> [C, h + 2P, w + 2P] with repeated edges: out-of-frame cells read the border."""
+    return np.pad(ref.astype(np.int64, copy=False), ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), mode="edge")
+
+
+def _window(pad: np.ndarray, y0: int, y1: int, x0: int, x1: int, dy: int, dx: int) -> np.ndarray:
+    """Prediction of cells [y0:y1, x0:x1] moved by (dy, dx) quarter cells, from ``_padded`` symbols."""
+    iy, fy, ix, fx = dy >> 2, dy & 3, dx >> 2, dx & 3  # whole cells (floor) and quarters
+    win = pad[:, y0 + _PAD + iy:y1 + _PAD + iy + 1, x0 + _PAD + ix:x1 + _PAD + ix + 1]
+    v = (win[:, :-1] * (QUARTER - fy) + win[:, 1:] * fy + 2) >> 2 if fy else win[:, :-1]
+    return (v[:, :, :-1] * (QUARTER - fx) + v[:, :, 1:] * fx + 2) >> 2 if fx else v[:, :, :-1]
+
+
+def _block_edges(n: int, block: int) -> list[tuple[int, int]]:
+    return [(a, min(a + block, n)) for a in range(0, n, block)]
+
+
+def predict(prev: np.ndarray, mv: np.ndarray, block: int) -> np.ndarray:
+    """The prediction [C, h, w] (int64) of a latent frame from the previous frame's symbols
+    ``prev`` [C, h, w] and one vector per block ``mv`` [nby, nbx, 2] (dy, dx; quarter cells)."""
+    c, h, w = prev.shape
+    if not mv.any():
+        return prev.astype(np.int64)
+    pad, out = _padded(prev), np.empty((c, h, w), np.int64)
+    for by, (y0, y1) in enumerate(_block_edges(h, block)):
+        for bx, (x0, x1) in enumerate(_block_edges(w, block)):
+            out[:, y0:y1, x0:x1] = _window(pad, y0, y1, x0, x1, int(mv[by, bx, 0]), int(mv[by, bx, 1]))
+    return out
+
+
+def _block_sums(d: np.ndarray, block: int) -> np.ndarray:
+    """[h, w] -> [nby, nbx] sums over each block's cells."""
+    h, w = d.shape
+    rows = np.add.reduceat(d, np.arange(0, h, block), axis=0)
+    return np.add.reduceat(rows, np.arange(0, w, block), axis=1)
+
+
+def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
+    """One vector per block [nby, nbx, 2] (int16, quarter cells) that best predicts the float
+    latents ``x`` [C, h, w] (in steps) from the symbols ``prev`` [C, h, w]. Ties keep the
+    shorter vector, so still content keeps (0, 0)."""
+    c, h, w = x.shape
+    pad = _padded(prev)
+    x = x.astype(np.float32, copy=False)
+    # whole cells, nearest first: argmin keeps the first of equal scores
+    cells = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
+                   key=lambda v: (abs(v[0]) + abs(v[1]), v))
+    scores = np.stack([
+        _block_sums(np.abs(x - pad[:, _PAD + a:_PAD + a + h, _PAD + b:_PAD + b + w]).sum(0), block)
+        for a, b in cells
+    ])
+    mv = np.array(cells, np.int64)[scores.argmin(0)] * QUARTER  # [nby, nbx, 2]
+    best = scores.min(0)
+    for by, (y0, y1) in enumerate(_block_edges(h, block)):
+        for bx, (x0, x1) in enumerate(_block_edges(w, block)):
+            xb = x[:, y0:y1, x0:x1]
+            for d in (2, 1):  # half, then quarter cells around the best so far
+                centre = mv[by, bx].copy()
+                for oy, ox in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+                    dy, dx = int(centre[0] + d * oy), int(centre[1] + d * ox)
+                    if max(abs(dy), abs(dx)) > MV_MAX:
+                        continue
+                    s = np.abs(xb - _window(pad, y0, y1, x0, x1, dy, dx)).sum()
+                    if s < best[by, bx]:
+                        best[by, bx], mv[by, bx] = s, (dy, dx)
+    return mv.astype(np.int16)
+
+
+def quantize(x: torch.Tensor, deadzone: float, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latents in steps ``x`` [C, t, h, w] -> (symbols int32 [C, t, h, w], vectors int16
+    [t, nby, nbx, 2]; frame 0's are zero). Frame 0 is rounded; every later frame is rounded
+    and then, with a deadzone, holds its motion-compensated prediction wherever the latent is
+    within ``0.5 + deadzone`` steps of it."""
+    x = x.float().cpu().numpy()
+    c, t, h, w = x.shape
+    q = np.round(x).astype(np.int64)
+    mv = np.zeros((t, -(-h // block), -(-w // block), 2), np.int16)
+    for j in range(1, t):
+        mv[j] = search(x[:, j], q[:, j - 1], block)
+        if deadzone:
+            ref = predict(q[:, j - 1], mv[j], block)
+            q[:, j] = np.where(np.abs(x[:, j] - ref) <= 0.5 + deadzone, ref, q[:, j])
+    return q.astype(np.int32), mv
