@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vaecodec.container import VlatReader
+
 from conftest import make_video
 
 
@@ -53,6 +55,7 @@ def test_decode_and_info(encoded):
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     assert info["complete"] and info["header"]["video"]["width"] == 64
+    assert info["header"]["quantization"]["motion"] is True  # the default
     assert {c["kind"] for c in info["chunks"]} >= {"latent", "summary"}
     p = run("info", d / "out.vlat")
     assert p.returncode == 0 and "bits/pixel" in p.stdout
@@ -78,6 +81,16 @@ def test_output_exists_needs_overwrite(encoded):
     assert run("encode", src, d / "out.vlat", "-y", "-q").returncode == 0
 
 
+def test_no_motion_writes_in_place_chunks(encoded, tmp_path):
+    _, src, _ = encoded
+    p = run("encode", src, tmp_path / "still.vlat", "--no-motion", "--quiet")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(run("info", tmp_path / "still.vlat", "--json").stdout)
+    assert info["header"]["quantization"]["motion"] is False
+    with VlatReader(tmp_path / "still.vlat") as r:
+        assert {r.read(c.index)[0] for c in r.chunks_of("latent")} == {3}
+
+
 def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
     d, src, _ = encoded
     one_line_error(run("encode", tmp_path / "nope.mp4", tmp_path / "x.vlat"), 1, "nope.mp4")
@@ -91,6 +104,7 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--deadzone", "0.5"), 2, "--deadzone")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--deadzone", "0.1"), 2, "--deadzone")
     one_line_error(run("bench", src, "--deadzone", "0.6", "--baselines", "none"), 2, "--deadzone")
+    one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--motion"), 2, "--motion")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "2"), 2, "--scale")
     one_line_error(run("bench", src, "--scale", "0", "--baselines", "none"), 2, "--scale")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--refine", "-1"), 2, "--refine")

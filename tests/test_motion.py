@@ -65,6 +65,20 @@ def test_prediction_is_the_stated_integer_rule(vec):
     np.testing.assert_array_equal(out, want)
 
 
+def test_float_shift_is_the_prediction_without_rounding_and_differentiable():
+    prev = np.random.default_rng(1).integers(-40, 40, (C, H, W)).astype(np.int32)
+    mv = np.random.default_rng(2).integers(-12, 13, (3, 4, 2)).astype(np.int16)
+    u = torch.from_numpy(prev).double().requires_grad_(True)
+    moved = mc.shift(u, mv, BLOCK)
+    exact = torch.from_numpy(mc.predict(prev, mv, BLOCK)).double()
+    assert (moved - exact).abs().max() <= 1.0  # two roundings, each off by at most 1/2
+    whole = (mv // mc.QUARTER) * mc.QUARTER  # whole-cell vectors: no blend, no rounding
+    assert torch.equal(mc.shift(u, whole, BLOCK), torch.from_numpy(mc.predict(prev, whole, BLOCK)).double())
+    moved.sum().backward()  # every output is a convex blend of inputs: the gradient sums to one per cell
+    assert u.grad.sum().item() == pytest.approx(C * H * W)
+    assert (u.grad >= 0).all()
+
+
 @pytest.mark.parametrize("vy,vx", [(0.0, 1.0), (-0.75, 0.5), (1.25, -2.0)])
 def test_search_finds_the_pan(vy, vx):
     x = _pan(1, 2, vy, vx).numpy()

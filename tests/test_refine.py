@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vaecodec
+from vaecodec import motion as mc
 from vaecodec.codec import Codec
 from vaecodec.models.base import Tiling
 from vaecodec.models.tiny import TinyVAE
@@ -27,12 +28,14 @@ class SkewedPool(PoolVAE):
         return 0.7 * z, None
 
 
-def refine_stream(model: PoolVAE, video: torch.Tensor, steps: int, piece: int) -> torch.Tensor:
+def refine_stream(model: PoolVAE, video: torch.Tensor, steps: int, piece: int, motion_block: int | None = None,
+                  rate_weight: float = 0.0) -> torch.Tensor:
     """Encode uint8 ``video`` [3, T, H, W] with the streaming encoder, refine, concatenate."""
     runner = TileRunner(lambda x: model.encode(x.float() / 127.5 - 1)[0], model.decode, model.spatial, model.tiling)
     enc = StreamingEncoder(runner, model.temporal)
-    ref = LatentRefiner(runner, model.temporal, torch.full((3,), STEP), DEADZONE, RefineSettings(steps, rate_weight=0.0, lr=0.05),
-                        (12, video.shape[3]))  # the bottom rows are padding: not scored
+    ref = LatentRefiner(runner, model.temporal, torch.full((3,), STEP), DEADZONE,
+                        RefineSettings(steps, rate_weight=rate_weight, lr=0.05),
+                        (12, video.shape[3]), motion_block)  # the bottom rows are padding: not scored
     out = []
     for i in range(0, video.shape[1], piece):
         x = video[:, i : i + piece]
@@ -52,23 +55,27 @@ def decoded(model: PoolVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat([x for _, x in dec.push(z)], dim=1)
 
 
+@pytest.mark.parametrize("motion_block", [None, 2])
 @pytest.mark.parametrize("frames,piece", [(1, 1), (6, 4), (23, 5), (33, 40)])
-def test_refined_latents_are_whole_symbols_that_decode_closer(frames, piece):
+def test_refined_latents_are_whole_symbols_that_decode_closer(frames, piece, motion_block):
     """Every latent comes out exactly once, as a multiple of the step that the quantizer stores
-    unchanged wherever a chunk starts, and the decoded picture (through the decoder's own
-    tiles and cross-fades) is closer to the source than plain rounding of the same latents."""
+    unchanged wherever a chunk starts (in place or along motion vectors), and the decoded
+    picture (through the decoder's own tiles and cross-fades) is closer to the source than
+    plain rounding of the same latents."""
     torch.manual_seed(3)
     model = SkewedPool(Tiling(latent_frames=3, overlap_latents=1, tile_px=64, overlap_px=8))
     blocks = (torch.rand(3, 1, 4, 5) * 200 + 20).expand(-1, frames, -1, -1)  # what pooling represents, plus noise
     video = (blocks.repeat_interleave(4, 2).repeat_interleave(4, 3) + torch.randn(3, frames, 16, 20) * 8).round().clamp(0, 255).to(torch.uint8)
-    plain = refine_stream(model, video, 0, piece)
-    better = refine_stream(model, video, 30, piece)
+    plain = refine_stream(model, video, 0, piece, motion_block)
+    better = refine_stream(model, video, 30, piece, motion_block, rate_weight=0.05 if motion_block else 0.0)
     n_lat = 1 + -(-(frames - 1) // 4)
     assert plain.shape == better.shape == (3, n_lat, 4, 5)
     q = better / STEP
     torch.testing.assert_close(q, q.round(), atol=1e-5, rtol=0)
     for start in range(n_lat):  # a chunk may start anywhere: its symbols must survive requantization
-        torch.testing.assert_close(entropy_symbols(q[:, start:], DEADZONE), q[:, start:].round(), atol=0, rtol=0)
+        again = entropy_symbols(q[:, start:], DEADZONE) if motion_block is None else \
+            torch.from_numpy(mc.quantize(q[:, start:], DEADZONE, motion_block)[0]).float()
+        torch.testing.assert_close(again, q[:, start:].round(), atol=0, rtol=0)
     target = video.float()[:, :, :12] / 127.5 - 1  # the scored (visible) rows
     err = {name: (decoded(model, z)[:, :frames, :12] - target).square().mean().item()
            for name, z in (("plain", plain), ("better", better))}

@@ -17,8 +17,11 @@ best. It then holds symbols against the prediction (``quantize``): the temporal 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 QUARTER = 4  # vector units per latent cell
 SEARCH = 3  # whole cells searched each way (24 pixels per latent frame at 8x)
@@ -31,29 +34,53 @@ def _padded(ref: np.ndarray) -> np.ndarray:
     return np.pad(ref.astype(np.int64, copy=False), ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), mode="edge")
 
 
-def _window(pad: np.ndarray, y0: int, y1: int, x0: int, x1: int, dy: int, dx: int) -> np.ndarray:
-    """Prediction of cells [y0:y1, x0:x1] moved by (dy, dx) quarter cells, from ``_padded`` symbols."""
+def _round_mix(a, b, f: int):
+    """Integer blend of neighbours ``a``, ``b`` at ``f`` quarters: the bit-exact rule."""
+    return (a * (QUARTER - f) + b * f + 2) >> 2
+
+
+def _float_mix(a, b, f: int):
+    """The same blend without rounding, differentiable (refinement's rate term)."""
+    return (a * (QUARTER - f) + b * f) / QUARTER
+
+
+def _window(pad, y0: int, y1: int, x0: int, x1: int, dy: int, dx: int, mix: Callable = _round_mix):
+    """Prediction of cells [y0:y1, x0:x1] moved by (dy, dx) quarter cells, from symbols padded
+    by ``_PAD`` repeated edges (numpy or torch, [C, h + 2P, w + 2P])."""
     iy, fy, ix, fx = dy >> 2, dy & 3, dx >> 2, dx & 3  # whole cells (floor) and quarters
     win = pad[:, y0 + _PAD + iy:y1 + _PAD + iy + 1, x0 + _PAD + ix:x1 + _PAD + ix + 1]
-    v = (win[:, :-1] * (QUARTER - fy) + win[:, 1:] * fy + 2) >> 2 if fy else win[:, :-1]
-    return (v[:, :, :-1] * (QUARTER - fx) + v[:, :, 1:] * fx + 2) >> 2 if fx else v[:, :, :-1]
+    v = mix(win[:, :-1], win[:, 1:], fy) if fy else win[:, :-1]
+    return mix(v[:, :, :-1], v[:, :, 1:], fx) if fx else v[:, :, :-1]
 
 
 def _block_edges(n: int, block: int) -> list[tuple[int, int]]:
     return [(a, min(a + block, n)) for a in range(0, n, block)]
 
 
+def _moved(pad, out, mv: np.ndarray, block: int, mix: Callable):
+    """Fill ``out`` [C, h, w] block by block with ``_window`` at each block's vector."""
+    _, h, w = out.shape
+    for by, (y0, y1) in enumerate(_block_edges(h, block)):
+        for bx, (x0, x1) in enumerate(_block_edges(w, block)):
+            out[:, y0:y1, x0:x1] = _window(pad, y0, y1, x0, x1, int(mv[by, bx, 0]), int(mv[by, bx, 1]), mix)
+    return out
+
+
 def predict(prev: np.ndarray, mv: np.ndarray, block: int) -> np.ndarray:
     """The prediction [C, h, w] (int64) of a latent frame from the previous frame's symbols
     ``prev`` [C, h, w] and one vector per block ``mv`` [nby, nbx, 2] (dy, dx; quarter cells)."""
-    c, h, w = prev.shape
     if not mv.any():
         return prev.astype(np.int64)
-    pad, out = _padded(prev), np.empty((c, h, w), np.int64)
-    for by, (y0, y1) in enumerate(_block_edges(h, block)):
-        for bx, (x0, x1) in enumerate(_block_edges(w, block)):
-            out[:, y0:y1, x0:x1] = _window(pad, y0, y1, x0, x1, int(mv[by, bx, 0]), int(mv[by, bx, 1]))
-    return out
+    return _moved(_padded(prev), np.empty(prev.shape, np.int64), mv, block, _round_mix)
+
+
+def shift(u: torch.Tensor, mv: np.ndarray, block: int) -> torch.Tensor:
+    """Float latents ``u`` [C, h, w] moved like ``predict`` moves symbols, without rounding and
+    differentiable: what refinement's rate term compares the next latent frame with."""
+    if not mv.any():
+        return u
+    pad = F.pad(u[None], (_PAD,) * 4, mode="replicate")[0]
+    return _moved(pad, torch.empty_like(u), mv, block, _float_mix)
 
 
 def _block_sums(d: np.ndarray, block: int) -> np.ndarray:

@@ -17,7 +17,9 @@ quantized (symbols times steps), so the quantizer stores exactly the symbols it 
 whatever the chunk boundaries.
 
 The rate term is the mean absolute frame-to-frame change of the latents in quantization
-steps, what the coder's inter tables pay for. Both terms are divided by their values before
+steps, what the coder's inter tables pay for: with motion compensation (the default), the
+change from the previous latent frame moved by the vectors the quantizer picks for the
+current latents (``motion.shift``), as the coder predicts it. Both terms are divided by their values before
 the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 % change of the rate
 term like a 1 % change of the squared error (the default is 0.25).
 """
@@ -28,8 +30,10 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from . import motion as mc
 from .errors import UsageError
 from .quant import entropy_symbols
 from .tiling import TileRunner, crossfade
@@ -64,12 +68,17 @@ def check_refine(value: int | RefineSettings | None) -> RefineSettings | None:
     return st if st.steps else None
 
 
-def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float) -> torch.Tensor:
+def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float,
+                 motion_block: int | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
     """Symbols of latents ``u`` [C, k, h, w] in step units, the deadzone chain continuing from
-    the previous latent frame's symbols ``prev`` [C, h, w] (None: ``u`` starts the stream)."""
-    if prev is None:
-        return entropy_symbols(u, deadzone)
-    return entropy_symbols(torch.cat([prev[:, None], u], dim=1), deadzone)[:, 1:]
+    the previous latent frame's symbols ``prev`` [C, h, w] (None: ``u`` starts the stream),
+    and with ``motion_block`` the motion vector of each of the k frames (``motion.quantize``;
+    a frame that starts the stream has zeros)."""
+    x = u if prev is None else torch.cat([prev[:, None], u], dim=1)
+    if motion_block is None:
+        return entropy_symbols(x, deadzone)[:, x.shape[1] - u.shape[1]:], None
+    q, mv = mc.quantize(x, deadzone, motion_block)
+    return torch.from_numpy(q[:, x.shape[1] - u.shape[1]:]).to(u), mv[x.shape[1] - u.shape[1]:]
 
 
 class LatentRefiner:
@@ -81,10 +90,11 @@ class LatentRefiner:
     """
 
     def __init__(self, runner: TileRunner, temporal: int, step: torch.Tensor, deadzone: float,
-                 settings: RefineSettings, visible: tuple[int, int]) -> None:
+                 settings: RefineSettings, visible: tuple[int, int], motion_block: int | None = None) -> None:
         self.runner, self.t, self.settings = runner, temporal, settings
         self.step = step.float().view(-1, 1, 1, 1)  # [C, 1, 1, 1]
         self.deadzone, self.visible = deadzone, visible
+        self.motion_block = motion_block  # the coder's block when it predicts along motion
         til = runner.tiling
         self.L, self.stride = til.latent_frames, til.latent_frames - til.overlap_latents
         self.frames: list[torch.Tensor] = []  # pending uint8 frames [3, H, W]
@@ -127,7 +137,7 @@ class LatentRefiner:
         x = torch.stack(self.frames[lo : lo + 1 + m * self.t], dim=1).float().div_(127.5).sub_(1)
         real = max(1, min(x.shape[1], self.frames_in - a * self.t))  # padding frames are not scored
         free = self._optimise(fixed, free, x[:, :real])
-        q_free = held_symbols(free, self.symbols, self.deadzone)
+        q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block)
         with torch.no_grad():
             out = self._picture(torch.cat([fixed, q_free], dim=1))
         # keep what the next tile needs: its shared latents (as symbols, what the decoder
@@ -153,6 +163,14 @@ class LatentRefiner:
             return x
         return torch.cat([crossfade(self.tail, x), x[:, self.tail.shape[1] :]], dim=1)
 
+    def _predicted(self, prev: torch.Tensor, mv: np.ndarray | None) -> torch.Tensor:
+        """Latent frames ``prev`` [C, n, h, w] as the coder predicts the n frames after them:
+        in place, or moved by the last n of the free frames' vectors."""
+        if mv is None:
+            return prev
+        mv = mv[len(mv) - prev.shape[1]:]
+        return torch.stack([mc.shift(p, v, self.motion_block) for p, v in zip(prev.unbind(1), mv)], dim=1)
+
     def _optimise(self, fixed: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Adam on the free latents (step units) against the tile's first real frames ``x``
         [3, n, H, W] in [-1, 1]."""
@@ -173,11 +191,12 @@ class LatentRefiner:
         best, best_loss = free.detach().clone(), math.inf
         for i in range(st.steps + 1):  # the last pass only scores the last step's latents
             with torch.set_grad_enabled(i < st.steps):
-                q = held_symbols(free.detach(), self.symbols, self.deadzone)
+                q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block)
                 u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
                 err = (self._picture(u)[:, :real, :h, :w] - target).square().mean()
                 seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow
-                rate = (seq[:, 1:] - seq[:, :-1]).abs().mean() if seq.shape[1] > 1 else err.new_zeros(())
+                rate = (seq[:, 1:] - self._predicted(seq[:, :-1], mv)).abs().mean() if seq.shape[1] > 1 \
+                    else err.new_zeros(())
                 if d0 is None:
                     d0, r0 = err.item() or 1.0, rate.item() or 1.0
                 loss = err / d0 + st.rate_weight * rate / r0
