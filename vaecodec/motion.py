@@ -3,15 +3,15 @@
 A camera pan moves the picture by a fraction of a latent cell from one latent frame to the
 next, so the residual to the previous frame *at the same place* is busy although the frame
 is little more than the previous one, shifted. Each block of a latent frame (all channels
-together) therefore carries a motion vector ``(dy, dx)`` in quarter cells, and its
+together) therefore carries a motion vector ``(dy, dx)`` in eighths of a cell, and its
 prediction is the previous frame's symbols moved by that vector: bilinear interpolation with
-integer weights and rounding (vertical, then horizontal; edges repeat), so encoder and decoder
-compute it bit for bit on any machine.
+integer weights and one rounding (edges repeat), so encoder and decoder compute it bit for
+bit on any machine.
 
 The encoder picks the vectors (``search``): the sum of absolute differences between its
 float latents and the prediction, over a block's cells and channels, at whole-cell shifts up
-to ``SEARCH`` cells each way, then refined by half and quarter cells around each block's
-best. It then holds symbols against the prediction (``quantize``): the temporal deadzone of
+to ``SEARCH`` cells each way, then refined by half, quarter and eighth cells around each
+block's best. It then holds symbols against the prediction (``quantize``): the temporal deadzone of
 ``quant.hold_symbols`` along the motion.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-QUARTER = 4  # vector units per latent cell
+PRECISION = 8  # vector units per latent cell (eighths)
 SEARCH = 3  # whole cells searched each way (24 pixels per latent frame at 8x)
-MV_MAX = 31  # largest |component| a chunk may hold, in quarter cells
-_PAD = MV_MAX // QUARTER + 2  # edge padding that every legal vector's window stays inside
+MV_MAX = 63  # largest |component| a chunk may hold, in eighths of a cell
+_PAD = MV_MAX // PRECISION + 2  # edge padding that every legal vector's window stays inside
 
 
 def _padded(ref: np.ndarray) -> np.ndarray:
@@ -34,23 +34,28 @@ def _padded(ref: np.ndarray) -> np.ndarray:
     return np.pad(ref.astype(np.int64, copy=False), ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), mode="edge")
 
 
-def _round_mix(a, b, f: int):
-    """Integer blend of neighbours ``a``, ``b`` at ``f`` quarters: the bit-exact rule."""
-    return (a * (QUARTER - f) + b * f + 2) >> 2
+def _round_mix(total, weight: int):
+    """Integer blend: the weighted sum of neighbours divided by the weights' sum, rounded."""
+    return (total + weight // 2) // weight
 
 
-def _float_mix(a, b, f: int):
+def _float_mix(total, weight: int):
     """The same blend without rounding, differentiable (refinement's rate term)."""
-    return (a * (QUARTER - f) + b * f) / QUARTER
+    return total / weight
 
 
 def _window(pad, y0: int, y1: int, x0: int, x1: int, dy: int, dx: int, mix: Callable = _round_mix):
-    """Prediction of cells [y0:y1, x0:x1] moved by (dy, dx) quarter cells, from symbols padded
-    by ``_PAD`` repeated edges (numpy or torch, [C, h + 2P, w + 2P])."""
-    iy, fy, ix, fx = dy >> 2, dy & 3, dx >> 2, dx & 3  # whole cells (floor) and quarters
+    """Prediction of cells [y0:y1, x0:x1] moved by (dy, dx) eighths of a cell, from symbols
+    padded by ``_PAD`` repeated edges (numpy or torch, [C, h + 2P, w + 2P]): bilinear between
+    the four neighbouring cells, with integer weights in 64ths and one rounding."""
+    (iy, fy), (ix, fx) = divmod(dy, PRECISION), divmod(dx, PRECISION)  # whole cells (floor), eighths
     win = pad[:, y0 + _PAD + iy:y1 + _PAD + iy + 1, x0 + _PAD + ix:x1 + _PAD + ix + 1]
-    v = mix(win[:, :-1], win[:, 1:], fy) if fy else win[:, :-1]
-    return mix(v[:, :, :-1], v[:, :, 1:], fx) if fx else v[:, :, :-1]
+    if not (fy or fx):
+        return win[:, :-1, :-1]
+    gy, gx = PRECISION - fy, PRECISION - fx
+    total = (win[:, :-1, :-1] * (gy * gx) + win[:, :-1, 1:] * (gy * fx)
+             + win[:, 1:, :-1] * (fy * gx) + win[:, 1:, 1:] * (fy * fx))
+    return mix(total, PRECISION * PRECISION)
 
 
 def _block_edges(n: int, block: int) -> list[tuple[int, int]]:
@@ -68,7 +73,7 @@ def _moved(pad, out, mv: np.ndarray, block: int, mix: Callable):
 
 def predict(prev: np.ndarray, mv: np.ndarray, block: int) -> np.ndarray:
     """The prediction [C, h, w] (int64) of a latent frame from the previous frame's symbols
-    ``prev`` [C, h, w] and one vector per block ``mv`` [nby, nbx, 2] (dy, dx; quarter cells)."""
+    ``prev`` [C, h, w] and one vector per block ``mv`` [nby, nbx, 2] (dy, dx; eighths of a cell)."""
     if not mv.any():
         return prev.astype(np.int64)
     return _moved(_padded(prev), np.empty(prev.shape, np.int64), mv, block, _round_mix)
@@ -91,25 +96,26 @@ def _block_sums(d: np.ndarray, block: int) -> np.ndarray:
 
 
 def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
-    """One vector per block [nby, nbx, 2] (int16, quarter cells) that best predicts the float
+    """One vector per block [nby, nbx, 2] (int16, eighths of a cell) that best predicts the float
     latents ``x`` [C, h, w] (in steps) from the symbols ``prev`` [C, h, w]. Ties keep the
     shorter vector, so still content keeps (0, 0)."""
     c, h, w = x.shape
-    pad = _padded(prev)
     x = x.astype(np.float32, copy=False)
     # whole cells, nearest first: argmin keeps the first of equal scores
     cells = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
                    key=lambda v: (abs(v[0]) + abs(v[1]), v))
+    pad = _padded(prev)
+    padf = pad.astype(np.float32)  # whole-cell shifts need no rounding: stay in float32
     scores = np.stack([
-        _block_sums(np.abs(x - pad[:, _PAD + a:_PAD + a + h, _PAD + b:_PAD + b + w]).sum(0), block)
+        _block_sums(np.abs(x - padf[:, _PAD + a:_PAD + a + h, _PAD + b:_PAD + b + w]).sum(0), block)
         for a, b in cells
     ])
-    mv = np.array(cells, np.int64)[scores.argmin(0)] * QUARTER  # [nby, nbx, 2]
+    mv = np.array(cells, np.int64)[scores.argmin(0)] * PRECISION  # [nby, nbx, 2]
     best = scores.min(0)
     for by, (y0, y1) in enumerate(_block_edges(h, block)):
         for bx, (x0, x1) in enumerate(_block_edges(w, block)):
             xb = x[:, y0:y1, x0:x1]
-            for d in (2, 1):  # half, then quarter cells around the best so far
+            for d in (4, 2, 1):  # half, quarter, then eighth cells around the best so far
                 centre = mv[by, bx].copy()
                 for oy, ox in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
                     dy, dx = int(centre[0] + d * oy), int(centre[1] + d * ox)
