@@ -182,6 +182,26 @@ def test_version_2_and_3_chunks_are_byte_exact():
     np.testing.assert_array_equal(coder.decode(V3_CHUNK, q.shape, 1), q)
 
 
+# The same case as version 4 (motion vectors in eighths, one-rounding bilinear prediction), as
+# written since motion compensation came in: frozen like version 3.
+V4_CHUNK = bytes.fromhex(
+    "04100100000078ecffffffffffffdaa100276dfa1fce947d975b91295434d9e36e104753c7bd9c4145bb2f85"
+    "401ca05c0b192e376d9a22061a35ea578d0fd492f6302042d9b2f7da528176e3edfa24da7a79acdb3470c15a"
+    "11af8760887c1dd7917fd6f6ad763880597161f8a86fe908b27ac6ce02618f27406ad8c4e0314303fb06d571"
+    "d512823c6b69c3d4339767dd412e938e9e425eb25f1f81aded6ee0913953fe6b3531e78981cda4f7ba2d6a79"
+    "31e3a905e1f5d0f62953a8e3be58dd793c28e3981845941efa5047846029e726aff78bfc5407b291ff129b8e"
+    "88761d63f06750104892b0a80c164e93d8ef1db3453511f6ddc5ab825be24ecce1a8bba920a56a5839bfce54"
+    "dc3b18b6ee5e9ed8e5a4fe909e1cad25590771dd0ec9fa87e1e610d1f03e776aae0f209a2e391c08d33816f2"
+    "67bc5fac1ffce7c51c4f8c041d1eebf54ff7"
+)
+
+
+def test_version_4_chunk_is_byte_exact():
+    coder, q = _v2_case()
+    assert _v4_chunk(coder, q) == V4_CHUNK
+    np.testing.assert_array_equal(coder.decode(V4_CHUNK, q.shape, 1), q)
+
+
 def test_static_blocks_cost_a_fraction_of_a_bit():
     """Version 3: a block that repeats the previous frame is a "zero" block (no symbols), and
     its choice is range-coded in the context of the previous frame's choice. So the 7 later
