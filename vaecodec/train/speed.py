@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vaecodec.device import keep_freed_memory, pick_device, pick_dtype
 from vaecodec.models.tiny import load
+from vaecodec.quant import Quantizer
 from vaecodec.resample import to_uint8_frames
 
 
@@ -69,6 +69,7 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
     coder = model.entropy_coder
     quality = coder.default_quality if quality is None else quality
     step = coder.step(quality).view(1, -1, 1, 1, 1)
+    quant = Quantizer("entropy", quality=quality, coder=coder)
 
     def sync() -> float:
         if dev.type == "cuda":
@@ -82,8 +83,8 @@ def measure(weights: str | Path | None, threads: int = 2, frames: int = 33, heig
         t0 = sync()
         mean = model.encode(x)[0].float().cpu()
         t1 = sync()
-        q = torch.round(mean / step)[0].numpy().astype(np.int32)
-        data = coder.encode(q, quality)
+        q, motion = quant.symbols(mean[0])  # as files are made: deadzone, motion vectors
+        data = coder.encode(q, quality, motion)
         t2 = time.perf_counter()
         q2 = coder.decode(data, q.shape, quality)
         t3 = time.perf_counter()
