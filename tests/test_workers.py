@@ -101,16 +101,21 @@ def test_a_read_that_loses_its_worker_fails_cleanly_and_the_next_one_works(vlat)
         assert torch.equal(f.latents(), z)  # on a fresh pool
 
 
-def test_encode_with_workers_writes_the_same_bytes(tmp_path):
-    """Latent chunks coded by workers are written in encode order, audio interleaved as
-    demuxed: the file does not depend on the worker count."""
+@pytest.mark.parametrize("chunk_latents,motion,version", [(1, None, 4), (4, None, 4), (1, False, 3)])
+def test_encode_with_workers_writes_the_same_bytes(tmp_path, chunk_latents, motion, version):
+    """Latent chunks quantized (motion search included) and coded by workers are written in
+    encode order, audio interleaved as demuxed: the file does not depend on the worker count."""
     src = make_video(tmp_path / "a.mp4", size=(96, 64), frames=41, audio=True)
     files = []
     for n in (0, 2):
         files.append(tmp_path / f"w{n}.vlat")
-        Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1, entropy_workers=n).encode(src, files[-1])
+        Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=chunk_latents, motion=motion,
+              entropy_workers=n).encode(src, files[-1])
     with VlatReader(files[0]) as r:
-        assert len(r.chunks_of("latent")) > 2 and r.chunks_of("audio")
+        latent = r.chunks_of("latent")
+        assert len(latent) > 2 and r.chunks_of("audio")
+        assert {r.read(c.index)[0] for c in latent} == {version}
+        assert max(int(c.meta["t"]) for c in latent) > 1  # later frames are predicted
     assert files[0].read_bytes() == files[1].read_bytes()
 
 

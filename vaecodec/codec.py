@@ -218,11 +218,11 @@ class _ChunkQueue:
         self.items.append((kind, payload, meta, coding))
         self._write_ready(wait=0)
 
-    def latent(self, symbols: tuple[np.ndarray, np.ndarray | None], quality: int, meta: dict) -> None:
+    def latent(self, z: torch.Tensor, quant: Quantizer, meta: dict) -> None:
+        """Hand a chunk's float latents [C, t, h, w] to a worker, which quantizes and codes them."""
         if not self.pool.idle:  # results come back in order: the oldest frees the next worker
             self._write_ready(wait=1)
-        q, motion = symbols
-        self.pool.encode(q, quality, motion)
+        self.pool.quantize(quant.scaled(z), quant.quality, quant.deadzone, quant.motion_block)
         self.items.append(("latent", None, meta, "raw"))
         self._write_ready(wait=0)
 
@@ -390,8 +390,7 @@ class Codec:
             if self.refine:  # the symbols are the encoder's choice: record how they were chosen
                 described["refine"] = asdict(self.refine)
                 refiner = LatentRefiner(runner, model.temporal, quant.coder.step(quant.quality).to(self.device),
-                                        quant.deadzone, self.refine, (ch, cw),
-                                        quant.coder.block if quant.motion else None)
+                                        quant.deadzone, self.refine, (ch, cw), quant.motion_block)
             coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
             header = {
                 "vaecodec": __version__,
@@ -422,7 +421,7 @@ class Codec:
                     with sw("pack"):
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if queue:  # coded by a worker; written in order when it is back
-                            queue.latent(quant.symbols(z), quant.quality, meta)
+                            queue.latent(z, quant, meta)
                         else:
                             p = quant.pack(z)
                             out.add_chunk("latent", p.payload, {**meta, **p.meta}, coding=p.coding)

@@ -92,6 +92,15 @@ def entropy_symbols(x: torch.Tensor, deadzone: float) -> torch.Tensor:
     return q
 
 
+def chunk_symbols(x: torch.Tensor, deadzone: float, motion_block: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A chunk's latents in steps [C, t, h, w] -> its int32 symbols and, with ``motion_block``,
+    its motion vectors (``motion.quantize``; None without): what ``EntropyCoder.encode`` takes.
+    Entropy worker processes run it on what ``Quantizer.scaled`` hands them."""
+    if motion_block:
+        return mc.quantize(x, deadzone, motion_block)
+    return entropy_symbols(x, deadzone).to(torch.int32).numpy(), None
+
+
 class Quantizer:
     """Turns latent blocks [C, t, h, w] into chunk payloads and back."""
 
@@ -151,14 +160,20 @@ class Quantizer:
         """The entropy scheme's per-channel step, shaped [C, 1, 1, 1] to broadcast over a chunk."""
         return self.coder.step(self.quality).float().view(-1, 1, 1, 1)
 
+    @property
+    def motion_block(self) -> int | None:
+        """Cells per motion-vector block edge, None without motion compensation."""
+        return self.coder.block if self.motion else None
+
+    def scaled(self, z: torch.Tensor) -> torch.Tensor:
+        """float latents [C, t, h, w] -> float32 latents in steps, ``z / step[c]``, on the CPU."""
+        return z.float().cpu() / self._step()
+
     def symbols(self, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """float latents [C, t, h, w] -> the entropy coder's int32 symbols, ``round(z / step[c])``
         held across frames by the temporal deadzone, and the chunk's motion vectors (None
         without motion): what ``EntropyCoder.encode`` takes."""
-        x = z.float().cpu() / self._step()
-        if self.motion:
-            return mc.quantize(x, self.deadzone, self.coder.block)
-        return entropy_symbols(x, self.deadzone).to(torch.int32).numpy(), None
+        return chunk_symbols(self.scaled(z), self.deadzone, self.motion_block)
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""

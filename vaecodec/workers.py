@@ -8,9 +8,11 @@ pipes: no fork (unsafe beside CUDA and torch's threads), no re-import of the use
 script (what multiprocessing's spawn does), and no pickle.
 
 Protocol, little-endian: the parent first sends the coder tables as one safetensors blob
-(u64 length + bytes). Each request is u32 op (0 = decode, 1 = encode, 2 = encode with motion),
-u32 quality, 4 x u32 shape [C, t, h, w], u32 length, then the chunk's bytes (decode) or its
-int32 symbols (encode), followed for op 2 by its int16 motion vectors [t, nby, nbx, 2]. Each reply is u8 status: 0 = ok, followed by the int32 symbols of that shape
+(u64 length + bytes). Each request is u32 op (0 = decode, 1 = encode symbols, 2 = quantize
+and encode), u32 quality, 4 x u32 shape [C, t, h, w], u32 length, then the chunk's bytes
+(decode), its int32 symbols (op 1), or f64 deadzone, u32 motion block edge (0: no motion
+compensation) and its float32 latents in steps (op 2, so that the motion search runs in the
+workers too, beside the GPU). Each reply is u8 status: 0 = ok, followed by the int32 symbols of that shape
 (decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any other error,
 each followed by u32 length + a UTF-8 message. Each worker has at most one request in
 flight, and results are taken in the order the requests were sent.
@@ -31,7 +33,8 @@ import numpy as np
 from .errors import FormatError, VaecodecError
 
 _REQUEST = struct.Struct("<7I")
-DECODE, ENCODE, ENCODE_MOTION = 0, 1, 2
+DECODE, ENCODE, QUANTIZE = 0, 1, 2
+_QUANTIZE = struct.Struct("<dI")
 
 
 def _read(f: BinaryIO, n: int) -> bytes:
@@ -76,14 +79,16 @@ class CoderPool:
         """Queue a chunk's bytes; its ``result`` is the int32 symbols [C, t, h, w]."""
         self._submit(DECODE, payload, shape, quality)
 
-    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> None:
-        """Queue int32 symbols [C, t, h, w] (and their motion vectors); their ``result`` is the
-        chunk's bytes."""
-        data = np.ascontiguousarray(q, np.int32).tobytes()
-        if motion is None:
-            self._submit(ENCODE, data, q.shape, quality)
-        else:
-            self._submit(ENCODE_MOTION, data + np.ascontiguousarray(motion, np.int16).tobytes(), q.shape, quality)
+    def encode(self, q: np.ndarray, quality: int) -> None:
+        """Queue int32 symbols [C, t, h, w], coded without motion vectors; their ``result`` is
+        the chunk's bytes."""
+        self._submit(ENCODE, np.ascontiguousarray(q, np.int32).tobytes(), q.shape, quality)
+
+    def quantize(self, x: torch.Tensor, quality: int, deadzone: float, motion_block: int | None) -> None:
+        """Queue float latents in steps [C, t, h, w] to be quantized (``quant.chunk_symbols``)
+        and coded; their ``result`` is the chunk's bytes."""
+        head = _QUANTIZE.pack(deadzone, motion_block or 0)
+        self._submit(QUANTIZE, head + np.ascontiguousarray(x.numpy(), np.float32).tobytes(), tuple(x.shape), quality)
 
     def _submit(self, op: int, data: bytes, shape: tuple[int, ...], quality: int) -> None:
         if not self.procs:
@@ -146,7 +151,10 @@ def main() -> None:
     """Worker loop: tables once, then coding requests until stdin closes."""
     from safetensors.torch import load
 
+    import torch
+
     from .entropy import EntropyCoder
+    from .quant import chunk_symbols
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
@@ -159,12 +167,13 @@ def main() -> None:
                 if op == DECODE:
                     reply = b"\0" + coder.decode(data, (c, t, h, w), quality).tobytes()
                 else:
-                    n = c * t * h * w
-                    motion = None
-                    if op == ENCODE_MOTION:
-                        b = coder.block
-                        motion = np.frombuffer(data, np.int16, offset=4 * n).reshape(t, -(-h // b), -(-w // b), 2)
-                    chunk = coder.encode(np.frombuffer(data, np.int32, n).reshape(c, t, h, w), quality, motion)
+                    if op == QUANTIZE:
+                        deadzone, block = _QUANTIZE.unpack_from(data)
+                        x = torch.from_numpy(np.frombuffer(data, np.float32, offset=_QUANTIZE.size).reshape(c, t, h, w))
+                        q, motion = chunk_symbols(x, deadzone, block or None)
+                        chunk = coder.encode(q, quality, motion)
+                    else:
+                        chunk = coder.encode(np.frombuffer(data, np.int32).reshape(c, t, h, w), quality)
                     reply = b"\0" + struct.pack("<I", len(chunk)) + chunk
             except Exception as e:  # reported to the parent, which decides what it means
                 message = str(e).encode()
