@@ -11,7 +11,8 @@ Needs the held-out photos (``bash scripts/fetch_training_data.sh``). PSNR is ove
 (mean squared error pooled, as in training); bpp counts the latent chunks' stored bytes
 (*payload*) and the whole file (*file*: header, index and footer included, which weighs a
 lot on 192x192x9 clips). Each quality is encoded with the deadzone and motion compensation its
-card point was measured with (none for cards older than the temporal deadzone or motion).
+card point was measured with (none for cards older than the temporal deadzone or motion);
+``--motion on`` codes with motion compensation whatever the card says, as default files are.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--data", default="data")
     ap.add_argument("--weights", default=None, help="tiny weights file (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--motion", choices=("card", "on", "off"), default="card",
+                    help="motion compensation as the card measured it (default), or forced on/off")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = Path(args.weights) if args.weights else WEIGHTS
@@ -60,8 +63,9 @@ def main() -> None:
         for point in card["validation"]["points"]:
             # the card's own quantization (its temporal deadzone and motion; cards before them: none),
             # at full size as the card measured it
+            motion = point.get("motion", False) if args.motion == "card" else args.motion == "on"
             codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0),
-                          motion=point.get("motion", False), scale=1.0)
+                          motion=motion, scale=1.0)
             se, payload, total, ssims = 0.0, 0, 0, []
             for i, clip in enumerate(u8):
                 out = Path(tmp) / f"clip{i}-q{point['quality']}.vlat"
