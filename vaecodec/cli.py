@@ -116,6 +116,10 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU thread
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 8 on a GPU).")]
 ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this fraction of its width and height (0.125-1); decoding restores the full size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 from 5 up.")]
 RefineOpt = Annotated[int, typer.Option("--refine", help="Latent refinement: N gradient steps per tile on the latents through the decoder (better picture at the same rate; each step costs a decoder pass forward and back, so use a GPU; 0 = off).")]
+MotionOpt = Annotated[Optional[bool], typer.Option(
+    "--motion/--no-motion",
+    help="Predict each latent frame from the previous one moved by a motion vector per block (fewer bits on pans; "
+         "default on with an entropy coder; --no-motion writes chunks that older vaecodec versions read).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -168,7 +172,7 @@ def encode(
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
-    motion: Annotated[Optional[bool], typer.Option("--motion/--no-motion", help="Predict each latent frame from the previous one moved by a motion vector per block (fewer bits on pans; default on with an entropy coder; --no-motion writes chunks older vaecodec versions read).")] = None,
+    motion: MotionOpt = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
@@ -296,6 +300,7 @@ def bench(
     bits: Annotated[Optional[str], typer.Option(help="Comma list of uniform bit depths for a rate sweep, e.g. 4,5,6,8.")] = None,
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
+    motion: MotionOpt = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
@@ -327,7 +332,8 @@ def bench(
         sweep = [{**point, "refine": refine} for point in sweep or [{}]]
     run_bench(
         inputs,
-        codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone},
+        codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone,
+                      "motion": motion},
         sweep=sweep or None,
         baselines=[] if baselines == "none" else [b.strip() for b in baselines.split(",") if b.strip()],
         threads=threads or torch.get_num_threads(),
