@@ -102,7 +102,7 @@ def test_a_read_that_loses_its_worker_fails_cleanly_and_the_next_one_works(vlat)
 
 
 @pytest.mark.parametrize("chunk_latents,motion,version", [(1, None, 4), (4, None, 4), (1, False, 3)])
-def test_encode_with_workers_writes_the_same_bytes(tmp_path, chunk_latents, motion, version):
+def test_encode_with_workers_writes_the_same_bytes(tmp_path, capfd, chunk_latents, motion, version):
     """Latent chunks quantized (motion search included) and coded by workers are written in
     encode order, audio interleaved as demuxed: the file does not depend on the worker count."""
     src = make_video(tmp_path / "a.mp4", size=(96, 64), frames=41, audio=True)
@@ -117,6 +117,7 @@ def test_encode_with_workers_writes_the_same_bytes(tmp_path, chunk_latents, moti
         assert {r.read(c.index)[0] for c in latent} == {version}
         assert max(int(c.meta["t"]) for c in latent) > 1  # later frames are predicted
     assert files[0].read_bytes() == files[1].read_bytes()
+    assert "Warning" not in capfd.readouterr().err  # the workers say nothing on the user's terminal
 
 
 def test_cli_takes_entropy_workers(tmp_path):

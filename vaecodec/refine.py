@@ -19,9 +19,9 @@ whatever the chunk boundaries.
 The rate term is the mean absolute frame-to-frame change of the latents in quantization
 steps, what the coder's inter tables pay for: with motion compensation (the default), the
 change from the previous latent frame moved by the vectors the quantizer picks for the
-current latents (``motion.shift``), as the coder predicts it. Both terms are divided by their values before
-the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 % change of the rate
-term like a 1 % change of the squared error (the default is 0.25).
+current latents (``motion.shift``), as the coder predicts it. Both terms are divided by their
+values before the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 %
+change of the rate term like a 1 % change of the squared error (the default is 0.25).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ Protocol, little-endian: the parent first sends the coder tables as one safetens
 and encode), u32 quality, 4 x u32 shape [C, t, h, w], u32 length, then the chunk's bytes
 (decode), its int32 symbols (op 1), or f64 deadzone, u32 motion block edge (0: no motion
 compensation) and its float32 latents in steps (op 2, so that the motion search runs in the
-workers too, beside the GPU). Each reply is u8 status: 0 = ok, followed by the int32 symbols of that shape
-(decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any other error,
-each followed by u32 length + a UTF-8 message. Each worker has at most one request in
-flight, and results are taken in the order the requests were sent.
+workers too, beside the GPU). Each reply is u8 status: 0 = ok, followed by the int32 symbols
+of that shape (decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any
+other error, each followed by u32 length + a UTF-8 message. Each worker has at most one
+request in flight, and results are taken in the order the requests were sent.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def main() -> None:
                 else:
                     if op == QUANTIZE:
                         deadzone, block = _QUANTIZE.unpack_from(data)
-                        x = torch.from_numpy(np.frombuffer(data, np.float32, offset=_QUANTIZE.size).reshape(c, t, h, w))
+                        x = np.frombuffer(data, np.float32, offset=_QUANTIZE.size).reshape(c, t, h, w)
+                        x = torch.from_numpy(x.copy())  # a writable array: torch warns on read-only ones
                         q, motion = chunk_symbols(x, deadzone, block or None)
                         chunk = coder.encode(q, quality, motion)
                     else:
