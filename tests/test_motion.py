@@ -138,6 +138,14 @@ def test_version_4_round_trips_and_saves_bits_on_a_pan(coder):
     assert len(data) < 0.7 * len(without), (len(data), len(without))
 
 
+@pytest.mark.parametrize("shape", [(C, 3, 1, 1), (C, 2, 0, 4), (C, 4, 17, 33), (C, 1, 5, 5)])
+def test_quantize_and_version_4_take_any_shape(coder, shape):
+    x = torch.from_numpy(np.random.default_rng(7).normal(0, 3, shape).astype(np.float32))
+    q, mv = mc.quantize(x, 0.1, BLOCK)
+    assert q.shape == shape and mv.shape == (shape[1], -(-shape[2] // BLOCK), -(-shape[3] // BLOCK), 2)
+    np.testing.assert_array_equal(coder.decode(coder.encode(q, 1, mv), shape, 1), q)
+
+
 def test_version_4_round_trips_any_vectors_and_values(coder):
     rng = np.random.default_rng(6)
     q = rng.integers(-200, 200, (C, 5, H, W)).astype(np.int32)

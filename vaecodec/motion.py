@@ -136,7 +136,7 @@ def quantize(x: torch.Tensor, deadzone: float, block: int) -> tuple[np.ndarray, 
     c, t, h, w = x.shape
     q = np.round(x).astype(np.int64)
     mv = np.zeros((t, -(-h // block), -(-w // block), 2), np.int16)
-    for j in range(1, t):
+    for j in range(1, t if h and w else 1):  # an empty frame has nothing to search
         mv[j] = search(x[:, j], q[:, j - 1], block)
         if deadzone:
             ref = predict(q[:, j - 1], mv[j], block)
