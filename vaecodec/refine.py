@@ -35,7 +35,7 @@ import torch
 
 from . import motion as mc
 from .errors import UsageError
-from .quant import entropy_symbols
+from .quant import chunk_symbols
 from .tiling import TileRunner, crossfade
 
 # Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): over
@@ -75,10 +75,9 @@ def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float,
     and with ``motion_block`` the motion vector of each of the k frames (``motion.quantize``;
     a frame that starts the stream has zeros)."""
     x = u if prev is None else torch.cat([prev[:, None], u], dim=1)
-    if motion_block is None:
-        return entropy_symbols(x, deadzone)[:, x.shape[1] - u.shape[1]:], None
-    q, mv = mc.quantize(x, deadzone, motion_block)
-    return torch.from_numpy(q[:, x.shape[1] - u.shape[1]:]).to(u), mv[x.shape[1] - u.shape[1]:]
+    q, mv = chunk_symbols(x, deadzone, motion_block)  # as the quantizer will store them
+    first = x.shape[1] - u.shape[1]
+    return torch.from_numpy(q[:, first:]).to(u), None if mv is None else mv[first:]
 
 
 class LatentRefiner:
