@@ -5,7 +5,7 @@
 # Default (train):
 #   1. installs the carried wheels (.whl/, made by `scripts/gpu_session.sh --prepare` here);
 #   2. measures the model and the entropy coder at 480p in bf16 and fp16, and entropy decoding
-#      on 1, 4 and 8 worker processes (speed.txt);
+#      on 1, 4 and 8 worker processes (speed.txt; SPEED=0 skips it);
 #   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, copying
 #      the run's checkpoints and logs to $OUT every 20 s, so a cut-off call still returns them.
 # `pipeline`: whole-file encode and decode of a 10 s 480p clip (benchmarks/gpu_pipeline.py,
@@ -68,7 +68,7 @@ if [ "${1:-}" = pipeline ]; then
     exit 0
 fi
 
-{
+[ "${SPEED:-1}" = 0 ] || {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
     $PY -c "import torch; print('torch', torch.__version__)"

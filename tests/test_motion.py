@@ -182,3 +182,50 @@ def test_quantizer_records_motion_and_packs_version_4(coder):
     with pytest.raises(UsageError, match="motion"):
         Quantizer("uniform", bits=8, motion=True)
     assert Quantizer("uniform", bits=8).motion is False
+
+
+# ---- training's batched copy of the search and the shift (vaecodec.train.rate)
+
+def test_training_shift_is_the_coders_float_shift():
+    from vaecodec.train.rate import shift
+
+    u = _field(3, h=H, w=W)[None].repeat(3, 1, 1, 1).requires_grad_(True)  # [3, C, H, W]
+    mv = np.random.default_rng(4).integers(-mc.MV_MAX, mc.MV_MAX + 1, (3, 3, 4, 2)).astype(np.int16)
+    moved = shift(u, torch.from_numpy(mv), BLOCK)
+    want = torch.stack([mc.shift(u[i].detach(), mv[i], BLOCK) for i in range(3)])
+    assert (moved - want).abs().max() < 1e-4
+    moved.sum().backward()  # convex blends: one unit of gradient per output cell
+    assert u.grad.sum().item() == pytest.approx(3 * C * H * W, rel=1e-5)
+
+
+def test_training_search_finds_the_coders_vectors():
+    from vaecodec.train.rate import search
+
+    pans = [_pan(5 + i, 2, vy, vx) for i, (vy, vx) in enumerate([(0.0, 1.0), (-0.75, 0.5), (1.25, -2.0), (0, 0)])]
+    x = torch.stack([p[:, 1] for p in pans])  # [4, C, H, W]
+    prev = torch.round(torch.stack([p[:, 0] for p in pans]))
+    got = search(x, prev, BLOCK).numpy()
+    want = np.stack([mc.search(x[i].numpy(), prev[i].numpy().astype(np.int32), BLOCK) for i in range(4)])
+    assert got.shape == want.shape == (4, 3, 4, 2)
+    assert (got == want).all(axis=-1).mean() >= 0.9  # float ties may break differently
+    q = torch.round(_field(2, h=H, w=W))[None]
+    assert not search(q, q, BLOCK).any()  # still content keeps zero vectors
+
+
+def test_motion_rate_prior_charges_a_pan_less():
+    from vaecodec.train.rate import RatePrior
+
+    torch.manual_seed(0)
+    flat, moving = RatePrior(C), RatePrior(C, motion_block=BLOCK)
+    moving.load_state_dict(flat.state_dict())  # the same densities: only the reference differs
+    s = torch.tensor([1.0])
+    pan = _pan(6, 3, 0.5, -1.25)[None]  # [1, C, 3, H, W] in steps (s = 1)
+    still = _pan(6, 1, 0, 0)[None].repeat(1, 1, 3, 1, 1)
+    with torch.no_grad():
+        assert moving(pan, s, noise=False) < 0.8 * flat(pan, s, noise=False)
+        assert moving(still, s, noise=False) == flat(still, s, noise=False)
+        noisy = moving(pan, s)
+    assert torch.isfinite(noisy).all()
+    y = pan.clone().requires_grad_(True)
+    moving(y, s).sum().backward()  # the training proxy gives the encoder a gradient
+    assert y.grad.abs().sum() > 0

@@ -27,6 +27,11 @@ PRECISION = 8  # vector units per latent cell (eighths)
 SEARCH = 3  # whole cells searched each way (24 pixels per latent frame at 8x)
 MV_MAX = 63  # largest |component| a chunk may hold, in eighths of a cell
 _PAD = MV_MAX // PRECISION + 2  # edge padding that every legal vector's window stays inside
+# whole-cell shifts in search order, nearest first: a search keeps the first of equal scores
+WHOLE_CELLS = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
+                     key=lambda v: (abs(v[0]) + abs(v[1]), v))
+REFINE = (4, 2, 1)  # half, quarter, then eighth cells around the best so far
+NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
 def _padded(ref: np.ndarray) -> np.ndarray:
@@ -101,23 +106,20 @@ def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
     shorter vector, so still content keeps (0, 0)."""
     c, h, w = x.shape
     x = x.astype(np.float32, copy=False)
-    # whole cells, nearest first: argmin keeps the first of equal scores
-    cells = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
-                   key=lambda v: (abs(v[0]) + abs(v[1]), v))
     pad = _padded(prev)
     padf = pad.astype(np.float32)  # whole-cell shifts need no rounding: stay in float32
     scores = np.stack([
         _block_sums(np.abs(x - padf[:, _PAD + a:_PAD + a + h, _PAD + b:_PAD + b + w]).sum(0), block)
-        for a, b in cells
+        for a, b in WHOLE_CELLS
     ])
-    mv = np.array(cells, np.int64)[scores.argmin(0)] * PRECISION  # [nby, nbx, 2]
+    mv = np.array(WHOLE_CELLS, np.int64)[scores.argmin(0)] * PRECISION  # [nby, nbx, 2]
     best = scores.min(0)
     for by, (y0, y1) in enumerate(_block_edges(h, block)):
         for bx, (x0, x1) in enumerate(_block_edges(w, block)):
             xb = x[:, y0:y1, x0:x1]
-            for d in (4, 2, 1):  # half, quarter, then eighth cells around the best so far
+            for d in REFINE:
                 centre = mv[by, bx].copy()
-                for oy, ox in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+                for oy, ox in NEIGHBOURS:
                     dy, dx = int(centre[0] + d * oy), int(centre[1] + d * ox)
                     if max(abs(dy), abs(dx)) > MV_MAX:
                         continue

@@ -3,7 +3,9 @@
 It mirrors what ``vaecodec.entropy.EntropyCoder`` does at coding time so the encoder is
 trained for the bits actually spent: every latent frame's channel plane is coded either
 directly ("intra": q) or as the residual to the previous latent frame ("inter":
-q_t - q_{t-1}), whichever is cheaper, with one flag bit per plane. Each mode has a
+q_t - q_{t-1}), whichever is cheaper, with one flag bit per plane. With motion (the coder's
+default, chunk version 4), q_{t-1} is first moved by one vector per block, found by the same
+search as the coder's but batched in torch on the training device. Each mode has a
 per-channel density (mixture of logistics) in *latent units*, so one prior serves every
 quantization step. The coder's integer tables are built from histograms after training;
 this prior only shapes the latents.
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaecodec import motion as mc
 from vaecodec.metrics import luma, ssim
 
 _LOG2 = 0.6931471805599453
@@ -47,13 +50,85 @@ class _Mixture(nn.Module):
         return -torch.log(p.clamp_min(1e-9)) / _LOG2
 
 
-class RatePrior(nn.Module):
-    """Bits of a latent clip under intra/inter mode selection per (channel, latent frame)."""
+def _cells(mv: torch.Tensor, h: int, w: int, block: int) -> torch.Tensor:
+    """Block vectors [N, nby, nbx, 2] (eighths) -> per-cell displacements [N, h, w, 2] in cells."""
+    per_cell = mv.repeat_interleave(block, 1)[:, :h].repeat_interleave(block, 2)[:, :, :w]
+    return per_cell.to(torch.float32) / mc.PRECISION
 
-    def __init__(self, channels: int = 16, k: int = 3) -> None:
+
+def shift(u: torch.Tensor, mv: torch.Tensor, block: int) -> torch.Tensor:
+    """``motion.shift`` for a batch of frames u [N, C, h, w] and vectors mv [N, nby, nbx, 2]:
+    each cell reads the bilinear blend at its block's displacement, edges repeated
+    (``grid_sample`` with border padding); differentiable in u."""
+    n, _, h, w = u.shape
+    disp = _cells(mv, h, w, block).to(u.device)
+    rows = torch.arange(h, device=u.device, dtype=torch.float32).view(1, h, 1)
+    cols = torch.arange(w, device=u.device, dtype=torch.float32).view(1, 1, w)
+    grid = torch.stack([2 * (cols + disp[..., 1]) / max(w - 1, 1) - 1,  # x first, then y
+                        2 * (rows + disp[..., 0]) / max(h - 1, 1) - 1], -1)
+    return F.grid_sample(u, grid.to(u.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _block_sums(d: torch.Tensor, block: int) -> torch.Tensor:
+    """[N, h, w] -> [N, nby, nbx] sums over each block's cells."""
+    n, h, w = d.shape
+    nby, nbx = -(-h // block), -(-w // block)
+    d = F.pad(d, (0, nbx * block - w, 0, nby * block - h))
+    return d.view(n, nby, block, nbx, block).sum((2, 4))
+
+
+@torch.no_grad()
+def search(x: torch.Tensor, prev: torch.Tensor, block: int) -> torch.Tensor:
+    """``motion.search`` for a batch: float latents x [N, C, h, w] (in steps) against symbols
+    prev [N, C, h, w] -> vectors [N, nby, nbx, 2] (int64, eighths). Same candidates, order and
+    tie rule; the prediction is rounded half up like the coder's, in float arithmetic."""
+    n, _, h, w = x.shape
+    nby, nbx = -(-h // block), -(-w // block)
+
+    def cost(mv: torch.Tensor) -> torch.Tensor:  # [N, nby, nbx, 2] -> [N, nby, nbx]
+        pred = torch.floor(shift(prev, mv, block) + 0.5)
+        return _block_sums((x - pred).abs().sum(1), block)
+
+    def uniform(v: tuple[int, int]) -> torch.Tensor:
+        return torch.tensor(v, device=x.device).expand(n, nby, nbx, 2)
+
+    cells = torch.tensor(mc.WHOLE_CELLS, device=x.device) * mc.PRECISION
+    scores = torch.stack([cost(uniform(v)) for v in cells.tolist()])  # [K, N, nby, nbx]
+    best, idx = scores.min(0)  # the first of equal minima: the shortest vector
+    mv = cells[idx]
+    for d in mc.REFINE:
+        cands = [mv] + [mv + d * uniform(o) for o in mc.NEIGHBOURS]  # the centre wins ties
+        costs = [best] + [torch.where(c.abs().amax(-1) > mc.MV_MAX, torch.inf, cost(c)) for c in cands[1:]]
+        best, idx = torch.stack(costs).min(0)
+        mv = torch.stack(cands).gather(0, idx[None, ..., None].expand(1, n, nby, nbx, 2))[0]
+    return mv
+
+
+class RatePrior(nn.Module):
+    """Bits of a latent clip under intra/inter mode selection per (channel, latent frame);
+    with ``motion_block`` the inter reference is the previous latent frame moved by the
+    coder's motion search, as in chunk version 4."""
+
+    def __init__(self, channels: int = 16, k: int = 3, motion_block: int = 0) -> None:
         super().__init__()
         self.intra = _Mixture(channels, k, spread=1.0)
         self.inter = _Mixture(channels, k, spread=0.2)
+        self.motion_block = motion_block
+
+    def _reference(self, y: torch.Tensor, yq: torch.Tensor, s5: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """What latent frames 1.. are predicted from: ``prev`` (frames ..t-2 of the rounded
+        latents, [B, C, t-1, h, w]) in place, or moved along the vectors that the coder's
+        search finds for y against yq."""
+        if not self.motion_block:
+            return prev
+        b, c, t1, h, w = prev.shape
+
+        def frames(v: torch.Tensor) -> torch.Tensor:  # [B, C, t-1, h, w] -> [B(t-1), C, h, w]
+            return v.transpose(1, 2).reshape(b * t1, c, h, w)
+
+        mv = search(frames(y[:, :, 1:] / s5), frames(yq[:, :, :-1] / s5), self.motion_block)
+        moved = shift(frames(prev), mv, self.motion_block)
+        return moved.view(b, t1, c, h, w).transpose(1, 2)
 
     def forward(self, y: torch.Tensor, s: torch.Tensor, noise: bool = True) -> torch.Tensor:
         """Total bits per clip [B] for latents y [B, C, t, h, w] at steps s [B].
@@ -72,8 +147,12 @@ class RatePrior(nn.Module):
         intra = self.intra.bits(y_hat, s5).sum((3, 4))  # [B, C, t]
         total = intra[:, :, 0].sum(1)
         if t > 1:
-            d = y[:, :, 1:] - yq_ste[:, :, :-1]
-            d_hat = d + (torch.rand_like(d) - 0.5) * s5 if noise else yq[:, :, 1:] - yq[:, :, :-1]
+            if noise:
+                d = y[:, :, 1:] - self._reference(y, yq, s5, yq_ste[:, :, :-1])
+                d_hat = d + (torch.rand_like(d) - 0.5) * s5
+            else:  # the coder rounds its prediction in steps
+                ref = self._reference(y, yq, s5, yq[:, :, :-1] / s5)
+                d_hat = yq[:, :, 1:] - torch.floor(ref + 0.5) * s5
             inter = self.inter.bits(d_hat, s5).sum((3, 4))  # [B, C, t-1]
             total = total + torch.minimum(intra[:, :, 1:], inter).sum((1, 2)) + c * (t - 1)
         return total

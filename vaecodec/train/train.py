@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vaecodec.device import pick_device
+from vaecodec.entropy import BLOCK
 from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, ClipStream, load_photos
@@ -47,6 +48,7 @@ class Config:
     lam: float = 0.01  # rate weight: loss = mse + lam * bpp
     kl: float = 1e-6  # KL weight (keeps logvar a real posterior without costing quality)
     flicker: float = 0.0  # weight of the mean squared change of the error from frame to frame
+    motion: bool = True  # the rate term predicts latent frames along the coder's motion vectors (chunk v4)
     step_min: float = 0.1  # quantization steps sampled log-uniformly in [step_min, step_max]
     step_max: float = 1.6
     val_every: int = 250
@@ -72,6 +74,10 @@ class Config:
     @property
     def arch(self) -> Arch:
         return Arch(latent=self.latent, refine=self.refine, blocks8=self.blocks8, enc_blocks=self.enc_blocks)
+
+    def prior(self) -> RatePrior:
+        """The training rate model: motion-compensated like default files, or in place."""
+        return RatePrior(self.latent, motion_block=BLOCK if self.motion else 0)
 
 
 def _progress(cfg: Config, step: int, wall_s: float) -> float:
@@ -328,7 +334,7 @@ def train(cfg: Config, resume: bool = True) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
-    model, prior = TinyVAE(cfg.arch).to(device), RatePrior(cfg.latent).to(device)
+    model, prior = TinyVAE(cfg.arch).to(device), cfg.prior().to(device)
     if device.type == "cuda":  # as in inference (tiny.CHANNELS_LAST_DEVICES); CPU runs keep their layout
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
@@ -486,7 +492,7 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
     cfg = Config(**saved["config"])
     with safe_open(str(ck), "pt") as f:
         state = json.loads(f.metadata()["state"])
-    model, prior = TinyVAE(cfg.arch), RatePrior(cfg.latent)
+    model, prior = TinyVAE(cfg.arch), cfg.prior()
     _load_ckpt(ck, model, prior)
     return model, cfg, state, {"checkpoint": which}
 
