@@ -1,6 +1,6 @@
 """Whole-file throughput of the real pipeline on one clip (docs/BENCHMARKS.md, "On a GPU").
 
-    python benchmarks/gpu_pipeline.py CLIP [--device cuda] [--dtypes bf16 fp16] [--workers 0 8]
+    python benchmarks/gpu_pipeline.py CLIP [--device cuda] [--dtypes bf16 fp16] [--workers 0 8] [--loop N]
 
 For each dtype: encode CLIP to a .vlat, then decode it:
 
@@ -12,6 +12,11 @@ For each dtype: encode CLIP to a .vlat, then decode it:
   the CPU included);
 - ``encode_refined``: the encode again with ``--refine N`` (``--refine 0`` skips it), for
   the speed and memory of latent refinement on the device.
+
+``--loop N`` first writes a clip that plays CLIP N times (forwards, backwards, ...: no cut) and
+measures that instead. Entropy workers decode whole chunks (128 frames by default), so a
+short clip's decode time is mostly the wait for its first chunk; a long one shows throughput.
+``--no-mp4`` skips the mp4 decode (its H.264 writing runs on the CPU at about 60 fps).
 
 One JSON line per measurement; encode and ``mp4`` are single passes (the encode warms the
 model up). Needs PyAV, unlike ``python -m vaecodec.train speed``.
@@ -25,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from vaecodec.codec import Codec
+from vaecodec.video import VideoReader, VideoWriter
 
 
 def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float]:
@@ -41,6 +49,18 @@ def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float]
     return n, n / best
 
 
+def _looped(clip: Path, times: int, out: Path) -> Path:
+    """``clip`` played ``times`` times, every other time backwards, as near-lossless H.264."""
+    with VideoReader(clip) as reader:
+        info = reader.info
+        frames = np.concatenate(list(reader.chunks()))
+    with VideoWriter(out, info.width, info.height, info.fps, codec="h264", crf=10, preset="veryfast") as w:
+        for k in range(times):
+            for i in range(0, len(frames), 16):
+                w.write(np.ascontiguousarray((frames if k % 2 == 0 else frames[::-1])[i : i + 16]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("clip", type=Path)
@@ -48,9 +68,13 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"])
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 8], help="entropy worker processes")
     ap.add_argument("--refine", type=int, default=20, help="refinement steps for the refined encode (0: skip)")
+    ap.add_argument("--loop", type=int, default=1, help="measure a clip that plays CLIP this many times")
+    ap.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=True, help="also decode to an mp4")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         vlat, back = Path(tmp) / "clip.vlat", Path(tmp) / "back.mp4"
+        if args.loop > 1:
+            args.clip = _looped(args.clip, args.loop, Path(tmp) / "looped.mp4")
         for dtype in args.dtypes:
             for what, refine in (("encode_refined", args.refine), ("encode", 0)):  # the plain .vlat is decoded below
                 if what == "encode_refined" and not refine:
@@ -63,6 +87,8 @@ def main() -> None:
                 n, fps = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
                 print(json.dumps({"dtype": dtype, "what": "frames", "entropy_workers": workers, "frames": n,
                                   "fps": round(fps, 1)}))
+            if not args.mp4:
+                continue
             codec = Codec(device=args.device, dtype=dtype)
             dec = codec.decode(vlat, back, overwrite=True)
             print(json.dumps({"dtype": dtype, "what": "mp4", "entropy_workers": codec.entropy_workers,
