@@ -86,7 +86,7 @@ copy_run() {
 }
 train() {  # EXTRA...: one training process in its own session, its files copied out every 20 s
     setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
-        --init vaecodec/models/weights/tiny-v5.safetensors --refine --blocks8 2 \
+        --init vaecodec/models/weights/tiny-v6.safetensors --refine --blocks8 2 \
         --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
         --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
         >> "$OUT/train.txt" 2>&1 &
