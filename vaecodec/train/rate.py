@@ -89,15 +89,13 @@ def search(x: torch.Tensor, prev: torch.Tensor, block: int) -> torch.Tensor:
         pred = torch.floor(shift(prev, mv, block) + 0.5)
         return _block_sums((x - pred).abs().sum(1), block)
 
-    def uniform(v: tuple[int, int]) -> torch.Tensor:
-        return torch.tensor(v, device=x.device).expand(n, nby, nbx, 2)
-
-    cells = torch.tensor(mc.WHOLE_CELLS, device=x.device) * mc.PRECISION
-    scores = torch.stack([cost(uniform(v)) for v in cells.tolist()])  # [K, N, nby, nbx]
+    cells = torch.tensor(mc.WHOLE_CELLS, device=x.device) * mc.PRECISION  # [K, 2], made once per call
+    offsets = torch.tensor(mc.NEIGHBOURS, device=x.device)
+    scores = torch.stack([cost(v.expand(n, nby, nbx, 2)) for v in cells])  # [K, N, nby, nbx]
     best, idx = scores.min(0)  # the first of equal minima: the shortest vector
     mv = cells[idx]
     for d in mc.REFINE:
-        cands = [mv] + [mv + d * uniform(o) for o in mc.NEIGHBOURS]  # the centre wins ties
+        cands = [mv] + [mv + d * o for o in offsets]  # the centre wins ties
         costs = [best] + [torch.where(c.abs().amax(-1) > mc.MV_MAX, torch.inf, cost(c)) for c in cands[1:]]
         best, idx = torch.stack(costs).min(0)
         mv = torch.stack(cands).gather(0, idx[None, ..., None].expand(1, n, nby, nbx, 2))[0]
