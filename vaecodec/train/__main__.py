@@ -19,6 +19,8 @@ HELP = {
     "enc_blocks": "causal blocks at the latent rate in the encoder (architecture)",
     "workers": "clip-making CPU processes (0 = clips made in the training process on --device, a GPU too; resumes exactly)",
     "flicker": "weight of the squared frame-to-frame change of the error (on [0,1]) in the loss",
+    "equivariance": "weight of the mismatch between the latents of a clip moved by 1-7 px and the clip's "
+                    "latents moved by the coder's bilinear rule (shift-equivariant latents cost fewer inter bits)",
     "motion": "rate term: predict each latent frame from the previous one moved along the coder's "
               "motion vectors (as default files do), not in place",
     "prefetch": "with --workers 0, make the next batch in a background thread while this one trains",

@@ -30,7 +30,7 @@ from vaecodec.entropy import BLOCK
 from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.train.data import HELD_OUT, TRAIN, ClipSampler, ClipStream, load_photos
-from vaecodec.train.rate import RatePrior, kl_normal, psnr, ssim_y
+from vaecodec.train.rate import RatePrior, kl_normal, psnr, shift, ssim_y
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Config:
     kl: float = 1e-6  # KL weight (keeps logvar a real posterior without costing quality)
     flicker: float = 0.0  # weight of the mean squared change of the error from frame to frame
     motion: bool = True  # the rate term predicts latent frames along the coder's motion vectors (chunk v4)
+    equivariance: float = 0.0  # weight of the latents' mismatch with their own sub-cell shift (shift_consistency)
     step_min: float = 0.1  # quantization steps sampled log-uniformly in [step_min, step_max]
     step_max: float = 1.6
     val_every: int = 250
@@ -126,6 +127,25 @@ def validate(model: TinyVAE, prior: RatePrior, clips: torch.Tensor, steps: list[
                     "bpp": bits.sum().item() / (b * t * h * w)})
     model.train()
     return out
+
+
+def shift_consistency(model: TinyVAE, x: torch.Tensor, mean: torch.Tensor, d: tuple[int, int],
+                      amp=nullcontext()) -> torch.Tensor:
+    """Mean squared difference between the latents of the clips x [B, 3, T, S, S] moved by
+    ``d`` = (dy, dx) pixels (training draws 1-7 each) and the clips' own latents ``mean`` moved the way the coder's
+    motion prediction moves them (bilinear, ``rate.shift``). A stride-8 encoder is exact for
+    whole-cell moves but not in between, where a pan then costs 3-4x the inter bits
+    (docs/MODEL.md); this term asks the encoder for latents that move with the picture."""
+    h, w = x.shape[-2:]
+    dy, dx = d
+    with amp:
+        moved = model.encode(x[..., dy:dy + h - 8, dx:dx + w - 8])[0].float()  # [B, C, t, h/8-1, w/8-1]
+    b, c, t, hl, wl = mean.shape
+    mv = torch.tensor([dy, dx], device=x.device).expand(b * t, 1, 1, 2)  # eighths of a cell = pixels
+    pred = shift(mean.transpose(1, 2).reshape(b * t, c, hl, wl), mv, max(hl, wl))
+    pred = pred.view(b, t, c, hl, wl).transpose(1, 2)[..., : hl - 1, : wl - 1]
+    inner = (..., slice(1, -1), slice(1, -1))  # the border cells see the padding differently
+    return F.mse_loss(moved[inner], pred[inner])
 
 
 def code_commit() -> str:
@@ -417,6 +437,9 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
             if cfg.flicker:  # the error should not change between frames (latent-frame boundaries)
                 err = rec_x - x
                 loss = loss + cfg.flicker * F.mse_loss(err[:, :, 1:], err[:, :, :-1]) / 4
+            if cfg.equivariance:
+                d = tuple(int(v) for v in torch.randint(1, 8, (2,)))  # a sub-cell move, pixels
+                loss = loss + cfg.equivariance * shift_consistency(model, x, mean, d, amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(prior.parameters()), 1.0)
