@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from vaecodec.errors import InputError
-from vaecodec.models.tiny import load
+from vaecodec.models.tiny import WEIGHTS, load
 from vaecodec.train.data import HELD_OUT, PHOTOS, TRAIN, ClipSampler, ClipStream, load_photos, prepare
 from vaecodec.train.rate import RatePrior
 from vaecodec.train.train import Config, _lr, _progress, export, train
@@ -123,6 +123,35 @@ def test_flicker_loss_changes_the_training(data_dir, tmp_path):
     assert loss[1] > loss[0] > 0
 
 
+def test_shift_consistency_sees_only_sub_cell_aliasing(data_dir):
+    """The shipped stride-8 encoder moves its latents exactly with whole-cell (8 px) moves of
+    the picture, not with sub-cell ones: the term is near zero for the first and large for the
+    second, and it gives the encoder a gradient."""
+    from vaecodec.train.train import shift_consistency
+
+    model = load(WEIGHTS, torch.device("cpu"), torch.float32)
+    x = ClipSampler(load_photos(data_dir, TRAIN_KEYS), frames=5, size=64, seed=3).batch(2)
+    with torch.no_grad():
+        mean = model.encode(x)[0]
+        whole, half = (shift_consistency(model, x, mean, d).item() for d in ((0, 8), (4, 4)))
+    assert whole < 0.05 * half and half > 0
+    model.zero_grad()
+    shift_consistency(model, x, model.encode(x)[0], (3, 1)).backward()
+    assert model.encoder.head.weight.grad.abs().sum() > 0
+
+
+def test_equivariance_term_changes_the_training(data_dir, tmp_path):
+    def run(name: str, weight: float) -> dict:
+        cfg = Config(data=str(data_dir), run=str(tmp_path / name), steps=1, batch=2, size=32, frames=5,
+                     val_every=100, ckpt_every=1, log_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS,
+                     val_size=32, val_clips=1, equivariance=weight)
+        train(cfg)
+        return load_file(str(tmp_path / name / "last.safetensors"))
+
+    plain, moved = run("plain", 0.0), run("equivariance", 1.0)
+    assert any(not torch.equal(plain[k], moved[k]) for k in plain if k.startswith("model.encoder."))
+
+
 def test_time_budget_ends_the_run_and_decays_the_lr():
     cfg = Config(lr=1e-3, steps=10**6, time_budget=100.0)
     assert _progress(cfg, 500, 50.0) == 0.5 and _lr(cfg, 500, 50.0) == 1e-3
@@ -196,10 +225,6 @@ def test_training_with_workers_stops_at_its_time_budget(data_dir, tmp_path):
 def _grow_shipped(data_dir, tmp_path, grow: dict, **train_kw) -> tuple[dict, dict]:
     """Train the shipped weights grown by ``grow`` (Arch fields added to the shipped values)
     for 3 steps; returns the model tensors before (fp32) and after."""
-    from safetensors.torch import load_file
-
-    from vaecodec.models.tiny import WEIGHTS
-
     shipped = load(WEIGHTS, torch.device("cpu"), torch.float32).arch
     arch = {k: getattr(shipped, k) + grow.get(k, 0) for k in ("blocks8", "enc_blocks")}
     run = tmp_path / "run"
@@ -235,7 +260,7 @@ def test_freeze_decoder_trains_only_the_encoder(data_dir, tmp_path):
 def test_fit_prior_learns_the_latent_statistics(data_dir):
     """Starting from shipped weights (no training prior), the fitted prior must price the
     model's latents far below a fresh one, and leave the model untouched."""
-    from vaecodec.models.tiny import WEIGHTS, TinyVAE
+    from vaecodec.models.tiny import TinyVAE
     from vaecodec.train.train import fit_prior, warm_start
 
     torch.manual_seed(0)
