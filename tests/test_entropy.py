@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from vaecodec.entropy import ALPHABET, BLOCK, K, TABLE_TOTAL, EntropyCoder, counts_to_table, latent_histograms
+from vaecodec.entropy import (ALPHABET, BLOCK, CONTEXTS, K, TABLE_TOTAL, EntropyCoder, counts_to_table,
+                              latent_histograms)
 from vaecodec.errors import FormatError, UsageError
 
 C = 16
@@ -22,32 +24,80 @@ def coder() -> EntropyCoder:
     return EntropyCoder.from_histograms(STEPS, intra, inter, (1, 2, 3), default_quality=2)
 
 
+def _smooth_means(rng, n: int, t: int, size: int) -> np.ndarray:
+    """Latent-like means [n, C, t, size, size] whose strength changes in patches of 4 x 4 cells,
+    finer than a block: quiet and busy patches mixed inside every block, the same in every
+    channel and frame (static content), plus a little noise."""
+    scale = np.kron(rng.choice([0.0, 0.5, 4.0], (n, 1, 1, size // 4, size // 4)), np.ones((4, 4)))
+    return rng.laplace(0, 1.0, (n, C, 1, size, size)) * scale + rng.normal(0, 0.1, (n, C, t, size, size))
+
+
+@pytest.fixture(scope="module")
+def smooth_coder() -> EntropyCoder:
+    """Table banks fitted to the smooth source (chunk version 3)."""
+    means = _smooth_means(np.random.default_rng(7), 8, 3, 32)
+    return EntropyCoder.from_histograms(STEPS, *latent_histograms(means, STEPS), (1, 2, 3), default_quality=2)
+
+
+@pytest.fixture(scope="module")
+def ctx_coder(smooth_coder) -> EntropyCoder:
+    """The same banks plus context tables fitted to the same clips (chunk version 5)."""
+    means = _smooth_means(np.random.default_rng(7), 8, 3, 32)
+    return smooth_coder.with_context(smooth_coder.context_histograms(means, [0.0, 0.0, 0.0]))
+
+
 def _laplace_q(rng, shape, scale=2.0) -> np.ndarray:
     return np.round(rng.laplace(0, scale, shape)).astype(np.int32)
 
 
 @pytest.mark.parametrize("shape", [(C, 1, 4, 5), (C, 3, 7, 9), (C, 9, 2, 33), (C, 2, 0, 4), (C, 1, 1, 1)])
-def test_roundtrip_shapes(coder, shape):
+@pytest.mark.parametrize("which", ["coder", "ctx_coder"])
+def test_roundtrip_shapes(request, which, shape):
+    coder = request.getfixturevalue(which)
     q = _laplace_q(np.random.default_rng(0), shape)
     data = coder.encode(q, 2)
+    assert data[0] == (5 if which == "ctx_coder" else 3)
     out = coder.decode(data, shape, 2)
     assert out.dtype == np.int32 and out.shape == shape
     np.testing.assert_array_equal(out, q)
 
 
-def test_roundtrip_any_int32_values(coder):
-    """Values far outside the tables (and the int32 extremes) go through the escape list."""
+@pytest.mark.parametrize("which", ["coder", "ctx_coder"])
+def test_roundtrip_any_int32_values(request, which):
+    """Values far outside the tables (and the int32 extremes) go through the escape list; in
+    version 5 they also set their neighbours' contexts."""
+    coder = request.getfixturevalue(which)
     rng = np.random.default_rng(2)
     q = _laplace_q(rng, (C, 4, 6, 6))
     q[0, 0, 0, 0] = np.iinfo(np.int32).max
     q[0, 1, 0, 0] = np.iinfo(np.int32).min  # residual to the previous frame overflows int32
     q[3, 2] = rng.integers(-(2**31), 2**31 - 1, (6, 6), dtype=np.int64).astype(np.int32)
     q[5, :, 1, 1] = [K, K + 1, -K, -K - 1]
+    mv = np.zeros((4, 1, 1, 2), np.int16)
+    mv[2:] = (3, -9)
     for quality in (1, 2, 3):
-        np.testing.assert_array_equal(coder.decode(coder.encode(q, quality), q.shape, quality), q)
+        for motion in (None, mv):
+            np.testing.assert_array_equal(coder.decode(coder.encode(q, quality, motion), q.shape, quality), q)
 
 
-def test_deterministic_and_survives_serialisation(coder):
+def test_contexts_code_spatially_correlated_latents_in_fewer_bytes(smooth_coder, ctx_coder):
+    """On fresh clips of the source both coders were fitted to, version 5 (a table per block
+    and symbol context) is smaller than version 3 (a table per block) at every quality."""
+    means = _smooth_means(np.random.default_rng(8), 2, 3, 48)
+    sizes = []
+    for quality in (1, 2, 3):
+        q = np.round(means / STEPS[quality - 1]).astype(np.int32)
+        for clip in q:
+            v3, v5 = smooth_coder.encode(clip, quality), ctx_coder.encode(clip, quality)
+            np.testing.assert_array_equal(ctx_coder.decode(v5, clip.shape, quality), clip)
+            assert len(v5) < 0.995 * len(v3), (quality, len(v5), len(v3))
+            sizes.append((len(v5), len(v3)))
+    assert np.sum(sizes, 0)[0] < 0.97 * np.sum(sizes, 0)[1], sizes  # measured: 0.961
+
+
+@pytest.mark.parametrize("which", ["coder", "ctx_coder"])
+def test_deterministic_and_survives_serialisation(request, which):
+    coder = request.getfixturevalue(which)
     q = _laplace_q(np.random.default_rng(3), (C, 3, 8, 8))
     a = coder.encode(q, 3)
     b = coder.encode(q.copy(), 3)
@@ -202,6 +252,42 @@ def test_version_4_chunk_is_byte_exact():
     np.testing.assert_array_equal(coder.decode(V4_CHUNK, q.shape, 1), q)
 
 
+def _v5_case() -> tuple[EntropyCoder, np.ndarray, np.ndarray]:
+    """The version 2 case with context tables (narrow for quiet contexts, wider for busy ones)
+    and version 4's motion vectors."""
+    coder, q = _v2_case()
+    v = np.abs(np.arange(ALPHABET) - K)
+    counts = np.stack([4096 // (1 + v ** 2 * 4 // (1 + n)) for n in range(CONTEXTS)])  # [CONTEXTS, A]
+    context = counts_to_table(np.broadcast_to(counts, (1, 2, 4, CONTEXTS, ALPHABET))).astype(np.uint16)
+    mv = np.zeros((3, 2, 2, 2), np.int16)
+    mv[1, 0, 1] = (-3, 6)
+    mv[2] = (1, -2)
+    return EntropyCoder(np.ones((1, 2), np.float32), coder._intra, coder._inter, (1,), 1, context), q, mv
+
+
+# The same case as version 5 (checkerboard passes, a table per choice and context): frozen.
+V5_CHUNK = bytes.fromhex(
+    "0510010100000078ecffffffffffffdaa100276dfa1fce947d975b9129543493dc71101a7dd7cf826ccbb020"
+    "faf07ba4c2567df06881b034255abcd7ead20f51e1872a2e86175bf652005cf40dd2b80b589b4126294160cc"
+    "14108148af8a53fee2a879db1751a11ab50facd134787c9da8531aac6599db8266ff942029dce2eae893b499"
+    "eb45f67453fa6f2f6db7331ff8129e48be44cae1df7fffab2e1501aafa0308d80d60d009e82417820faa56d9"
+    "bbed372f0965e26919d6174f32c77d8ccc6b65eb848190377af0e0f68f6737e791cdb5c4a7f86eda8c6e6068"
+    "91bc81a62c5c4c314520eb192328df9eaa5422cd9021e4756237a134be88d9c7d064082e1bcdb8960882efc3"
+    "7ecdef81e8806fd5f54b2691cb6677124ede691f44087a3f789e1d09ad0109b11e68ab5bda63e2e7476d9fea"
+    "4dec58248aba30e8aab4f3cbe44500201566fb455cd444409d0580a17ff53701bda3f35c5941489455f5ca7d"
+    "23a39aa5c16a1dd081a0666fdcfead910cadfb15ca140ca7e33d8893de6c05665986a151f817570ac95db4b5"
+    "c69bc9312b81e781440407f0304d57d479fbad07032930"
+)
+
+
+def test_version_5_chunk_is_byte_exact():
+    coder, q, mv = _v5_case()
+    data = coder.encode(q, 1, mv)
+    assert data[:3] == b"\x05\x10\x01" and data == V5_CHUNK
+    np.testing.assert_array_equal(coder.decode(V5_CHUNK, q.shape, 1), q)
+    assert coder.encode(q, 1)[:3] == b"\x05\x10\x00"  # no motion vectors: flags 0
+
+
 def test_static_blocks_cost_a_fraction_of_a_bit():
     """Version 3: a block that repeats the previous frame is a "zero" block (no symbols), and
     its choice is range-coded in the context of the previous frame's choice. So the 7 later
@@ -252,6 +338,28 @@ def test_errors(coder):
         EntropyCoder.from_tensors({"steps": coder.to_tensors()["steps"]})
 
 
+def test_version_5_errors():
+    coder, q, mv = _v5_case()
+    plain, _ = _v2_case()
+    with pytest.raises(FormatError, match="context tables"):  # a model without them
+        plain.decode(V5_CHUNK, q.shape, 1)
+    with pytest.raises(FormatError, match="flags"):
+        coder.decode(V5_CHUNK[:2] + b"\x02" + V5_CHUNK[3:], q.shape, 1)
+    with pytest.raises(FormatError, match="flags"):
+        coder.decode(V5_CHUNK[:2], q.shape, 1)
+    with pytest.raises(FormatError, match="blocks of 8"):
+        coder.decode(V5_CHUNK[:1] + b"\x08" + V5_CHUNK[2:], q.shape, 1)
+    tensors = coder.to_tensors()
+    assert tensors["context"].dtype == torch.uint16
+    np.testing.assert_array_equal(EntropyCoder.from_tensors(tensors).decode(V5_CHUNK, q.shape, 1), q)
+    bad = tensors["context"].to(torch.int32)
+    bad[0, 1, 2, 3, 4] += 1  # one table no longer sums to TABLE_TOTAL
+    with pytest.raises(FormatError, match="sum"):
+        EntropyCoder.from_tensors({**tensors, "context": bad})
+    with pytest.raises(FormatError, match="shapes"):
+        EntropyCoder.from_tensors({**tensors, "context": tensors["context"][:, :, :, :4]})
+
+
 def _v4_chunk(coder: EntropyCoder, q: np.ndarray) -> bytes:
     """The version 2 case coded with motion vectors (frame 1 moves one block, frame 2 all)."""
     mv = np.zeros((3, 2, 2, 2), np.int16)
@@ -263,12 +371,15 @@ def _v4_chunk(coder: EntropyCoder, q: np.ndarray) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("chunk", ["v2", "v3", "v4"])
+@pytest.mark.parametrize("chunk", ["v2", "v3", "v4", "v5"])
 def test_damaged_payloads_fail_as_format_errors(chunk):
     """Flipped bits that reach the coder (the container's CRC would catch them in a file)
     give a FormatError or some decoded values, never another exception."""
     coder, q = _v2_case()
-    good = {"v2": lambda: V2_CHUNK, "v3": lambda: coder.encode(q, 1), "v4": lambda: _v4_chunk(coder, q)}[chunk]()
+    if chunk == "v5":
+        coder = _v5_case()[0]
+    good = {"v2": lambda: V2_CHUNK, "v3": lambda: coder.encode(q, 1), "v4": lambda: _v4_chunk(coder, q),
+            "v5": lambda: V5_CHUNK}[chunk]()
     rng = np.random.default_rng(5)
     seen = set()
     for _ in range(300):

@@ -53,6 +53,14 @@ TABLE_TOTAL = 1 << 16  # every table sums to this; each entry >= 1
 BLOCK = 16  # latent cells per block edge (128 pixels at 8x)
 MAX_TABLES = 8  # 2S choices must fit the 4-bit codes of version 2 chunks
 ESCAPE_BITS = 64.0
+# chunk version 5: a checkerboard splits each plane into two passes whose symbols pick a table
+# by context (see ``_code_passes``)
+CONTEXTS_A = 3  # first pass: how busy the channels coded before are at the same cell
+CONTEXTS_B = 6  # second pass: how busy the cell's four first-pass neighbours are
+CONTEXTS = CONTEXTS_A + CONTEXTS_B
+_EDGES_A = np.array([1, 4])  # 4 x mean |value| of the earlier channels: 0 | < 1 | >= 1
+_EDGES_B = np.array([1, 2, 3, 5, 9])  # sum of the neighbours' |values|: 0 | 1 | 2 | 3-4 | 5-8 | 9+
+CONTEXT_PRIOR = 64.0  # pseudo-counts that pull a context table towards its bank table
 
 
 def _symbols(v: np.ndarray) -> np.ndarray:
@@ -142,6 +150,52 @@ def _code_motion(mv: np.ndarray, code) -> np.ndarray:
     return mv
 
 
+def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, int, int],
+                 block_major: np.ndarray, tables: int, models, code, escape) -> np.ndarray:
+    """Range-code the symbols of chunk version 5: channel by channel, first the cells with
+    y + x even of every frame, then the others, each cell with the table of its block's choice
+    and its context. First pass: how busy the channels coded before are at the cell (4 x mean
+    |value|, 3 levels; channel 0 has context 0). Second pass: the sum of |value| of the cell's
+    four neighbours, all first-pass cells of the same plane (6 levels; outside the plane
+    counts 0). Within a pass the order is (choice, context), then block-major (frame, block
+    row, block column, raster in the block).
+
+    ``vals`` [C, t*h*w]: what each cell codes (0 in "zero" blocks); decoding fills it in place.
+    ``cell_choice`` [C, t*h*w]: the choice of each cell's block; ``block_major``: the cells in
+    block-major order; ``models[i][k][n]``: channel i, choice k < 2 ``tables``, context n.
+    ``code`` is as in ``_code_choices``; ``escape(values)`` gets the values of escaped symbols
+    in coding order and returns the true ones (the encoder keeps them for the escape list, the
+    decoder takes them from it); contexts are computed from true values on both sides.
+    """
+    t, h, w = shape
+    yy, xx = np.indices((h, w))
+    second = np.broadcast_to((yy + xx) % 2 == 1, shape).ravel()
+    earlier = np.zeros(vals.shape[1], np.int64)  # sum of |value| over the channels coded so far
+    for i, choice in enumerate(cell_choice):
+        ctx = np.searchsorted(_EDGES_A, 4 * earlier // max(i, 1), side="right")
+        for part in (False, True):
+            if part:  # every neighbour of a second-pass cell is a first-pass cell, now known
+                p = np.pad(np.where(second, 0, np.abs(vals[i])).reshape(shape), ((0, 0), (1, 1), (1, 1)))
+                near = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]
+                ctx = CONTEXTS_A + np.searchsorted(_EDGES_B, near.ravel(), side="right")
+            cells = block_major[(second[block_major] == part) & (choice[block_major] < 2 * tables)]
+            key = (choice[cells].astype(np.int64) * CONTEXTS + ctx[cells]).astype(np.uint16)
+            by = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
+            cells = cells[by]
+            counts = np.bincount(key[by], minlength=2 * tables * CONTEXTS)
+            sym = _symbols(vals[i, cells])
+            bounds = np.cumsum(counts)
+            for g in np.flatnonzero(counts):
+                lo = bounds[g] - counts[g]
+                sym[lo:bounds[g]] = code(models[i][g // CONTEXTS][g % CONTEXTS], sym[lo:bounds[g]])
+            v = sym.astype(np.int64) - K
+            hit = sym == ESC
+            v[hit] = escape(vals[i, cells[hit]])
+            vals[i, cells] = v
+        earlier += np.abs(vals[i])
+    return vals
+
+
 def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
                       block: int = BLOCK, deadzones: Sequence[float] | None = None,
                       motion: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +251,11 @@ def counts_to_table(hist: np.ndarray) -> np.ndarray:
 
 
 class EntropyCoder:
-    """Per-quality step sizes plus intra/inter banks of integer tables; see the module docstring."""
+    """Per-quality step sizes plus intra/inter banks of integer tables, and optionally context
+    tables (then chunks are written in version 5); see the module docstring."""
 
     def __init__(self, steps: np.ndarray, intra: np.ndarray, inter: np.ndarray,
-                 qualities: tuple[int, ...], default_quality: int) -> None:
+                 qualities: tuple[int, ...], default_quality: int, context: np.ndarray | None = None) -> None:
         # steps [Q, C] float32; intra/inter [Q, C, S, ALPHABET] int32 ([Q, C, ALPHABET]: S = 1)
         steps, intra, inter = np.asarray(steps, np.float32), np.asarray(intra), np.asarray(inter)
         if intra.ndim == 3:
@@ -220,7 +275,17 @@ class EntropyCoder:
         self._steps = steps
         self._intra = intra.astype(np.int32)
         self._inter = inter.astype(np.int32)
+        if context is not None:  # [Q, C, 2S, CONTEXTS, ALPHABET] uint16, each table summing exactly
+            context = np.asarray(context)
+            if context.shape != (nq, self.channels, 2 * self.tables, CONTEXTS, ALPHABET):
+                raise FormatError("entropy coder context tables have inconsistent shapes")
+            if (context <= 0).any() or (context.astype(np.int64).sum(-1) != TABLE_TOTAL).any():
+                raise FormatError("entropy coder context tables hold entries that are not positive "
+                                  f"or do not sum to {TABLE_TOTAL}")
+            context = np.ascontiguousarray(context, np.uint16)
+        self.context = context
         self._models: dict[int, tuple[list[list], np.ndarray]] = {}
+        self._ctx_models: dict[int, list] = {}
 
     # ------------------------------------------------------------ construction
 
@@ -233,20 +298,32 @@ class EntropyCoder:
             steps = np.repeat(steps[:, None], intra_hist.shape[1], 1)
         return cls(steps, counts_to_table(intra_hist), counts_to_table(inter_hist), qualities, default_quality)
 
+    def with_context(self, context_hist: np.ndarray, prior: float = CONTEXT_PRIOR) -> "EntropyCoder":
+        """This coder plus context tables from counts [Q, C, 2S, CONTEXTS, ALPHABET] (see
+        ``context_histograms``), each smoothed towards its bank table by ``prior`` pseudo-counts:
+        rare (choice, context) pairs then code like the bank instead of like a few samples."""
+        bank = np.concatenate((self._intra, self._inter), axis=2).astype(np.float64) / TABLE_TOTAL
+        table = counts_to_table(context_hist + prior * bank[:, :, :, None, :]).astype(np.uint16)
+        return EntropyCoder(self._steps, self._intra, self._inter, self.qualities, self.default_quality, table)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {
+        d = {
             "steps": torch.from_numpy(self._steps.copy()),
             "intra": torch.from_numpy(self._intra.copy()),
             "inter": torch.from_numpy(self._inter.copy()),
             "qualities": torch.tensor(self.qualities, dtype=torch.int32),
             "default_quality": torch.tensor([self.default_quality], dtype=torch.int32),
         }
+        if self.context is not None:
+            d["context"] = torch.from_numpy(self.context.copy())
+        return d
 
     @classmethod
     def from_tensors(cls, d: dict[str, torch.Tensor]) -> "EntropyCoder":
         try:
+            context = d["context"].to(torch.int32).numpy() if "context" in d else None
             return cls(d["steps"].float().numpy(), d["intra"].numpy(), d["inter"].numpy(),
-                       tuple(d["qualities"].tolist()), int(d["default_quality"][0]))
+                       tuple(d["qualities"].tolist()), int(d["default_quality"][0]), context)
         except KeyError as e:
             raise FormatError(f"entropy coder tensors lack {e.args[0]!r}") from e
 
@@ -267,6 +344,36 @@ class EntropyCoder:
             mk = constriction.stream.model.Categorical
             self._models[quality] = ([[mk(pk, perfect=False) for pk in pc] for pc in p], -np.log2(p))
         return self._models[quality]
+
+    def context_histograms(self, means: np.ndarray, deadzones: Sequence[float]) -> np.ndarray:
+        """Counts [Q, C, 2S, CONTEXTS, ALPHABET] of the symbols that chunk version 5 codes under
+        each (choice, context), from latent means [N, C, t, h, w] quantized as the encoder
+        does (motion, each quality's deadzone), with this coder's banks choosing the blocks."""
+        c, s = self.channels, self.tables
+        hist = np.zeros((len(self.qualities), c, 2 * s, CONTEXTS, ALPHABET), np.int64)
+        keys = [[[(i, k, n) for n in range(CONTEXTS)] for k in range(2 * s)] for i in range(c)]
+        for qi, (quality, dz) in enumerate(zip(self.qualities, deadzones)):
+            step = self.step(quality).view(-1, 1, 1, 1)
+
+            def count(key: tuple[int, int, int], sym: np.ndarray) -> np.ndarray:
+                hist[(qi, *key)] += np.bincount(sym, minlength=ALPHABET)
+                return sym
+
+            for m in means:
+                q, mv = mc.quantize(torch.from_numpy(m) / step, dz, BLOCK)
+                _, t, h, w = q.shape
+                choice, coded, ids, nb = self._choose(q, quality, mv.astype(np.int64))
+                _code_passes(coded, choice[:, ids], (t, h, w), self._layout(ids, t * nb)[0], s, keys, count,
+                             lambda v: v)
+        return hist
+
+    def _context_models(self, quality: int) -> list:
+        """constriction models [C][2S][CONTEXTS] of the context tables for one quality. Cached."""
+        if quality not in self._ctx_models:
+            p = self.context[self._index(quality)].astype(np.float64) / TABLE_TOTAL
+            mk = constriction.stream.model.Categorical
+            self._ctx_models[quality] = [[[mk(pn, perfect=False) for pn in pk] for pk in pc] for pc in p]
+        return self._ctx_models[quality]
 
     def step(self, quality: int) -> torch.Tensor:
         """[C] float32 quantization step (latent units) for ``quality``."""
@@ -297,14 +404,12 @@ class EntropyCoder:
 
     # ------------------------------------------------------------ coding
 
-    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> bytes:
-        """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. With
-        ``motion`` (int [t, nby, nbx, 2] from ``vaecodec.motion``) chunk version 4, else 3."""
-        q = np.asarray(q)
-        if not np.issubdtype(q.dtype, np.integer):
-            raise UsageError(f"latent symbols must be integers, got {q.dtype}")
-        self._check_shape(q.shape)
-        models, bits = self._prepared(quality)
+    def _choose(self, q: np.ndarray, quality: int, motion: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The cheapest choice of every block under the banks' exact code lengths [C, t*nb],
+        what each cell codes [C, t*h*w] (q where intra, the residual where inter, 0 in zero
+        blocks), the cells' block ids and the blocks per frame."""
+        _, bits = self._prepared(quality)
         c, t, h, w = q.shape
         s = self.tables
         q = q.astype(np.int64)
@@ -312,7 +417,6 @@ class EntropyCoder:
         if motion is None:
             res[:, 1:] = q[:, 1:] - q[:, :-1]
         else:
-            motion = self._check_motion(motion, t, h, w)
             for j in range(1, t):
                 res[:, j] = q[:, j] - mc.predict(q[:, j - 1], motion[j], BLOCK)
         q, res = q.reshape(c, -1), res.reshape(c, -1)
@@ -328,6 +432,21 @@ class EntropyCoder:
         zero = np.concatenate((zero[0][:, :nb], zero[1][:, nb:]), axis=1)
         cost.append(np.where(zero, 0.0, np.inf)[..., None])
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
+        return choice, np.where((choice >= s)[:, ids], res, q), ids, nb
+
+    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> bytes:
+        """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. ``motion``:
+        int [t, nby, nbx, 2] from ``vaecodec.motion``. Chunk version 5 with context tables,
+        else version 4 with motion, 3 without."""
+        q = np.asarray(q)
+        if not np.issubdtype(q.dtype, np.integer):
+            raise UsageError(f"latent symbols must be integers, got {q.dtype}")
+        self._check_shape(q.shape)
+        c, t, h, w = q.shape
+        s = self.tables
+        if motion is not None:
+            motion = self._check_motion(motion, t, h, w)
+        choice, coded, ids, nb = self._choose(q, quality, motion)
         enc = constriction.stream.queue.RangeEncoder()
 
         def put(model, sym: np.ndarray) -> np.ndarray:
@@ -339,18 +458,27 @@ class EntropyCoder:
             _code_motion(motion.copy(), put)
         escapes = []
         layout = self._layout(ids, t * nb)
-        coded = np.where((choice >= s)[:, ids], res, q)  # [C, cells] what each cell codes
-        for i in range(c):
-            order, counts = self._order(choice[i], layout, 2 * s + 1)
-            vals = coded[i, order]
-            sym = _symbols(vals)
-            escapes.append(vals[sym == ESC])
-            bounds = np.cumsum(counts)
-            for k in np.flatnonzero(counts[:2 * s]):
-                enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
-        esc = np.concatenate(escapes)
+        if self.context is not None:
+            def keep(v: np.ndarray) -> np.ndarray:
+                escapes.append(v)
+                return v
+
+            _code_passes(coded, choice[:, ids], (t, h, w), layout[0], s, self._context_models(quality), put, keep)
+            head = bytes([5, BLOCK, motion is not None])
+        else:
+            models, _ = self._prepared(quality)
+            for i in range(c):
+                order, counts = self._order(choice[i], layout, 2 * s + 1)
+                vals = coded[i, order]
+                sym = _symbols(vals)
+                escapes.append(vals[sym == ESC])
+                bounds = np.cumsum(counts)
+                for k in np.flatnonzero(counts[:2 * s]):
+                    enc.encode(sym[bounds[k] - counts[k]:bounds[k]], models[i][k])
+            head = bytes([3 if motion is None else 4, BLOCK])
+        esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
         return b"".join((
-            bytes([3 if motion is None else 4, BLOCK]),
+            head,
             struct.pack("<I", esc.size),
             esc.astype("<i8").tobytes(),
             enc.get_compressed().astype("<u4").tobytes(),
@@ -368,8 +496,8 @@ class EntropyCoder:
 
     def _header(self, data: bytes, c: int, t: int, h: int, w: int) -> tuple[np.ndarray | None, np.ndarray, int, int]:
         """Parse a chunk's header: (choice [C, blocks], or None where the range coder holds
-        them (versions 3, 4), cell block ids, blocks per frame, offset of the escape count)."""
-        if not data or data[0] not in (1, 2, 3, 4):
+        them (versions 3 to 5), cell block ids, blocks per frame, offset of the escape count)."""
+        if not data or data[0] not in (1, 2, 3, 4, 5):
             raise FormatError(f"latent chunk of an unknown entropy-coder version {data[0] if data else None}")
         if data[0] == 1:  # one block per plane; intra table 0, or inter table 0 where flagged
             if self.tables != 1:
@@ -384,9 +512,15 @@ class EntropyCoder:
         if len(data) < 2 or data[1] == 0:
             raise FormatError("latent chunk has no block size")
         ids, nb = _blocks(t, h, w, data[1])
-        if data[0] in (3, 4):
-            if data[0] == 4 and data[1] != BLOCK:
-                raise FormatError(f"latent chunk's motion blocks of {data[1]} cells are not the coder's {BLOCK}")
+        if data[0] in (3, 4, 5):
+            if data[0] >= 4 and data[1] != BLOCK:
+                raise FormatError(f"latent chunk's blocks of {data[1]} cells are not the coder's {BLOCK}")
+            if data[0] == 5:
+                if self.context is None:
+                    raise FormatError("a version 5 latent chunk needs a model with context tables")
+                if len(data) < 3 or data[2] > 1:
+                    raise FormatError("latent chunk has no valid flags byte")
+                return None, ids, nb, 3
             return None, ids, nb, 2
         n = c * t * nb
         if len(data) < 2 + (n + 1) // 2:
@@ -398,7 +532,7 @@ class EntropyCoder:
         return choice, ids, nb, 2 + (n + 1) // 2
 
     def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
-        """Exact inverse of ``encode`` (chunk versions 1 to 4): bytes -> int32 [C, t, h, w]."""
+        """Exact inverse of ``encode`` (chunk versions 1 to 5): bytes -> int32 [C, t, h, w]."""
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
         models, _ = self._prepared(quality)
@@ -426,27 +560,36 @@ class EntropyCoder:
         if choice is None:
             choice = _code_choices(np.zeros((c, t, nb), np.uint8), n_choices, lambda m, sym: take(m, sym.size))
             choice = choice.reshape(c, t * nb)
-            if data[0] == 4:
+            if data[0] == 4 or (data[0] == 5 and data[2]):
                 nby, nbx = -(-h // data[1]), -(-w // data[1])
                 motion = _code_motion(np.zeros((t, nby, nbx, 2), np.int64), lambda m, sym: take(m, sym.size))
         if ((choice[:, :nb] >= s) & (choice[:, :nb] < 2 * s)).any():
             raise FormatError("latent chunk codes an inter block at frame 0")
-        vals = np.empty((c, t * h * w), np.int64)  # q where intra, the residual where inter
+        vals = np.zeros((c, t * h * w), np.int64)  # q where intra, the residual where inter
         used = 0
         layout = self._layout(ids, t * nb)
-        for i in range(c):
-            order, counts = self._order(choice[i], layout, n_choices)
-            v = np.full(order.size, K, np.int64)  # "zero" blocks keep symbol K, the value 0
-            bounds = np.cumsum(counts)
-            for k in np.flatnonzero(counts[:2 * s]):
-                v[bounds[k] - counts[k]:bounds[k]] = take(models[i][k], int(counts[k]))
-            v -= K
-            hit = np.flatnonzero(v == ESC - K)
-            if used + hit.size > nesc:
+
+        def listed(v: np.ndarray) -> np.ndarray:  # the next v.size values of the escape list
+            nonlocal used
+            if used + v.size > nesc:
                 raise FormatError("latent chunk escape list is shorter than its symbols need")
-            v[hit] = esc[used:used + hit.size]
-            used += hit.size
-            vals[i, order] = v
+            used += v.size
+            return esc[used - v.size:used]
+
+        if data[0] == 5:
+            _code_passes(vals, choice[:, ids], (t, h, w), layout[0], s, self._context_models(quality),
+                         lambda m, sym: take(m, sym.size), listed)
+        else:
+            for i in range(c):
+                order, counts = self._order(choice[i], layout, n_choices)
+                v = np.full(order.size, K, np.int64)  # "zero" blocks keep symbol K, the value 0
+                bounds = np.cumsum(counts)
+                for k in np.flatnonzero(counts[:2 * s]):
+                    v[bounds[k] - counts[k]:bounds[k]] = take(models[i][k], int(counts[k]))
+                v -= K
+                hit = v == ESC - K
+                v[hit] = listed(v[hit])
+                vals[i, order] = v
         if used != nesc:
             raise FormatError("latent chunk escape count does not match its symbols")
         q, inter = vals.reshape(c, t, h, w), (choice >= s)[:, ids].reshape(c, t, h, w)

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--version", required=True, help="e.g. 6")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
+    ex.add_argument("--context-clips", type=int, default=480,
+                    help="training clips for the context tables of chunk version 5 (0: none, version 4 chunks)")
     ex.add_argument("--coarsest", type=float, default=None,
                     help="step of quality 1 (default: the coarsest trained step)")
     ex.add_argument("--finest", type=float, default=None,
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.repeats, device=args.device, dtype=args.dtype)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
-                          args.finest, args.weights)
+                          args.finest, args.weights, args.context_clips)
             print(json.dumps(card["validation"], indent=1))
     except VaecodecError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -523,11 +523,12 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
 @torch.inference_mode()
 def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
            version: str = "1", coarsest: float | None = None, finest: float | None = None,
-           weights: str | Path | None = None) -> dict:
+           weights: str | Path | None = None, context_clips: int = 480) -> dict:
     """Write the shipped weights file from a run's checkpoint (or, with ``weights``, from an
     existing weights file whose network is kept and whose entropy tables are rebuilt);
-    returns the model card."""
-    from vaecodec.entropy import EntropyCoder, latent_histograms
+    returns the model card. ``context_clips`` training clips fit the context tables of chunk
+    version 5 (they have 9 x more entries than the banks); 0 leaves them out (version 4)."""
+    from vaecodec.entropy import CONTEXTS, EntropyCoder, latent_histograms
     from vaecodec.motion import quantize
     from vaecodec.quant import default_deadzone
 
@@ -543,6 +544,9 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     deadzones = [default_deadzone(q) for q in QUALITIES]  # tables and card see what the encoder stores
     intra, inter = latent_histograms(means, steps, deadzones=deadzones, motion=True)
     coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
+    if context_clips:
+        means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, context_clips // 4))]).numpy()
+        coder = coder.with_context(coder.context_histograms(means, deadzones))
     # real bits on the held-out validation clips with the real coder
     vclips = _val_clips(cfg)
     vmean = torch.cat([model.encode(c[None])[0] for c in vclips])
@@ -561,7 +565,8 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
         "latent_channels": cfg.latent, "arch": asdict(cfg.arch), "train_steps": state["step"], "train_wall_s": round(state["wall_s"]),
         "train_commit": state.get("commit", "unknown"), "export_commit": code_commit(),
         "quality_steps": [round(float(x), 5) for x in steps], "default_quality": DEFAULT_QUALITY,
-        **extra, "entropy_tables": coder.tables, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra, "entropy_tables": coder.tables,
+        "entropy_contexts": CONTEXTS if coder.context is not None else 0, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_config": asdict(cfg),
         "validation": {"photos": list(cfg.val_photos),
                        "clips": f"{cfg.val_clips} x 9 frames x {cfg.val_size}x{cfg.val_size}, seed 12345",
