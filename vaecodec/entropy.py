@@ -58,8 +58,9 @@ ESCAPE_BITS = 64.0
 CONTEXTS_A = 3  # first pass: how busy the channels coded before are at the same cell
 CONTEXTS_B = 6  # second pass: how busy the cell's four first-pass neighbours are
 CONTEXTS = CONTEXTS_A + CONTEXTS_B
-_EDGES_A = np.array([1, 4])  # 4 x mean |value| of the earlier channels: 0 | < 1 | >= 1
-_EDGES_B = np.array([1, 2, 3, 5, 9])  # sum of the neighbours' |values|: 0 | 1 | 2 | 3-4 | 5-8 | 9+
+# context of a value (lookup tables; the last entry stands for everything larger)
+_LEVELS_A = np.array([0, 1, 1, 1, 2], np.uint16)  # 4 x mean |value| of the earlier channels: 0 | < 1 | >= 1
+_LEVELS_B = CONTEXTS_A + np.array([0, 1, 2, 3, 3, 4, 4, 4, 4, 5], np.uint16)  # sum of the 4 neighbours' |value|
 CONTEXT_PRIOR = 64.0  # pseudo-counts that pull a context table towards its bank table
 
 
@@ -170,16 +171,18 @@ def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, in
     t, h, w = shape
     yy, xx = np.indices((h, w))
     second = np.broadcast_to((yy + xx) % 2 == 1, shape).ravel()
+    second_bm = second[block_major]
     earlier = np.zeros(vals.shape[1], np.int64)  # sum of |value| over the channels coded so far
     for i, choice in enumerate(cell_choice):
-        ctx = np.searchsorted(_EDGES_A, 4 * earlier // max(i, 1), side="right")
+        ctx = _LEVELS_A[np.minimum(4 * earlier // max(i, 1), _LEVELS_A.size - 1)]
+        coded = choice[block_major] < 2 * tables
         for part in (False, True):
             if part:  # every neighbour of a second-pass cell is a first-pass cell, now known
                 p = np.pad(np.where(second, 0, np.abs(vals[i])).reshape(shape), ((0, 0), (1, 1), (1, 1)))
                 near = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]
-                ctx = CONTEXTS_A + np.searchsorted(_EDGES_B, near.ravel(), side="right")
-            cells = block_major[(second[block_major] == part) & (choice[block_major] < 2 * tables)]
-            key = (choice[cells].astype(np.int64) * CONTEXTS + ctx[cells]).astype(np.uint16)
+                ctx = _LEVELS_B[np.minimum(near, _LEVELS_B.size - 1)].ravel()
+            cells = block_major[coded & (second_bm == part)]
+            key = choice[cells].astype(np.uint16) * CONTEXTS + ctx[cells]
             by = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
             cells = cells[by]
             counts = np.bincount(key[by], minlength=2 * tables * CONTEXTS)
