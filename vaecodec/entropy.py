@@ -14,11 +14,18 @@ The coded probabilities depend only on integers (stored in the weights file, or 
 the chunk itself), never on a float network output, so encode and decode agree bit for bit
 on every machine.
 
-Chunk layout, version 4 (written by default): version 3's, with the version byte 4 and the
+Chunk layout, version 5 (written by models whose weights hold context tables, tiny-v7 on):
+  u8 version (=5) | u8 BLOCK | u8 flags (1: motion vectors coded, as in version 4) | escapes
+  and words as version 3. Choices and motion as version 4, then the symbols of each channel
+  in two checkerboard passes (``_code_passes``): a symbol's table is picked by its block's
+  choice and a context from symbols already decoded (earlier channels at the same cell, or
+  the four neighbours from the first pass), so a quiet cell in a busy block, or a busy one
+  in a quiet block, gets a table that fits it. 7-12 % fewer bytes on smooth 480p pans.
+Version 4 (written by models without context tables): version 3's, with the version byte 4 and the
   motion vectors of frames 1..t-1 coded between the choices and the symbols (``_code_motion``);
   "inter" and "zero" then refer to the previous frame moved by its block's vector
   (``vaecodec.motion.predict``) instead of the previous frame itself.
-Version 3 (written without motion, e.g. ``--no-motion``):
+Version 3 (written by those models without motion, ``--no-motion``):
   u8 version (=3) | u8 BLOCK | u32 LE escape count | escapes int64 LE | range-coder words
   uint32 LE (constriction queue.RangeEncoder): first the choices [C, t, nb] (nb =
   ceil(h/BLOCK) * ceil(w/BLOCK) blocks per plane in raster order; choice k < S = intra with
@@ -29,8 +36,8 @@ Version 2 (still decoded): u8 version (=2) | u8 BLOCK | the choices as 4-bit cod
 Version 1 (files of vaecodec-tiny-v1/v2; still decoded): u8 version (=1) | mode flags,
   packbits of [C, t-1] (1 = inter) | u32 escape count | escapes | words; one table per mode,
   i.e. version 2 with S = 1 and one block per plane.
-Stream order: for each channel, for each choice k = 0 .. 2S-1, the blocks with that choice
-in (frame, block row, block column) order, each block's symbols row-major.
+Symbol order of versions 1-4: for each channel, for each choice k = 0 .. 2S-1, the blocks
+with that choice in (frame, block row, block column) order, each block's symbols row-major.
 """
 
 from __future__ import annotations
