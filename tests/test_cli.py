@@ -87,8 +87,8 @@ def test_no_motion_writes_in_place_chunks(encoded, tmp_path):
     assert p.returncode == 0, p.stderr
     info = json.loads(run("info", tmp_path / "still.vlat", "--json").stdout)
     assert info["header"]["quantization"]["motion"] is False
-    with VlatReader(tmp_path / "still.vlat") as r:
-        assert {r.read(c.index)[0] for c in r.chunks_of("latent")} == {3}
+    with VlatReader(tmp_path / "still.vlat") as r:  # chunk version 5, flags 0: no motion vectors
+        assert {bytes(r.read(c.index)[:3]) for c in r.chunks_of("latent")} == {b"\x05\x10\x00"}
 
 
 def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
