@@ -188,24 +188,29 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     assert json.loads((run / "state.json").read_text())["state"]["step"] == 3
 
     out = tmp_path / "w.safetensors"
-    card = export(run, out, "vaecodec-tiny-test", which="last", clips=4)
-    assert card["train_steps"] == 3 and len(card["validation"]["points"]) == 8
+    card = export(run, out, "vaecodec-tiny-test", which="last", clips=4, context_clips=4)
+    assert card["train_steps"] == 3 and len(card["validation"]["points"]) == 8 and card["entropy_contexts"] == 9
     assert all(0 < p["ssim"] <= 1 for p in card["validation"]["points"])
     assert card["train_commit"] == state["commit"] and card["export_commit"]
     m = load(out, torch.device("cpu"), torch.float32)
     assert m.model_id == "vaecodec-tiny-test"
     coder = m.entropy_coder
     q = np.round(np.random.default_rng(0).normal(0, 3, (16, 2, 4, 4))).astype(np.int32)
-    np.testing.assert_array_equal(coder.decode(coder.encode(q, 5), q.shape, 5), q)
+    data = coder.encode(q, 5)
+    assert data[0] == 5  # context tables: chunk version 5
+    np.testing.assert_array_equal(coder.decode(data, q.shape, 5), q)
 
-    # re-export from the weights file: same network, tables rebuilt, card says where from
+    # re-export from the weights file: same network, tables rebuilt, card says where from;
+    # without context tables (chunk version 4 with motion)
     again = tmp_path / "w2.safetensors"
-    card2 = export("unused", again, "vaecodec-tiny-test2", clips=4, weights=out)
+    card2 = export("unused", again, "vaecodec-tiny-test2", clips=4, weights=out, context_clips=0)
+    assert card2["entropy_contexts"] == 0
     assert card2["tables_rebuilt_from"] == "vaecodec-tiny-test" and card2["train_steps"] == 3
     assert card2["train_commit"] == card["train_commit"]
     assert card2["quality_steps"] == card["quality_steps"] and card2["entropy_tables"] == 8
     m2 = load(again, torch.device("cpu"), torch.float32)
-    assert m2.model_id == "vaecodec-tiny-test2" and m2.arch == m.arch
+    assert m2.model_id == "vaecodec-tiny-test2" and m2.arch == m.arch and m2.entropy_coder.context is None
+    assert m2.entropy_coder.encode(q, 5, np.zeros((2, 1, 1, 2), np.int16))[0] == 4
     for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
 
