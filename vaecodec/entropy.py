@@ -158,6 +158,45 @@ def _code_motion(mv: np.ndarray, code) -> np.ndarray:
     return mv
 
 
+def _pass_of(shape: tuple[int, int, int]) -> np.ndarray:
+    """Pass of every cell [t*h*w] in chunk version 5: 0 (row and column even), 1 (both odd), 2."""
+    yy, xx = np.indices(shape[1:]) % 2
+    return np.broadcast_to(np.where(yy == xx, yy, 2), shape).ravel()
+
+
+def _neighbours(planes: np.ndarray, diagonal: bool) -> np.ndarray:
+    """Sum over the four diagonal (or direct) neighbours of every cell of [..., h, w] planes;
+    cells outside count 0."""
+    p = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(1, 1), (1, 1)])
+    if diagonal:
+        return p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
+    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+
+
+def _first_context(earlier: np.ndarray, before: int | np.ndarray) -> np.ndarray:
+    """Pass-0 context from the sum of |value| of the ``before`` channels coded earlier."""
+    return _LEVELS_A[np.minimum(4 * earlier // np.maximum(before, 1), _LEVELS_A.size - 1)]
+
+
+def _near_context(near: np.ndarray) -> np.ndarray:
+    """Pass-1/2 context from a neighbour sum of |value|."""
+    return _LEVELS_B[np.minimum(near, _LEVELS_B.size - 1)]
+
+
+def _contexts_if_alike(vals: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The version 5 context of every cell [C, t*h*w] if every block coded ``vals`` (all intra,
+    or all inter): what the encoder prices its block choices with."""
+    # |value| capped where no context can tell the difference any more (a neighbour sum of 9 or
+    # more, or an earlier-channel sum reaching the channel count): small integers, fast sums
+    a = np.minimum(np.abs(vals), max(len(vals), _LEVELS_B.size - 1)).astype(np.int16)
+    planes = a.reshape(len(a), *shape)
+    first = _first_context(np.cumsum(a, 0, dtype=np.int32) - a, np.arange(len(a))[:, None])
+    diag = _near_context(_neighbours(planes, True)).reshape(len(a), -1)
+    direct = _near_context(_neighbours(planes, False)).reshape(len(a), -1)
+    part = _pass_of(shape)
+    return np.where(part == 0, first, np.where(part == 1, diag, direct))
+
+
 def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, int, int],
                  block_major: np.ndarray, tables: int, models, code, escape) -> np.ndarray:
     """Range-code the symbols of chunk version 5: channel by channel, in three passes over
@@ -176,22 +215,16 @@ def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, in
     in coding order and returns the true ones (the encoder keeps them for the escape list, the
     decoder takes them from it); contexts are computed from true values on both sides.
     """
-    t, h, w = shape
-    yy, xx = np.indices((h, w)) % 2
-    part_of = np.broadcast_to(np.where(yy == xx, yy, 2), shape).ravel()  # 0: even/even, 1: odd/odd, 2: rest
+    part_of = _pass_of(shape)
     part_bm = part_of[block_major]
     earlier = np.zeros(vals.shape[1], np.int64)  # sum of |value| over the channels coded so far
     for i, choice in enumerate(cell_choice):
-        ctx = _LEVELS_A[np.minimum(4 * earlier // max(i, 1), _LEVELS_A.size - 1)]
+        ctx = _first_context(earlier, i)
         coded = choice[block_major] < 2 * tables
         for part in range(3):
             if part:  # the neighbours summed are all cells of earlier passes, known by now
-                p = np.pad(np.where(part_of < part, np.abs(vals[i]), 0).reshape(shape), ((0, 0), (1, 1), (1, 1)))
-                if part == 1:
-                    near = p[:, :-2, :-2] + p[:, :-2, 2:] + p[:, 2:, :-2] + p[:, 2:, 2:]
-                else:
-                    near = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]
-                ctx = _LEVELS_B[np.minimum(near, _LEVELS_B.size - 1)].ravel()
+                known = np.where(part_of < part, np.abs(vals[i]), 0).reshape(shape)
+                ctx = _near_context(_neighbours(known, part == 1)).ravel()
             cells = block_major[coded & (part_bm == part)]
             key = choice[cells].astype(np.uint16) * CONTEXTS + ctx[cells]
             by = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
@@ -300,6 +333,7 @@ class EntropyCoder:
         self.context = context
         self._models: dict[int, tuple[list[list], np.ndarray]] = {}
         self._ctx_models: dict[int, list] = {}
+        self._ctx_bits: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------ construction
 
@@ -420,9 +454,11 @@ class EntropyCoder:
 
     def _choose(self, q: np.ndarray, quality: int, motion: np.ndarray | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """The cheapest choice of every block under the banks' exact code lengths [C, t*nb],
-        what each cell codes [C, t*h*w] (q where intra, the residual where inter, 0 in zero
-        blocks), the cells' block ids and the blocks per frame."""
+        """The cheapest choice of every block [C, t*nb], what each cell codes [C, t*h*w] (q
+        where intra, the residual where inter, 0 in zero blocks), the cells' block ids and the
+        blocks per frame. Each choice is priced by the exact code length of the block under
+        its bank table, or (with context tables) under its context tables, the contexts taken
+        as if the neighbouring blocks coded the same kind of values."""
         _, bits = self._prepared(quality)
         c, t, h, w = q.shape
         s = self.tables
@@ -437,9 +473,13 @@ class EntropyCoder:
         ids, nb = _blocks(t, h, w, BLOCK)
         # exact code length of every block under every choice (+ verbatim bits per escape)
         cost, zero = [], []
-        for vals, table_bits in ((q, bits[:, :s]), (res, bits[:, s:])):
-            hist = _block_hist(_symbols(vals), ids, t * nb)  # [C, blocks, A]
-            cost.append(np.einsum("cba,cka->cbk", hist, table_bits) + ESCAPE_BITS * hist[..., ESC:ESC + 1])
+        for vals, kinds in ((q, slice(0, s)), (res, slice(s, 2 * s))):
+            sym = _symbols(vals)
+            hist = _block_hist(sym, ids, t * nb)  # [C, blocks, A]
+            if self.context is None:
+                cost.append(np.einsum("cba,cka->cbk", hist, bits[:, kinds]) + ESCAPE_BITS * hist[..., ESC:ESC + 1])
+            else:
+                cost.append(self._context_cost(sym, _contexts_if_alike(vals, (t, h, w)), ids, t * nb, quality, kinds))
             zero.append(hist[..., K] == hist.sum(-1))  # every value of the block is 0
         cost[1][:, :nb] = np.inf  # frame 0 has no previous frame in this chunk
         # choice 2S, "zero": no symbols at all (frame 0: all values 0; later: a copy of the previous frame)
@@ -447,6 +487,21 @@ class EntropyCoder:
         cost.append(np.where(zero, 0.0, np.inf)[..., None])
         choice = np.concatenate(cost, axis=2).argmin(2).astype(np.uint8)  # [C, t*nb]
         return choice, np.where((choice >= s)[:, ids], res, q), ids, nb
+
+    def _context_cost(self, sym: np.ndarray, ctx: np.ndarray, ids: np.ndarray, nblocks: int, quality: int,
+                      kinds: slice) -> np.ndarray:
+        """Code length [C, blocks, S] of every block's symbols [C, cells] in contexts [C, cells]
+        under the context tables of choices ``kinds`` (+ verbatim bits per escape)."""
+        if quality not in self._ctx_bits:
+            bits = -np.log2(self.context[self._index(quality)] / TABLE_TOTAL)
+            bits[..., ESC] += ESCAPE_BITS  # an escape also stores its value verbatim
+            self._ctx_bits[quality] = bits.reshape(*bits.shape[:2], -1)  # [C, 2S, CONTEXTS*A]
+        bits = self._ctx_bits[quality][:, kinds]
+        out = np.empty((len(sym), nblocks, bits.shape[1]))
+        for i in range(len(sym)):  # one channel at a time bounds the histogram's memory
+            hist = np.bincount((ids * CONTEXTS + ctx[i]) * ALPHABET + sym[i], minlength=nblocks * CONTEXTS * ALPHABET)
+            out[i] = hist.reshape(nblocks, CONTEXTS * ALPHABET) @ bits[i].T
+        return out
 
     def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> bytes:
         """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. ``motion``:
