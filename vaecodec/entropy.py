@@ -164,15 +164,6 @@ def _pass_of(shape: tuple[int, int, int]) -> np.ndarray:
     return np.broadcast_to(np.where(yy == xx, yy, 2), shape).ravel()
 
 
-def _neighbours(planes: np.ndarray, diagonal: bool) -> np.ndarray:
-    """Sum over the four diagonal (or direct) neighbours of every cell of [..., h, w] planes;
-    cells outside count 0."""
-    p = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(1, 1), (1, 1)])
-    if diagonal:
-        return p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
-    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
-
-
 def _first_context(earlier: np.ndarray, before: int | np.ndarray) -> np.ndarray:
     """Pass-0 context from the sum of |value| of the ``before`` channels coded earlier."""
     return _LEVELS_A[np.minimum(4 * earlier // np.maximum(before, 1), _LEVELS_A.size - 1)]
@@ -183,18 +174,38 @@ def _near_context(near: np.ndarray) -> np.ndarray:
     return _LEVELS_B[np.minimum(near, _LEVELS_B.size - 1)]
 
 
+_PASS_CELLS = {1: ((1, 1),), 2: ((0, 1), (1, 0))}  # (row, column) parity of the cells of passes 1, 2
+_NEIGHBOURS = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((-1, 0), (1, 0), (0, -1), (0, 1))}
+
+
+def _set_near_contexts(planes: np.ndarray, part: int, out: np.ndarray) -> None:
+    """Write the context of the cells of pass ``part`` (1 or 2) of |value| planes [..., h, w]
+    into ``out`` (same shape): the sum over their four diagonal (pass 1) or direct (pass 2)
+    neighbours, all of earlier passes; cells outside the plane count 0."""
+    h, w = planes.shape[-2:]
+    p = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(1, 1), (1, 1)])
+    for y0, x0 in _PASS_CELLS[part]:
+        near = sum(p[..., 1 + y0 + dy:1 + h + dy:2, 1 + x0 + dx:1 + w + dx:2] for dy, dx in _NEIGHBOURS[part])
+        out[..., y0::2, x0::2] = _near_context(near)
+
+
+def _capped(vals: np.ndarray, channels: int) -> np.ndarray:
+    """|value| capped where no context can tell the difference any more (a neighbour sum of 9
+    or more, or an earlier-channel sum reaching the channel count): small integers, fast sums."""
+    return np.minimum(np.abs(vals), max(channels, _LEVELS_B.size - 1)).astype(np.int16)
+
+
 def _contexts_if_alike(vals: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """The version 5 context of every cell [C, t*h*w] if every block coded ``vals`` (all intra,
     or all inter): what the encoder prices its block choices with."""
-    # |value| capped where no context can tell the difference any more (a neighbour sum of 9 or
-    # more, or an earlier-channel sum reaching the channel count): small integers, fast sums
-    a = np.minimum(np.abs(vals), max(len(vals), _LEVELS_B.size - 1)).astype(np.int16)
-    planes = a.reshape(len(a), *shape)
-    first = _first_context(np.cumsum(a, 0, dtype=np.int32) - a, np.arange(len(a))[:, None])
-    diag = _near_context(_neighbours(planes, True)).reshape(len(a), -1)
-    direct = _near_context(_neighbours(planes, False)).reshape(len(a), -1)
-    part = _pass_of(shape)
-    return np.where(part == 0, first, np.where(part == 1, diag, direct))
+    planes = _capped(vals, len(vals)).reshape(len(vals), *shape)
+    ctx = np.empty(planes.shape, np.uint16)
+    first = planes[..., ::2, ::2]
+    ctx[..., ::2, ::2] = _first_context(np.cumsum(first, 0, dtype=np.int32) - first,
+                                        np.arange(len(vals))[:, None, None, None])
+    _set_near_contexts(planes, 1, ctx)
+    _set_near_contexts(planes, 2, ctx)
+    return ctx.reshape(len(vals), -1)
 
 
 def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, int, int],
@@ -223,8 +234,7 @@ def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, in
         coded = choice[block_major] < 2 * tables
         for part in range(3):
             if part:  # the neighbours summed are all cells of earlier passes, known by now
-                known = np.where(part_of < part, np.abs(vals[i]), 0).reshape(shape)
-                ctx = _near_context(_neighbours(known, part == 1)).ravel()
+                _set_near_contexts(_capped(vals[i], len(vals)).reshape(shape), part, ctx.reshape(shape))
             cells = block_major[coded & (part_bm == part)]
             key = choice[cells].astype(np.uint16) * CONTEXTS + ctx[cells]
             by = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
