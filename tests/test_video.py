@@ -325,6 +325,21 @@ def test_writer_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_outputs_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> None:
+    """A decoded video (and a PNG frame directory) is as readable as any file the user makes:
+    created with 0o666 / 0o777 under the umask, not with a temp file's 0600 / 0700."""
+    old = os.umask(0o022)
+    try:
+        with VideoWriter(tmp_path / "out.mp4", 32, 24, Fraction(25)) as w:
+            w.write(smooth_frames(2, 24, 32))
+        with VideoWriter(tmp_path / "frames", 32, 24, Fraction(25)) as w:
+            w.write(smooth_frames(2, 24, 32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
+
+
 def test_writer_rejects_unsupported_targets(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="extension"):
         VideoWriter(tmp_path / "x.avi3", 32, 24, Fraction(25))

@@ -121,11 +121,15 @@ def _check_kind(kind: str) -> bytes:
     return kind.encode("ascii")
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    """Exclusive-create a hidden temp next to ``path``; mode 0o666 so the umask applies as for a normal file."""
+def create_temp(path: Path, directory: bool = False) -> tuple[int | None, str]:
+    """Exclusive-create a hidden temp file (fd, name) or directory (None, name) next to ``path``;
+    mode 0o666 / 0o777 so the umask applies as for a normal file (mkstemp's 0600 would not)."""
     for _ in range(100):
         tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.part"))
         try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+                return None, tmp
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:
             continue
@@ -184,7 +188,7 @@ class VlatWriter:
         self._zstd = zstandard.ZstdCompressor(
             level=level, threads=threads, write_checksum=True, write_content_size=True
         )
-        fd, self._tmp = _create_temp(self.path)
+        fd, self._tmp = create_temp(self.path)
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._finalizer = weakref.finalize(self, _discard, self._fh, self._tmp)
         self.chunks: list[ChunkEntry] = []

@@ -12,7 +12,6 @@ import base64
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
+from vaecodec.container import create_temp
 from vaecodec.errors import FormatError, InputError, UsageError
 
 # Container tag holding the true frame size when the encoder needed a larger picture (even
@@ -585,7 +585,7 @@ class VideoWriter:
             raise UsageError(f"{self.path}: codec {self._codec} cannot be stored in a {suffix} file")
         self._check_target_file()
 
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        fd, tmp = create_temp(self.path)  # not mkstemp: its 0600 would make the video private
         os.close(fd)
         self._tmp = Path(tmp)
         options = {"movflags": "+faststart+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
@@ -676,7 +676,7 @@ class VideoWriter:
             warnings.warn(f"{self.path}: PNG frames cannot carry audio; the audio track is dropped", stacklevel=3)
             self._audio_track = None
         parent = self._png_dir if self._png_dir.is_dir() else self._png_dir.parent
-        self._tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self._png_dir.name}.", suffix=".part"))
+        self._tmp = Path(create_temp(parent / self._png_dir.name, directory=True)[1])
         try:
             self._container = av.open(str(self._tmp / self._png_pattern), mode="w", format="image2")
             vs = self._container.add_stream("png", rate=self.fps)
