@@ -229,3 +229,37 @@ def test_motion_rate_prior_charges_a_pan_less():
     y = pan.clone().requires_grad_(True)
     moving(y, s).sum().backward()  # the training proxy gives the encoder a gradient
     assert y.grad.abs().sum() > 0
+
+
+def test_blocks_whose_residual_is_not_worth_its_bits_hold_the_prediction(coder):
+    """A still frame where two cells of one channel's block drift 0.6 steps (past the 0.05
+    deadzone, so rounding flips them): their residual costs more bits than the 0.4 steps^2
+    of error that holding adds is worth, so with the coder's prices the block keeps the
+    prediction (a zero block). A channel whose block moved by 3 steps everywhere keeps its new
+    symbols, and without prices nothing is held beyond the deadzone."""
+    x = torch.from_numpy(np.random.default_rng(3).normal(0, 2, (C, 1, H, W))).float().round().repeat(1, 2, 1, 1)
+    x[0, 1, 3, 4] += 0.6
+    x[0, 1, 9, 2] -= 0.6
+    x[1, 1, :16, :16] += 3.0
+    held, mv = mc.quantize(x, 0.05, BLOCK, coder.residual_bits(1))
+    plain, _ = mc.quantize(x, 0.05, BLOCK)
+    assert not mv.any()
+    np.testing.assert_array_equal(held[0, 1], held[0, 0])  # the drift was not worth its bits
+    assert (plain[0, 1] != plain[0, 0]).sum() == 2
+    np.testing.assert_array_equal(held[1], plain[1])  # a real change is kept
+    assert (held[1, 1, :16, :16] - held[1, 0, :16, :16] == 3).all()
+    np.testing.assert_array_equal(held[2:], plain[2:])
+
+
+def test_held_blocks_are_coded_as_zero_blocks_and_cost_less(coder):
+    """On a noisy still clip the blocks held at their prediction cost fewer bytes, decode to
+    the held symbols, and stay within a step or so of the latents."""
+    x = torch.from_numpy(np.random.default_rng(4).normal(0, 2, (C, 1, H, W))).float().repeat(1, 4, 1, 1)
+    x = x + 0.15 * torch.from_numpy(np.random.default_rng(5).normal(0, 1, x.shape)).float()
+    held, mv = mc.quantize(x, 0.05, BLOCK, coder.residual_bits(1))
+    plain, _ = mc.quantize(x, 0.05, BLOCK)
+    a, b = coder.encode(held, 1, mv), coder.encode(plain, 1, mv)
+    np.testing.assert_array_equal(coder.decode(a, held.shape, 1), held)
+    first = len(coder.encode(held[:, :1], 1, mv[:1]))  # frame 0, the same in both
+    assert len(a) - first < 0.95 * (len(b) - first), (len(a), len(b), first)  # measured: 0.90
+    assert np.abs(held - x.numpy()).max() < 2

@@ -418,12 +418,28 @@ class EntropyCoder:
                 return sym
 
             for m in means:
-                q, mv = mc.quantize(torch.from_numpy(m) / step, dz, BLOCK)
+                q, mv = mc.quantize(torch.from_numpy(m) / step, dz, BLOCK, self.residual_bits(quality))
                 _, t, h, w = q.shape
                 choice, coded, ids, nb = self._choose(q, quality, mv.astype(np.int64))
                 _code_passes(coded, choice[:, ids], (t, h, w), self._layout(ids, t * nb)[0], s, keys, count,
                              lambda v: v)
         return hist
+
+    def residual_bits(self, quality: int):
+        """The encoder's price of a latent frame's residual [C, h, w] to its prediction: bits
+        per channel and block [C, nby, nbx] under the best inter table of the bank (what
+        ``motion.quantize`` weighs against the error of holding a block)."""
+        _, bits = self._prepared(quality)
+        inter = bits[:, self.tables:2 * self.tables]  # [C, S, A]
+
+        def rate(res: np.ndarray) -> np.ndarray:
+            c, h, w = res.shape
+            ids, nb = _blocks(1, h, w, BLOCK)
+            hist = _block_hist(_symbols(res.reshape(c, -1)), ids, nb)  # [C, blocks, A]
+            cost = np.einsum("cba,cka->cbk", hist, inter).min(2) + ESCAPE_BITS * hist[..., ESC]
+            return cost.reshape(c, -(-h // BLOCK), -(-w // BLOCK))
+
+        return rate
 
     def _context_models(self, quality: int) -> list:
         """constriction models [C][2S][CONTEXTS] of the context tables for one quality. Cached."""

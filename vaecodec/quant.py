@@ -92,12 +92,14 @@ def entropy_symbols(x: torch.Tensor, deadzone: float) -> torch.Tensor:
     return q
 
 
-def chunk_symbols(x: torch.Tensor, deadzone: float, motion_block: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def chunk_symbols(x: torch.Tensor, deadzone: float, motion_block: int | None,
+                  coder=None, quality: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A chunk's latents in steps [C, t, h, w] -> its int32 symbols and, with ``motion_block``,
-    its motion vectors (``motion.quantize``; None without): what ``EntropyCoder.encode`` takes.
-    Entropy worker processes run it on what ``Quantizer.scaled`` hands them."""
+    its motion vectors (``motion.quantize``, which holds whole blocks where ``coder`` prices
+    their residual at ``quality`` as not worth it; None without): what ``EntropyCoder.encode``
+    takes. Entropy worker processes run it on what ``Quantizer.scaled`` hands them."""
     if motion_block:
-        return mc.quantize(x, deadzone, motion_block)
+        return mc.quantize(x, deadzone, motion_block, None if coder is None else coder.residual_bits(quality))
     return entropy_symbols(x, deadzone).to(torch.int32).numpy(), None
 
 
@@ -173,7 +175,7 @@ class Quantizer:
         """float latents [C, t, h, w] -> the entropy coder's int32 symbols, ``round(z / step[c])``
         held across frames by the temporal deadzone, and the chunk's motion vectors (None
         without motion): what ``EntropyCoder.encode`` takes."""
-        return chunk_symbols(self.scaled(z), self.deadzone, self.motion_block)
+        return chunk_symbols(self.scaled(z), self.deadzone, self.motion_block, self.coder, self.quality)
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""

@@ -68,14 +68,15 @@ def check_refine(value: int | RefineSettings | None) -> RefineSettings | None:
     return st if st.steps else None
 
 
-def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float,
-                 motion_block: int | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float, motion_block: int | None = None,
+                 coder=None, quality: int | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
     """Symbols of latents ``u`` [C, k, h, w] in step units, the deadzone chain continuing from
     the previous latent frame's symbols ``prev`` [C, h, w] (None: ``u`` starts the stream),
     and with ``motion_block`` the motion vector of each of the k frames (``motion.quantize``;
-    a frame that starts the stream has zeros)."""
+    a frame that starts the stream has zeros; ``coder`` and ``quality`` price blocks as the
+    quantizer does)."""
     x = u if prev is None else torch.cat([prev[:, None], u], dim=1)
-    q, mv = chunk_symbols(x, deadzone, motion_block)  # as the quantizer will store them
+    q, mv = chunk_symbols(x, deadzone, motion_block, coder, quality)  # as the quantizer will store them
     first = x.shape[1] - u.shape[1]
     return torch.from_numpy(q[:, first:]).to(u), None if mv is None else mv[first:]
 
@@ -89,8 +90,10 @@ class LatentRefiner:
     """
 
     def __init__(self, runner: TileRunner, temporal: int, step: torch.Tensor, deadzone: float,
-                 settings: RefineSettings, visible: tuple[int, int], motion_block: int | None = None) -> None:
+                 settings: RefineSettings, visible: tuple[int, int], motion_block: int | None = None,
+                 coder=None, quality: int | None = None) -> None:
         self.runner, self.t, self.settings = runner, temporal, settings
+        self.coder, self.quality = coder, quality  # to hold blocks as the quantizer does
         self.step = step.float().view(-1, 1, 1, 1)  # [C, 1, 1, 1]
         self.deadzone, self.visible = deadzone, visible
         self.motion_block = motion_block  # the coder's block when it predicts along motion
@@ -136,7 +139,7 @@ class LatentRefiner:
         x = torch.stack(self.frames[lo : lo + 1 + m * self.t], dim=1).float().div_(127.5).sub_(1)
         real = max(1, min(x.shape[1], self.frames_in - a * self.t))  # padding frames are not scored
         free = self._optimise(fixed, free, x[:, :real])
-        q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block)
+        q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality)
         with torch.no_grad():
             out = self._picture(torch.cat([fixed, q_free], dim=1))
         # keep what the next tile needs: its shared latents (as symbols, what the decoder
@@ -190,7 +193,8 @@ class LatentRefiner:
         best, best_loss = free.detach().clone(), math.inf
         for i in range(st.steps + 1):  # the last pass only scores the last step's latents
             with torch.set_grad_enabled(i < st.steps):
-                q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block)
+                q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block, self.coder,
+                                             self.quality)
                 u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
                 err = (self._picture(u)[:, :real, :h, :w] - target).square().mean()
                 seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow

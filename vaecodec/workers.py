@@ -171,7 +171,7 @@ def main() -> None:
                         deadzone, block = _QUANTIZE.unpack_from(data)
                         x = np.frombuffer(data, np.float32, offset=_QUANTIZE.size).reshape(c, t, h, w)
                         x = torch.from_numpy(x.copy())  # a writable array: torch warns on read-only ones
-                        q, motion = chunk_symbols(x, deadzone, block or None)
+                        q, motion = chunk_symbols(x, deadzone, block or None, coder, quality)
                         chunk = coder.encode(q, quality, motion)
                     else:
                         chunk = coder.encode(np.frombuffer(data, np.int32).reshape(c, t, h, w), quality)

@@ -554,7 +554,7 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     points = []
     for qual, dz in zip(QUALITIES, deadzones):
         st = coder.step(qual).view(1, -1, 1, 1, 1)
-        coded = [quantize(m, dz, coder.block) for m in vmean / st]  # (symbols, motion vectors) per clip
+        coded = [quantize(m, dz, coder.block, coder.residual_bits(qual)) for m in vmean / st]  # (symbols, vectors)
         nbytes = sum(len(coder.encode(q, qual, mv)) for q, mv in coded)
         rec = torch.cat([model.decode(torch.from_numpy(q)[None].float() * st) for q, _ in coded])
         points.append({"quality": qual, "step": float(st.flatten()[0]), "deadzone": dz, "motion": True,
