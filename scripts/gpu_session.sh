@@ -18,7 +18,7 @@
 #   v6's session: SPEED=0 TRAIN_SECONDS=450 for the first call (the per-stage speed is in docs/BENCHMARKS.md),
 #   and PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" for a 60 s clip's
 #   decode throughput (a 10 s clip has two chunks: its figure is latency). Next session: that pipeline
-#   call again, since v7's chunks (version 5) take 1.6-1.9x longer to entropy-decode than v6's; then
+#   call again, since v7's chunks (version 5) take 1.5-1.7x longer to entropy-decode than v6's; then
 #   the next experiment (docs/MODEL.md): TRAIN_EXTRA="--equivariance 0.01".
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
