@@ -92,6 +92,12 @@ def _block_hist(sym: np.ndarray, ids: np.ndarray, nblocks: int) -> np.ndarray:
     return np.bincount(key.ravel(), minlength=c * nblocks * ALPHABET).reshape(c, nblocks, ALPHABET)
 
 
+def _bank_cost(hist: np.ndarray, table_bits: np.ndarray) -> np.ndarray:
+    """Exact code length [C, blocks, S] of block histograms [C, blocks, A] under each of S tables
+    of code lengths [C, S, A], plus the verbatim bits of every escaped value."""
+    return np.einsum("cba,cka->cbk", hist, table_bits) + ESCAPE_BITS * hist[..., ESC:ESC + 1]
+
+
 def _activity(hist: np.ndarray) -> np.ndarray:
     """Mean |value| of each histogram (escapes count as K+1): how busy a block is."""
     mag = np.abs(np.arange(ALPHABET) - K)
@@ -406,7 +412,8 @@ class EntropyCoder:
     def context_histograms(self, means: np.ndarray, deadzones: Sequence[float]) -> np.ndarray:
         """Counts [Q, C, 2S, CONTEXTS, ALPHABET] of the symbols that chunk version 5 codes under
         each (choice, context), from latent means [N, C, t, h, w] quantized as the encoder
-        does (motion, each quality's deadzone), with this coder's banks choosing the blocks."""
+        does (motion, each quality's deadzone, blocks held where the banks price them as not
+        worth their bits), with this coder's banks choosing the blocks."""
         c, s = self.channels, self.tables
         hist = np.zeros((len(self.qualities), c, 2 * s, CONTEXTS, ALPHABET), np.int64)
         keys = [[[(i, k, n) for n in range(CONTEXTS)] for k in range(2 * s)] for i in range(c)]
@@ -436,8 +443,7 @@ class EntropyCoder:
             c, h, w = res.shape
             ids, nb = _blocks(1, h, w, BLOCK)
             hist = _block_hist(_symbols(res.reshape(c, -1)), ids, nb)  # [C, blocks, A]
-            cost = np.einsum("cba,cka->cbk", hist, inter).min(2) + ESCAPE_BITS * hist[..., ESC]
-            return cost.reshape(c, -(-h // BLOCK), -(-w // BLOCK))
+            return _bank_cost(hist, inter).min(2).reshape(c, -(-h // BLOCK), -(-w // BLOCK))
 
         return rate
 
@@ -503,7 +509,7 @@ class EntropyCoder:
             sym = _symbols(vals)
             hist = _block_hist(sym, ids, t * nb)  # [C, blocks, A]
             if self.context is None:
-                cost.append(np.einsum("cba,cka->cbk", hist, bits[:, kinds]) + ESCAPE_BITS * hist[..., ESC:ESC + 1])
+                cost.append(_bank_cost(hist, bits[:, kinds]))
             else:
                 cost.append(self._context_cost(sym, _contexts_if_alike(vals, (t, h, w)), ids, t * nb, quality, kinds))
             zero.append(hist[..., K] == hist.sum(-1))  # every value of the block is 0
