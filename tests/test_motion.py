@@ -263,3 +263,18 @@ def test_held_blocks_are_coded_as_zero_blocks_and_cost_less(coder):
     first = len(coder.encode(held[:, :1], 1, mv[:1]))  # frame 0, the same in both
     assert len(a) - first < 0.95 * (len(b) - first), (len(a), len(b), first)  # measured: 0.90
     assert np.abs(held - x.numpy()).max() < 2
+
+
+def test_banks_fitted_with_prices_count_the_held_blocks(coder):
+    """Export refits the banks on what the encoder stores: given an earlier coder's prices,
+    ``latent_histograms`` quantizes with held blocks, so its inter tables see more zero
+    residuals on a noisy still clip than without prices, from the same number of cells."""
+    from vaecodec.entropy import K
+
+    x = torch.from_numpy(np.random.default_rng(4).normal(0, 2, (C, 1, H, W))).float().repeat(1, 4, 1, 1)
+    x = x + 0.15 * torch.from_numpy(np.random.default_rng(5).normal(0, 1, x.shape)).float()
+    steps = np.array([1.0], np.float32)
+    plain = latent_histograms(x[None].numpy(), steps, deadzones=[0.05], motion=True)
+    priced = latent_histograms(x[None].numpy(), steps, deadzones=[0.05], motion=True, rates=[coder.residual_bits(1)])
+    zeros = [h[..., K].sum() for h in (plain[1], priced[1])]
+    assert zeros[1] > zeros[0] and priced[1].sum() == plain[1].sum(), zeros

@@ -43,7 +43,7 @@ with that choice in (frame, block row, block column) order, each block's symbols
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import constriction
 import numpy as np
@@ -261,24 +261,26 @@ def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, in
 
 def latent_histograms(means: np.ndarray, steps: np.ndarray, tables: int = MAX_TABLES,
                       block: int = BLOCK, deadzones: Sequence[float] | None = None,
-                      motion: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      motion: bool = False, rates: Sequence[Callable] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Intra and inter table banks as counts [Q, C, tables, ALPHABET] from latent means [N, C, t, h, w].
 
     The means are quantized as the encoder does, with each quality's temporal deadzone (none
     by default): in place (``quant.entropy_symbols``), or with ``motion`` along motion vectors
-    (``motion.quantize``), whose residuals to the moved previous frame the inter tables then
-    fit. Per quality and channel, the blocks are sorted by activity and split into ``tables``
-    equal groups; each group's pooled histogram becomes one table of the bank.
+    (``motion.quantize``, holding the blocks that each quality's ``rates``, an earlier coder's
+    ``residual_bits``, prices as not worth their bits), whose residuals to the moved previous
+    frame the inter tables then fit. Per quality and channel, the blocks are sorted by activity
+    and split into ``tables`` equal groups; each group's pooled histogram becomes one table of
+    the bank.
     """
     c = means.shape[1]
     intra, inter = [], []
-    for s, dz in zip(steps, deadzones or [0.0] * len(steps)):
+    for s, dz, rate in zip(steps, deadzones or [0.0] * len(steps), rates or [None] * len(steps)):
         x = torch.from_numpy(means / s)
         if motion:
             q = np.empty(means.shape, np.int64)
             res = np.zeros_like(q)
             for i in range(len(x)):
-                qi, mv = mc.quantize(x[i], dz, block)
+                qi, mv = mc.quantize(x[i], dz, block, rate)
                 q[i] = qi
                 for j in range(1, qi.shape[1]):
                     res[i, :, j] = qi[:, j] - mc.predict(qi[:, j - 1], mv[j], block)

@@ -542,11 +542,15 @@ def export(run: str | Path, out: str | Path, model_id: str, which: str = "best",
     sampler = ClipSampler(load_photos(cfg.data, cfg.photos), frames=9, size=min(128, cfg.size * 2), seed=777)
     means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, clips // 4))]).numpy()
     deadzones = [default_deadzone(q) for q in QUALITIES]  # tables and card see what the encoder stores
-    intra, inter = latent_histograms(means, steps, deadzones=deadzones, motion=True)
-    coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
+    coder = None
+    for _ in range(2):  # the second fit holds the blocks that the first one's banks price as not worth their bits
+        rates = [coder.residual_bits(q) for q in QUALITIES] if coder else None
+        intra, inter = latent_histograms(means, steps, deadzones=deadzones, motion=True, rates=rates)
+        coder = EntropyCoder.from_histograms(steps, intra, inter, QUALITIES, default_quality=DEFAULT_QUALITY)
     if context_clips:
         means = torch.cat([model.encode(sampler.batch(4))[0] for _ in range(max(1, context_clips // 4))]).numpy()
-        coder = coder.with_context(coder.context_histograms(means, deadzones))
+        for _ in range(2):  # the second fit counts the symbols of the block choices the first one prices
+            coder = coder.with_context(coder.context_histograms(means, deadzones))
     # real bits on the held-out validation clips with the real coder
     vclips = _val_clips(cfg)
     vmean = torch.cat([model.encode(c[None])[0] for c in vclips])
