@@ -15,11 +15,10 @@
 # Here, once:   bash scripts/gpu_session.sh --prepare   (wheels for the GPU machine's Python, the clip)
 # There:        run(command="bash scripts/gpu_session.sh", carry=[".whl", "data/photos"], timeout_s=590)
 #               run(command="bash scripts/gpu_session.sh pipeline", carry=[".whl", ".whl-av", "data/gpu"], timeout_s=180)
-#   v6's session: SPEED=0 TRAIN_SECONDS=450 for the first call (the per-stage speed is in docs/BENCHMARKS.md),
-#   and PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" for a 60 s clip's
-#   decode throughput (a 10 s clip has two chunks: its figure is latency). Next session: that pipeline
-#   call again, since v7's chunks (version 5) take 1.5-1.7x longer to entropy-decode than v6's; then
-#   the next experiment (docs/MODEL.md): TRAIN_EXTRA="--equivariance 0.01".
+#   v8's session (15 min of device time): SPEED=0 TRAIN_SECONDS=530 for the first call (562 s of command,
+#   595 s of device time with the start), then at once on the warm machine the pipeline call with
+#   PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" (59 s; a 60 s clip's
+#   decode throughput: a 10 s clip has two chunks, its figure is latency), then give_back.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
@@ -91,7 +90,7 @@ copy_run() {
 }
 train() {  # EXTRA...: one training process in its own session, its files copied out every 20 s
     setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
-        --init vaecodec/models/weights/tiny-v7.safetensors --refine --blocks8 2 \
+        --init vaecodec/models/weights/tiny-v8.safetensors --refine --blocks8 2 \
         --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
         --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
         >> "$OUT/train.txt" 2>&1 &
