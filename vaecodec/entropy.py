@@ -189,7 +189,8 @@ def _set_near_contexts(planes: np.ndarray, part: int, out: np.ndarray) -> None:
     into ``out`` (same shape): the sum over their four diagonal (pass 1) or direct (pass 2)
     neighbours, all of earlier passes; cells outside the plane count 0."""
     h, w = planes.shape[-2:]
-    p = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(1, 1), (1, 1)])
+    p = np.zeros((*planes.shape[:-2], h + 2, w + 2), planes.dtype)  # np.pad costs more than the sums
+    p[..., 1:-1, 1:-1] = planes
     for y0, x0 in _PASS_CELLS[part]:
         near = sum(p[..., 1 + y0 + dy:1 + h + dy:2, 1 + x0 + dx:1 + w + dx:2] for dy, dx in _NEIGHBOURS[part])
         out[..., y0::2, x0::2] = _near_context(near)
@@ -232,16 +233,15 @@ def _code_passes(vals: np.ndarray, cell_choice: np.ndarray, shape: tuple[int, in
     in coding order and returns the true ones (the encoder keeps them for the escape list, the
     decoder takes them from it); contexts are computed from true values on both sides.
     """
-    part_of = _pass_of(shape)
-    part_bm = part_of[block_major]
+    part_bm = _pass_of(shape)[block_major]
+    pass_cells = [block_major[part_bm == part] for part in range(3)]  # block-major within each pass
     earlier = np.zeros(vals.shape[1], np.int64)  # sum of |value| over the channels coded so far
     for i, choice in enumerate(cell_choice):
         ctx = _first_context(earlier, i)
-        coded = choice[block_major] < 2 * tables
-        for part in range(3):
+        for part, cells in enumerate(pass_cells):
             if part:  # the neighbours summed are all cells of earlier passes, known by now
                 _set_near_contexts(_capped(vals[i], len(vals)).reshape(shape), part, ctx.reshape(shape))
-            cells = block_major[coded & (part_bm == part)]
+            cells = cells[choice[cells] < 2 * tables]
             key = choice[cells].astype(np.uint16) * CONTEXTS + ctx[cells]
             by = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
             cells = cells[by]
