@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaecodec.codec import Codec, default_entropy_workers
+from vaecodec.codec import MAX_ENTROPY_WORKERS, Codec, default_entropy_workers
 from vaecodec.container import VlatReader
 from vaecodec.errors import FormatError, UsageError, VaecodecError
 from vaecodec.workers import CoderPool
@@ -74,7 +74,7 @@ def test_damaged_container_chunk_with_workers_is_reported_like_without(vlat, tmp
 
 def test_worker_count_defaults_and_validation():
     assert default_entropy_workers(torch.device("cpu")) == 0
-    assert 0 <= default_entropy_workers(torch.device("cuda")) <= 8
+    assert 0 <= default_entropy_workers(torch.device("cuda")) <= MAX_ENTROPY_WORKERS
     with pytest.raises(UsageError):
         Codec(device="cpu", entropy_workers=-1)
 

@@ -197,13 +197,19 @@ class ChunkGatherer:
         return z
 
 
+# On one H200's 16-core host a 60 s 480p file (chunk version 5) decoded at 1,468 fps with 8
+# workers and 1,601 with 12 (docs/BENCHMARKS.md, "On a GPU").
+MAX_ENTROPY_WORKERS = 12
+
+
 def default_entropy_workers(device: torch.device) -> int:
     """Processes that entropy-code latent chunks beside the model (``vaecodec.workers``): none
     on the CPU, where the model already keeps every core busy; on a GPU the spare host cores,
-    up to 8, so the CPU-side coder keeps up with the GPU and runs while it computes."""
+    up to ``MAX_ENTROPY_WORKERS``, so the CPU-side coder keeps up with the GPU and runs while
+    it computes."""
     if device.type == "cpu":
         return 0
-    return max(0, min(8, (os.cpu_count() or 1) - 2))
+    return max(0, min(MAX_ENTROPY_WORKERS, (os.cpu_count() or 1) - 2))
 
 
 class _ChunkQueue:
