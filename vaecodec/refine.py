@@ -193,8 +193,8 @@ class LatentRefiner:
         best, best_loss = free.detach().clone(), math.inf
         for i in range(st.steps + 1):  # the last pass only scores the last step's latents
             with torch.set_grad_enabled(i < st.steps):
-                q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block, self.coder,
-                                             self.quality)
+                q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block,
+                                     self.coder, self.quality)
                 u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
                 err = (self._picture(u)[:, :real, :h, :w] - target).square().mean()
                 seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow
