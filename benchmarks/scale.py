@@ -26,7 +26,7 @@ import torch
 from vaecodec import metrics
 from vaecodec.codec import Codec
 from vaecodec.container import VlatReader
-from vaecodec.resample import coded_size, shrink, to_uint8_frames
+from vaecodec.resample import coded_size, resize_frames, to_uint8_frames
 from vaecodec.video import VideoReader
 
 
@@ -34,7 +34,7 @@ def ceiling(src: np.ndarray, scale: float) -> float:
     """PSNR of the source shrunk and enlarged back, with no coding in between."""
     n, h, w = src.shape[:3]
     cw, ch = coded_size(w, h, scale)
-    small = torch.from_numpy(shrink(src, cw, ch)).permute(3, 0, 1, 2).float().div(127.5).sub(1)
+    small = torch.from_numpy(resize_frames(src, cw, ch)).permute(3, 0, 1, 2).float().div(127.5).sub(1)
     return metrics.score([src], [to_uint8_frames(small, ch, cw, (w, h))], with_ssim=False).psnr
 
 

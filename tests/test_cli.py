@@ -106,7 +106,7 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
     one_line_error(run("bench", src, "--deadzone", "0.6", "--baselines", "none"), 2, "--deadzone")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--motion"), 2, "--motion")
     one_line_error(run("bench", src, "--bits", "8", "--motion", "--baselines", "none"), 2, "--motion")
-    one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "2"), 2, "--scale")
+    one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "3"), 2, "--scale")
     one_line_error(run("bench", src, "--scale", "0", "--baselines", "none"), 2, "--scale")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--refine", "-1"), 2, "--refine")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--refine", "4"), 2, "--refine")

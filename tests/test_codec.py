@@ -320,9 +320,45 @@ def test_half_size_coding_restores_the_size_and_wins_at_low_rate(sample_clip, tm
 
 
 def test_scale_is_checked():
-    for bad in (0.0, 0.1, 1.5):
+    for bad in (0.0, 0.1, 2.5):
         with pytest.raises(UsageError, match="--scale"):
             Codec(device="cpu", scale=bad)
+
+
+def test_larger_picture_lifts_the_top_qualities(sample_clip, tmp_path):
+    """At the top qualities the model saturates at full size; coding the picture 1.5x larger
+    (720x480 for a 480x320 source) decodes back to the source size and lies well above the
+    full-size RD curve through qualities 7 and 8 at its rate."""
+    from vaecodec.container import FLAG_RESAMPLED
+
+    src = read_all(sample_clip)
+    points = {}
+    for name, quality, scale in (("full7", 7, 1.0), ("full8", 8, 1.0), ("large7", 7, 1.5)):
+        path = tmp_path / f"{name}.vlat"
+        r = Codec(device="cpu", quality=quality, scale=scale).encode(sample_clip, path)
+        with vaecodec.open(path, device="cpu") as f:
+            frames = f.frames_tensor().numpy()
+            assert frames.shape == src.shape
+            if scale != 1.0:
+                assert f.reader.flags == FLAG_RESAMPLED and r.coded_size == (720, 480)
+                assert f.latent_shape[2:] == (60, 90)
+                assert np.array_equal(f.frames_tensor(9, 14).numpy(), frames[9:14])  # random access
+        points[name] = (np.log(r.file_bytes), psnr(frames, src))
+    (r7, p7), (r8, p8), (rl, pl) = points["full7"], points["full8"], points["large7"]
+    assert rl > r7
+    assert pl > p7 + (p8 - p7) * (rl - r7) / (r8 - r7) + 0.5
+
+
+def test_default_scale_stays_within_a_1080p_picture():
+    """The top qualities code a larger picture by default, but never more than 1920x1080
+    pixels, and never smaller than the source on their account."""
+    from vaecodec.resample import MAX_UPSCALED_PIXELS, coded_size, default_scale
+
+    assert [default_scale(q, 854, 480) for q in range(1, 9)] == [0.5, 0.5, 0.75, 0.75, 1.0, 1.25, 1.5, 2.0]
+    for w, h in ((1280, 720), (1600, 900), (1920, 1080), (3840, 2160)):
+        cw, ch = coded_size(w, h, default_scale(8, w, h))
+        assert cw >= w and ch >= h and cw * ch <= max(w * h, MAX_UPSCALED_PIXELS * 1.01)
+    assert default_scale(8, 1920, 1080) == 1.0 and default_scale(None, 320, 240) == 1.0
 
 
 

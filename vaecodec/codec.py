@@ -33,7 +33,7 @@ from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
 from .refine import LatentRefiner, RefineSettings, check_refine
-from .resample import check_scale, coded_size, default_scale, shrink, to_uint8_frames
+from .resample import check_scale, coded_size, default_scale, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -386,7 +386,7 @@ class Codec:
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
-            scale = self.scale if self.scale is not None else default_scale(quant.quality)
+            scale = self.scale if self.scale is not None else default_scale(quant.quality, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
             hp, wp = -(-ch // s) * s, -(-cw // s) * s
             tiling = self._tiling(model, hp, wp)
@@ -447,7 +447,7 @@ class Codec:
                         add("audio", pack_packets(packets), {"packets": len(packets)})
 
                 for chunk in sw.iterate(reader.chunks(), "read"):
-                    x = torch.from_numpy(_pad_to_grid(shrink(chunk, cw, ch), s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
+                    x = torch.from_numpy(_pad_to_grid(resize_frames(chunk, cw, ch), s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
                     if refiner:
                         refiner.add_frames(x)
                     for z in latents(enc.push(x)):

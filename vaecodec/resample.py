@@ -1,12 +1,13 @@
-"""Coding the picture at a smaller size (``--scale``): the encoder shrinks each frame before the
-model and the decoder enlarges the model's output back to the source size.
+"""Coding the picture at another size (``--scale``): the encoder resizes each frame before the
+model and the decoder resizes the model's output back to the source size.
 
-Why: at low rates the embedded model spends its few bits better on a smaller picture, since
-its reconstructions are soft anyway and a bicubic enlargement loses little beside them. On
-480p clips (docs/MODEL.md) the full-size qualities 1-4 lose to a smaller picture at the same
-bytes on every clip, by up to 7 dB; from the default quality 5 up, full size is best. So the
-entropy coder's low qualities code a smaller picture by default (``SCALE_BY_QUALITY``), the
-way streaming ladders drop resolution with bitrate.
+Why: the embedded model's 16 latent channels per 8x8x4 pixels bound both ends of its range.
+At low rates it spends its few bits better on a smaller picture, since its reconstructions are
+soft anyway and a bicubic enlargement loses little beside them; at high rates its quality
+saturates (texture finer than its cells is lost at any step), and a larger picture gives it
+more cells per source pixel. On 480p clips (docs/MODEL.md) a smaller picture wins at equal
+bytes at qualities 1-4 and a larger one at 7-8, so the entropy coder's qualities code those
+sizes by default (``SCALE_BY_QUALITY``), the way streaming ladders move resolution with bitrate.
 """
 
 from __future__ import annotations
@@ -17,22 +18,31 @@ import torch.nn.functional as F
 
 from .errors import UsageError
 
-MIN_SCALE = 0.125
+MIN_SCALE, MAX_SCALE = 0.125, 2.0
 
 # Default scale per entropy-coder quality of the embedded model: qualities 1-2 (steps the model
 # never trained on) keep their PSNR level for well under half the bytes at half size;
-# 3-4 at three quarters size beat full size at equal rate on all clips measured.
-SCALE_BY_QUALITY = {1: 0.5, 2: 0.5, 3: 0.75, 4: 0.75}
+# 3-4 at three quarters size beat full size at equal rate on all clips measured; from 6 up a
+# larger picture lifts the quality ceiling, by 1.5-2 dB at equal rate at the top.
+SCALE_BY_QUALITY = {1: 0.5, 2: 0.5, 3: 0.75, 4: 0.75, 6: 1.25, 7: 1.5, 8: 2.0}
+
+# A default scale above 1 stops at this many coded pixels (1920x1080): large sources are
+# smoother per pixel, and an 8K picture would cost a 1080p source 16x the work of its own size.
+MAX_UPSCALED_PIXELS = 1920 * 1080
 
 
-def default_scale(quality: int | None) -> float:
-    """The coded picture's scale at an entropy-coder quality (1 without one)."""
-    return SCALE_BY_QUALITY.get(quality, 1.0) if quality is not None else 1.0
+def default_scale(quality: int | None, width: int, height: int) -> float:
+    """The coded picture's scale at an entropy-coder quality (1 without one) for a source of
+    ``width`` x ``height``."""
+    scale = SCALE_BY_QUALITY.get(quality, 1.0) if quality is not None else 1.0
+    if scale > 1.0:
+        scale = max(1.0, min(scale, (MAX_UPSCALED_PIXELS / (width * height)) ** 0.5))
+    return scale
 
 
 def check_scale(scale: float) -> float:
-    if not MIN_SCALE <= scale <= 1.0:
-        raise UsageError(f"--scale must be between {MIN_SCALE} and 1, got {scale}")
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise UsageError(f"--scale must be between {MIN_SCALE} and {MAX_SCALE:g}, got {scale}")
     return float(scale)
 
 
@@ -44,27 +54,33 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
 
 
-def shrink(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 [n, H, W, 3] -> uint8 [n, height, width, 3], antialiased (bicubic with a widened
-    kernel), so the model does not code aliasing that the enlargement would show."""
+def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> uint8 [n, height, width, 3], bicubic, antialiased (a widened
+    kernel) when it shrinks, so the model does not code aliasing that the enlargement would show."""
     if frames.shape[1:3] == (height, width):
         return frames
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    y = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    out = torch.empty(len(frames), height, width, 3, dtype=torch.uint8)
+    for i in range(0, len(frames), 8):  # a few frames at a time: no tile-sized float temporaries
+        x = torch.from_numpy(frames[i : i + 8]).permute(0, 3, 1, 2).float()
+        y = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        out[i : i + 8].copy_(y.round_().clamp_(0, 255).permute(0, 2, 3, 1))
+    return out.numpy()
 
 
-def enlarge(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Decoded float frames [3, n, h, w] -> [3, n, height, width] (bicubic)."""
+def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Decoded float frames [3, n, h, w] -> [3, n, height, width]: bicubic, antialiased when it
+    shrinks a picture coded larger than the source."""
     if x.shape[-2:] == (height, width):
         return x
-    y = F.interpolate(x.transpose(0, 1).float(), size=(height, width), mode="bicubic", align_corners=False)
+    shrinking = height < x.shape[-2] or width < x.shape[-1]
+    y = F.interpolate(x.transpose(0, 1).float(), size=(height, width), mode="bicubic",
+                      antialias=shrinking, align_corners=False)
     return y.transpose(0, 1)
 
 
 def to_uint8_frames(x: torch.Tensor, height: int, width: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """[3, n, Hp, Wp] float in [-1,1] -> uint8 [n, H, W, 3]: crops the grid padding to
-    ``height`` x ``width``, then enlarges to ``size`` (W, H) when the file was coded smaller.
+    ``height`` x ``width``, then resizes to ``size`` (W, H) when the file was coded at another size.
 
     On CPU one frame at a time into one contiguous array (no tile-sized float temporaries);
     on a GPU in one go, then one copy to the host.
@@ -72,10 +88,10 @@ def to_uint8_frames(x: torch.Tensor, height: int, width: int, size: tuple[int, i
     x = x[:, :, :height, :width]
     W, H = size or (width, height)
     if x.device.type != "cpu":
-        x = enlarge(x, W, H)
+        x = resize(x, W, H)
         return x.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
     out = torch.empty(x.shape[1], H, W, 3, dtype=torch.uint8)
     for i in range(x.shape[1]):
-        frame = enlarge(x[:, i : i + 1], W, H)[:, 0].float().add(1).mul_(127.5).round_().clamp_(0, 255)
+        frame = resize(x[:, i : i + 1], W, H)[:, 0].float().add(1).mul_(127.5).round_().clamp_(0, 255)
         out[i].copy_(frame.permute(1, 2, 0))
     return out.numpy()
