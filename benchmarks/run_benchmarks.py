@@ -157,8 +157,8 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
         "",
         "## Method",
         "",
-        "- Rate is bits per pixel of the whole file (container and headers included): "
-        "8 * bytes / (width * height * frames).",
+        "- Rate is bits per pixel of the video: 8 * bytes / (width * height * frames), the whole file with its "
+        "container and headers but without its audio (the baselines carry none; coffee_pan.mp4 has an AAC track).",
         "- PSNR is the mean over frames of per-frame RGB PSNR; PSNR-Y uses BT.601 luma; SSIM is on that luma "
         "(Gaussian 11x11, sigma 1.5). *worst* is the lowest per-frame PSNR, *flicker* the mean |e_t - e_(t-1)| "
         "of the error between consecutive frames (8-bit levels).",

@@ -2,7 +2,7 @@
 
 For each input: vaecodec encodes and decodes it (once per sweep point), stage timings come
 from the Codec, and the decoded frames are scored against the original frames while they
-stream past. Each baseline is then rate-matched to the .vlat's whole-file bpp and scored by
+stream past. Each baseline (video only) is rate-matched to the .vlat's bpp without its audio and scored by
 the same metric code. With a sweep of >= 4 points, BD-rate / BD-PSNR against each baseline
 summarise the curves. Results go to a rich table, optionally JSON (``json_path``) and a PNG
 (``plot_path``); CLI parsing lives in cli.py.
@@ -389,7 +389,7 @@ def plot_report(report: dict, path: Path) -> None:
         rd.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         rd.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.05, not 5x10^-2
         rd.xaxis.set_minor_formatter(NullFormatter())
-        rd.set_xlabel("bits per pixel (whole file)")
+        rd.set_xlabel("bits per pixel (whole file, audio excluded)")
         rd.set_ylabel("PSNR RGB (dB)")
         rd.set_title(f"{Path(src['path']).name}: rate-distortion")
         rd.grid(True, which="both", alpha=0.3)

@@ -114,7 +114,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cp
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 12 on a GPU).")]
-ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this multiple of its width and height (0.125-2); decoding restores the source size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 at 5, 1.25 at 6, 1.5 at 7, 2 at 8 (above 1 only up to 1920x1080 coded pixels).")]
+ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this multiple of its width and height (0.125-2); decoding restores the source size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 at 5, 1.25 at 6, 1.5 at 7-8 (above 1 only up to 1920x1080 coded pixels).")]
 RefineOpt = Annotated[int, typer.Option("--refine", help="Latent refinement: N gradient steps per tile on the latents through the decoder (better picture at the same rate; each step costs a decoder pass forward and back, so use a GPU; 0 = off).")]
 MotionOpt = Annotated[Optional[bool], typer.Option(
     "--motion/--no-motion",
@@ -209,7 +209,7 @@ def encode(
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
             ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
             ("ratio", f"{r.ratio:.0f}:1 vs raw RGB"),
-            ("bits/pixel", f"{r.bpp:.4f}"),
+            ("bits/pixel", f"{r.bpp:.4f}" + (f" (video; audio {_human(r.audio_bytes)})" if r.audio_bytes else "")),
             ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
         ])
 
@@ -280,7 +280,9 @@ def info(
             ("written by", f"vaecodec {h.get('vaecodec')}"),
         ]
         if isinstance(frames, int) and v.get("width"):
-            rows.append(("bits/pixel", f"{8 * d['file_size'] / (frames * v['width'] * v['height']):.4f}"))
+            audio = d["by_kind"].get("audio", {}).get("stored_bytes", 0)
+            rows.append(("bits/pixel", f"{8 * (d['file_size'] - audio) / (frames * v['width'] * v['height']):.4f}"
+                                       + (f" (video; audio {_human(audio)})" if audio else "")))
         for kind, k in d["by_kind"].items():
             rows.append((f"{kind} chunks", f"{k['count']}, {_human(k['stored_bytes'])} stored, {_human(k['raw_bytes'])} raw"))
         rows.append(("overhead", f"{_human(d['overhead_bytes'])} (header, chunk records, index)"))

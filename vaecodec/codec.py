@@ -119,6 +119,7 @@ class Result:
 @dataclass
 class EncodeResult(Result):
     file_bytes: int = 0
+    audio_bytes: int = 0  # the audio chunks' stored payloads, inside file_bytes
     input_bytes: int = 0
     latent_shape: tuple[int, ...] = ()
     quantization: dict = field(default_factory=dict)
@@ -127,8 +128,9 @@ class EncodeResult(Result):
 
     @property
     def bpp(self) -> float:
-        """Bits per pixel of the whole .vlat file (header, audio and index included)."""
-        return 8 * self.file_bytes / max(1, self.width * self.height * self.frames)
+        """Bits per pixel of the video: the whole .vlat file (header and index included) but
+        its audio, which a clip's rate would otherwise hide and video-only codecs do not carry."""
+        return 8 * (self.file_bytes - self.audio_bytes) / max(1, self.width * self.height * self.frames)
 
     @property
     def ratio(self) -> float:
@@ -481,6 +483,7 @@ class Codec:
             peak_gpu_bytes=_peak_gpu(self.device),
             model_id=model.model_id,
             file_bytes=dst.stat().st_size,
+            audio_bytes=sum(c.stored_size for c in out.chunks if c.kind == "audio"),
             input_bytes=src.stat().st_size,
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
             quantization=described,
