@@ -27,9 +27,9 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoRef
 from vaecodec.container import create_temp
 from vaecodec.errors import FormatError, InputError, UsageError
 
-# Container tag holding the true frame size when the encoder needed a larger picture (even
-# sides for 4:2:0 H.264/H.265, >= 64 px for libx265): the stored picture is padded at the
-# right/bottom with replicated edge pixels and VideoReader crops it back.
+# Container tag holding the true frame size when the encoder needed a larger picture (>= 64 px
+# for libx265; even sides for 4:2:0 in files of earlier versions): the stored picture is padded
+# at the right/bottom with replicated edge pixels and VideoReader crops it back.
 SIZE_TAG = "vaecodec_size"
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
@@ -511,7 +511,9 @@ _ENCODERS = {
     "vp9": ("libvpx-vp9", "yuv420p", {"webm", "matroska", "mp4"}),
     "ffv1": ("ffv1", "bgr0", {"matroska"}),  # RGB kept as RGB: the round trip is bit-exact
 }
-_EVEN_ONLY = {"h264", "h265"}  # 4:2:0 in these bitstreams cannot express an odd size
+# 4:2:0 in these bitstreams cannot express an odd size: such pictures are written in 4:4:4,
+# exact in every decoder, though some hardware and browser players cannot play that profile.
+_EVEN_ONLY = {"h264", "h265"}
 # libx265 (this build) corrupts the heap on frames narrower than 64 px: pad tiny frames up.
 _MIN_SIZE = {"h265": 64}
 
@@ -608,10 +610,12 @@ class VideoWriter:
             raise UsageError(f"{self.path} already exists (use -y/--overwrite to replace it)")
 
     def _setup_video(self, encoder: str) -> None:
-        pad = self._codec in _EVEN_ONLY
+        if self._codec in _EVEN_ONLY and (self.width % 2 or self.height % 2):
+            self._pix_fmt = "yuv444p"
+            warnings.warn(f"{self.path}: {self.width}x{self.height} has an odd side, which 4:2:0 cannot store; "
+                          f"writing {self._codec} in 4:4:4, which some players cannot play", stacklevel=3)
         least = _MIN_SIZE.get(self._codec, 1)
-        self._enc_w = max(self.width + (self.width % 2 if pad else 0), least)
-        self._enc_h = max(self.height + (self.height % 2 if pad else 0), least)
+        self._enc_w, self._enc_h = max(self.width, least), max(self.height, least)
         try:
             vs = self._container.add_stream(encoder, rate=self.fps, options=_encoder_options(self._codec, self._crf, self._preset))
         except (av.error.FFmpegError, ValueError) as e:
