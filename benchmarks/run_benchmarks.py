@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             json_path=out_dir / "benchmarks.json",
             plot_path=plot,
             console=Console(),
+            overwrite=True,  # this script regenerates docs/benchmarks.json and the plot
         )
     write_markdown(report, args.out, command, plot)
     print(f"wrote {args.out}, {plot} and {out_dir / 'benchmarks.json'}")

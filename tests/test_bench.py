@@ -193,6 +193,9 @@ def test_run_bench_rejects_bad_input(tmp_path, random_tiny):
         run_bench([tmp_path / "missing.mp4"], baselines=["mpeg1"], **kwargs)
     with pytest.raises(UsageError, match="may set only bits, quality"):
         run_bench([tmp_path / "missing.mp4"], baselines=[], **{**kwargs, "sweep": [{"tile_px": 64}]})
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")  # would fail as soon as the run reached it
+    with pytest.raises(InputError, match="missing.mp4: no such file"):  # every input is checked before any run
+        run_bench([tmp_path / "junk.mp4", tmp_path / "missing.mp4"], baselines=[], **kwargs)
 
 
 def test_bd_entry_uses_every_scored_point_and_needs_four():

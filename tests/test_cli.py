@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from vaecodec import Codec
+from vaecodec.cli import app
 from vaecodec.container import VlatReader
+from vaecodec.models import ModelRef, resolve
+from vaecodec.models.tiny import WEIGHTS
 
 from conftest import make_video
 
@@ -20,6 +28,13 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vaecodec", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
+
+
+def invoke(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """The CLI in this process through typer's CliRunner: no interpreter start-up, for commands
+    that end before any real work."""
+    r = CliRunner().invoke(app, [*map(str, args)], env={"VAECODEC_DEBUG": "", **env})
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def one_line_error(p: subprocess.CompletedProcess, code: int, *words: str) -> None:
@@ -124,3 +139,184 @@ def test_models_lists_backends(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = {r["kind"]: r for r in json.loads(p.stdout)["models"]}
     assert rows["tiny"]["embedded"] and rows["ltx2"]["found"] == [str(tmp_path / "ltx2-test.safetensors")]
+
+
+def test_model_directory_names_say_the_kind(encoded, tmp_path):
+    """NAME in the model directory is KIND or KIND-...; anything else is listed with the reason
+    and refused by name with the naming it needs; a missing directory is reported as such."""
+    _, src, _ = encoded
+    md = tmp_path / "md"
+    md.mkdir()
+    (md / "tiny-mine.safetensors").symlink_to(WEIGHTS)  # the shipped weights under a name that says tiny
+    (md / "mine.safetensors").symlink_to(WEIGHTS)  # the same weights under a name that does not
+    (md / "ltxdir").mkdir()  # a diffusers folder whose name does not say ltxv
+    (md / "ltxdir" / "config.json").write_text('{"_class_name": "AutoencoderKLLTXVideo"}')
+    (md / "ltxv-0.9").mkdir()
+    (md / "ltx2-vae").mkdir()  # ltx2 weights are one file, not a folder
+    (md / "notes.txt").write_text("where the weights came from")
+    (md / ".DS_Store").write_bytes(b"")
+
+    p = invoke("models", "--model-dir", md, "--json")
+    assert p.returncode == 0, p.stderr
+    listing = json.loads(p.stdout)
+    found = {r["kind"]: r["found"] for r in listing["models"]}
+    assert found == {"tiny": [str(md / "tiny-mine.safetensors")], "ltx2": [], "ltxv": [str(md / "ltxv-0.9")]}
+    why = {Path(u["path"]).name: u["reason"] for u in listing["unusable"]}
+    assert set(why) == {"mine.safetensors", "ltxdir", "ltx2-vae", "notes.txt"}
+    assert "KIND-" in why["mine.safetensors"] and "ltx2-mine.safetensors" in why["mine.safetensors"]
+    assert "ltxv-ltxdir/" in why["ltxdir"]
+    assert "one .safetensors file" in why["ltx2-vae"] and "neither" in why["notes.txt"]
+    p = invoke("models", "--model-dir", md)
+    assert p.returncode == 0 and "not usable" in p.stdout and "mine.safetensors" in p.stdout
+
+    assert resolve("tiny-mine", md) == ModelRef("tiny", md / "tiny-mine.safetensors")
+    p = invoke("encode", src, tmp_path / "ok.vlat", "--model-dir", md, "-m", "tiny-mine", "-q")
+    assert p.returncode == 0, p.stderr
+    one_line_error(invoke("encode", src, tmp_path / "x.vlat", "--model-dir", md, "-m", "mine"), 1,
+                   "ltx2-mine.safetensors", f"--model KIND:{md / 'mine.safetensors'}")
+    one_line_error(invoke("encode", src, tmp_path / "x.vlat", "--model-dir", md, "-m", "ltx2-vae"), 1, "one .safetensors file")
+    one_line_error(invoke("models", "--model-dir", tmp_path / "nonexist"), 1, "nonexist", "--model-dir", "does not exist")
+    one_line_error(invoke("models", VAECODEC_MODELS=str(tmp_path / "nonexist")), 1, "$VAECODEC_MODELS", "does not exist")
+    one_line_error(invoke("encode", src, tmp_path / "x.vlat", "--model-dir", tmp_path / "nonexist", "-m", "ltx2-vae"), 1,
+                   "does not exist")
+    assert not (tmp_path / "x.vlat").exists()
+
+
+def test_bits_conflicts_with_entropy_options(encoded, tmp_path):
+    """--bits is uniform quantization: the entropy coder's options clash with it, whatever the model."""
+    _, src, _ = encoded
+    for option in (["--deadzone", "0.2"], ["--quality", "3"], ["--refine", "2"], ["--motion"], ["--no-motion"]):
+        one_line_error(invoke("encode", src, tmp_path / "x.vlat", "--bits", "6", *option), 2,
+                       "--bits", "cannot be combined", option[0])
+    one_line_error(invoke("bench", src, "--bits", "4,6", "--quality", "3", "--no-motion"), 2, "--bits", "--no-motion")
+    assert not (tmp_path / "x.vlat").exists()
+
+
+def test_options_out_of_range_name_the_option_and_the_range(encoded, tmp_path):
+    _, src, _ = encoded
+    out = tmp_path / "x.vlat"
+    for args, words in (
+        (["--tile-overlap-px", "-8", "--tile-px", "64"], ["--tile-overlap-px", "from 0 to 56", "-8"]),
+        (["--tile-overlap-px", "64", "--tile-px", "64"], ["--tile-overlap-px", "from 0 to 56"]),
+        (["--tile-px", "12"], ["--tile-px", "multiple of 8", "12"]),
+        (["--tile-frames", "0"], ["--tile-frames", "at least 1"]),
+        (["--tile-frames", "4", "--tile-overlap", "4"], ["--tile-overlap", "from 0 to 3"]),
+        (["--zstd-threads", "-1"], ["--zstd-threads", "0 or more"]),
+    ):
+        one_line_error(invoke("encode", src, out, *args), 2, *words)
+    for name in ("out.mp4", "out.MKV", "out.avi"):  # a .vlat under a video's name
+        one_line_error(invoke("encode", src, tmp_path / name), 2, name, ".vlat")
+        assert not (tmp_path / name).exists()
+    assert not out.exists()
+
+
+def test_help_matches_what_is_accepted():
+    params = {(c.name, p.name): p.help for c in typer.main.get_command(app).commands.values() for p in c.params}
+    assert "0 <= D < 0.5" in params["encode", "deadzone"]  # 0.5 itself is refused
+    assert "vp9" in params["decode", "codec"]
+
+
+def test_bench_checks_its_report_paths_before_running(encoded, tmp_path):
+    """Paths that could only fail after the whole run are refused first; -y replaces a report."""
+    _, src, _ = encoded
+    old = tmp_path / "r.json"
+    old.write_text("earlier report")
+    bench = ("bench", src, "--baselines", "none")
+    for args, words in (
+        (["--plot", tmp_path / "p.txt"], ["--plot", ".txt", ".png"]),
+        (["--plot", tmp_path / "p"], ["--plot", "extension"]),
+        (["--json", tmp_path / "nodir" / "r.json"], ["--json", "nodir"]),
+        (["--json", tmp_path], ["--json", "folder"]),
+        (["--json", old], ["--json", "exists", "-y"]),
+        (["--json", src, "-y"], ["--json", "input"]),
+        (["--json", tmp_path / "r.svg", "--plot", tmp_path / "r.svg", "-y"], ["--plot", "--json file"]),
+    ):
+        p = invoke(*bench, *args)
+        one_line_error(p, 2, *words)
+        assert p.stdout == ""  # nothing ran
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        one_line_error(invoke(*bench, "--json", locked / "r.json"), 2, "--json", "locked")
+        locked.rmdir()
+    assert list(tmp_path.iterdir()) == [old] and old.read_text() == "earlier report"
+
+    p = invoke(*bench, "--json", old, "--plot", tmp_path / "rd.svg", "-y")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(old.read_text())["codecs"][0]["name"] == "vaecodec"
+    assert (tmp_path / "rd.svg").read_bytes().startswith(b"<?xml")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Entropy worker processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"vaecodec.workers" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX signals")
+def test_termination_signals_leave_no_partial_output(tmp_path):
+    """SIGTERM (twice, as `timeout` sends it) and SIGHUP mid-run: one stderr line, exit 128 +
+    signal, no output or .part file or folder left, and no entropy worker left running."""
+    env = {**os.environ, "VAECODEC_DEBUG": ""}
+    jobs = []  # (process, its output folder, the signal to send)
+
+    def start(name: str, sig: int, *args: object) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        proc = subprocess.Popen([sys.executable, "-m", "vaecodec", *map(str, args)], cwd=folder, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # even if we run nohup'd
+        jobs.append((proc, folder, sig))
+
+    src = make_video(tmp_path / "in.mp4", size=(320, 240), frames=240)  # seconds of work on 2 cores
+    vlat = tmp_path / "in.vlat"  # made first, so that no job can finish before the watch below starts
+    Codec(device="cpu").encode(make_video(tmp_path / "short.mp4", size=(320, 240), frames=49), vlat)
+    start("encode", signal.SIGTERM, "encode", src, "out.vlat", "--entropy-workers", "1")
+    start("png", signal.SIGTERM, "decode", vlat, "frames/%05d.png")
+    start("mp4", signal.SIGHUP, "decode", vlat, "back.mp4")
+
+    workers = []
+    pending = list(jobs)
+    deadline = time.monotonic() + 120
+    while pending and time.monotonic() < deadline:
+        for job in list(pending):
+            proc, folder, sig = job
+            assert proc.poll() is None, f"{folder.name} ended before the signal: {proc.communicate()}"
+            if any(folder.iterdir()) and (folder.name != "encode" or _workers_of(proc.pid)):  # under way
+                workers += _workers_of(proc.pid)
+                os.kill(proc.pid, sig)
+                if sig == signal.SIGTERM:
+                    time.sleep(0.02)
+                    os.kill(proc.pid, sig)
+                pending.remove(job)
+        time.sleep(0.01)
+    assert not pending, "no partial output appeared"
+    assert workers
+    for proc, folder, sig in jobs:
+        _, stderr = proc.communicate(timeout=60)
+        one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), 128 + sig,
+                       f"terminated by {signal.Signals(sig).name}", "no partial output")
+        assert list(folder.iterdir()) == [], folder.name
+    # A worker the parent reaps is gone at once. One that an interrupt caught inside Popen is
+    # unknown to the pool, but its stdin closed with the parent, so it ends on its own; a
+    # container's init may then leave it a zombie (state Z), which is ended too.
+    deadline = time.monotonic() + 20
+    while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _running(pid)]

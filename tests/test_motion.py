@@ -179,8 +179,9 @@ def test_quantizer_records_motion_and_packs_version_4(coder):
     assert torch.equal(quant.unpack(p.payload, p.meta, tuple(x.shape)), torch.from_numpy(q).float() * 0.5)
     off = Quantizer("entropy", quality=2, coder=coder, motion=False)
     assert off.describe()["motion"] is False and off.pack(x * 0.5).payload[0] == 3
-    with pytest.raises(UsageError, match="motion"):
-        Quantizer("uniform", bits=8, motion=True)
+    for motion, flag in ((True, "--motion"), (False, "--no-motion")):  # either way a choice uniform quantization lacks
+        with pytest.raises(UsageError, match=flag):
+            Quantizer("uniform", bits=8, motion=motion)
     assert Quantizer("uniform", bits=8).motion is False
 
 

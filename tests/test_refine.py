@@ -136,6 +136,6 @@ def test_refine_is_checked(tmp_path):
     with pytest.raises(UsageError, match="lr > 0"):
         Codec(device="cpu", refine=RefineSettings(5, lr=0.0))
     src = make_video(tmp_path / "c.mp4", size=(32, 32), frames=5)
-    with pytest.raises(UsageError, match="--refine needs a model with an entropy coder"):
+    with pytest.raises(UsageError, match="--bits .* cannot be combined with --refine"):
         Codec(device="cpu", bits=8, refine=4).encode(src, tmp_path / "c.vlat")
     assert not (tmp_path / "c.vlat").exists()

@@ -101,12 +101,19 @@ def test_blending_weights_hide_a_tile_offset():
 
 
 def test_bad_tilings_are_rejected():
-    with pytest.raises(ValueError):
+    """Each message names the option that sets the field and the range it allows (the CLI shows it)."""
+    with pytest.raises(ValueError, match=r"--tile-frames must be at least 1, got 0"):
+        check_tiling(Tiling(0, 0, 64, 8), 8)
+    with pytest.raises(ValueError, match=r"--tile-overlap must be from 0 to 3 .*got 4"):
         check_tiling(Tiling(4, 4, 64, 8), 8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"--tile-px must be a positive multiple of 8, got 60"):
         check_tiling(Tiling(4, 1, 60, 8), 8)
-    with pytest.raises(ValueError):
-        check_tiling(Tiling(4, 1, 64, 64), 8)
+    with pytest.raises(ValueError, match=r"--tile-px must be a positive multiple of 8, got 0"):
+        check_tiling(Tiling(4, 1, 0, 0), 8)
+    for overlap in (64, -8, 12):
+        with pytest.raises(ValueError, match=rf"--tile-overlap-px must be a multiple of 8 from 0 to 56 .*got {overlap}"):
+            check_tiling(Tiling(4, 1, 64, overlap), 8)
+    check_tiling(Tiling(4, 3, 64, 56), 8)  # the largest overlaps allowed
 
 
 def test_streaming_holds_one_tile_whatever_the_length():

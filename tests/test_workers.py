@@ -67,8 +67,11 @@ def test_damaged_container_chunk_with_workers_is_reported_like_without(vlat, tmp
     results = []
     for workers in (0, 2):
         with Codec(device="cpu", entropy_workers=workers).open(bad) as f:
-            results.append((f.latents(), [p for p in f.problems if "lost" in p]))
-    (z0, p0), (z2, p2) = results
+            with pytest.raises(FormatError) as lost:
+                f.latents()
+            results.append((str(lost.value), f.latents(conceal=True), [p for p in f.problems if "lost" in p]))
+    (e0, z0, p0), (e2, z2, p2) = results
+    assert e0 == e2 and f"chunk {victim.index} at byte {victim.offset}" in e0
     assert p0 and p0 == p2 and torch.equal(z0, z2)
 
 

@@ -4,8 +4,8 @@ For each input: vaecodec encodes and decodes it (once per sweep point), stage ti
 from the Codec, and the decoded frames are scored against the original frames while they
 stream past. Each baseline (video only) is rate-matched to the .vlat's bpp without its audio and scored by
 the same metric code. With a sweep of >= 4 points, BD-rate / BD-PSNR against each baseline
-summarise the curves. Results go to a rich table, optionally JSON (``json_path``) and a PNG
-(``plot_path``); CLI parsing lives in cli.py.
+summarise the curves. Results go to a rich table, optionally JSON (``json_path``) and an image
+(``plot_path``), both checked before the run and written atomically; CLI parsing lives in cli.py.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -31,6 +33,7 @@ from rich.table import Table
 
 from vaecodec.baselines import BaselineResult, check_baselines, match_rate
 from vaecodec.codec import Codec
+from vaecodec.container import create_temp
 from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, score
 from vaecodec.video import DECODE_PRESET, VideoReader, VideoWriter
@@ -88,8 +91,6 @@ class Frames:
 
 def probe_source(path: Path) -> tuple[Source, Frames]:
     """Count the frames by decoding once (container frame counts are only estimates)."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
     frames = Frames(path)
     n = 0
     for chunk in frames():
@@ -363,6 +364,60 @@ def _figure_class():
     return Figure
 
 
+def _plot_formats() -> set[str]:
+    """Image formats (extensions) the plot can be saved in here: matplotlib's, but pgf only
+    where its TeX program is installed, as saving runs it."""
+    from matplotlib import rcParams
+
+    formats = set(_figure_class()().canvas.get_supported_filetypes())
+    if shutil.which(rcParams["pgf.texsystem"]) is None:
+        formats.discard("pgf")
+    return formats
+
+
+def _check_report_paths(inputs: list[Path], json_path: Path | None, plot_path: Path | None, overwrite: bool) -> None:
+    """Refuse report paths that would fail, or destroy something, only after the whole benchmark
+    has run: a plot format matplotlib cannot write, a folder that is missing or takes no new
+    file, an existing file without ``overwrite``, an input video, one path for both reports."""
+    if plot_path is not None:
+        ext = Path(plot_path).suffix.lower().removeprefix(".")
+        formats = _plot_formats()
+        if ext not in formats:
+            what = f".{ext} is not an image format matplotlib can write" if ext else "needs an extension to name the format"
+            raise UsageError(f"--plot {plot_path}: {what} (use {', '.join('.' + f for f in sorted(formats))})")
+    taken = {Path(p).resolve(): "an input video" for p in inputs}
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.resolve() in taken:
+            raise UsageError(f"{option} {path} is {taken[path.resolve()]}")
+        taken[path.resolve()] = "the --json file"
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder")
+        if path.exists() and not overwrite:
+            raise UsageError(f"{option} {path} exists (use -y/--overwrite to replace it)")
+        try:  # the one sure test that the folder exists and takes a new file
+            fd, tmp = create_temp(path)
+        except UsageError as e:
+            raise UsageError(f"{option} {path}: {e}") from None
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def _publish(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a report to a hidden temp file renamed over ``path`` once complete: a failed or
+    interrupted write leaves no partial report and any earlier one intact."""
+    fd, tmp = create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def plot_report(report: dict, path: Path) -> None:
     """RD curves (PSNR vs bpp, one line per codec) and the per-frame PSNR trace, per input."""
     figure = _figure_class()
@@ -400,7 +455,7 @@ def plot_report(report: dict, path: Path) -> None:
         trace.grid(True, alpha=0.3)
         trace.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _publish(path, lambda f: fig.savefig(f, format=path.suffix.lower().removeprefix("."), dpi=110))
 
 
 SWEEP_KEYS = ("bits", "quality", "scale", "refine")
@@ -433,25 +488,29 @@ def run_bench(
     json_path: Path | None,
     plot_path: Path | None,
     console: Console,
+    overwrite: bool = False,
 ) -> dict:
     """Benchmark every input at each sweep point (or once at ``codec_kwargs``); returns the report.
 
     ``sweep`` items override ``codec_kwargs`` (e.g. ``{"bits": 4}``); every baseline is
     rate-matched to every vaecodec point, and with >= 4 points BD figures are computed.
+    Existing ``json_path``/``plot_path`` files are replaced only with ``overwrite``.
     """
     if not inputs:
         raise UsageError("bench needs at least one input video")
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     specs = check_baselines(baselines)
-    if plot_path is not None:
-        _figure_class()  # fail before the slow part, not after
-    torch.set_num_threads(threads)
     points = sweep or [{}]
     for point in points:
         unknown = set(point) - set(SWEEP_KEYS)
         if unknown:
             raise UsageError(f"a sweep point may set only {', '.join(SWEEP_KEYS)}, got {', '.join(sorted(unknown))}")
+    _check_report_paths(inputs, json_path, plot_path, overwrite)  # fail before the slow part, not after
+    for path in inputs:  # all of them: the second one must not fail after the first one's run
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file")
+    torch.set_num_threads(threads)
     codec = Codec(**codec_kwargs)
     report: dict = {"environment": {}, "inputs": [], "codecs": [], "bd": []}
 
@@ -500,7 +559,7 @@ def run_bench(
     report["environment"] = env
     _print(console, report)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(_finite(report), indent=1))
+        _publish(Path(json_path), lambda f: f.write(json.dumps(_finite(report), indent=1).encode()))
     if plot_path is not None:
         plot_report(report, Path(plot_path))
     return report

@@ -2,16 +2,20 @@
 
 Results go to stdout (a rich table, or JSON with ``--json``); progress bars, warnings and
 errors go to stderr. Exit codes: 0 success, 1 failure (bad or damaged input, missing
-weights), 2 usage error (bad option, output exists), 130 interrupted.
+weights), 2 usage error (bad option, output exists), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM), 129 hung up (SIGHUP).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .container import remove_partial_outputs
 from .errors import UsageError, VaecodecError
 
 app = typer.Typer(
@@ -41,6 +46,47 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP as an exception in the main thread: it unwinds like Ctrl-C, so every
+    writer removes its partial output and the entropy workers are ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# what `timeout`, `kill`, service managers and a closing terminal send
+_TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a command runs, make SIGTERM and SIGHUP raise ``Terminated`` (their default action
+    kills the process before any clean-up). A signal that was ignored (``nohup``) stays ignored.
+    After the first one, both stay ignored until the process exits: ``timeout`` sends SIGTERM to
+    the process and then to its group, and that second one must neither cut the clean-up short
+    nor kill the process before it exits with its one line and code."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for s in _TERMINATING:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    before = {s: signal.getsignal(s) for s in _TERMINATING}
+    for s, h in before.items():
+        if h != signal.SIG_IGN:
+            signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            if signal.getsignal(s) is handler:
+                signal.signal(s, h)
+
+
 def guarded(fn: Callable) -> Callable:
     """Turn expected failures into one stderr line and an exit code; never a traceback."""
 
@@ -51,9 +97,16 @@ def guarded(fn: Callable) -> Callable:
 
         warnings.showwarning = show
         try:
-            return fn(*args, **kwargs)
+            with _terminate_cleanly():
+                try:
+                    return fn(*args, **kwargs)
+                except BaseException:
+                    remove_partial_outputs()
+                    raise
         except VaecodecError as e:
             fail(str(e), e.exit_code)
+        except Terminated as e:
+            fail(f"terminated by {signal.Signals(e.signum).name} (no partial output was left behind)", 128 + e.signum)
         except KeyboardInterrupt:
             fail("interrupted (no partial output was left behind)", 130)
         except (typer.Exit, typer.Abort):
@@ -83,7 +136,7 @@ class RichProgress:
             TimeRemainingColumn(),
             console=err,
             transient=True,
-            disable=not enabled,
+            disable=not enabled or not err.is_terminal,  # into a pipe or file rich would only write blank lines
         )
         self.task = None
 
@@ -106,7 +159,7 @@ class RichProgress:
 
 
 # -- shared options -------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="tiny (embedded), KIND:PATH, or a NAME in the model dir.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="tiny (embedded), KIND:PATH, or a NAME in the model dir (NAME is KIND or KIND-..., e.g. ltx2-19b).")]
 ModelDirOpt = Annotated[
     Optional[Path], typer.Option("--model-dir", help="Folder of model weights (default: $VAECODEC_MODELS).")
 ]
@@ -123,6 +176,23 @@ MotionOpt = Annotated[Optional[bool], typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
+
+
+def _check_bits_alone(bits: object, deadzone: float | None, motion: bool | None, refine: int,
+                      quality: object = None) -> None:
+    """``--bits`` asks for uniform quantization, which has no quality levels, deadzone, motion or
+    refinement: report the clash of options before the codec blames the model (which may well
+    have an entropy coder)."""
+    if bits is None:
+        return
+    clashes = [name for name, given in (
+        ("--quality", quality is not None),
+        ("--deadzone", deadzone is not None),
+        ("--motion" if motion else "--no-motion", motion is not None),
+        ("--refine", bool(refine)),
+    ) if given]
+    if clashes:
+        raise UsageError(f"--bits (uniform quantization) cannot be combined with {' or '.join(clashes)} (entropy coding)")
 
 
 def _setup(threads: int | None) -> None:
@@ -171,19 +241,19 @@ def encode(
     model_dir: ModelDirOpt = None,
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
-    deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone 0-0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
+    deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone, 0 <= D < 0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
     motion: MotionOpt = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
-    tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames.")] = None,
-    tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles.")] = None,
-    tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels (bigger frames are split).")] = None,
-    tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels.")] = None,
+    tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames, at least 1.")] = None,
+    tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1.")] = None,
+    tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels, a positive multiple of the model's spatial factor (tiny: 8, LTX: 32); bigger frames are split.")] = None,
+    tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels, a multiple of the spatial factor below --tile-px.")] = None,
     chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 32, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,
     zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
-    zstd_threads: Annotated[int, typer.Option(help="zstd worker threads (0 = single-threaded, deterministic bytes).")] = 0,
+    zstd_threads: Annotated[int, typer.Option(help="zstd worker threads, 0 or more (0 = single-threaded, deterministic bytes).")] = 0,
     threads: ThreadsOpt = None,
     entropy_workers: EntropyWorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -191,6 +261,13 @@ def encode(
     as_json: JsonOpt = False,
 ) -> None:
     """Encode a video into a .vlat file of quantized VAE latents."""
+    from .video import VIDEO_SUFFIXES
+
+    if dst.suffix.lower() in VIDEO_SUFFIXES:  # a .vlat is no video: a player would fail on it, and a user too
+        raise UsageError(f"{dst}: {dst.suffix} names a video, but encode writes a .vlat file (try {dst.with_suffix('.vlat')})")
+    if zstd_threads < 0:
+        raise UsageError(f"--zstd-threads must be 0 or more, got {zstd_threads}")
+    _check_bits_alone(bits, deadzone, motion, refine, quality)
     _setup(threads)
     codec = _codec(
         model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, motion=motion, scale=scale,
@@ -219,7 +296,7 @@ def encode(
 def decode(
     src: Annotated[Path, typer.Argument(help="Input .vlat file.")],
     dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, or a PNG pattern.")],
-    codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | ffv1 | png (default: by extension).")] = None,
+    codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | vp9 | ffv1 | png (default: by extension: VP9 for .webm, else H.264).")] = None,
     crf: Annotated[int, typer.Option(help="CRF for H.264/H.265 output.")] = 18,
     preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset of the output, ultrafast … veryslow (default: veryfast).")] = None,
     model_path: Annotated[Optional[Path], typer.Option(help="Weights of the model the file names (for non-embedded models).")] = None,
@@ -310,7 +387,8 @@ def bench(
     dtype: DtypeOpt = "fp32",
     threads: ThreadsOpt = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write RD curves and a per-frame PSNR trace to this PNG.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write RD curves and a per-frame PSNR trace to this image (format by extension: .png, .svg, .pdf, ...).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace existing --json and --plot files.")] = False,
 ) -> None:
     """Measure speed and quality, side by side with x264/x265/AV1 at the same bits per pixel."""
     import torch
@@ -327,7 +405,9 @@ def bench(
         except ValueError:
             raise UsageError(f"--{name} takes a comma list of integers, got {s!r}") from None
 
-    sweep = [{"bits": b} for b in ints(bits, "bits") or []] + [{"quality": q} for q in ints(quality, "quality") or []]
+    bit_depths = ints(bits, "bits")
+    _check_bits_alone(bit_depths, deadzone, motion, refine)  # every sweep point gets these
+    sweep = [{"bits": b} for b in bit_depths or []] + [{"quality": q} for q in ints(quality, "quality") or []]
     if scale is not None:  # a sweep setting, so that the tables name it
         sweep = [{**point, "scale": check_scale(scale)} for point in sweep or [{}]]
     if check_refine(refine):
@@ -341,6 +421,7 @@ def bench(
         threads=threads or torch.get_num_threads(),
         json_path=json_path,
         plot_path=plot,
+        overwrite=overwrite,
         console=out,
     )
 
@@ -348,12 +429,12 @@ def bench(
 @app.command()
 @guarded
 def models(model_dir: ModelDirOpt = None, as_json: JsonOpt = False) -> None:
-    """List model backends, what each needs, and what is found in the model directory."""
+    """List model backends, what each needs, what the model directory holds for each, and what in it is not usable."""
     from .models import list_models
 
-    rows = list_models(model_dir)
+    rows, unusable = list_models(model_dir)
     if as_json:
-        _print_json({"models": rows})
+        _print_json({"models": rows, "unusable": unusable})
         return
     table = Table(title="vaecodec models")
     for col in ("kind", "needs", "found locally"):
@@ -361,6 +442,13 @@ def models(model_dir: ModelDirOpt = None, as_json: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(r["kind"], r["needs"], "embedded" if r["embedded"] else "\n".join(r["found"]) or "-")
     out.print(table)
+    if unusable:
+        table = Table(title="in the model directory but not usable")
+        for col in ("entry", "why"):
+            table.add_column(col)
+        for u in unusable:
+            table.add_row(u["path"], u["reason"])
+        out.print(table)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -350,10 +350,12 @@ class Codec:
         coder = model.entropy_coder
         if self.bits is None and coder is not None:
             return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone, motion=self.motion)
+        why = ("--bits (uniform quantization) cannot be combined with {}" if coder is not None
+               else "{} needs a model with an entropy coder; this one takes --bits")
         if self.quality is not None:
-            raise UsageError("--quality needs a model with an entropy coder; this one takes --bits")
+            raise UsageError(why.format("--quality"))
         if self.refine:
-            raise UsageError("--refine needs a model with an entropy coder; this one takes --bits")
+            raise UsageError(why.format("--refine"))
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
                          motion=self.motion)
 
@@ -415,11 +417,11 @@ class Codec:
                 progress.start(info.frames, f"encode {src.name}")
             enc = StreamingEncoder(runner, model.temporal)
             n_lat = 0
-            pool = (CoderPool(self.entropy_workers, quant.coder)
-                    if self.entropy_workers and quant.scheme == "entropy" else None)
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads,
-                            flags=FLAG_RESAMPLED if coded else 0) as out, \
-                    closing(pool) if pool else nullcontext(), autotuned_convs(self.device):
+                            flags=FLAG_RESAMPLED if coded else 0) as out, ExitStack() as stack, \
+                    autotuned_convs(self.device):
+                pool = (stack.enter_context(closing(CoderPool(self.entropy_workers, quant.coder)))
+                        if self.entropy_workers and quant.scheme == "entropy" else None)
                 queue = _ChunkQueue(out, pool) if pool else None
                 gather = ChunkGatherer(quant, self.chunk_latents)
 
@@ -504,10 +506,12 @@ class Codec:
         stop: int | None = None,
         timings: dict | None = None,
         progress: Progress | None = None,
+        conceal: bool = False,
     ) -> Iterator[np.ndarray]:
-        """Decoded RGB frames [start, stop) of ``src`` as uint8 [n, H, W, 3] chunks, in order."""
+        """Decoded RGB frames [start, stop) of ``src`` as uint8 [n, H, W, 3] chunks, in order;
+        ``conceal`` as in ``LatentFile.iter_latents``."""
         with LatentFile(src, self) as f:
-            yield from f.iter_frames(start, stop, timings=timings, progress=progress)
+            yield from f.iter_frames(start, stop, timings=timings, progress=progress, conceal=conceal)
 
     def decode(
         self,
@@ -519,10 +523,14 @@ class Codec:
         crf: int = 18,
         preset: str | None = None,
         progress: Progress | None = None,
+        conceal: bool = True,
     ) -> DecodeResult:
         """Decode the .vlat ``src`` to the video ``dst`` (same size, frame count, fps; audio copied).
 
         ``preset`` is the x264/x265 speed preset of ``dst`` (default ``video.DECODE_PRESET``).
+        A video keeps its timeline, so by default lost latent frames of a damaged file are
+        concealed (``LatentFile.iter_latents``) and listed in ``warnings``; ``conceal=False``
+        raises FormatError instead.
         """
         src, dst = Path(src), Path(dst)
         if dst.exists() and not overwrite:
@@ -538,7 +546,7 @@ class Codec:
             with writer:
                 audio = f.iter_audio()
                 written = 0
-                for frames in f.iter_frames(0, None, timings=timings, progress=progress):
+                for frames in f.iter_frames(0, None, timings=timings, progress=progress, conceal=conceal):
                     t0 = time.perf_counter()
                     writer.write(frames)
                     written += frames.shape[0]
@@ -560,6 +568,26 @@ class Codec:
             model_id=model_id,
             warnings=[str(w.message) for w in caught] + f.problems,
         )
+
+
+def _latent_of(frame: int, temporal: int) -> int:
+    """The latent frame that holds pixel frame ``frame`` by the causal 1 + k*t rule."""
+    return 0 if frame == 0 else 1 + (frame - 1) // temporal
+
+
+def _first_frame(latent: int, temporal: int) -> int:
+    """The first pixel frame that latent frame ``latent`` holds (latent k >= 1: 1+(k-1)t .. k*t)."""
+    return 0 if latent == 0 else 1 + (latent - 1) * temporal
+
+
+@dataclass(frozen=True)
+class _Loss:
+    """Latent frames [start, stop) that no intact chunk gives; ``message`` names them, the
+    pixel frames they held, and the damaged chunk (index, byte offset, what is wrong)."""
+
+    start: int
+    stop: int
+    message: str
 
 
 class _AudioFeed:
@@ -592,7 +620,8 @@ class LatentFile:
     """A .vlat opened for reading: header facts, latents for any frame range, decoded frames.
 
     Latents come back as float32 torch tensors [C, t, h, w]; only the chunks covering the
-    requested range are read and decompressed.
+    requested range are read and decompressed. A request that needs latent frames of a
+    damaged chunk raises FormatError unless it asks to ``conceal`` them (``iter_latents``).
     """
 
     def __init__(self, path: str | Path, codec: Codec | None = None) -> None:
@@ -618,17 +647,28 @@ class LatentFile:
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
             self.reader.close()
             raise FormatError(f"{path}: header is missing or has a bad field ({e})") from None
-        self.problems: list[str] = list(self.reader.problems)
         self._latent_chunks = sorted(self.reader.chunks_of("latent"), key=lambda c: int(c.meta.get("t0", -1)))
+        if not self._latent_chunks:
+            why = self.reader.problems[0] if self.reader.problems else "it holds none"
+            self.reader.close()
+            raise FormatError(f"{path}: the file has no intact latent chunks, nothing to decode ({why})")
         summary = self.reader.chunks_of("summary")
-        lat_end = max((int(c.meta["t0"]) + int(c.meta["t"]) for c in self._latent_chunks), default=0)
+        self._summary_lost = not summary
         if summary:
             self.frames = int(summary[-1].meta["frames"])
             self.latent_frames = int(summary[-1].meta["latent_frames"])
         else:
-            self.latent_frames = lat_end
-            self.frames = 1 + (lat_end - 1) * self.temporal if lat_end else 0
-            self.problems.append(f"file is incomplete: recovered {self.frames} frames from its intact chunks")
+            self.latent_frames = max(int(c.meta["t0"]) + int(c.meta["t"]) for c in self._latent_chunks)
+            self.frames = self._frames_without_summary(video.get("frames"))
+        self._gaps, blamed = self._find_gaps()
+        self._read_losses: dict[int, _Loss] = {}  # chunk index -> loss found when reading its payload
+        self.problems: list[str] = [p for p in self.reader.problems if p not in blamed]
+        self.problems += [g.message for g in self._gaps]
+        if self._summary_lost:
+            lost = sum(end - first for first, end in (self._pixel_span(g.start, g.stop) for g in self._gaps))
+            what = "the summary chunk is missing" if self.reader.complete else "file is incomplete"
+            self.problems.append(f"{what}: {self.frames - lost} frames recovered from its intact chunks"
+                                 + (f", {lost} more lost between them (concealed when decoding)" if lost else ""))
         self._model: VideoVAE | None = None
         self._quant: Quantizer | None = None
         self._pool: CoderPool | None = None
@@ -669,20 +709,72 @@ class LatentFile:
     def _chunk_shape(self, entry) -> tuple[int, int, int, int]:
         return (self.channels, int(entry.meta["t"]), self.lat_h, self.lat_w)
 
-    def _lost(self, entry, e: FormatError) -> None:
-        t0 = int(entry.meta["t0"])
-        self.problems.append(f"latent frames {t0}..{t0 + int(entry.meta['t']) - 1} lost: {e}")
+    def _frames_without_summary(self, estimate: object) -> int:
+        """Pixel frames of a file without its summary chunk. ``latent_frames`` T hold up to
+        1 + (T-1)t frames, the last of them possibly padding; the header's estimate is the count
+        when it needs exactly T latent frames (1 + (T-2)t < N <= 1 + (T-1)t), else (truncated
+        file, or no estimate) every frame the latents hold is a real one."""
+        t = self.temporal
+        if type(estimate) is int and estimate >= 1 and _latent_of(estimate - 1, t) == self.latent_frames - 1:
+            return estimate
+        return _first_frame(self.latent_frames, t)
 
-    def _chunk_latents(self, entry) -> torch.Tensor | None:
-        """One latent chunk dequantized to [C, t, h, w], or None (recorded) if it is damaged."""
+    def _pixel_span(self, start: int, stop: int) -> tuple[int, int]:
+        """Pixel frames [first, end) that latent frames [start, stop) hold, padding cut off."""
+        return min(_first_frame(start, self.temporal), self.frames), min(_first_frame(stop, self.temporal), self.frames)
+
+    def _loss(self, start: int, stop: int, reason: str) -> _Loss:
+        """Latent frames [start, stop) lost for ``reason``, named in latent and pixel frames."""
+        first, end = self._pixel_span(start, stop)
+        lat = f"latent frame {start}" if stop - start == 1 else f"latent frames {start}..{stop - 1}"
+        px = f"frame {first}" if end - first == 1 else f"frames {first}..{end - 1}"
+        return _Loss(start, stop, f"{lat} ({px}) lost: {reason}")
+
+    def _find_gaps(self) -> tuple[list[_Loss], set[str]]:
+        """Latent frames up to ``latent_frames`` that no intact chunk holds, and the reader's
+        problems they explain. A damaged record's own t0/t cannot be trusted, so a gap between
+        two intact latent chunks is blamed on the damaged records between them in the file."""
+        gaps: list[_Loss] = []
+        blamed: set[str] = set()
+        pos, prev = 0, -1  # first latent frame not yet held; offset of the last intact chunk
+        for entry in [*self._latent_chunks, None]:
+            t0 = self.latent_frames if entry is None else min(int(entry.meta["t0"]), self.latent_frames)
+            if t0 > pos:
+                nxt = self.reader.file_size if entry is None else entry.offset
+                causes = [p for off, p in self.reader.damaged.items() if prev < off < nxt]
+                gaps.append(self._loss(pos, t0, "; ".join(causes) or "no chunk in the file holds them"))
+                blamed.update(causes)
+            if entry is not None:
+                pos, prev = max(pos, t0 + int(entry.meta["t"])), entry.offset
+        return gaps, blamed
+
+    def _read_loss(self, entry, e: FormatError) -> _Loss:
+        """The loss of a chunk whose record checked out but whose payload did not; recorded in
+        ``problems`` the first time it is found."""
+        if entry.index not in self._read_losses:
+            where = f"chunk {entry.index} at byte {entry.offset}"
+            reason = str(e).removeprefix(f"{self.reader.path}: ")  # the reader's errors name the chunk
+            t0 = int(entry.meta["t0"])
+            loss = self._loss(t0, min(t0 + int(entry.meta["t"]), self.latent_frames),
+                              reason if reason.startswith(where) else f"{where}: {reason}")
+            self._read_losses[entry.index] = loss
+            self.problems.append(loss.message)
+        return self._read_losses[entry.index]
+
+    def _lost_error(self, loss: _Loss, request: str) -> FormatError:
+        """The one error for a request that needs lost latent frames, with the way to read on."""
+        return FormatError(f"{self.reader.path}: cannot read {request}: {loss.message}; pass conceal=True to fill "
+                           "lost latent frames with the last intact one")
+
+    def _chunk_latents(self, entry) -> torch.Tensor | _Loss:
+        """One latent chunk dequantized to [C, t, h, w], or its loss if it is damaged."""
         try:
             return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, self._chunk_shape(entry))
         except FormatError as e:
-            self._lost(entry, e)
-            return None
+            return self._read_loss(entry, e)
 
-    def _unpacked(self, entries: list) -> Iterator[tuple[object, torch.Tensor | None]]:
-        """(entry, latents or None if damaged) for ``entries`` in order. With entropy workers
+    def _unpacked(self, entries: list) -> Iterator[tuple[object, torch.Tensor | _Loss]]:
+        """(entry, latents or their loss if damaged) for ``entries`` in order. With entropy workers
         (``Codec.entropy_workers``), one chunk per worker is decoded ahead of the consumer."""
         workers = self.codec.entropy_workers
         quant = self.quantizer
@@ -708,14 +800,13 @@ class LatentFile:
         try:
             while pending:
                 entry, damaged = pending.popleft()
-                z = None
                 if damaged is None:
                     try:
                         z = quant.dequantize(pool.result())
                     except FormatError as e:
                         damaged = e
                 if damaged is not None:
-                    self._lost(entry, damaged)
+                    z = self._read_loss(entry, damaged)
                 refill()
                 yield entry, z
         finally:  # a consumer that stops early leaves chunks in flight: collect them, so the
@@ -726,13 +817,27 @@ class LatentFile:
                     except FormatError:
                         pass
 
-    def iter_latents(self, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+    def iter_latents(
+        self, start: int = 0, stop: int | None = None, *, conceal: bool = False
+    ) -> Iterator[torch.Tensor]:
         """Latent frames [start, stop) as consecutive blocks [C, k, h, w].
 
-        A damaged or missing chunk is replaced by repeating the last good latent frame (zeros
-        at the start), so the timeline and audio sync survive and every intact chunk is used.
+        Latent frames of a damaged or missing chunk raise FormatError naming the chunk and the
+        frames lost, so filler is never mistaken for data (latents cached for training).
+        ``conceal=True`` instead repeats the last intact latent frame over them (zeros at the
+        start) and records them in ``problems``: a decoded video keeps its timeline and audio
+        sync and every intact chunk.
         """
         stop = self.latent_frames if stop is None else min(stop, self.latent_frames)
+        return self._latents(start, stop, conceal, f"latent frames {start}..{stop - 1}")
+
+    def _latents(self, start: int, stop: int, conceal: bool, request: str) -> Iterator[torch.Tensor]:
+        """``iter_latents`` for [start, stop) within the file; ``request`` names what the caller
+        asked for in the error."""
+        if not conceal:
+            gap = next((g for g in self._gaps if g.start < stop and g.stop > start), None)
+            if gap is not None:
+                raise self._lost_error(gap, request)
         pos, last = start, None
         wanted = [e for e in self._latent_chunks if int(e.meta["t0"]) + int(e.meta["t"]) > start
                   and int(e.meta["t0"]) < stop]
@@ -740,10 +845,13 @@ class LatentFile:
             t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
             if t0 + t <= pos:  # overlaps chunks already used
                 continue
-            if t0 > pos:  # a chunk is missing entirely (truncated scan)
+            if t0 > pos:  # a gap (in self._gaps), so concealing
                 yield self._filler(last, t0 - pos)
                 pos = t0
-            z = self._filler(last, t) if z is None else z
+            if isinstance(z, _Loss):
+                if not conceal:
+                    raise self._lost_error(z, request)
+                z = self._filler(last, t)
             z = z[:, pos - t0 : stop - t0]
             last = z[:, -1:]
             pos += z.shape[1]
@@ -756,14 +864,23 @@ class LatentFile:
             return torch.zeros(self.channels, n, self.lat_h, self.lat_w)
         return last.expand(-1, n, -1, -1).clone()
 
-    def latents(self, start_frame: int = 0, stop_frame: int | None = None) -> torch.Tensor:
-        """The latent frames that cover pixel frames [start_frame, stop_frame), as [C, t, h, w]."""
-        stop_frame = self.frames if stop_frame is None else min(stop_frame, self.frames)
-        if not 0 <= start_frame < stop_frame:
-            raise UsageError(f"frame range [{start_frame}, {stop_frame}) is empty or outside 0..{self.frames}")
-        first = 0 if start_frame == 0 else 1 + (start_frame - 1) // self.temporal
-        last = 0 if stop_frame <= 1 else 1 + (stop_frame - 2) // self.temporal
-        return torch.cat(list(self.iter_latents(first, last + 1)), dim=1)
+    def _frame_range(self, start: int, stop: int | None) -> tuple[int, int]:
+        """[start, stop) with ``stop`` cut to the file's frames; an empty range is the caller's mistake."""
+        end = self.frames if stop is None else min(stop, self.frames)
+        if not 0 <= start < end:
+            held = " (all that was recovered from this damaged file)" if self._summary_lost else ""
+            raise UsageError(
+                f"frame range [{start}, {end if stop is None else stop}) is empty or outside 0..{self.frames}{held}"
+            )
+        return start, end
+
+    def latents(self, start_frame: int = 0, stop_frame: int | None = None, *, conceal: bool = False) -> torch.Tensor:
+        """The latent frames that cover pixel frames [start_frame, stop_frame), as [C, t, h, w];
+        ``conceal`` as in ``iter_latents``."""
+        start, stop = self._frame_range(start_frame, stop_frame)
+        first, last = _latent_of(start, self.temporal), _latent_of(stop - 1, self.temporal)
+        request = f"frames {start}..{stop - 1} (latent frames {first}..{last})"
+        return torch.cat(list(self._latents(first, last + 1, conceal, request)), dim=1)
 
     def iter_frames(
         self,
@@ -772,11 +889,14 @@ class LatentFile:
         *,
         timings: dict | None = None,
         progress: Progress | None = None,
+        conceal: bool = False,
     ) -> Iterator[np.ndarray]:
-        """Decoded uint8 frames [start, stop) in chunks [n, H, W, 3]; only the tiles needed run."""
-        stop = self.frames if stop is None else min(stop, self.frames)
-        if not 0 <= start < stop:
-            return
+        """Decoded uint8 frames [start, stop) in chunks [n, H, W, 3]; only the tiles needed run.
+
+        A decoder tile reaches past the frames asked for, so a range raises FormatError when
+        its tiles need lost latent frames; ``conceal`` as in ``iter_latents``.
+        """
+        start, stop = self._frame_range(start, stop)
         model = self.model
         codec = self.codec
         sw = Stopwatch(codec.device)
@@ -784,10 +904,11 @@ class LatentFile:
         first_tile, end_tile = dec.tiles_for_frames(start, stop)
         lat_start = dec.skip_to(first_tile)
         lat_stop = dec.plan[end_tile - 1].end + 1
+        request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"
         if progress:
             progress.start(stop - start, "decode")
         with autotuned_convs(codec.device):
-            for z in sw.iterate(self.iter_latents(lat_start, lat_stop), "unpack"):
+            for z in sw.iterate(self._latents(lat_start, lat_stop, conceal, request), "unpack"):
                 for f0, x in sw.iterate(dec.push(z.to(codec.device)), "model_decode"):
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
@@ -803,9 +924,9 @@ class LatentFile:
             for k, v in sw.seconds.items():
                 timings[k] = timings.get(k, 0.0) + v
 
-    def frames_tensor(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Decoded frames [start, stop) as one uint8 tensor [n, H, W, 3]."""
-        return torch.from_numpy(np.concatenate(list(self.iter_frames(start, stop))))
+    def frames_tensor(self, start: int = 0, stop: int | None = None, *, conceal: bool = False) -> torch.Tensor:
+        """Decoded frames [start, stop) as one uint8 tensor [n, H, W, 3]; ``conceal`` as in ``iter_latents``."""
+        return torch.from_numpy(np.concatenate(list(self.iter_frames(start, stop, conceal=conceal))))
 
     def iter_audio(self) -> _AudioFeed:
         return _AudioFeed(self)

@@ -12,8 +12,9 @@ import json
 import mmap
 import os
 import re
-import struct
 import secrets
+import shutil
+import struct
 import weakref
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -121,12 +122,18 @@ def _check_kind(kind: str) -> bytes:
     return kind.encode("ascii")
 
 
+# Every temp file or folder this process created; those still there after an interrupt are
+# removed by remove_partial_outputs().
+_TEMPS: list[str] = []
+
+
 def create_temp(path: Path, directory: bool = False) -> tuple[int | None, str]:
     """Exclusive-create a hidden temp file (fd, name) or directory (None, name) next to ``path``;
     mode 0o666 / 0o777 so the umask applies as for a normal file (mkstemp's 0600 would not)."""
     for _ in range(100):
         tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.part"))
         try:
+            _TEMPS.append(tmp)  # before it exists: an interrupt may land just after
             if directory:
                 os.mkdir(tmp, 0o777)
                 return None, tmp
@@ -136,6 +143,21 @@ def create_temp(path: Path, directory: bool = False) -> tuple[int | None, str]:
         except OSError as e:
             raise UsageError(f"cannot create a file in {path.parent}: {e.strerror}") from None
     raise UsageError(f"cannot create a temporary file in {path.parent}")
+
+
+def remove_partial_outputs() -> None:
+    """Delete this process's temp files and folders that were neither renamed into place nor
+    removed. Each writer removes its own on error; this catches an interrupt (Ctrl-C, SIGTERM)
+    that lands between a temp's creation and the writer arming its clean-up."""
+    for tmp in _TEMPS:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    _TEMPS.clear()
 
 
 def _discard(fh: BinaryIO, tmp: str) -> None:
@@ -310,6 +332,9 @@ class VlatReader:
     Opening fails (FormatError) only when the preamble or header is bad. Damage to the
     footer or to single chunks is recorded in ``problems``; every intact chunk stays
     readable. ``complete`` is True when the footer and trailer are present and valid.
+    ``damaged`` maps the offset of each record that could not be accepted to its problem:
+    its own fields cannot be trusted, so a reader of the payloads locates what it lost by
+    the intact records around it.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -373,6 +398,7 @@ class VlatReader:
         self._payload_at: dict[int, int] = {}
         self._by_index: dict[int, ChunkEntry] = {}
         self._bad: dict[int, str] = {}
+        self.damaged: dict[int, str] = {}
         footer = self._read_footer()
         self.complete = footer is not None
         if footer is not None:
@@ -475,14 +501,21 @@ class VlatReader:
             try:
                 entry, payload_at = self._parse_record(off, limit)
             except _BadRecord as e:
-                self._bad[i] = str(e) if e.index is not None else f"chunk {i} at {e}"
-                self.problems.append(self._bad[i])
+                self._reject(off, str(e) if e.index is not None else f"chunk {i} at {e}", i)
                 continue
             if entry.index != i:
-                self._bad[i] = f"chunk {i} at byte {off}: footer entry {i} points at a record with index {entry.index}"
-                self.problems.append(self._bad[i])
+                self._reject(
+                    off, f"chunk {i} at byte {off}: footer entry {i} points at a record with index {entry.index}", i
+                )
                 continue
             self._accept(entry, payload_at)
+
+    def _reject(self, off: int, problem: str, index: int | None) -> None:
+        """Record a record that cannot be accepted; ``index`` when it is known."""
+        self.problems.append(problem)
+        self.damaged[off] = problem
+        if index is not None:
+            self._bad.setdefault(index, problem)
 
     def _scan(self) -> None:
         """Walk records from the end of the header; resynchronise on the next valid record after damage."""
@@ -494,9 +527,7 @@ class VlatReader:
             try:
                 entry, payload_at = self._parse_record(pos, end)
             except _BadRecord as e:
-                self.problems.append(str(e))
-                if e.index is not None and e.index not in self._payload_at:
-                    self._bad.setdefault(e.index, str(e))
+                self._reject(pos, str(e), e.index if e.index not in self._payload_at else None)
                 nxt = mm.find(CHUNK_MAGIC, pos + 1)
                 if nxt < 0:
                     break

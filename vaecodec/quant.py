@@ -121,10 +121,12 @@ class Quantizer:
             raise FormatError(f"unknown quantization scheme {scheme!r}")
         if deadzone is not None and not 0.0 <= deadzone < MAX_DEADZONE:
             raise UsageError(f"--deadzone must be in [0, {MAX_DEADZONE}), got {deadzone}")
+        # uniform quantization comes from --bits or from a model without an entropy coder
         if scheme == "uniform" and deadzone is not None:
-            raise UsageError("--deadzone needs a model with an entropy coder; this one takes --bits")
-        if scheme == "uniform" and motion:
-            raise UsageError("--motion needs a model with an entropy coder; this one takes --bits")
+            raise UsageError("--deadzone needs entropy coding, which --bits and models without an entropy coder lack")
+        if scheme == "uniform" and motion is not None:
+            raise UsageError(f"--{'' if motion else 'no-'}motion needs entropy coding, which --bits and models without "
+                             "an entropy coder lack")
         if scheme == "entropy" and deadzone is None:
             deadzone = default_deadzone(quality)
         self.scheme, self.bits, self.quality, self.coder = scheme, bits, quality, coder

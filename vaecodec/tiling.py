@@ -47,15 +47,19 @@ def temporal_tiles(n_latents: int, tiling: Tiling) -> list[TemporalTile]:
 
 
 def check_tiling(tiling: Tiling, spatial: int) -> None:
-    """Reject tilings the blending below cannot honour (the CLI reports the message)."""
-    if tiling.latent_frames < 1 or not 0 <= tiling.overlap_latents < tiling.latent_frames:
-        raise ValueError(
-            f"temporal tiles need 0 <= overlap ({tiling.overlap_latents}) < tile length ({tiling.latent_frames})"
-        )
-    if tiling.tile_px % spatial or tiling.overlap_px % spatial:
-        raise ValueError(f"spatial tile size and overlap must be multiples of {spatial} px")
-    if not 0 <= tiling.overlap_px < tiling.tile_px:
-        raise ValueError(f"spatial overlap ({tiling.overlap_px}) must be smaller than the tile ({tiling.tile_px})")
+    """Reject tilings the blending below cannot honour. The CLI reports the message, so it names
+    the option that sets each field and the range that option allows."""
+    t = tiling
+    if t.latent_frames < 1:
+        raise ValueError(f"--tile-frames must be at least 1, got {t.latent_frames}")
+    if not 0 <= t.overlap_latents < t.latent_frames:
+        raise ValueError(f"--tile-overlap must be from 0 to {t.latent_frames - 1} (below the tile length "
+                         f"{t.latent_frames}, --tile-frames), got {t.overlap_latents}")
+    if t.tile_px < spatial or t.tile_px % spatial:
+        raise ValueError(f"--tile-px must be a positive multiple of {spatial}, got {t.tile_px}")
+    if not 0 <= t.overlap_px < t.tile_px or t.overlap_px % spatial:
+        raise ValueError(f"--tile-overlap-px must be a multiple of {spatial} from 0 to {t.tile_px - spatial} "
+                         f"(below the tile edge {t.tile_px}, --tile-px), got {t.overlap_px}")
 
 
 def _ramp(n: int, device: torch.device) -> torch.Tensor:

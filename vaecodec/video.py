@@ -498,6 +498,11 @@ def probe(path: str | Path) -> tuple[VideoInfo, AudioTrack | None]:
 # ---- writing ------------------------------------------------------------------------------
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+#: Extensions of video files, those written here and other common ones: ``encode`` refuses them
+#: as the name of a .vlat file.
+VIDEO_SUFFIXES = frozenset(_FORMATS) | {
+    ".avi", ".flv", ".m2ts", ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".wmv", ".3gp",
+}
 _CODEC_ALIASES = {
     "h264": "h264", "avc": "h264", "libx264": "h264", "x264": "h264",
     "h265": "h265", "hevc": "h265", "libx265": "h265", "x265": "h265",

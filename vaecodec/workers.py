@@ -55,20 +55,26 @@ class CoderPool:
         # the children import this very package, wherever the parent found it
         here = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
-        # own session: a Ctrl-C reaches the parent only, which then closes the pool
-        self.procs = [
-            subprocess.Popen([sys.executable, "-m", "vaecodec.workers"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, env=env, start_new_session=True)
-            for _ in range(workers)
-        ]
+        self.procs: list[subprocess.Popen] = []
         self.sent = self.taken = 0
         self.in_flight: deque[tuple[int, tuple[int, ...]]] = deque()  # (op, shape), oldest first
         try:
+            for _ in range(workers):
+                # own session: a Ctrl-C or a SIGTERM to the group reaches the parent only, which
+                # then closes the pool
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "vaecodec.workers"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    env=env, start_new_session=True))
             for p in self.procs:
                 p.stdin.write(struct.pack("<Q", len(tables)) + tables)
                 p.stdin.flush()
         except BrokenPipeError:  # a child could not start
             raise self._died() from None
+        except BaseException:  # interrupted while starting (Ctrl-C, SIGTERM): no child outlives the pool
+            for p in self.procs:
+                p.kill()
+            self.close()
+            raise
 
     @property
     def idle(self) -> bool:

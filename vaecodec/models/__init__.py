@@ -4,8 +4,11 @@ Specs:
   ``tiny``          the embedded default (weights ship inside the package)
   ``KIND:PATH``     weights the user brings, e.g. ``ltx2:/models/ltx-2.safetensors``
   ``NAME``          ``NAME.safetensors`` or ``NAME/`` in the model directory (``--model-dir`` or
-                    ``$VAECODEC_MODELS``); the kind is NAME's prefix before the first '-'
-                    (``ltx2-19b.safetensors`` is an ``ltx2`` model).
+                    ``$VAECODEC_MODELS``); NAME is ``KIND`` or starts with ``KIND-``
+                    (``ltx2-19b.safetensors`` is an ``ltx2`` model), and the entry has the form
+                    that kind's weights take (a file, or a folder for ``ltxv``).
+The name, not the content, says the kind: decoding finds a file's weights by that name, and a
+safetensors file of bare ``encoder.*`` tensors could be an LTX-2 VAE or LTX-Video weights.
 Backends are imported only when used, so the CLI starts fast and a broken optional backend
 cannot break the others.
 """
@@ -35,12 +38,14 @@ class Backend:
     module: str
     needs: str
     embedded: bool = False
+    folder: bool = False  # weights are a folder (else one .safetensors file)
 
 
 KINDS: dict[str, Backend] = {
     "tiny": Backend("vaecodec.models.tiny", "nothing: weights ship with vaecodec", embedded=True),
     "ltx2": Backend("vaecodec.models.ltx2", "an LTX-2 checkpoint (.safetensors, full or VAE-only)"),
-    "ltxv": Backend("vaecodec.models.ltxv", "an LTX-Video 0.9 VAE folder (diffusers layout: config.json + safetensors)"),
+    "ltxv": Backend("vaecodec.models.ltxv", "an LTX-Video 0.9 VAE folder (diffusers layout: config.json + safetensors)",
+                    folder=True),
 }
 
 
@@ -60,6 +65,37 @@ def model_dir(explicit: str | Path | None = None) -> Path | None:
     return Path(d).expanduser() if d else None
 
 
+def _existing_dir(explicit: str | Path | None) -> Path | None:
+    """The model directory, or None without one; a ModelError naming where a missing one came
+    from, so that a typo does not read as "no such model here"."""
+    d = model_dir(explicit)
+    if d is not None and not d.is_dir():
+        source = "--model-dir" if explicit else "$VAECODEC_MODELS"
+        raise ModelError(f"model directory {d} ({source}) {'is not a folder' if d.exists() else 'does not exist'}")
+    return d
+
+
+def _entries(d: Path) -> list[Path]:
+    """The directory's entries but dotfiles (.DS_Store, unfinished downloads), in name order."""
+    return sorted(p for p in d.iterdir() if not p.name.startswith("."))
+
+
+def _classify(entry: Path) -> tuple[str | None, str]:
+    """(kind, "") for a model-directory entry that names its kind as a backend takes it, else
+    (None, why vaecodec cannot use it)."""
+    is_weights = entry.is_file() and entry.suffix == ".safetensors"
+    if not is_weights and not entry.is_dir():
+        return None, "neither a .safetensors file nor a folder"
+    name = entry.stem if is_weights else entry.name
+    kind = name.split("-")[0]
+    if kind not in KINDS:
+        example = "ltx2-" + entry.name if is_weights else f"ltxv-{name}/"
+        return None, f"the name must be KIND or start with KIND- ({', '.join(KINDS)}) to say which model it is, e.g. {example}"
+    if KINDS[kind].folder != entry.is_dir():
+        return None, f"{kind} weights are {'a folder' if KINDS[kind].folder else 'one .safetensors file'}"
+    return kind, ""
+
+
 def _known(kind: str) -> Backend:
     if kind not in KINDS:
         raise ModelError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
@@ -77,12 +113,13 @@ def resolve(spec: str, directory: str | Path | None = None) -> ModelRef:
         return ModelRef(kind, p)
     if spec in KINDS and KINDS[spec].embedded:
         return ModelRef(spec, None)
-    d = model_dir(directory)
+    d = _existing_dir(directory)
     if d is not None:
         for cand in (d / f"{spec}.safetensors", d / spec):
             if cand.exists():
-                kind = spec.split("-")[0]
-                _known(kind)
+                kind, why = _classify(cand)
+                if kind is None:
+                    raise ModelError(f"cannot use {cand} as a model: {why} (or pass --model KIND:{cand})")
                 return ModelRef(kind, cand)
     where = f" in {d}" if d else " (no model directory: set --model-dir or $VAECODEC_MODELS)"
     if spec in KINDS:
@@ -107,10 +144,10 @@ def ref_for_file(model: dict, model_path: str | Path | None, directory: str | Pa
         return resolve(f"{kind}:{model_path}")
     if KINDS[kind].embedded:
         return ModelRef(kind, None)
-    d = model_dir(directory)
-    if d is not None and d.is_dir():
-        for cand in sorted(d.iterdir()):
-            if cand.name.split("-")[0].removesuffix(".safetensors") == kind:
+    d = _existing_dir(directory)
+    if d is not None:
+        for cand in _entries(d):
+            if _classify(cand)[0] == kind:
                 return ModelRef(kind, cand)
     raise ModelError(
         f"this file was encoded with {model.get('id') or kind} (weights sha256 {model.get('sha256', '?')[:12]}…); "
@@ -118,15 +155,17 @@ def ref_for_file(model: dict, model_path: str | Path | None, directory: str | Pa
     )
 
 
-def list_models(directory: str | Path | None = None) -> list[dict]:
-    """Rows for ``vaecodec models``: each backend, what it needs, what is found locally."""
-    d = model_dir(directory)
-    found = sorted(d.iterdir()) if d is not None and d.is_dir() else []
-    rows = []
-    for kind, b in KINDS.items():
-        local = [str(p) for p in found if p.name.split("-")[0].removesuffix(".safetensors") == kind]
-        rows.append({"kind": kind, "needs": b.needs, "embedded": b.embedded, "found": local})
-    return rows
+def list_models(directory: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """What ``vaecodec models`` shows: a row per backend (what it needs, what the model directory
+    holds for it), and the directory's entries that no backend can use, each with the reason."""
+    d = _existing_dir(directory)
+    found = [(p, *_classify(p)) for p in (_entries(d) if d is not None else [])]
+    rows = [
+        {"kind": kind, "needs": b.needs, "embedded": b.embedded, "found": [str(p) for p, k, _ in found if k == kind]}
+        for kind, b in KINDS.items()
+    ]
+    unusable = [{"path": str(p), "reason": why} for p, k, why in found if k is None]
+    return rows, unusable
 
 
 def check_weights(model: VideoVAE, expected: dict) -> None:
