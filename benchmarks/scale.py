@@ -1,6 +1,7 @@
-"""Rate/quality of coding a smaller picture (``--scale``) against full-size coding.
+"""Rate/quality of coding a smaller or larger picture (``--scale``) against source-size coding.
 
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,0.75,0.5 --qualities 1,2,3,4,5,6
+    .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,1.25,1.5,2 --qualities 4,5,6,7,8
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --deadzones default,0,0.1
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --motion on,off
 
