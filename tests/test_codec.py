@@ -123,7 +123,7 @@ def test_audio_is_carried_through_unchanged(codec, tmp_path):
     with vaecodec.open(tmp_path / "a.vlat") as f:
         stored = sum(c.stored_size for c in f.reader.chunks_of("audio"))
     assert r.audio_bytes == stored > 0.3 * r.file_bytes  # the audio is a large part of this small file
-    assert r.bpp == 8 * (r.file_bytes - stored) / (48 * 32 * 12)
+    assert r.bpp == 8 * (r.file_bytes - stored) / (48 * 32 * 12) and r.ratio == pytest.approx(24 / r.bpp)
     assert abs(r.bpp - silent.bpp) * 48 * 32 * 12 / 8 < 400
 
     def packets(path):

@@ -134,8 +134,8 @@ class EncodeResult(Result):
 
     @property
     def ratio(self) -> float:
-        """Compression ratio against raw 8-bit RGB."""
-        return 3 * self.width * self.height * self.frames / max(1, self.file_bytes)
+        """Compression ratio of the video (as ``bpp``, audio left out) against raw 8-bit RGB."""
+        return 3 * self.width * self.height * self.frames / max(1, self.file_bytes - self.audio_bytes)
 
     def to_dict(self) -> dict:
         d = super().to_dict()
