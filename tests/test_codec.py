@@ -137,6 +137,15 @@ def test_audio_is_carried_through_unchanged(codec, tmp_path):
     assert data2 == data  # copied, not re-encoded
 
 
+def test_png_frames_of_a_file_with_audio_drop_the_audio(codec, tmp_path):
+    """PNG frames cannot hold audio: decoding a file with audio to frames warns and writes
+    every frame (it used to stop at the first audio packet)."""
+    codec.encode(make_video(tmp_path / "a.mp4", size=(48, 32), frames=12, audio=True), tmp_path / "a.vlat")
+    r = codec.decode(tmp_path / "a.vlat", tmp_path / "frames" / "%03d.png")
+    assert any("cannot carry audio" in w for w in r.warnings), r.warnings
+    assert r.frames == 12 and sorted(p.name for p in (tmp_path / "frames").iterdir())[-1] == "012.png"
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

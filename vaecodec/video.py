@@ -570,6 +570,7 @@ class VideoWriter:
         self._closed = False
         self._reformatter = VideoReformatter()
         self._audio_track = audio
+        self._audio_dropped = False  # PNG frames: the track given is dropped, its packets ignored
         self._astream: av.audio.stream.AudioStream | None = None
         self._transcoder: _AudioTranscoder | None = None
 
@@ -683,7 +684,7 @@ class VideoWriter:
             raise UsageError(f"{self.path} already exists (use -y/--overwrite to replace it)")
         if self._audio_track is not None:
             warnings.warn(f"{self.path}: PNG frames cannot carry audio; the audio track is dropped", stacklevel=3)
-            self._audio_track = None
+            self._audio_track, self._audio_dropped = None, True
         parent = self._png_dir if self._png_dir.is_dir() else self._png_dir.parent
         self._tmp = Path(create_temp(parent / self._png_dir.name, directory=True)[1])
         try:
@@ -723,7 +724,7 @@ class VideoWriter:
     def write_audio(self, packets: list[AudioPacket]) -> None:
         """Mux audio packets from the reader; the muxer interleaves them with the video."""
         if self._audio_track is None:
-            if packets:
+            if packets and not self._audio_dropped:
                 raise ValueError("VideoWriter was created without an audio track")
             return
         tb = self._audio_track.time_base
