@@ -149,6 +149,8 @@ def test_empty_or_outside_ranges_are_one_clear_error(enc, start, stop):
         for read in (f.latents, f.frames_tensor, lambda a, b: list(f.iter_frames(a, b))):
             with pytest.raises(UsageError, match=rf"^frame range \[{start}, {stop}\) is empty or outside 0..38$"):
                 read(start, stop)
+        with pytest.raises(UsageError, match=rf"^latent frame range \[{start}, {stop}\) is empty or outside 0..11$"):
+            list(f.iter_latents(start, stop))  # latent frames: the same checks
 
 
 def test_no_intact_latent_chunk_is_one_clear_error(enc, tmp_path):

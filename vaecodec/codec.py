@@ -828,8 +828,11 @@ class LatentFile:
         start) and records them in ``problems``: a decoded video keeps its timeline and audio
         sync and every intact chunk.
         """
-        stop = self.latent_frames if stop is None else min(stop, self.latent_frames)
-        return self._latents(start, stop, conceal, f"latent frames {start}..{stop - 1}")
+        end = self.latent_frames if stop is None else min(stop, self.latent_frames)
+        if not 0 <= start < end:
+            raise UsageError(f"latent frame range [{start}, {end if stop is None else stop}) is empty or outside "
+                             f"0..{self.latent_frames}")
+        return self._latents(start, end, conceal, f"latent frames {start}..{end - 1}")
 
     def _latents(self, start: int, stop: int, conceal: bool, request: str) -> Iterator[torch.Tensor]:
         """``iter_latents`` for [start, stop) within the file; ``request`` names what the caller
