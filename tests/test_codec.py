@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -334,6 +335,17 @@ def test_half_size_coding_restores_the_size_and_wins_at_low_rate(sample_clip, tm
     (r1, p1), (r2, p2), (rh, ph) = points["full1"], points["full2"], points["half4"]
     assert rh < r2
     assert ph > p1 + (p2 - p1) * (rh - r1) / (r2 - r1) + 1.0
+
+
+@pytest.mark.parametrize("options", [{"quality": "5"}, {"quality": 5.0}, {"quality": True}, {"bits": 6.5},
+                                     {"motion": "no"}, {"scale": "1.5"}, {"deadzone": "0.1"}, {"refine": 1.5},
+                                     {"entropy_workers": 1.5}, {"tile_frames": "2"}, {"model": None}])
+def test_api_options_of_the_wrong_type_are_one_clear_error(options):
+    """Python callers get the CLI's one clear line, not a TypeError deep inside or a header
+    that records quality 5.0 or motion "no"."""
+    (name, value), = options.items()
+    with pytest.raises(UsageError, match=rf"{name}.*must be .*got {re.escape(repr(value))}$"):
+        Codec(device="cpu", **options)
 
 
 def test_scale_is_checked():

@@ -116,6 +116,21 @@ class Result:
         return d
 
 
+def _check_types(**options: tuple[object, type]) -> None:
+    """Reject a Python API option of the wrong type in one line, before it fails deep inside or
+    lands in a file header (``quality=5.0``, ``motion="no"``). None means the default; bool is
+    not an integer here; an int is a float."""
+    for name, (value, kind) in options.items():
+        if value is None:
+            continue
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            what = {int: "an integer", float: "a number", bool: "True, False or None"}[kind]
+            raise UsageError(f"Codec({name}=...) must be {what}, got {value!r}")
+
+
 @dataclass
 class EncodeResult(Result):
     file_bytes: int = 0
@@ -280,6 +295,13 @@ class Codec:
         zstd_threads: int = 0,
         entropy_workers: int | None = None,
     ) -> None:
+        if not isinstance(model, str):
+            raise UsageError(f"Codec(model=...) must be a model name or KIND:PATH string, got {model!r}")
+        _check_types(bits=(bits, int), quality=(quality, int), deadzone=(deadzone, float),
+                     motion=(motion, bool), scale=(scale, float), tile_frames=(tile_frames, int),
+                     tile_overlap=(tile_overlap, int), tile_px=(tile_px, int), tile_overlap_px=(tile_overlap_px, int),
+                     chunk_latents=(chunk_latents, int), zstd_level=(zstd_level, int),
+                     zstd_threads=(zstd_threads, int), entropy_workers=(entropy_workers, int))
         self.model_spec, self.model_dir, self.model_path = model, model_dir, model_path
         self.device, self.dtype_name, self.dtype = pick_device(device), dtype, pick_dtype(dtype)
         if entropy_workers is not None and entropy_workers < 0:

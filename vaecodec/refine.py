@@ -60,7 +60,9 @@ class RefineSettings:
 
 def check_refine(value: int | RefineSettings | None) -> RefineSettings | None:
     """Validate ``--refine`` (a step count) or full settings; None when refinement is off."""
-    st = value if isinstance(value, RefineSettings) else RefineSettings(int(value or 0))
+    if value is not None and not isinstance(value, RefineSettings) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UsageError(f"--refine must be a whole number of steps or RefineSettings, got {value!r}")
+    st = value if isinstance(value, RefineSettings) else RefineSettings(value or 0)
     if not 0 <= st.steps <= MAX_STEPS:
         raise UsageError(f"--refine must be between 0 and {MAX_STEPS} steps, got {st.steps}")
     if not (st.lr > 0 and st.rate_weight >= 0):
