@@ -300,3 +300,23 @@ def test_model_id_names_the_architecture_not_its_spelling():
     assert ltx2._architecture(cfg) == ltx2._architecture(ltx2.RELEASED_CONFIG)
     cfg["timestep_conditioning"] = True
     assert ltx2._architecture(cfg) != ltx2._architecture(ltx2.RELEASED_CONFIG)
+
+
+def test_codec_refuses_a_picture_below_two_latent_cells(pair, tmp_path):
+    """LTX-2's decoder pads by reflection, which needs 2 latent rows and columns: a 32 px
+    picture (one 32x32 cell) is refused when encoding, with nothing written, rather than
+    written into a file no decoder can read; 64 px round-trips at its size."""
+    from conftest import make_video
+
+    import vaecodec
+    from vaecodec.codec import Codec
+    from vaecodec.errors import UsageError
+
+    path = pair[4]
+    codec = Codec(f"ltx2:{path}", device="cpu", bits=8)
+    with pytest.raises(UsageError, match=r"1x1 latent cells; .* at least 2x2 \(64 px: raise --scale\)"):
+        codec.encode(make_video(tmp_path / "s.mp4", size=(32, 32), frames=9), tmp_path / "s.vlat")
+    assert list(tmp_path.glob("*.vlat")) == [] and list(tmp_path.glob(".*.part")) == []
+    codec.encode(make_video(tmp_path / "m.mp4", size=(64, 64), frames=9), tmp_path / "m.vlat")
+    with vaecodec.open(tmp_path / "m.vlat", model_path=path, device="cpu") as f:
+        assert f.frames_tensor().shape == (9, 64, 64, 3)

@@ -415,6 +415,10 @@ class Codec:
             scale = self.scale if self.scale is not None else default_scale(quant.quality, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
             hp, wp = -(-ch // s) * s, -(-cw // s) * s
+            if min(hp, wp) // s < model.min_latent:
+                raise UsageError(f"{src}: a {cw}x{ch} picture is {wp // s}x{hp // s} latent cells; {model.model_id} "
+                                 f"decodes at least {model.min_latent}x{model.min_latent} "
+                                 f"({model.min_latent * s} px: raise --scale)")
             tiling = self._tiling(model, hp, wp)
             runner = self._runner(model, tiling)
             described = quant.describe()

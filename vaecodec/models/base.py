@@ -50,6 +50,7 @@ class VideoVAE(nn.Module):
     spatial: int = 8  # pixels per latent cell along H and W
     temporal: int = 4  # frames per latent frame (after the first)
     latent_channels: int = 16
+    min_latent: int = 1  # the fewest latent rows/columns the decoder takes
     tiling: Tiling = Tiling(latent_frames=8, overlap_latents=1, tile_px=512, overlap_px=64)
 
     def __init__(self) -> None:

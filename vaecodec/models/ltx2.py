@@ -235,6 +235,7 @@ class LTX2VAE(LTXFamilyVAE):
     """LTX-2 video VAE behind the :class:`VideoVAE` contract (normalised latent space)."""
 
     kind = "ltx2"
+    min_latent = 2  # the decoder's reflect padding needs 2 latent rows and columns (64 px)
 
     def __init__(self, cfg: dict):
         super().__init__()
