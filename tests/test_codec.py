@@ -348,6 +348,18 @@ def test_api_options_of_the_wrong_type_are_one_clear_error(options):
         Codec(device="cpu", **options)
 
 
+def test_a_small_tile_keeps_what_default_overlap_fits(tmp_path):
+    """--tile-frames 1 or --tile-px 8 alone shrink the model's default overlaps to fit (an
+    error about options the user never passed would say nothing useful); the file decodes."""
+    src = make_video(tmp_path / "a.mp4", size=(64, 48), frames=9)
+    r = Codec(device="cpu", tile_frames=1, tile_px=8).encode(src, tmp_path / "a.vlat")
+    with vaecodec.open(r.path, device="cpu") as f:
+        assert f.tiling.latent_frames == 1 and f.tiling.overlap_latents == 0 and f.tiling.overlap_px == 0
+        assert f.frames_tensor().shape == (9, 48, 64, 3)
+    with pytest.raises(UsageError, match="--tile-overlap must be from 0 to 0"):  # a clash the user asked for
+        Codec(device="cpu", tile_frames=1, tile_overlap=1).encode(src, tmp_path / "b.vlat")
+
+
 def test_scale_is_checked():
     for bad in (0.0, 0.1, 2.5):
         with pytest.raises(UsageError, match="--scale"):

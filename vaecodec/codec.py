@@ -351,6 +351,11 @@ class Codec:
 
     def _tiling(self, model: VideoVAE, height: int, width: int) -> Tiling:
         tiling = replace(model.tiling_for(height, width), **{k: v for k, v in self.tile_overrides.items() if v is not None})
+        # a tile set smaller than the model's default overlap keeps the most overlap it can hold
+        if self.tile_overrides["overlap_latents"] is None and tiling.latent_frames >= 1:
+            tiling = replace(tiling, overlap_latents=min(tiling.overlap_latents, tiling.latent_frames - 1))
+        if self.tile_overrides["overlap_px"] is None and tiling.tile_px >= model.spatial:
+            tiling = replace(tiling, overlap_px=min(tiling.overlap_px, tiling.tile_px - model.spatial))
         try:
             check_tiling(tiling, model.spatial)
         except ValueError as e:
