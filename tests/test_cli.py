@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,6 +247,19 @@ def test_bench_checks_its_report_paths_before_running(encoded, tmp_path):
     assert json.loads(old.read_text())["codecs"][0]["name"] == "vaecodec"
     assert (tmp_path / "rd.svg").read_bytes().startswith(b"<?xml")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_piped_bench_table_keeps_its_numbers(tmp_path):
+    """Outside a terminal (a pipe, a CI log) rich would cut the table to 80 columns and turn
+    numbers into '0.03…'; without COLUMNS the table keeps every column whole."""
+    src = make_video(tmp_path / "a.mp4", size=(64, 48), frames=9)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-m", "vaecodec", "bench", str(src), "--quality", "1,5", "--baselines", "none"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith("vaecodec  quality=")]
+    assert len(rows) == 2 and all("…" not in row for row in rows)
+    assert "quality=1,scale=0.5" in rows[0] and re.search(r" 0\.\d{4} ", rows[1])
 
 
 def _running(pid: int) -> bool:

@@ -36,8 +36,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped or logged output is not cut to rich's 80 columns (bench tables would lose their
+# numbers) unless COLUMNS asks for a width.
+_WIDE = None if "COLUMNS" in os.environ else 240
+out = Console(width=None if sys.stdout.isatty() else _WIDE)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
 
 
 def fail(message: str, code: int) -> None:
