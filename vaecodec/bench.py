@@ -214,6 +214,7 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
         "bpp": res.bpp,
         "psnr": quality.psnr,
         "file_bytes": res.file_bytes,
+        "audio_bytes": res.audio_bytes,  # inside file_bytes, left out of bpp and ratio_vs_rgb
         "ratio_vs_rgb": res.ratio,
         "ratio_vs_input": src.file_bytes / res.file_bytes,
         "quality": quality.to_dict(),
