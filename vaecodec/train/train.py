@@ -350,15 +350,15 @@ def train(cfg: Config, resume: bool = True) -> dict:
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    run = Path(cfg.run)
-    run.mkdir(parents=True, exist_ok=True)
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
+    photos = load_photos(cfg.data, cfg.photos)  # before the run folder: a missing data set leaves nothing behind
+    run = Path(cfg.run)
+    run.mkdir(parents=True, exist_ok=True)
     model, prior = TinyVAE(cfg.arch).to(device), cfg.prior().to(device)
     if device.type == "cuda":  # as in inference (tiny.CHANNELS_LAST_DEVICES); CPU runs keep their layout
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
-    photos = load_photos(cfg.data, cfg.photos)
     # in-process clips are made on the training device (photos in GPU memory on a GPU)
     sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed, device=device if cfg.workers == 0 else "cpu")
     state = {"step": 0, "best": None, "wall_s": 0.0, "commit": code_commit()}
