@@ -13,6 +13,25 @@ from vaecodec.train.train import Config, export, train
 
 
 HELP = {
+    "data": "prepared data folder (scripts/fetch_training_data.sh, then python -m vaecodec.train.data prepare)",
+    "run": "run folder: checkpoints, state.json, log.jsonl (resumed if it holds a checkpoint)",
+    "device": "cpu | cuda | mps (bf16 autocast on CUDA)",
+    "steps": "optimiser steps (with --time-budget: an upper bound)",
+    "batch": "clips per step",
+    "size": "clip side in pixels (a multiple of 8)",
+    "frames": "frames per clip (1 + 4k)",
+    "lr": "Adam learning rate (warm-up, then a cosine decay to 10 %% over the last fifth of the run)",
+    "lam": "rate weight: loss = MSE + lam * bits/pixel + kl * KL (+ the optional terms below)",
+    "kl": "weight of the KL term that keeps the log-variance a real posterior",
+    "step_min": "smallest quantization step trained on (steps are drawn log-uniformly per clip)",
+    "step_max": "largest quantization step trained on",
+    "val_every": "steps between validations on the held-out photos",
+    "ckpt_every": "steps between checkpoints",
+    "threads": "torch CPU threads",
+    "seed": "seed of the clip stream and initialisation",
+    "log_every": "steps between progress lines in log.jsonl",
+    "val_size": "validation clip side in pixels",
+    "val_clips": "validation clips (9 frames each, fixed seed)",
     "latent": "latent channels (architecture)",
     "refine": "half-resolution refine branch in the decoder (architecture)",
     "blocks8": "per-frame residual blocks at 1/8 resolution in the decoder (architecture)",
@@ -32,9 +51,12 @@ HELP = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vaecodec.train")
+    ap = argparse.ArgumentParser(prog="python -m vaecodec.train",
+                                 epilog="Training data: bash scripts/fetch_training_data.sh, then "
+                                        "python -m vaecodec.train.data prepare (docs/MODEL.md, Data).")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train (resumes from RUN/last.safetensors if present)")
+    tr = sub.add_parser("train", help="train (resumes from RUN/last.safetensors if present)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(Config):
         if f.name in ("photos", "val_photos"):
             continue
