@@ -320,3 +320,20 @@ def test_codec_refuses_a_picture_below_two_latent_cells(pair, tmp_path):
     codec.encode(make_video(tmp_path / "m.mp4", size=(64, 64), frames=9), tmp_path / "m.vlat")
     with vaecodec.open(tmp_path / "m.vlat", model_path=path, device="cpu") as f:
         assert f.frames_tensor().shape == (9, 64, 64, 3)
+
+
+@pytest.mark.parametrize("option", [{"quality": 5}, {"refine": 2}, {"deadzone": 0.1}, {"motion": False}])
+def test_entropy_options_are_refused_before_the_weights_load(tmp_path, option):
+    """LTX models have no entropy coder, which their kind says: an option only entropy coding
+    takes is refused at once, not after loading (and hashing) gigabytes of weights; here the
+    weights are not even valid, so a load would fail first with another error."""
+    from conftest import make_video
+
+    from vaecodec.codec import Codec
+    from vaecodec.errors import UsageError
+
+    bad = tmp_path / "ltx2-x.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    src = make_video(tmp_path / "a.mp4", size=(64, 64), frames=9)
+    with pytest.raises(UsageError, match="needs a model with an entropy coder; this one takes --bits"):
+        Codec(f"ltx2:{bad}", device="cpu", **option).encode(src, tmp_path / "o.vlat")

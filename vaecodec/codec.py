@@ -29,7 +29,7 @@ from . import __version__
 from .container import FLAG_RESAMPLED, VlatReader, VlatWriter
 from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
-from .models import VideoVAE, check_weights, load_model, ref_for_file, resolve
+from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
 from .quant import Quantizer
 from .refine import LatentRefiner, RefineSettings, check_refine
@@ -373,16 +373,24 @@ class Codec:
 
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
+    def _check_quantizer(self, has_coder: bool) -> None:
+        """Options that only entropy coding takes, asked of uniform quantization: a clash with
+        --bits, or a model without an entropy coder."""
+        if self.bits is None and has_coder:
+            return
+        why = ("--bits (uniform quantization) cannot be combined with {}" if has_coder
+               else "{} needs a model with an entropy coder; this one takes --bits")
+        for option, given in (("--quality", self.quality is not None), ("--refine", bool(self.refine)),
+                              ("--deadzone", self.deadzone is not None),
+                              ("--motion" if self.motion else "--no-motion", self.motion is not None)):
+            if given:
+                raise UsageError(why.format(option))
+
     def _quantizer(self, model: VideoVAE) -> Quantizer:
         coder = model.entropy_coder
+        self._check_quantizer(coder is not None)
         if self.bits is None and coder is not None:
             return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone, motion=self.motion)
-        why = ("--bits (uniform quantization) cannot be combined with {}" if coder is not None
-               else "{} needs a model with an entropy coder; this one takes --bits")
-        if self.quality is not None:
-            raise UsageError(why.format("--quality"))
-        if self.refine:
-            raise UsageError(why.format("--refine"))
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
                          motion=self.motion)
 
@@ -410,6 +418,8 @@ class Codec:
             raise UsageError("input and output are the same file")
         if dst.exists() and not overwrite:
             raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
+        if self._model is None and not KINDS[resolve(self.model_spec, self.model_dir).kind].entropy:
+            self._check_quantizer(has_coder=False)  # before loading what may be gigabytes of weights
         t_start = time.perf_counter()
         sw = Stopwatch(self.device)
         model = self.model

@@ -39,10 +39,11 @@ class Backend:
     needs: str
     embedded: bool = False
     folder: bool = False  # weights are a folder (else one .safetensors file)
+    entropy: bool = False  # its weights may carry an entropy coder (else: uniform --bits only)
 
 
 KINDS: dict[str, Backend] = {
-    "tiny": Backend("vaecodec.models.tiny", "nothing: weights ship with vaecodec", embedded=True),
+    "tiny": Backend("vaecodec.models.tiny", "nothing: weights ship with vaecodec", embedded=True, entropy=True),
     "ltx2": Backend("vaecodec.models.ltx2", "an LTX-2 checkpoint (.safetensors, full or VAE-only)"),
     "ltxv": Backend("vaecodec.models.ltxv", "an LTX-Video 0.9 VAE folder (diffusers layout: config.json + safetensors)",
                     folder=True),
