@@ -93,6 +93,7 @@ def test_round_trip_header_and_both_codings(tmp_path: Path) -> None:
     assert info["complete"] and info["problems"] == [] and len(info["chunks"]) == 5
     assert info["by_kind"]["latent"]["count"] == 3
     assert info["payload_bytes"] + info["overhead_bytes"] == path.stat().st_size
+    assert info["verified_chunks"] == 5 and describe(path)["verified_chunks"] is None  # says whether it read them
 
 
 def test_golden_bytes(tmp_path: Path) -> None:

@@ -366,6 +366,9 @@ def info(
         for kind, k in d["by_kind"].items():
             rows.append((f"{kind} chunks", f"{k['count']}, {_human(k['stored_bytes'])} stored, {_human(k['raw_bytes'])} raw"))
         rows.append(("overhead", f"{_human(d['overhead_bytes'])} (header, chunk records, index)"))
+        if d["verified_chunks"] is not None:
+            rows.append(("verified", f"{d['verified_chunks']} chunks read, "
+                                     + (f"{len(d['problems'])} problem(s) below" if d["problems"] else "every checksum matches")))
         _summary(str(path), rows)
         for p in d["problems"]:
             err.print(f"[yellow]problem:[/] {p}", highlight=False, soft_wrap=True)

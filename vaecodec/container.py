@@ -632,5 +632,6 @@ def describe(path: str | os.PathLike, *, verify: bool = False) -> dict:
             "by_kind": by_kind,
             "payload_bytes": payload,
             "overhead_bytes": r.file_size - payload,
+            "verified_chunks": len(r.chunks) if verify else None,  # chunks read and checked (--verify)
             "problems": problems,
         }
