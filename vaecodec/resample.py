@@ -74,8 +74,10 @@ def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     if x.shape[-2:] == (height, width):
         return x
     shrinking = height < x.shape[-2] or width < x.shape[-1]
-    y = F.interpolate(x.transpose(0, 1).float(), size=(height, width), mode="bicubic",
-                      antialias=shrinking, align_corners=False)
+    src = x.transpose(0, 1).float()
+    if shrinking and src.device.type not in ("cpu", "cuda"):  # antialiased kernels: CPU and CUDA only
+        return resize(x.cpu(), width, height).to(x.device)
+    y = F.interpolate(src, size=(height, width), mode="bicubic", antialias=shrinking, align_corners=False)
     return y.transpose(0, 1)
 
 
