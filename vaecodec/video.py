@@ -33,6 +33,7 @@ from vaecodec.errors import FormatError, InputError, UsageError
 SIZE_TAG = "vaecodec_size"
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
+_REORDER_DEPTH = 16  # the most frames H.264/H.265 may reorder
 _COMMON_RATES = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
 # swscale's default RGB<->YUV 4:2:0 path is biased (about -1.2 levels per channel on a round
 # trip, with ~4x the mean abs error); accurate rounding + full chroma interpolation is not.
@@ -266,6 +267,18 @@ def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
     return _nice_rate(1 / mean)
 
 
+def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tuple[float, float] | None:
+    """(shortest, longest) seconds between the frame times seen, when the longest is over 1.5x
+    the shortest: variable frame rate (or frames missing), which a constant rate cannot keep."""
+    times = sorted(set(pts))
+    if len(pts) >= _PEEK_PACKETS:  # the peek cut the stream: frames reordered (B-frames) past it leave holes at its end
+        times = times[:-_REORDER_DEPTH]
+    if len(times) < 3 or not stream.time_base:
+        return None
+    gaps = np.diff(times) * float(stream.time_base)
+    return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
+
+
 def _image_dir_pattern(path: Path) -> tuple[str, int]:
     """A directory of numbered images -> (image2 pattern, first number)."""
     groups: dict[tuple[int, str], list[int]] = {}
@@ -350,6 +363,12 @@ class VideoReader:
             if packet.stream is self._vs and packet.pts is not None and packet.size:
                 pts.append(packet.pts)
         fps = _pick_fps(self._vs, pts)
+        uneven = _uneven_intervals(self._vs, pts)
+        if uneven:
+            warnings.warn(f"{self.path}: uneven frame times (frames {uneven[0] * 1000:.0f} to {uneven[1] * 1000:.0f} ms "
+                          "apart: a variable frame rate, or frames missing); it is coded at a constant "
+                          f"{float(fps):.3f} fps, which keeps every frame and the duration but not each frame's time",
+                          stacklevel=3)
 
         if not self._fill():
             raise InputError(f"{self.path} has no video frames")
