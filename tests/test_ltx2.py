@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaecodec.errors import ModelError
+from vaecodec.errors import ModelError, UsageError
 from vaecodec.models import ltx2
 from vaecodec.models.ltx2 import LTX2Decoder, LTX2Encoder
 
@@ -201,7 +201,7 @@ def test_bad_checkpoints(tmp_path):
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(ModelError, match="not a readable safetensors"):
         ltx2.load(junk, CPU, torch.float32)
-    with pytest.raises(ModelError, match="float32 or bfloat16, not float16"):
+    with pytest.raises(UsageError, match="float32 or bfloat16, not float16"):
         ltx2.load(p, CPU, torch.float16)
     # a key missing from an otherwise valid checkpoint is named
     cfg = small_config(False)
@@ -310,7 +310,6 @@ def test_codec_refuses_a_picture_below_two_latent_cells(pair, tmp_path):
 
     import vaecodec
     from vaecodec.codec import Codec
-    from vaecodec.errors import UsageError
 
     path = pair[4]
     codec = Codec(f"ltx2:{path}", device="cpu", bits=8)
@@ -330,7 +329,6 @@ def test_entropy_options_are_refused_before_the_weights_load(tmp_path, option):
     from conftest import make_video
 
     from vaecodec.codec import Codec
-    from vaecodec.errors import UsageError
 
     bad = tmp_path / "ltx2-x.safetensors"
     bad.write_bytes(b"not a checkpoint")

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from vaecodec.errors import ModelError
+from vaecodec.errors import ModelError, UsageError
 from vaecodec.models import ltxv
 
 diffusers = pytest.importorskip("diffusers")
@@ -168,7 +168,7 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLLTXVideo"}))
     with pytest.raises(ModelError, match="missing encoder.conv_in.conv.weight"):
         ltxv.load(tmp_path, CPU, torch.float32)
-    with pytest.raises(ModelError, match="float32 or bfloat16, not float16"):
+    with pytest.raises(UsageError, match="float32 or bfloat16, not float16"):
         ltxv.load(tmp_path, CPU, torch.float16)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable"):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from vaecodec.errors import ModelError
+from vaecodec.errors import ModelError, UsageError
 from vaecodec.models.base import Tiling, VideoVAE
 
 Stride = tuple[int, int, int]
@@ -349,7 +349,8 @@ class LTXFamilyVAE(VideoVAE):
 def check_dtype(dtype: torch.dtype, what: str) -> None:
     """Refuse compute dtypes these VAEs are known to break in (fp16 overflows to green/grey frames)."""
     if dtype not in (torch.float32, torch.bfloat16):
-        raise ModelError(f"{what} runs in float32 or bfloat16, not {str(dtype).removeprefix('torch.')}")
+        raise UsageError(f"{what} runs in float32 or bfloat16, not {str(dtype).removeprefix('torch.')} "
+                         "(--dtype fp32 or bf16)")
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, str], set[str]]:
