@@ -70,28 +70,31 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=20, help="refinement steps for the refined encode (0: skip)")
     ap.add_argument("--loop", type=int, default=1, help="measure a clip that plays CLIP this many times")
     ap.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=True, help="also decode to an mp4")
+    ap.add_argument("--qualities", type=int, nargs="+", default=[5], help="qualities (6-8 code a larger picture)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         vlat, back = Path(tmp) / "clip.vlat", Path(tmp) / "back.mp4"
         if args.loop > 1:
             args.clip = _looped(args.clip, args.loop, Path(tmp) / "looped.mp4")
-        for dtype in args.dtypes:
+        for dtype, quality in ((d, q) for d in args.dtypes for q in args.qualities):
+            head = {"dtype": dtype, "quality": quality}
             for what, refine in (("encode_refined", args.refine), ("encode", 0)):  # the plain .vlat is decoded below
                 if what == "encode_refined" and not refine:
                     continue
-                enc = Codec(device=args.device, dtype=dtype, refine=refine).encode(args.clip, vlat, overwrite=True)
-                print(json.dumps({"dtype": dtype, "what": what, "refine": refine, "frames": enc.frames,
+                enc = Codec(device=args.device, dtype=dtype, quality=quality, refine=refine).encode(
+                    args.clip, vlat, overwrite=True)
+                print(json.dumps({**head, "what": what, "refine": refine, "scale": enc.scale, "frames": enc.frames,
                                   "bpp": round(enc.bpp, 4), "fps": round(enc.fps_processed, 1), "timings": enc.timings,
                                   "peak_gpu_mib": enc.peak_gpu_bytes and round(enc.peak_gpu_bytes / 2**20)}), flush=True)
             for workers in args.workers:
                 n, fps = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
-                print(json.dumps({"dtype": dtype, "what": "frames", "entropy_workers": workers, "frames": n,
+                print(json.dumps({**head, "what": "frames", "entropy_workers": workers, "frames": n,
                                   "fps": round(fps, 1)}))
             if not args.mp4:
                 continue
             codec = Codec(device=args.device, dtype=dtype)
             dec = codec.decode(vlat, back, overwrite=True)
-            print(json.dumps({"dtype": dtype, "what": "mp4", "entropy_workers": codec.entropy_workers,
+            print(json.dumps({**head, "what": "mp4", "entropy_workers": codec.entropy_workers,
                               "frames": dec.frames, "fps": round(dec.fps_processed, 1), "timings": dec.timings,
                               "peak_gpu_mib": dec.peak_gpu_bytes and round(dec.peak_gpu_bytes / 2**20)}), flush=True)
 

@@ -21,7 +21,8 @@
 #   decode throughput: a 10 s clip has two chunks, its figure is latency), then give_back.
 #   Next session: the same two calls with TRAIN_EXTRA="--blocks8 3" in the first: one more
 #   1/8-resolution decoder block, starting as a no-op, trained with the whole network (blocks grown
-#   onto a frozen v8 on the CPU learned nothing; v8's plain 530 s run gained 0.05 dB: docs/MODEL.md).
+#   onto a frozen v8 on the CPU learned nothing; v8's plain 530 s run gained 0.05 dB: docs/MODEL.md),
+#   and the pipeline call with "--qualities 5 8" added, which also times quality 8's 1.5x picture.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
