@@ -123,9 +123,10 @@ def _check_types(**options: tuple[object, type]) -> None:
     for name, (value, kind) in options.items():
         if value is None:
             continue
-        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
         if not ok:
             what = {int: "an integer", float: "a number", bool: "True, False or None"}[kind]
             raise UsageError(f"Codec({name}=...) must be {what}, got {value!r}")
