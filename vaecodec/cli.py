@@ -181,23 +181,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
 
 
-def _check_bits_alone(bits: object, deadzone: float | None, motion: bool | None, refine: int,
-                      quality: object = None) -> None:
-    """``--bits`` asks for uniform quantization, which has no quality levels, deadzone, motion or
-    refinement: report the clash of options before the codec blames the model (which may well
-    have an entropy coder)."""
-    if bits is None:
-        return
-    clashes = [name for name, given in (
-        ("--quality", quality is not None),
-        ("--deadzone", deadzone is not None),
-        ("--motion" if motion else "--no-motion", motion is not None),
-        ("--refine", bool(refine)),
-    ) if given]
-    if clashes:
-        raise UsageError(f"--bits (uniform quantization) cannot be combined with {' or '.join(clashes)} (entropy coding)")
-
-
 def _setup(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
@@ -264,13 +247,14 @@ def encode(
     as_json: JsonOpt = False,
 ) -> None:
     """Encode a video into a .vlat file of quantized VAE latents."""
+    from .codec import check_entropy_options
     from .video import VIDEO_SUFFIXES
 
     if dst.suffix.lower() in VIDEO_SUFFIXES:  # a .vlat is no video: a player would fail on it, and a user too
         raise UsageError(f"{dst}: {dst.suffix} names a video, but encode writes a .vlat file (try {dst.with_suffix('.vlat')})")
     if zstd_threads < 0:
         raise UsageError(f"--zstd-threads must be 0 or more, got {zstd_threads}")
-    _check_bits_alone(bits, deadzone, motion, refine, quality)
+    check_entropy_options(bits, quality, deadzone, motion, refine)  # before any work
     _setup(threads)
     codec = _codec(
         model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, motion=motion, scale=scale,
@@ -400,6 +384,7 @@ def bench(
     import torch
 
     from .bench import run_bench
+    from .codec import check_entropy_options
     from .refine import check_refine
     from .resample import check_scale
 
@@ -412,7 +397,7 @@ def bench(
             raise UsageError(f"--{name} takes a comma list of integers, got {s!r}") from None
 
     bit_depths = ints(bits, "bits")
-    _check_bits_alone(bit_depths, deadzone, motion, refine)  # every sweep point gets these
+    check_entropy_options(bit_depths, None, deadzone, motion, refine)  # every sweep point gets these
     sweep = [{"bits": b} for b in bit_depths or []] + [{"quality": q} for q in ints(quality, "quality") or []]
     if scale is not None:  # a sweep setting, so that the tables name it
         sweep = [{**point, "scale": check_scale(scale)} for point in sweep or [{}]]

@@ -116,6 +116,22 @@ class Result:
         return d
 
 
+def check_entropy_options(bits: object, quality: object, deadzone: float | None, motion: bool | None,
+                          refine: object, has_coder: bool = True) -> None:
+    """Options that only entropy coding takes, asked of uniform quantization: with ``bits`` a clash
+    of options (the model may well have an entropy coder), else a model without an entropy coder.
+    The CLI asks it before any work (a sweep's ``bits`` is a list), the Codec before its model loads."""
+    if bits is None and has_coder:
+        return
+    given = [name for name, asked in (("--quality", quality is not None), ("--deadzone", deadzone is not None),
+                                      ("--motion" if motion else "--no-motion", motion is not None),
+                                      ("--refine", bool(refine))) if asked]
+    if given and has_coder:
+        raise UsageError(f"--bits (uniform quantization) cannot be combined with {' or '.join(given)} (entropy coding)")
+    if given:
+        raise UsageError(f"{given[0]} needs a model with an entropy coder; this one takes --bits")
+
+
 def _check_types(**options: tuple[object, type]) -> None:
     """Reject a Python API option of the wrong type in one line, before it fails deep inside or
     lands in a file header (``quality=5.0``, ``motion="no"``). None means the default; bool is
@@ -374,22 +390,9 @@ class Codec:
 
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
-    def _check_quantizer(self, has_coder: bool) -> None:
-        """Options that only entropy coding takes, asked of uniform quantization: a clash with
-        --bits, or a model without an entropy coder."""
-        if self.bits is None and has_coder:
-            return
-        why = ("--bits (uniform quantization) cannot be combined with {}" if has_coder
-               else "{} needs a model with an entropy coder; this one takes --bits")
-        for option, given in (("--quality", self.quality is not None), ("--refine", bool(self.refine)),
-                              ("--deadzone", self.deadzone is not None),
-                              ("--motion" if self.motion else "--no-motion", self.motion is not None)):
-            if given:
-                raise UsageError(why.format(option))
-
     def _quantizer(self, model: VideoVAE) -> Quantizer:
         coder = model.entropy_coder
-        self._check_quantizer(coder is not None)
+        check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, coder is not None)
         if self.bits is None and coder is not None:
             return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone, motion=self.motion)
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
@@ -420,7 +423,8 @@ class Codec:
         if dst.exists() and not overwrite:
             raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
         if self._model is None and not KINDS[resolve(self.model_spec, self.model_dir).kind].entropy:
-            self._check_quantizer(has_coder=False)  # before loading what may be gigabytes of weights
+            # before loading what may be gigabytes of weights
+            check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, has_coder=False)
         t_start = time.perf_counter()
         sw = Stopwatch(self.device)
         model = self.model
@@ -870,10 +874,7 @@ class LatentFile:
         start) and records them in ``problems``: a decoded video keeps its timeline and audio
         sync and every intact chunk.
         """
-        end = self.latent_frames if stop is None else min(stop, self.latent_frames)
-        if not 0 <= start < end:
-            raise UsageError(f"latent frame range [{start}, {end if stop is None else stop}) is empty or outside "
-                             f"0..{self.latent_frames}")
+        start, end = self._range(start, stop, self.latent_frames, "latent frame")
         return self._latents(start, end, conceal, f"latent frames {start}..{end - 1}")
 
     def _latents(self, start: int, stop: int, conceal: bool, request: str) -> Iterator[torch.Tensor]:
@@ -909,20 +910,21 @@ class LatentFile:
             return torch.zeros(self.channels, n, self.lat_h, self.lat_w)
         return last.expand(-1, n, -1, -1).clone()
 
-    def _frame_range(self, start: int, stop: int | None) -> tuple[int, int]:
-        """[start, stop) with ``stop`` cut to the file's frames; an empty range is the caller's mistake."""
-        end = self.frames if stop is None else min(stop, self.frames)
+    def _range(self, start: int, stop: int | None, total: int, what: str) -> tuple[int, int]:
+        """[start, stop) with ``stop`` cut to ``total`` (the file's frames or latent frames); an
+        empty range is the caller's mistake."""
+        end = total if stop is None else min(stop, total)
         if not 0 <= start < end:
             held = " (all that was recovered from this damaged file)" if self._summary_lost else ""
             raise UsageError(
-                f"frame range [{start}, {end if stop is None else stop}) is empty or outside 0..{self.frames}{held}"
+                f"{what} range [{start}, {end if stop is None else stop}) is empty or outside 0..{total}{held}"
             )
         return start, end
 
     def latents(self, start_frame: int = 0, stop_frame: int | None = None, *, conceal: bool = False) -> torch.Tensor:
         """The latent frames that cover pixel frames [start_frame, stop_frame), as [C, t, h, w];
         ``conceal`` as in ``iter_latents``."""
-        start, stop = self._frame_range(start_frame, stop_frame)
+        start, stop = self._range(start_frame, stop_frame, self.frames, "frame")
         first, last = _latent_of(start, self.temporal), _latent_of(stop - 1, self.temporal)
         request = f"frames {start}..{stop - 1} (latent frames {first}..{last})"
         return torch.cat(list(self._latents(first, last + 1, conceal, request)), dim=1)
@@ -941,7 +943,7 @@ class LatentFile:
         A decoder tile reaches past the frames asked for, so a range raises FormatError when
         its tiles need lost latent frames; ``conceal`` as in ``iter_latents``.
         """
-        start, stop = self._frame_range(start, stop)
+        start, stop = self._range(start, stop, self.frames, "frame")
         model = self.model
         codec = self.codec
         sw = Stopwatch(codec.device)
