@@ -176,6 +176,11 @@ MotionOpt = Annotated[Optional[bool], typer.Option(
     "--motion/--no-motion",
     help="Predict each latent frame from the previous one moved by a motion vector per block (fewer bits on pans; "
          "default on with an entropy coder; --no-motion writes chunks that older vaecodec versions read).")]
+CameraOpt = Annotated[Optional[bool], typer.Option(
+    "--camera/--no-camera",
+    help="Steady a moving camera: code a canvas that stays still while the picture pans or zooms, and store each "
+         "frame's view of it (far fewer bits on pans; default on with an entropy coder when the first frames move; "
+         "--no-camera keeps latents aligned with the picture, as a latent cache needs).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")]
@@ -229,6 +234,7 @@ def encode(
     quality: Annotated[Optional[int], typer.Option(help="Quality level of the model's entropy coder (higher = better, bigger).")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone, 0 <= D < 0.5: a latent keeps its previous frame's symbol unless it moved over 0.5+D steps (fewer bits, steadier picture; 0 = plain rounding; default set per quality).")] = None,
     motion: MotionOpt = None,
+    camera: CameraOpt = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
@@ -257,8 +263,8 @@ def encode(
     check_entropy_options(bits, quality, deadzone, motion, refine)  # before any work
     _setup(threads)
     codec = _codec(
-        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, motion=motion, scale=scale,
-        refine=refine, device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
+        model=model, model_dir=model_dir, bits=bits, quality=quality, deadzone=deadzone, motion=motion, camera=camera,
+        scale=scale, refine=refine, device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:
@@ -268,7 +274,8 @@ def encode(
     elif not quiet:
         _summary(f"encoded {src.name} → {dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"
-                       + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")),
+                       + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")
+                       + (" (steadied on a {}x{} canvas)".format(*r.canvas) if r.canvas else "")),
             ("model", r.model_id),
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
             ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
@@ -334,7 +341,8 @@ def info(
         rows = [
             ("file", f"{d['path']} ({_human(d['file_size'])}, format v{d['version']}, {'complete' if d['complete'] else 'INCOMPLETE'})"),
             ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"
-                      + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")),
+                      + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")
+                      + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas" if "canvas_width" in v else "")),
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
             ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
@@ -370,6 +378,7 @@ def bench(
     quality: Annotated[Optional[str], typer.Option(help="Comma list of entropy-coder quality levels for a rate sweep.")] = None,
     deadzone: Annotated[Optional[float], typer.Option(help="Temporal deadzone for every sweep point (default: per quality, as encode).")] = None,
     motion: MotionOpt = None,
+    camera: CameraOpt = None,
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
@@ -406,7 +415,7 @@ def bench(
     run_bench(
         inputs,
         codec_kwargs={"model": model, "model_dir": model_dir, "device": device, "dtype": dtype, "deadzone": deadzone,
-                      "motion": motion},
+                      "motion": motion, "camera": camera},
         sweep=sweep or None,
         baselines=[] if baselines == "none" else [b.strip() for b in baselines.split(",") if b.strip()],
         threads=threads or torch.get_num_threads(),

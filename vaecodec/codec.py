@@ -10,6 +10,8 @@ with the length of the video.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import resource
 import time
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .container import FLAG_RESAMPLED, VlatReader, VlatWriter
+from . import camera as cam
+from .container import FLAG_CANVAS, FLAG_RESAMPLED, VlatReader, VlatWriter
 from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
@@ -157,6 +160,7 @@ class EncodeResult(Result):
     quantization: dict = field(default_factory=dict)
     scale: float = 1.0  # the picture was coded at about this fraction of its width and height
     coded_size: tuple[int, int] = (0, 0)  # (width, height) the model coded: even numbers
+    canvas: tuple[int, int] | None = None  # (width, height) of the steadied canvas, if the camera moved
 
     @property
     def bpp(self) -> float:
@@ -196,6 +200,36 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # The encoder holds a chunk's float latents, so big frames get shorter chunks.
 CHUNK_LATENTS = 32
 CHUNK_BUFFER_BYTES = 64 << 20
+
+
+def _take_frames(frames: Iterator[np.ndarray], n: int) -> np.ndarray:
+    """The first ``n`` frames (or all there are) of a stream of frame chunks, joined; the
+    stream resumes after them."""
+    got: list[np.ndarray] = []
+    while sum(len(c) for c in got) < n and (chunk := next(frames, None)) is not None:
+        got.append(chunk)
+    if not got:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    return np.concatenate(got)
+
+
+class _Views:
+    """The camera params of the frames steadied so far, until their latent chunk takes them."""
+
+    def __init__(self) -> None:
+        self.params: deque[np.ndarray] = deque()
+        self.start = self.end = 0  # frames [start, end) are held
+
+    def add(self, params: np.ndarray) -> None:
+        self.params.extend(params)
+        self.end += len(params)
+
+    def take(self, first: int, end: int) -> np.ndarray:
+        """Params of frames [first, end): first must be the oldest held."""
+        assert first == self.start and end <= self.end, (first, end, self.start, self.end)
+        out = [self.params.popleft() for _ in range(end - first)]
+        self.start = end
+        return np.stack(out) if out else np.zeros((0, 3), np.int64)
 
 
 def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
@@ -300,6 +334,7 @@ class Codec:
         deadzone: float | None = None,
         motion: bool | None = None,
         scale: float | None = None,
+        camera: bool | None = None,
         refine: int | RefineSettings = 0,
         model_dir: str | Path | None = None,
         model_path: str | Path | None = None,
@@ -315,7 +350,7 @@ class Codec:
         if not isinstance(model, str):
             raise UsageError(f"Codec(model=...) must be a model name or KIND:PATH string, got {model!r}")
         _check_types(bits=(bits, int), quality=(quality, int), deadzone=(deadzone, float),
-                     motion=(motion, bool), scale=(scale, float), tile_frames=(tile_frames, int),
+                     motion=(motion, bool), scale=(scale, float), camera=(camera, bool), tile_frames=(tile_frames, int),
                      tile_overlap=(tile_overlap, int), tile_px=(tile_px, int), tile_overlap_px=(tile_overlap_px, int),
                      chunk_latents=(chunk_latents, int), zstd_level=(zstd_level, int),
                      zstd_threads=(zstd_threads, int), entropy_workers=(entropy_workers, int))
@@ -326,6 +361,10 @@ class Codec:
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone, self.motion = bits, quality, deadzone, motion
         self.scale = None if scale is None else check_scale(scale)  # None: per quality
+        # steady a moving camera's picture into a canvas (``vaecodec.camera``); None: for the
+        # entropy-coded models, whose files are for watching, not for latents that must line
+        # up with the picture (a latent cache for an LTX model)
+        self.camera = camera
         self.refine = refine  # latent refinement (``vaecodec.refine``), checked by the setter
         if chunk_latents is not None and chunk_latents < 1:
             raise UsageError(f"--chunk-frames must be at least 1, got {chunk_latents}")
@@ -434,7 +473,14 @@ class Codec:
             info = reader.info
             scale = self.scale if self.scale is not None else default_scale(quant.quality, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
-            hp, wp = -(-ch // s) * s, -(-cw // s) * s
+            frames = (resize_frames(chunk, cw, ch) for chunk in sw.iterate(reader.chunks(), "read"))
+            steady = self.camera if self.camera is not None else quant.scheme == "entropy"
+            first = _take_frames(frames, cam.LOOKAHEAD) if steady else np.zeros((0, ch, cw, 3), np.uint8)
+            with sw("camera"):  # a canvas that fits the model's spatial tile where the picture does
+                path = cam.estimate_path(first) if len(first) > 1 else []
+                canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path)
+            pw, ph = canvas or (cw, ch)  # the picture the model codes
+            hp, wp = -(-ph // s) * s, -(-pw // s) * s
             if min(hp, wp) // s < model.min_latent:
                 raise UsageError(f"{src}: a {cw}x{ch} picture is {wp // s}x{hp // s} latent cells; {model.model_id} "
                                  f"decodes at least {model.min_latent}x{model.min_latent} "
@@ -449,6 +495,8 @@ class Codec:
                                         quant.deadzone, self.refine, (ch, cw), quant.motion_block,
                                         quant.coder, quant.quality)
             coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
+            if canvas:
+                coded |= {"canvas_width": pw, "canvas_height": ph}
             header = {
                 "vaecodec": __version__,
                 "model": model.describe(),
@@ -464,7 +512,8 @@ class Codec:
             enc = StreamingEncoder(runner, model.temporal)
             n_lat = 0
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads,
-                            flags=FLAG_RESAMPLED if coded else 0) as out, ExitStack() as stack, \
+                            flags=(FLAG_RESAMPLED if (cw, ch) != (info.width, info.height) else 0)
+                            | (FLAG_CANVAS if canvas else 0)) as out, ExitStack() as stack, \
                     autotuned_convs(self.device):
                 pool = (stack.enter_context(closing(CoderPool(self.entropy_workers, quant.coder)))
                         if self.entropy_workers and quant.scheme == "entropy" else None)
@@ -477,6 +526,9 @@ class Codec:
                         return
                     with sw("pack"):
                         meta = {"t0": n_lat, "t": z.shape[1]}
+                        if views is not None:  # each frame's view of the canvas (padding frames have none)
+                            end = min(_first_frame(n_lat + z.shape[1], model.temporal), views.end)
+                            meta["camera"] = cam.pack(views.take(_first_frame(n_lat, model.temporal), end))
                         if queue:  # coded by a worker; written in order when it is back
                             queue.latent(z, quant, meta)
                         else:
@@ -496,18 +548,34 @@ class Codec:
                     if packets:
                         add("audio", pack_packets(packets), {"packets": len(packets)})
 
-                for chunk in sw.iterate(reader.chunks(), "read"):
-                    x = torch.from_numpy(_pad_to_grid(resize_frames(chunk, cw, ch), s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
+                steadier = cam.Steadier(cw, ch, canvas, model.temporal, self.device, path) if canvas else None
+                views = _Views() if canvas else None
+
+                def code(pictures: np.ndarray) -> None:  # uint8 [n, ph, pw, 3], the model's input
+                    x = torch.from_numpy(_pad_to_grid(pictures, s)).to(self.device).permute(3, 0, 1, 2)  # [3,n,Hp,Wp] u8
                     if refiner:
                         refiner.add_frames(x)
                     for z in latents(enc.push(x)):
                         emit(gather.add(z))
+
+                def steadied(segments: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+                    for pictures, params in sw.iterate(segments, "camera"):
+                        views.add(params)
+                        code(pictures)
+
+                for chunk in itertools.chain([first] if len(first) else [], frames):
+                    if steadier:
+                        steadied(steadier.push(chunk))
+                    else:
+                        code(chunk)
                     emit_audio()
                     if progress:
                         progress.advance(chunk.shape[0])
                 n_frames = reader.frames_read
                 if n_frames == 0:
                     raise InputError(f"{src}: no video frames could be decoded")
+                if steadier:
+                    steadied(steadier.finish())
                 for z in latents(enc.finish()):
                     emit(gather.add(z))
                 if refiner:
@@ -537,6 +605,7 @@ class Codec:
             quantization=described,
             scale=scale,
             coded_size=(cw, ch),
+            canvas=canvas,
         )
 
     # -- decode --------------------------------------------------------------------------
@@ -686,6 +755,10 @@ class LatentFile:
             # the picture the model coded: smaller than the source in a resampled file
             self.coded_width = int(video["coded_width"]) if resampled else self.width
             self.coded_height = int(video["coded_height"]) if resampled else self.height
+            # a steadied file: the model coded a canvas, each frame is a view cut out of it
+            self.canvas = bool(self.reader.flags & FLAG_CANVAS)
+            if self.canvas:
+                self.canvas_size = int(video["canvas_width"]), int(video["canvas_height"])
             self.fps = Fraction(video["fps"])
             self.tiling = Tiling(**h["tiling"])
             self.quant_info: dict = h["quantization"]
@@ -694,6 +767,11 @@ class LatentFile:
             self.reader.close()
             raise FormatError(f"{path}: header is missing or has a bad field ({e})") from None
         self._latent_chunks = sorted(self.reader.chunks_of("latent"), key=lambda c: int(c.meta.get("t0", -1)))
+        self._views: dict[int, np.ndarray] = {}  # latent chunk index -> its frames' camera params
+        self._bad_views: dict[int, str] = {}  # offset -> why a chunk's camera motion is unusable
+        if self.canvas:
+            self._latent_chunks = [e for e in self._latent_chunks if self._read_views(e)]
+        self._t0s = [int(e.meta["t0"]) for e in self._latent_chunks]
         if not self._latent_chunks:
             why = self.reader.problems[0] if self.reader.problems else "it holds none"
             self.reader.close()
@@ -718,6 +796,7 @@ class LatentFile:
         self._model: VideoVAE | None = None
         self._quant: Quantizer | None = None
         self._pool: CoderPool | None = None
+        self._last_view: np.ndarray | None = None
 
     def __enter__(self) -> "LatentFile":
         return self
@@ -787,12 +866,43 @@ class LatentFile:
             t0 = self.latent_frames if entry is None else min(int(entry.meta["t0"]), self.latent_frames)
             if t0 > pos:
                 nxt = self.reader.file_size if entry is None else entry.offset
-                causes = [p for off, p in self.reader.damaged.items() if prev < off < nxt]
+                causes = [p for off, p in {**self.reader.damaged, **self._bad_views}.items() if prev < off < nxt]
                 gaps.append(self._loss(pos, t0, "; ".join(causes) or "no chunk in the file holds them"))
                 blamed.update(causes)
             if entry is not None:
                 pos, prev = max(pos, t0 + int(entry.meta["t"])), entry.offset
         return gaps, blamed
+
+    def _read_views(self, entry) -> bool:
+        """Unpack a latent chunk's camera params (its meta is read with the file); a chunk
+        without usable ones is left out, its frames lost like those of a damaged chunk."""
+        t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
+        try:
+            self._views[entry.index] = cam.unpack(entry.meta.get("camera"), _first_frame(t0 + t, self.temporal)
+                                                  - _first_frame(t0, self.temporal))
+            return True
+        except FormatError as e:
+            self._bad_views[entry.offset] = f"chunk {entry.index} at byte {entry.offset}: {e}"
+            return False
+
+    def _frame_views(self, lo: int, hi: int) -> np.ndarray:
+        """Camera params [hi - lo, 3] of frames [lo, hi); a frame of a lost chunk keeps the
+        view before it (the concealed latents repeat the canvas before them)."""
+        out = np.empty((hi - lo, 3), np.int64)
+        for f in range(lo, hi):
+            lat = _latent_of(f, self.temporal)
+            entry = self._latent_chunks[max(0, bisect.bisect_right(self._t0s, lat) - 1)]
+            entry = entry if int(entry.meta["t0"]) <= lat < int(entry.meta["t0"]) + int(entry.meta["t"]) else None
+            held = self._views[entry.index] if entry is not None and entry.index not in self._read_losses else None
+            i = f - _first_frame(int(entry.meta["t0"]), self.temporal) if held is not None else 0
+            if held is not None and i < len(held):
+                self._last_view = held[i]
+            elif self._last_view is None:  # nothing before: the canvas's centre
+                cw, ch = self.canvas_size
+                self._last_view = np.array([0, (cw - self.coded_width) * cam.FRAC_SHIFT // 2,
+                                            (ch - self.coded_height) * cam.FRAC_SHIFT // 2])
+            out[f - lo] = self._last_view
+        return out
 
     def _read_loss(self, entry, e: FormatError) -> _Loss:
         """The loss of a chunk whose record checked out but whose payload did not; recorded in
@@ -960,8 +1070,11 @@ class LatentFile:
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
                         continue
-                    frames = to_uint8_frames(x[:, lo - f0 : hi - f0], self.coded_height, self.coded_width,
-                                              (self.width, self.height))
+                    x = x[:, lo - f0 : hi - f0]
+                    if self.canvas:
+                        with sw("camera"):
+                            x = cam.unwarp(x, self._frame_views(lo, hi), self.coded_width, self.coded_height)
+                    frames = to_uint8_frames(x, self.coded_height, self.coded_width, (self.width, self.height))
                     if progress:
                         progress.advance(frames.shape[0])
                     yield frames

@@ -49,7 +49,8 @@ _CRC = struct.Struct("<I")
 
 # Preamble flags: features a reader must understand to read the file right (docs/FORMAT.md).
 FLAG_RESAMPLED = 0x0001  # the picture was coded at the header's video.coded_* size
-KNOWN_FLAGS = FLAG_RESAMPLED
+FLAG_CANVAS = 0x0002  # the model coded a steadied canvas; latent chunks carry each frame's view
+KNOWN_FLAGS = FLAG_RESAMPLED | FLAG_CANVAS
 
 _CODINGS = {"raw": 0, "zstd": 1}
 _CODING_NAMES = {v: k for k, v in _CODINGS.items()}

@@ -1,0 +1,170 @@
+"""Camera motion compensation (``vaecodec.camera``): estimation, the canvas, the stored views,
+and what it does to real files."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import zstandard
+
+import vaecodec
+from conftest import psnr, read_all
+from test_codec import SAMPLE, _lossless
+from vaecodec import camera as cam
+from vaecodec.codec import Codec
+from vaecodec.container import FLAG_CANVAS, VlatReader, VlatWriter
+from vaecodec.errors import FormatError
+
+
+def render(photo: np.ndarray, width: int, height: int, xs: list[float], ys: list[float], zooms: list[float]) -> np.ndarray:
+    """uint8 [n, height, width, 3]: windows of ``photo`` whose top-left pixel centre is at
+    (x, y) in photo pixels and whose pixels are 1/zoom photo pixels apart (bicubic; an
+    independent renderer, not the one under test)."""
+    img = torch.from_numpy(photo).permute(2, 0, 1)[None].float()
+    H, W = photo.shape[:2]
+    out = []
+    for x0, y0, z in zip(xs, ys, zooms):
+        px = x0 + torch.arange(width, dtype=torch.float64) / z
+        py = y0 + torch.arange(height, dtype=torch.float64) / z
+        grid = torch.stack(torch.meshgrid((2 * py + 1) / H - 1, (2 * px + 1) / W - 1, indexing="ij")[::-1], -1)
+        f = F.grid_sample(img, grid[None].float(), mode="bicubic", padding_mode="border", align_corners=False)
+        out.append(f[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return read_all(SAMPLE)[0]  # a real photograph, 480x320
+
+
+@pytest.fixture(scope="module")
+def pan(photo) -> np.ndarray:
+    """25 frames of 224x160 panning 1.7 px right and 0.6 px down per frame, zooming in 0.2 %
+    per frame."""
+    n = 25
+    return render(photo, 224, 160, [40 + 1.7 * t for t in range(n)], [30 + 0.6 * t for t in range(n)],
+                  [1.002**t for t in range(n)])
+
+
+def test_estimate_recovers_a_sub_pixel_pan_and_zoom(photo):
+    """Frame 1 shows photo point p at (p - origin) * zoom; the estimate maps frame-0 pixels to
+    frame-1 pixels, so it must be that map within hundredths of a pixel."""
+    for dx, dy, z in ((0.37, -0.21, 1.0), (3.6, 1.25, 1.0), (-2.2, 0.8, 1.004), (0.0, 0.0, 0.995)):
+        f = render(photo, 320, 224, [60, 60 + dx], [40, 40 + dy], [1.0, z])
+        m = cam.estimate(cam.Patches(f[0]), cam.Patches(f[1]))
+        assert m is not None
+        # frame-0 pixel q is photo point 60 + q; in frame 1 it is at (60 + q - 60 - dx) * z
+        want = np.array([[z, 0, -dx * z], [0, z, -dy * z]])
+        corners = np.array([[0, 0, 1], [319, 223, 1]], dtype=np.float64)
+        assert np.abs(corners @ m.T - corners @ want.T).max() < 0.06, (dx, dy, z, m)
+
+
+def test_estimate_gives_up_on_cuts_and_flat_frames(photo):
+    a = render(photo, 224, 160, [20], [20], [1.0])[0]
+    b = render(photo[::-1, ::-1].copy(), 224, 160, [20], [20], [1.0])[0]
+    flat = np.full_like(a, 128)
+    assert cam.estimate(cam.Patches(a), cam.Patches(b)) is None
+    assert cam.estimate(cam.Patches(flat), cam.Patches(flat)) is None
+    assert cam.estimate(cam.Patches(a), cam.Patches(a)) is not None  # still: identity
+    assert cam.plan_canvas(np.stack([a] * 9), 896) is None  # a still camera gets no canvas
+
+
+def test_params_round_trip_and_bad_ones_are_refused():
+    params = np.array([[0, 5120, 2048], [-3100, 5500, 2200], [-6300, 5901, 2351], [2**19, -7, 0]])
+    text = cam.pack(params)
+    assert (cam.unpack(text, 4) == params).all() and (cam.unpack(text, 9) == params).all()
+    odd = base64.b64encode(zstandard.ZstdCompressor().compress(bytes(20))).decode()  # not whole frames
+    for bad, most in ((text, 3), ("not base64!", 4), (odd, 4), (None, 4),
+                      (cam.pack(np.array([[2**19 + 1, 0, 0]])), 4)):
+        with pytest.raises(FormatError, match="camera motion"):
+            cam.unpack(bad, most)
+
+
+def test_the_canvas_holds_the_pan_still_and_gives_the_frames_back(pan):
+    """Steadied, the 25-frame pan changes several times less from frame to frame; segments
+    start at latent-frame boundaries; cutting the views back out of the canvas (no coding in
+    between) gives the frames back far above any codec's PSNR."""
+    n, h, w = pan.shape[:3]
+    canvas = cam.plan_canvas(pan[: cam.LOOKAHEAD], 896)
+    assert canvas is not None and canvas[0] > w and canvas[1] > h and canvas[0] % 8 == canvas[1] % 8 == 0
+    st = cam.Steadier(w, h, canvas, 4, torch.device("cpu"))
+    segments = list(st.push(pan[:10])) + list(st.push(pan[10:])) + list(st.finish())
+    assert [len(s[0]) for s in segments] == [len(s[1]) for s in segments]
+    lengths = [len(s[0]) for s in segments]
+    assert sum(lengths) == n and lengths[0] % 4 == 1 and all(k % 4 == 0 for k in lengths[1:-1])
+    pictures = np.concatenate([s[0] for s in segments])
+    params = np.concatenate([s[1] for s in segments])
+    assert pictures.shape == (n, canvas[1], canvas[0], 3)
+    first = segments[0][0].astype(np.float64)
+    still = np.abs(np.diff(first, axis=0)).mean()
+    moving = np.abs(np.diff(pan[: len(first)].astype(np.float64), axis=0)).mean()
+    assert still < 0.3 * moving, (still, moving)
+    x = torch.from_numpy(pictures).permute(3, 0, 1, 2).float()
+    back = cam.unwarp(x, params, w, h).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert psnr(back[:, 4:-4, 4:-4], pan[:, 4:-4, 4:-4]) > 40
+
+
+def test_a_steadied_pan_costs_far_fewer_bits(pan, tmp_path):
+    """The real pipeline: with the camera steadied (the default) the file is flagged, names its
+    canvas, decodes to the source's size and frame count, and is much smaller at no loss of
+    PSNR than the same quality coded with --no-camera."""
+    clip = _lossless(pan, tmp_path / "pan.mkv")
+    got = {}
+    for name, camera in (("steadied", None), ("plain", False)):
+        r = Codec(device="cpu", quality=5, camera=camera).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            frames = f.frames_tensor().numpy()
+            got[name] = (r.file_bytes, psnr(frames, pan), f.reader.flags, f.header["video"], r.canvas)
+        assert frames.shape == pan.shape
+    (steadied, p_steadied, flags, video, canvas), (plain, p_plain, plain_flags, plain_video, _) = got.values()
+    assert flags == FLAG_CANVAS and plain_flags == 0 and "canvas_width" not in plain_video
+    assert (video["canvas_width"], video["canvas_height"]) == canvas and canvas[0] > 224
+    assert steadied < 0.75 * plain, (steadied, plain)
+    assert p_steadied > p_plain - 0.2, (p_steadied, p_plain)
+
+
+def test_a_still_camera_writes_the_same_file_as_no_camera(photo, tmp_path):
+    """Frames without camera motion get no canvas: the bytes are those of --no-camera, which
+    older vaecodec versions read. Models without an entropy coder are not steadied by default
+    (their latents must line up with the picture)."""
+    still = render(photo, 160, 128, [50] * 9, [40] * 9, [1.0] * 9)
+    still[:, 40:60, 50:70] = np.arange(9)[:, None, None, None] * 20  # something moves, not the camera
+    clip = _lossless(still, tmp_path / "still.mkv")
+    a = Codec(device="cpu").encode(clip, tmp_path / "a.vlat")
+    b = Codec(device="cpu", camera=False).encode(clip, tmp_path / "b.vlat")
+    assert a.canvas is None and (tmp_path / "a.vlat").read_bytes() == (tmp_path / "b.vlat").read_bytes()
+    pan_clip = _lossless(render(photo, 160, 128, [50 + 2 * t for t in range(9)], [40] * 9, [1.0] * 9),
+                         tmp_path / "pan.mkv")
+    assert Codec(device="cpu", bits=8).encode(pan_clip, tmp_path / "u.vlat").canvas is None
+    assert Codec(device="cpu", bits=8, camera=True).encode(pan_clip, tmp_path / "v.vlat").canvas is not None
+
+
+def test_a_chunk_with_unusable_camera_motion_is_lost_alone(pan, tmp_path):
+    """Views travel in each latent chunk's meta. A chunk whose views do not decode (written
+    here with a valid record CRC, so only the camera check can catch it) is reported by index
+    and byte offset and its frames are lost; concealed, the rest of the file decodes."""
+    clip = _lossless(pan, tmp_path / "pan.mkv")
+    Codec(device="cpu", quality=3, chunk_latents=2, tile_frames=2).encode(clip, tmp_path / "good.vlat")
+    with VlatReader(tmp_path / "good.vlat") as r:
+        header, flags = r.header, r.flags
+        chunks = [(c.kind, r.read(c.index), dict(c.meta), c.coding) for c in r.chunks]
+    latent = [i for i, c in enumerate(chunks) if c[0] == "latent"]
+    assert len(latent) >= 3 and all("camera" in chunks[i][2] for i in latent)
+    victim = latent[1]
+    chunks[victim][2]["camera"] = cam.pack(np.zeros((1, 3), np.int64))[:-4] + "AAAA"
+    with VlatWriter(tmp_path / "bad.vlat", header, flags=flags) as w:
+        for kind, payload, meta, coding in chunks:
+            w.add_chunk(kind, payload, meta, coding=coding)
+    with vaecodec.open(tmp_path / "bad.vlat", device="cpu") as f:
+        assert any(f"chunk {victim} at byte" in p and "camera motion" in p for p in f.problems), f.problems
+        with pytest.raises(FormatError, match="lost"):
+            f.frames_tensor()
+        frames = f.frames_tensor(conceal=True).numpy()
+        t0, t = chunks[victim][2]["t0"], chunks[victim][2]["t"]
+    assert frames.shape == pan.shape
+    keep = np.r_[0 : 1 + 4 * (t0 - 1), 1 + 4 * (t0 + t - 1) + 4 : len(pan)]  # frames of intact tiles
+    assert psnr(frames[keep], pan[keep]) > 20

@@ -1,0 +1,385 @@
+"""Camera motion compensation: code a steadied canvas instead of the moving picture.
+
+A video VAE's encoder is not shift-equivariant below its stride, so a camera pan makes every
+latent frame new content: on our 480p pans each later latent frame cost a third of the first,
+where a still picture costs almost nothing after its first. So the encoder estimates the
+camera's motion (a zoom and a shift per frame), warps each frame back into
+the coordinates of its segment's first frame, and codes that nearly still *canvas*, a little
+larger than the picture so the whole segment's view fits. Each frame's view-to-canvas transform
+travels in its latent chunk's meta; the decoder cuts every frame out of the decoded canvas with
+it (docs/FORMAT.md, "Camera motion").
+
+Segments start at latent-frame boundaries and end where the motion would leave the canvas,
+zoom too far, or cannot be estimated (a cut): then the next segment starts afresh, like an
+intra frame. Canvas pixels a frame does not cover hold what the segment saw there last, or
+will see there first, so they stay still too.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zstandard
+
+from vaecodec.errors import FormatError
+
+FRAC_ZOOM = 1 << 20  # zoom in 2^-20 (0.004 px at 4,096 px from the origin)
+FRAC_SHIFT = 1 << 8  # shifts in 1/256 px
+MAX_ZOOM = 0.10  # a segment's zoom stays within 10 % of its first frame: a canvas at the first
+#                  frame's scale blurs the frames it is enlarged for
+MAX_MARGIN = 0.25  # the canvas is at most 25 % wider and taller than the picture
+LOOKAHEAD = 33  # frames that decide whether a file gets a canvas, and how large
+MAX_SEGMENT = 65  # frames per segment at most (1 + 16 latent frames of 4)
+SEGMENT_BUFFER_BYTES = 256 << 20  # the encoder holds a segment's frames
+MIN_SIDE = 64  # smaller pictures are coded as they are
+PATCH = 128  # phase-correlation patches (shifts up to half of it between frames)
+
+
+def _luma(frame: np.ndarray, k: int) -> np.ndarray:
+    """float32 [h/k, w/k] BT.601 luma of a uint8 RGB frame, box-shrunk by k."""
+    y = frame[..., 0] * np.float32(0.299) + frame[..., 1] * np.float32(0.587) + frame[..., 2] * np.float32(0.114)
+    if k > 1:
+        h, w = y.shape[0] // k * k, y.shape[1] // k * k
+        y = y[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    return y
+
+
+class Patches:
+    """A frame's luma patches on an overlapping grid, transformed for phase correlation, and
+    its luma at most 270 rows high, for the sub-pixel refinement."""
+
+    def __init__(self, frame: np.ndarray) -> None:
+        self.k = k = max(1, math.ceil(frame.shape[0] / 540))  # estimated on at most 540 rows
+        y = _luma(frame, k)
+        h, w = y.shape
+        fine = y[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) if h > 240 else y
+        self.fine_k = k * (2 if h > 240 else 1)
+        self.fine = torch.from_numpy(np.ascontiguousarray(fine))[None, None]
+        self.p = p = min(PATCH, 1 << int(math.log2(min(h, w) // 2)))
+        ys = np.linspace(0, h - p, max(2, min(4, round(1.25 * h / p)))).astype(int)
+        xs = np.linspace(0, w - p, max(2, min(6, round(1.25 * w / p)))).astype(int)
+        # patch centres in full-frame pixels: shrunk centre q is full-frame k q + (k - 1) / 2
+        self.centres = np.array([(k * (x + p / 2 - 0.5) + (k - 1) / 2, k * (y + p / 2 - 0.5) + (k - 1) / 2)
+                                 for y in ys for x in xs])
+        patches = np.stack([y[r : r + p, c : c + p] for r in ys for c in xs])
+        self.textured = patches.std(axis=(1, 2)) > 2
+        win = np.outer(np.hanning(p), np.hanning(p)).astype(np.float32)
+        self.spectra = np.fft.rfft2((patches - patches.mean(axis=(1, 2), keepdims=True)) * win)
+
+
+def estimate(prev: Patches, cur: Patches) -> np.ndarray | None:
+    """The zoom-and-shift M (2x3, full-frame pixels) with ``cur(M p) ~ prev(p)``, from phase
+    correlation of patches; None where the patches do not agree on one such motion (a cut, a
+    picture without texture, or motion that no camera move describes)."""
+    p, n = prev.p, len(prev.centres)
+    cross = cur.spectra * np.conj(prev.spectra)
+    r = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=(p, p))  # [n, p, p], peak at the shift
+    iy, ix = np.divmod(r.reshape(n, -1).argmax(axis=1), p)
+    i = np.arange(n)
+
+    def vertex(minus: np.ndarray, mid: np.ndarray, plus: np.ndarray) -> np.ndarray:  # parabola's peak
+        den = minus - 2 * mid + plus
+        return np.where(den < 0, 0.5 * (minus - plus) / np.where(den < 0, den, -1), 0.0)
+
+    c0 = r[i, iy, ix]
+    dy = iy + vertex(r[i, (iy - 1) % p, ix], c0, r[i, (iy + 1) % p, ix])
+    dx = ix + vertex(r[i, iy, (ix - 1) % p], c0, r[i, iy, (ix + 1) % p])
+    shifts = prev.k * np.stack([np.where(dx > p / 2, dx - p, dx), np.where(dy > p / 2, dy - p, dy)], axis=1)
+    ok = prev.textured & cur.textured & (c0 > 0.08)
+    keep = ok
+    for _ in range(3):  # least squares, then again on the patches that agree with it
+        if keep.sum() < max(3, ok.sum() // 2, n // 3):
+            return None
+        m = _fit(prev.centres[keep], shifts[keep])
+        err = np.linalg.norm(prev.centres @ m[:, :2].T + m[:, 2] - prev.centres - shifts, axis=1)
+        keep = ok & (err < max(0.75 * prev.k, 2.5 * float(np.median(err[ok]))))
+    # the peaks' sub-pixel parts are biased (see _refine), so agreement is judged loosely here
+    if keep.sum() < max(3, ok.sum() // 2, n // 3) or float(np.median(err[keep])) > 0.5 * prev.k:
+        return None
+    return _refine(prev, cur, m)
+
+
+def _refine(prev: Patches, cur: Patches, m: np.ndarray, steps: int = 3) -> np.ndarray:
+    """Gauss-Newton steps on zoom and shift, minimising sum (cur(M p) - prev(p))^2 over the
+    finer luma (robustly weighted, so moving objects count less). Phase correlation's peak
+    interpolation is biased towards whole pixels (a 0.37 px shift reads as about 0.2); this
+    brings the estimate to hundredths of a pixel, which a canvas meant to stand still needs."""
+    k = prev.fine_k
+    a, b = prev.fine[0, 0], cur.fine
+    h, w = a.shape
+    ys = torch.arange(h, dtype=torch.float32).view(h, 1) * k + (k - 1) / 2  # full-frame pixel centres
+    xs = torch.arange(w, dtype=torch.float32).view(1, w) * k + (k - 1) / 2
+    z, tx, ty = m[0, 0] - 1, m[0, 2], m[1, 2]
+    for _ in range(steps):
+        px, py = (1 + z) * xs + tx, (1 + z) * ys + ty  # where prev's pixels are in cur, full-frame
+        qx, qy = (px - (k - 1) / 2) / k, (py - (k - 1) / 2) / k  # ... in cur's fine pixels
+        grid = torch.stack(torch.broadcast_tensors((2 * qx + 1) / w - 1, (2 * qy + 1) / h - 1), -1)
+        warped = F.grid_sample(b, grid[None], mode="bilinear", align_corners=False)[0, 0]
+        gy, gx = (g[::2, ::2] / k for g in torch.gradient(warped))  # per full-frame pixel, every 4th
+        inside = ((qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)).expand(h, w)[::2, ::2]
+        e = (warped - a)[::2, ::2][inside]
+        jac = torch.stack([(gx * xs[:, ::2] + gy * ys[::2])[inside], gx[inside], gy[inside]], 1)  # d/d(z, tx, ty)
+        wts = 1 / torch.clamp(e.abs() / 8, min=1)  # Huber-like
+        jw = jac * wts[:, None]
+        try:
+            step = torch.linalg.solve((jw.T @ jac).double(), -(jw.T @ e).double())
+        except RuntimeError:  # a flat picture: keep the coarse estimate
+            break
+        z, tx, ty = z + step[0].item(), tx + step[1].item(), ty + step[2].item()
+        if abs(step[1].item()) + abs(step[2].item()) < 0.005:
+            break
+    return np.array([[1 + z, 0, tx], [0, 1 + z, ty]])
+
+
+def _fit(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Least-squares zoom and shift [[s, 0, tx], [0, s, ty]] moving points p by d."""
+    x, y = p[:, 0], p[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    rows = np.concatenate([np.stack([x, one, zero], 1), np.stack([y, zero, one], 1)])
+    z, tx, ty = np.linalg.lstsq(rows, np.concatenate([d[:, 0], d[:, 1]]), rcond=None)[0]
+    return np.array([[1 + z, 0, tx], [0, 1 + z, ty]])
+
+
+def _then(second: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The 2x3 transform p -> second(first(p))."""
+    return np.hstack([second[:, :2] @ first[:, :2], second[:, :2] @ first[:, 2:] + second[:, 2:]])
+
+
+def _inverse(m: np.ndarray) -> np.ndarray:
+    inv = np.linalg.inv(m[:, :2])
+    return np.hstack([inv, -inv @ m[:, 2:]])
+
+
+def _bbox(views: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """[x0, y0, x1, y1] of the pixel centres of every frame's view under views (view -> ref)."""
+    corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]], dtype=np.float64)
+    pts = np.concatenate([corners @ v[:, :2].T + v[:, 2] for v in views])
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def _zoom(views: list[np.ndarray]) -> float:
+    return max(abs(v[0, 0] - 1) for v in views)
+
+
+def to_params(m: np.ndarray) -> np.ndarray:
+    """int64 [zoom, tx, ty] of a view -> canvas transform ``[[s, 0, tx], [0, s, ty]]``, as stored."""
+    return np.array([round((m[0, 0] - 1) * FRAC_ZOOM), round(m[0, 2] * FRAC_SHIFT), round(m[1, 2] * FRAC_SHIFT)],
+                    dtype=np.int64)
+
+
+def _lines(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale s, tx, ty (float64 [n] each) of stored params [n, 3]."""
+    p = params.astype(np.float64)
+    return 1 + p[:, 0] / FRAC_ZOOM, p[:, 1] / FRAC_SHIFT, p[:, 2] / FRAC_SHIFT
+
+
+def pack(params: np.ndarray) -> str:
+    """Chunk-meta text of per-frame params [n, 3]: int32 differences from the previous frame
+    (the first from zero), little-endian, zstd, base64."""
+    diff = np.diff(params.astype(np.int64), axis=0, prepend=np.zeros((1, 3), np.int64))
+    return base64.b64encode(zstandard.ZstdCompressor(level=19).compress(diff.astype("<i4").tobytes())).decode()
+
+
+def unpack(text: object, most: int) -> np.ndarray:
+    """The params [n, 3] of ``pack``'s text, 1 <= n <= ``most``; FormatError if it is not that."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(str(text), validate=True),
+                                                      max_output_size=12 * most)
+    except (ValueError, zstandard.ZstdError) as e:
+        raise FormatError(f"camera motion is not valid ({e})") from None
+    if not 12 <= len(raw) <= 12 * most or len(raw) % 12:
+        raise FormatError(f"camera motion holds {len(raw) / 12:g} frames, the chunk covers {most}")
+    params = np.cumsum(np.frombuffer(raw, "<i4").astype(np.int64).reshape(-1, 3), axis=0)
+    if (np.abs(params[:, 0]) > FRAC_ZOOM // 2).any() or (np.abs(params) >= 2**31).any():
+        raise FormatError("camera motion is out of range")
+    return params
+
+
+def _taps(pos: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and weights [4, n] that read a line of ``size`` pixels at positions ``pos`` [n]
+    (pixel centres at integers) with PyTorch's bicubic kernel (a = -0.75), edges repeated."""
+    base = pos.floor()
+    t = pos - base
+    a = -0.75
+
+    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
+    idx = (base.long()[None] + torch.arange(-1, 3, device=pos.device)[:, None]).clamp_(0, size - 1)
+    return idx, w
+
+
+def _resample(x: torch.Tensor, s: float, tx: float, ty: float, width: int, height: int) -> torch.Tensor:
+    """[C, height, width] reading ``x`` [C, H, W] at (s X + tx, s Y + ty) for every output
+    pixel (X, Y): zoom and shift are separable, so two 4-tap passes over whole rows (4 ms for
+    a 480p frame on one CPU core, where a bicubic ``grid_sample`` takes twice that)."""
+    dev = x.device
+    iy, wy = _taps(s * torch.arange(height, device=dev, dtype=torch.float64) + ty, x.shape[1])
+    ix, wx = _taps(s * torch.arange(width, device=dev, dtype=torch.float64) + tx, x.shape[2])
+    wy, wx = wy.to(x.dtype)[:, :, None], wx.to(x.dtype)[:, :, None]
+    cols = x.index_select(1, iy[0]).mul_(wy[0])  # [C, height, W]
+    for k in range(1, 4):
+        cols.addcmul_(x.index_select(1, iy[k]), wy[k])
+    cols = cols.transpose(1, 2).contiguous()  # [C, W, height]: rows become whole rows to select
+    out = cols.index_select(1, ix[0]).mul_(wx[0])
+    for k in range(1, 4):
+        out.addcmul_(cols.index_select(1, ix[k]), wx[k])
+    return out.transpose(1, 2)
+
+
+def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """Decoded canvas frames [3, n, H, W] -> the views [3, n, height, width] that ``params``
+    [n, 3] cut out of them."""
+    scale, tx, ty = _lines(params)
+    x = x.float() if x.dtype != torch.float32 and x.device.type == "cpu" else x
+    return torch.stack([_resample(x[:, i], scale[i], tx[i], ty[i], width, height) for i in range(x.shape[1])], 1)
+
+
+def estimate_path(frames: np.ndarray) -> list[np.ndarray | None]:
+    """``estimate`` between each pair of consecutive frames [n, h, w, 3]: n - 1 entries."""
+    patches = [Patches(f) for f in frames]
+    return [estimate(a, b) for a, b in zip(patches, patches[1:])]
+
+
+def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | None = None) -> tuple[int, int] | None:
+    """Canvas size (multiples of 8, sides at most ``most`` where the picture's are) for a video
+    whose first frames are ``frames`` [n, h, w, 3] (``path``: their ``estimate_path`` if known),
+    or None when they show no camera motion worth a canvas (or cannot be estimated)."""
+    n, h, w = frames.shape[:3]
+    if n < 2 or min(h, w) < MIN_SIDE:
+        return None
+    views, m = [np.eye(2, 3)], np.eye(2, 3)
+    for step in estimate_path(frames) if path is None else path:
+        if step is None:
+            break
+        m = _then(step, m)  # ref -> the next frame
+        views.append(_inverse(m))
+    box = _bbox(views, w, h)
+    grow_w, grow_h = box[2] - box[0] + 1 - w, box[3] - box[1] + 1 - h
+    if max(grow_w, grow_h) < 4 and _zoom(views) < 0.005:
+        return None  # a still camera: nothing to steady
+    sides = []
+    for side, grow in ((w, grow_w), (h, grow_h)):
+        want = -(-math.ceil(side + min(MAX_MARGIN * side, 1.25 * grow + 8)) // 8) * 8
+        sides.append(want if side > most else max(-(-side // 8) * 8, min(want, most // 8 * 8)))
+    return sides[0], sides[1]
+
+
+class Steadier:
+    """Turns the picture's frames into canvas frames, segment by segment (encoder side).
+
+    ``push`` takes uint8 frames [n, h, w, 3] in order and yields finished segments as
+    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3]); ``finish`` yields the last one.
+    Memory: one segment of frames (at most ``MAX_SEGMENT``, fewer for big frames).
+    """
+
+    def __init__(self, width: int, height: int, canvas: tuple[int, int], temporal: int, device: torch.device,
+                 path: list[np.ndarray | None] | None = None) -> None:
+        self.width, self.height = width, height
+        self.canvas_w, self.canvas_h = canvas
+        self.temporal, self.device = temporal, device
+        self.max_frames = max(1 + temporal, min(MAX_SEGMENT, SEGMENT_BUFFER_BYTES // (3 * width * height)))
+        self.frames: list[np.ndarray] = []  # the open segment's frames
+        self.views: list[np.ndarray] = []  # their frame -> segment-ref transforms
+        self.group: list[np.ndarray] = []  # frames of the latent frame being gathered
+        self.seen = 0
+        self.index = 0  # of the next frame to estimate
+        self.prev: np.ndarray | None = None  # the frame before it
+        self.last: Patches | None = None  # and its patches, when made
+        self.known = list(path or [])  # estimates already made between the first frames
+
+    def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for frame in frames:
+            self.group.append(frame)
+            self.seen += 1
+            if self.seen == 1 or (self.seen - 1) % self.temporal == 0:  # a latent frame is complete
+                yield from self._add_group()
+
+    def finish(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if self.group:
+            yield from self._add_group()
+        if self.frames:
+            yield self._close()
+
+    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        group, self.group = self.group, []
+        steps = []
+        for frame in group:
+            i, self.index = self.index, self.index + 1
+            if 0 < i <= len(self.known):  # made by plan_canvas already
+                steps.append(self.known[i - 1])
+                self.last = None
+            elif i > 0:
+                cur = Patches(frame)
+                steps.append(estimate(self.last or Patches(self.prev), cur))
+                self.last = cur
+            else:
+                steps.append(None)
+            self.prev = frame
+        cut = any(s is None for s in steps[1:]) or (bool(self.frames) and steps[0] is None)
+        views = self._extend(steps) if self.frames and not cut else None
+        if views is not None and self._fits(self.views + views) and len(self.frames) + len(group) <= self.max_frames:
+            self.frames += group
+            self.views += views
+            return
+        if self.frames:
+            yield self._close()
+        # a new segment starts with this latent frame, its first frame the reference
+        views, m = [np.eye(2, 3)], np.eye(2, 3)
+        for s in steps[1:]:
+            m = m if s is None else _then(s, m)
+            views.append(_inverse(m))
+        if not self._fits(views):  # faster than the canvas holds: this latent frame as it is
+            views = [np.eye(2, 3)] * len(group)
+        self.frames, self.views = list(group), views
+
+    def _extend(self, steps: list[np.ndarray | None]) -> list[np.ndarray]:
+        """frame -> ref transforms of the next frames, continuing the open segment."""
+        m, out = _inverse(self.views[-1]), []
+        for s in steps:
+            m = _then(s, m)
+            out.append(_inverse(m))
+        return out
+
+    def _fits(self, views: list[np.ndarray]) -> bool:
+        box = _bbox(views, self.width, self.height)
+        return (box[2] - box[0] + 1 <= self.canvas_w and box[3] - box[1] + 1 <= self.canvas_h
+                and _zoom(views) <= MAX_ZOOM)
+
+    def _close(self) -> tuple[np.ndarray, np.ndarray]:
+        """Warp the open segment into the canvas, centred; returns its frames and params."""
+        box = _bbox(self.views, self.width, self.height)
+        # whole pixels, so a still segment is copied exactly
+        off = np.round([(self.canvas_w - 1 - box[2] - box[0]) / 2, (self.canvas_h - 1 - box[3] - box[1]) / 2])
+        params = np.stack([to_params(np.hstack([v[:, :2], v[:, 2:] + off[:, None]])) for v in self.views])
+        frames, self.frames, self.views = self.frames, [], []
+        return self._warp(np.stack(frames), params), params
+
+    def _warp(self, frames: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Canvas frames of a segment: each frame where it reaches, else what the segment held
+        there before (or, before anything did, what it will show there first)."""
+        out, inside = [], []
+        xs = torch.arange(self.canvas_w, dtype=torch.float64, device=self.device)
+        ys = torch.arange(self.canvas_h, dtype=torch.float64, device=self.device)
+        for frame, scale, tx, ty in zip(frames, *_lines(params)):
+            # canvas pixel Q shows view pixel (Q - t) / s
+            x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()
+            y = _resample(x, 1 / scale, -tx / scale, -ty / scale, self.canvas_w, self.canvas_h)
+            px, py = (xs - tx) / scale, (ys - ty) / scale
+            inside.append(((py >= -0.5) & (py <= self.height - 0.5))[:, None]
+                          & ((px >= -0.5) & (px <= self.width - 0.5))[None])  # [H, W]
+            y = y.round_().clamp_(0, 255).to(torch.uint8)
+            out.append(y if not out else torch.where(inside[-1], y, out[-1]))  # hold what was seen
+        seen = torch.stack(inside).cumsum(0) > 0
+        for i in range(len(out) - 2, -1, -1):  # and show, before, what will be seen
+            out[i] = torch.where(seen[i], out[i], out[i + 1])
+        return torch.stack(out).permute(0, 2, 3, 1).cpu().numpy()
