@@ -190,7 +190,7 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
             ])
         parts += [_md_table(["codec", "setting", "bpp", "PSNR", "PSNR-Y", "worst", "SSIM-Y", "flicker", "PSNR@rate",
                              "Δ"], table), ""]
-        stages = ("read", "model_encode", "pack", "unpack", "model_decode", "write")
+        stages = ("read", "camera", "model_encode", "pack", "unpack", "model_decode", "view", "write")
         speed = [
             [_setting(c["setting"])]
             + [_f(c["stages_fps"][s], ".1f") for s in stages]
@@ -198,8 +198,8 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
             for c in rows if c["name"] == "vaecodec"
         ]
         parts += ["Speed (frames per second by stage, warm-up excluded):", "",
-                  _md_table(["setting", "read", "model encode", "pack", "unpack", "model decode", "write",
-                             "encode", "decode", "peak RSS MiB"], speed), ""]
+                  _md_table(["setting", "read", "camera", "model encode", "pack", "unpack", "model decode", "view",
+                             "write", "encode", "decode", "peak RSS MiB"], speed), ""]
     if report["bd"]:
         parts += ["## Bjontegaard deltas", "",
                   _md_table(["input", "anchor", "BD-rate %", "BD-PSNR dB", "points (vaecodec, anchor)"], [

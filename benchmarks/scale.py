@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales 1,1.25,1.5,2 --qualities 4,5,6,7,8
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --deadzones default,0,0.1
     .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --motion on,off
+    .venv/bin/python benchmarks/scale.py CLIP [CLIP ...] --scales default --camera off,default
 
 Each (scale, quality) point is a real ``Codec.encode`` to a .vlat and a real decode back to
 the source size. bpp counts the latent chunks' bytes (so a clip's audio does not hide the
@@ -11,7 +12,8 @@ video's rate); PSNR and flicker (the bench's frame-to-frame error) are against t
 For each scale below 1 it also prints the *ceiling*: the PSNR of the source itself shrunk
 and enlarged the way the codec does, the best any model could do at that scale. ``default``
 as a scale or deadzone means the encoder's per-quality default; ``--motion on,off`` codes every
-point with and without motion-compensated prediction.
+point with and without motion-compensated prediction, ``--camera on,off`` with and without a
+steadied canvas (the views' bytes in the chunks' meta are counted).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     ap.add_argument("--deadzones", default="default")
     ap.add_argument("--qualities", default="1,2,3,4,5,6")
     ap.add_argument("--motion", default="on", help="comma list of on/off")
+    ap.add_argument("--camera", default="default", help="comma list of default/on/off (camera motion compensation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="tiny")
     a = ap.parse_args()
@@ -54,6 +57,7 @@ def main() -> None:
     deadzones = [None if v == "default" else float(v) for v in a.deadzones.split(",")]
     qualities = [int(v) for v in a.qualities.split(",")]
     motions = [{"on": True, "off": False}[v] for v in a.motion.split(",")]
+    cameras = [{"default": None, "on": True, "off": False}[v] for v in a.camera.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for clip in a.clips:
             with VideoReader(clip) as r:
@@ -62,15 +66,17 @@ def main() -> None:
             for scale, deadzone in ((s, d) for s in scales for d in deadzones):
                 if scale is not None and scale < 1 and deadzone == deadzones[0]:
                     print(json.dumps({"clip": clip.name, "scale": scale, "ceiling_psnr": round(ceiling(src, scale), 2)}))
-                for quality, motion in ((q, m) for m in motions for q in qualities):
-                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale, deadzone=deadzone, motion=motion)
+                for quality, motion, camera in ((q, m, c) for c in cameras for m in motions for q in qualities):
+                    codec = Codec(a.model, device="cpu", quality=quality, scale=scale, deadzone=deadzone, motion=motion,
+                                  camera=camera)
                     path = Path(tmp) / "x.vlat"
                     codec.encode(clip, path, overwrite=True)
-                    with VlatReader(path) as f:
-                        latent_bytes = sum(c.stored_size for c in f.chunks_of("latent"))
+                    with VlatReader(path) as f:  # the views of a steadied file travel in the chunks' meta
+                        latent_bytes = sum(c.stored_size + len(c.meta.get("camera", "")) for c in f.chunks_of("latent"))
                     out = np.concatenate(list(codec.decode_frames(path)))
                     q = metrics.score([src], [out], with_ssim=False)
                     print(json.dumps({"clip": clip.name, "scale": scale or "default", "deadzone": deadzone, "motion": motion,
+                                      "camera": camera,
                                       "quality": quality,
                                       "bpp": round(8 * latent_bytes / (w * h * n), 5), "psnr": round(q.psnr, 2),
                                       "flicker": round(q.temporal_error, 2)}), flush=True)

@@ -144,8 +144,10 @@ def test_run_bench_single_point_report(tmp_path, random_tiny):
     assert ours["ratio_vs_input"] == pytest.approx(clip.stat().st_size / ours["file_bytes"])
     assert len(ours["quality"]["per_frame_psnr"]) == 9
     assert ours["psnr"] == pytest.approx(np.mean(ours["quality"]["per_frame_psnr"]))
-    assert set(ours["stages_seconds"]) == {"read", "model_encode", "pack", "unpack", "model_decode", "write"}
-    assert all(v > 0 for v in ours["stages_seconds"].values())
+    stages = ours["stages_seconds"]
+    assert set(stages) == {"read", "camera", "model_encode", "pack", "unpack", "model_decode", "view", "write"}
+    assert all(v > 0 for k, v in stages.items() if k != "view")  # "camera" looked for motion
+    assert stages["view"] == 0 and ours["stages_fps"]["view"] is None  # a test pattern: no canvas to cut views from
     assert ours["peak_rss_bytes"] == max(ours["encode_peak_rss_bytes"], ours["decode_peak_rss_bytes"]) > 0
     assert ours["peak_gpu_bytes"] is None
     assert x264["target_bpp"] == ours["bpp"]

@@ -168,3 +168,42 @@ def test_a_chunk_with_unusable_camera_motion_is_lost_alone(pan, tmp_path):
     assert frames.shape == pan.shape
     keep = np.r_[0 : 1 + 4 * (t0 - 1), 1 + 4 * (t0 + t - 1) + 4 : len(pan)]  # frames of intact tiles
     assert psnr(frames[keep], pan[keep]) > 20
+
+
+def test_a_window_that_runs_out_of_canvas_moves_by_whole_cells(pan):
+    """On a canvas only 16 px larger than the picture the pan soon leaves the window: the next
+    segment keeps the reference and moves the window by whole 8 px cells (the views jump by a
+    multiple of 8 px on top of the camera's smooth motion), and the frames still come back."""
+    n, h, w = pan.shape[:3]
+    st = cam.Steadier(w, h, (w + 16, h + 16), 4, torch.device("cpu"))
+    segments = list(st.push(pan)) + list(st.finish())
+    assert len(segments) >= 3
+    params = np.concatenate([s[1] for s in segments])
+    tx = params[:, 1] / cam.FRAC_SHIFT
+    starts = np.cumsum([len(s[0]) for s in segments])[:-1]
+    jumps = [(tx[i] - tx[i - 1]) - (tx[i - 1] - tx[i - 2]) for i in starts]  # the camera's own motion is smooth
+    assert all(abs(j - 8 * round(j / 8)) < 0.3 for j in jumps) and any(abs(j) >= 7.7 for j in jumps), jumps
+    pictures = np.concatenate([s[0] for s in segments])
+    x = torch.from_numpy(pictures).permute(3, 0, 1, 2).float()
+    back = cam.unwarp(x, params, w, h).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert psnr(back[:, 4:-4, 4:-4], pan[:, 4:-4, 4:-4]) > 40
+
+
+def test_a_cut_starts_a_new_reference(photo, tmp_path):
+    """A pan, a hard cut to another picture, another pan: the estimate gives up at the cut, so
+    the canvas starts afresh there; the file decodes as well as without a canvas."""
+    a = render(photo, 192, 128, [40 + 1.5 * t for t in range(13)], [30] * 13, [1.0] * 13)
+    b = render(photo[::-1].copy(), 192, 128, [60 - 1.2 * t for t in range(12)], [40 + 0.5 * t for t in range(12)],
+               [1.0] * 12)
+    src = np.concatenate([a, b])
+    path = cam.estimate_path(src)
+    assert path[12] is None and sum(p is None for p in path) == 1
+    clip = _lossless(src, tmp_path / "cut.mkv")
+    got = {}
+    for name, camera in (("steadied", None), ("plain", False)):
+        r = Codec(device="cpu", quality=5, camera=camera).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            got[name] = (r.file_bytes, psnr(f.frames_tensor().numpy(), src), r.canvas)
+    assert got["steadied"][2] is not None
+    assert got["steadied"][1] > got["plain"][1] - 0.3, got
+    assert got["steadied"][0] < got["plain"][0], got

@@ -38,8 +38,11 @@ from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, score
 from vaecodec.video import DECODE_PRESET, VideoReader, VideoWriter
 
-ENCODE_STAGES = ("read", "model_encode", "pack")
-DECODE_STAGES = ("unpack", "model_decode", "write")
+# "camera": estimating the camera's motion and warping frames into the canvas; "view":
+# cutting each frame out of the decoded canvas (steadied files only; 0 s elsewhere)
+ENCODE_STAGES = ("read", "camera", "model_encode", "pack")
+DECODE_STAGES = ("unpack", "model_decode", "view", "write")
+STEADY_STAGES = ("camera", "view")
 CACHE_BYTES = 256 << 20  # raw RGB kept in RAM between baseline passes up to this size
 MIN_BD_POINTS = 4
 
@@ -200,10 +203,11 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
         out.close()  # the encoder's delayed frames are written here
         write += time.perf_counter() - t0
     memory.update(decode_peak_rss_bytes=_peak_rss(), decode_peak_gpu_bytes=_gpu_peak(codec.device))
-    stages = {k: float(res.timings.get(k, math.nan)) for k in ENCODE_STAGES}
+    absent = {k: 0.0 for k in STEADY_STAGES}
+    stages = {k: float({**absent, **res.timings}.get(k, math.nan)) for k in ENCODE_STAGES}
     if "refine" in res.timings:  # only refined points have this stage
         stages["refine"] = float(res.timings["refine"])
-    stages.update({k: float(timings.get(k, math.nan)) for k in DECODE_STAGES[:2]}, write=write)
+    stages.update({k: float({**absent, **timings}.get(k, math.nan)) for k in DECODE_STAGES[:3]}, write=write)
     decode_seconds = sum(stages[k] for k in DECODE_STAGES)
     n = res.frames
     gpu = [v for k, v in memory.items() if "gpu" in k and v is not None]

@@ -30,8 +30,9 @@ from vaecodec.errors import FormatError
 
 FRAC_ZOOM = 1 << 20  # zoom in 2^-20 (0.004 px at 4,096 px from the origin)
 FRAC_SHIFT = 1 << 8  # shifts in 1/256 px
-MAX_ZOOM = 0.10  # a segment's zoom stays within 10 % of its first frame: a canvas at the first
-#                  frame's scale blurs the frames it is enlarged for
+MAX_ZOOM = 0.2  # the zoom stays within 20 % of the reference's: a canvas at the reference's
+#                 scale blurs the frames it is enlarged for
+CELL = 8  # a moved window moves by whole latent cells of this many pixels
 MAX_MARGIN = 0.25  # the canvas is at most 25 % wider and taller than the picture
 LOOKAHEAD = 33  # frames that decide whether a file gets a canvas, and how large
 MAX_SEGMENT = 65  # frames per segment at most (1 + 16 latent frames of 4)
@@ -240,7 +241,7 @@ def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int) -> torc
     """Decoded canvas frames [3, n, H, W] -> the views [3, n, height, width] that ``params``
     [n, 3] cut out of them."""
     scale, tx, ty = _lines(params)
-    x = x.float() if x.dtype != torch.float32 and x.device.type == "cpu" else x
+    x = x.float()  # bf16/fp16 kernel weights would be off by up to a level
     return torch.stack([_resample(x[:, i], scale[i], tx[i], ty[i], width, height) for i in range(x.shape[1])], 1)
 
 
@@ -279,7 +280,15 @@ class Steadier:
 
     ``push`` takes uint8 frames [n, h, w, 3] in order and yields finished segments as
     (canvas frames uint8 [m, H, W, 3], params int64 [m, 3]); ``finish`` yields the last one.
-    Memory: one segment of frames (at most ``MAX_SEGMENT``, fewer for big frames).
+
+    Views map each frame into the coordinates of a *reference*: the first frame, or the
+    first after a cut or after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
+    window of those coordinates at a fixed place in the canvas; when the view would leave the
+    canvas, the next segment moves the window by whole latent cells (``CELL`` pixels), so the
+    canvas content moves by whole cells, which the coder's block motion predicts almost
+    exactly, and what the canvas showed before is carried along. Only a new reference costs
+    what a cut costs. Memory: one segment of frames (at most ``MAX_SEGMENT``, fewer for big
+    frames) and one canvas frame.
     """
 
     def __init__(self, width: int, height: int, canvas: tuple[int, int], temporal: int, device: torch.device,
@@ -289,13 +298,16 @@ class Steadier:
         self.temporal, self.device = temporal, device
         self.max_frames = max(1 + temporal, min(MAX_SEGMENT, SEGMENT_BUFFER_BYTES // (3 * width * height)))
         self.frames: list[np.ndarray] = []  # the open segment's frames
-        self.views: list[np.ndarray] = []  # their frame -> segment-ref transforms
+        self.views: list[np.ndarray] = []  # their frame -> reference transforms
         self.group: list[np.ndarray] = []  # frames of the latent frame being gathered
         self.seen = 0
         self.index = 0  # of the next frame to estimate
         self.prev: np.ndarray | None = None  # the frame before it
         self.last: Patches | None = None  # and its patches, when made
         self.known = list(path or [])  # estimates already made between the first frames
+        self.fresh = True  # the open segment starts a new reference
+        self.offset: np.ndarray | None = None  # where the last segment put the reference
+        self.canvas: torch.Tensor | None = None  # the last segment's last canvas frame [3, H, W]
 
     def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for frame in frames:
@@ -310,8 +322,8 @@ class Steadier:
         if self.frames:
             yield self._close()
 
-    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        group, self.group = self.group, []
+    def _steps(self, group: list[np.ndarray]) -> list[np.ndarray | None]:
+        """The motion into each frame of the group from the frame before it (None: unknown)."""
         steps = []
         for frame in group:
             i, self.index = self.index, self.index + 1
@@ -325,51 +337,72 @@ class Steadier:
             else:
                 steps.append(None)
             self.prev = frame
-        cut = any(s is None for s in steps[1:]) or (bool(self.frames) and steps[0] is None)
-        views = self._extend(steps) if self.frames and not cut else None
-        if views is not None and self._fits(self.views + views) and len(self.frames) + len(group) <= self.max_frames:
-            self.frames += group
-            self.views += views
-            return
+        return steps
+
+    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        group, self.group = self.group, []
+        steps = self._steps(group)
+        if self.frames and all(s is not None for s in steps):
+            m, views = _inverse(self.views[-1]), []  # reference -> the last frame
+            for s in steps:
+                m = _then(s, m)
+                views.append(_inverse(m))
+            if _zoom(views) <= MAX_ZOOM:
+                if self._fits(self.views + views, slack=0 if self.fresh else CELL) \
+                        and len(self.frames) + len(group) <= self.max_frames:
+                    self.frames += group
+                    self.views += views
+                    return
+                if self._fits(views, slack=CELL):  # the same reference, the window moved
+                    yield self._close()
+                    self.frames, self.views, self.fresh = list(group), views, False
+                    return
         if self.frames:
             yield self._close()
-        # a new segment starts with this latent frame, its first frame the reference
+        self.offset = self.canvas = None  # a new reference: its first frame
         views, m = [np.eye(2, 3)], np.eye(2, 3)
         for s in steps[1:]:
             m = m if s is None else _then(s, m)
             views.append(_inverse(m))
-        if not self._fits(views):  # faster than the canvas holds: this latent frame as it is
+        if not self._fits(views, slack=0):  # faster than the canvas holds: this latent frame as it is
             views = [np.eye(2, 3)] * len(group)
-        self.frames, self.views = list(group), views
+        self.frames, self.views, self.fresh = list(group), views, True
 
-    def _extend(self, steps: list[np.ndarray | None]) -> list[np.ndarray]:
-        """frame -> ref transforms of the next frames, continuing the open segment."""
-        m, out = _inverse(self.views[-1]), []
-        for s in steps:
-            m = _then(s, m)
-            out.append(_inverse(m))
-        return out
-
-    def _fits(self, views: list[np.ndarray]) -> bool:
+    def _fits(self, views: list[np.ndarray], slack: int) -> bool:
+        """Whether the views fit in the canvas with ``slack`` pixels to spare on each axis."""
         box = _bbox(views, self.width, self.height)
-        return (box[2] - box[0] + 1 <= self.canvas_w and box[3] - box[1] + 1 <= self.canvas_h
-                and _zoom(views) <= MAX_ZOOM)
+        return box[2] - box[0] + 1 + slack <= self.canvas_w and box[3] - box[1] + 1 + slack <= self.canvas_h
 
     def _close(self) -> tuple[np.ndarray, np.ndarray]:
-        """Warp the open segment into the canvas, centred; returns its frames and params."""
+        """Warp the open segment into the canvas, centred if it starts a reference, else
+        moved from the last segment's place by the fewest whole cells; returns its frames and
+        params."""
         box = _bbox(self.views, self.width, self.height)
-        # whole pixels, so a still segment is copied exactly
-        off = np.round([(self.canvas_w - 1 - box[2] - box[0]) / 2, (self.canvas_h - 1 - box[3] - box[1]) / 2])
+        centred = np.array([(self.canvas_w - 1 - box[2] - box[0]) / 2, (self.canvas_h - 1 - box[3] - box[1]) / 2])
+        if self.fresh:
+            off = np.round(centred)  # whole pixels, so a still segment is copied exactly
+            shift = None
+        else:
+            # the least move by whole cells that holds every view: moving further ahead, so that
+            # the next move comes later, cost 15-60 % more bits on 2 s pans (moves of 2 or 4 cells)
+            lo = np.ceil((np.array([-box[0], -box[1]]) - self.offset) / CELL)
+            hi = np.floor((np.array([self.canvas_w - 1 - box[2], self.canvas_h - 1 - box[3]]) - self.offset) / CELL)
+            cells = np.clip(0, lo, hi)
+            off = self.offset + CELL * cells
+            shift = (CELL * cells).astype(int)
+        self.offset = off
         params = np.stack([to_params(np.hstack([v[:, :2], v[:, 2:] + off[:, None]])) for v in self.views])
         frames, self.frames, self.views = self.frames, [], []
-        return self._warp(np.stack(frames), params), params
+        return self._warp(np.stack(frames), params, shift), params
 
-    def _warp(self, frames: np.ndarray, params: np.ndarray) -> np.ndarray:
-        """Canvas frames of a segment: each frame where it reaches, else what the segment held
-        there before (or, before anything did, what it will show there first)."""
+    def _warp(self, frames: np.ndarray, params: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+        """Canvas frames of a segment: each frame where it reaches, else what the canvas held
+        there before (the last segment's canvas moved by ``shift``, if the reference goes on),
+        or, where nothing was yet, what the segment will show there first."""
         out, inside = [], []
         xs = torch.arange(self.canvas_w, dtype=torch.float64, device=self.device)
         ys = torch.arange(self.canvas_h, dtype=torch.float64, device=self.device)
+        held = None if shift is None else _moved(self.canvas, int(shift[0]), int(shift[1]))
         for frame, scale, tx, ty in zip(frames, *_lines(params)):
             # canvas pixel Q shows view pixel (Q - t) / s
             x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()
@@ -378,8 +411,20 @@ class Steadier:
             inside.append(((py >= -0.5) & (py <= self.height - 0.5))[:, None]
                           & ((px >= -0.5) & (px <= self.width - 0.5))[None])  # [H, W]
             y = y.round_().clamp_(0, 255).to(torch.uint8)
-            out.append(y if not out else torch.where(inside[-1], y, out[-1]))  # hold what was seen
+            before = out[-1] if out else held
+            out.append(y if before is None else torch.where(inside[-1], y, before))  # hold what was seen
         seen = torch.stack(inside).cumsum(0) > 0
+        if held is not None:
+            seen[:] = True
         for i in range(len(out) - 2, -1, -1):  # and show, before, what will be seen
             out[i] = torch.where(seen[i], out[i], out[i + 1])
+        self.canvas = out[-1]
         return torch.stack(out).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _moved(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """[C, H, W] moved by whole pixels (content at p goes to p + (dx, dy)), edges repeated."""
+    h, w = x.shape[1:]
+    iy = (torch.arange(h, device=x.device) - dy).clamp_(0, h - 1)
+    ix = (torch.arange(w, device=x.device) - dx).clamp_(0, w - 1)
+    return x.index_select(1, iy).index_select(2, ix)

@@ -1072,7 +1072,7 @@ class LatentFile:
                         continue
                     x = x[:, lo - f0 : hi - f0]
                     if self.canvas:
-                        with sw("camera"):
+                        with sw("view"):
                             x = cam.unwarp(x, self._frame_views(lo, hi), self.coded_width, self.coded_height)
                     frames = to_uint8_frames(x, self.coded_height, self.coded_width, (self.width, self.height))
                     if progress:
