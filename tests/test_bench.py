@@ -220,6 +220,11 @@ def test_bd_entry_uses_every_scored_point_and_needs_four():
     assert bd["bd_rate_percent"] < 0 < bd["bd_psnr_db"]  # this made-up vaecodec curve is the better one
     short = _bd(src, ours[:3], theirs, "x264")
     assert short["bd_rate_percent"] is None and ">= 4" in short["note"]
+    # two searches ending at the same coarsest encode: one point at that rate, PSNRs averaged
+    floor = [{"rd_points": [{"bpp": 0.09, "psnr": 28.8}, {"bpp": 0.25, "psnr": 32.0}]}, *theirs]
+    twice = _bd(src, ours, floor, "x264")
+    assert twice["points"] == [4, 4]
+    assert twice["bd_rate_percent"] == pytest.approx(bd_rate([0.09, 0.25, 0.5, 0.95], [28.9, 32.0, 34.5, 36.5], *test))
 
 
 def test_frames_rereads_or_caches_the_same_frames(tmp_path, frames):

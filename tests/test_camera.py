@@ -78,7 +78,8 @@ def test_params_round_trip_and_bad_ones_are_refused():
     text = cam.pack(params)
     assert (cam.unpack(text, 4) == params).all() and (cam.unpack(text, 9) == params).all()
     odd = base64.b64encode(zstandard.ZstdCompressor().compress(bytes(20))).decode()  # not whole frames
-    for bad, most in ((text, 3), ("not base64!", 4), (odd, 4), (None, 4),
+    bomb = base64.b64encode(zstandard.ZstdCompressor().compress(bytes(1 << 20))).decode()  # small, says 1 MiB
+    for bad, most in ((text, 3), ("not base64!", 4), (odd, 4), (None, 4), (bomb, 4),
                       (cam.pack(np.array([[2**19 + 1, 0, 0]])), 4)):
         with pytest.raises(FormatError, match="camera motion"):
             cam.unpack(bad, most)
@@ -122,6 +123,7 @@ def test_a_steadied_pan_costs_far_fewer_bits(pan, tmp_path):
         assert frames.shape == pan.shape
     (steadied, p_steadied, flags, video, canvas), (plain, p_plain, plain_flags, plain_video, _) = got.values()
     assert flags == FLAG_CANVAS and plain_flags == 0 and "canvas_width" not in plain_video
+    assert (tmp_path / "steadied.vlat").read_bytes()[10:12] == b"\x02\x00"  # preamble flags, little-endian
     assert (video["canvas_width"], video["canvas_height"]) == canvas and canvas[0] > 224
     assert steadied < 0.75 * plain, (steadied, plain)
     assert p_steadied > p_plain - 0.2, (p_steadied, p_plain)

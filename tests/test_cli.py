@@ -334,3 +334,23 @@ def test_termination_signals_leave_no_partial_output(tmp_path):
     while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if _running(pid)]
+
+
+def test_encode_steadies_a_pan_unless_told_not_to(tmp_path):
+    """A camera pan (a real photo, moving 2 px per frame) is steadied by default: the JSON and
+    `info` name the canvas; `--no-camera` codes the picture as it is."""
+    from test_camera import render
+
+    from conftest import read_all
+    from test_codec import SAMPLE, _lossless
+
+    photo = read_all(SAMPLE)[0]
+    clip = _lossless(render(photo, 160, 128, [40 + 2 * t for t in range(9)], [30] * 9, [1.0] * 9), tmp_path / "pan.mkv")
+    steadied = run("encode", clip, tmp_path / "a.vlat", "--json")
+    plain = run("encode", clip, tmp_path / "b.vlat", "--json", "--no-camera")
+    assert steadied.returncode == 0 and plain.returncode == 0, steadied.stderr + plain.stderr
+    canvas = json.loads(steadied.stdout)["canvas"]
+    assert canvas[0] > 160 and canvas[1] >= 128 and json.loads(plain.stdout)["canvas"] is None
+    info = run("info", tmp_path / "a.vlat")
+    assert info.returncode == 0 and f"steadied on a {canvas[0]}x{canvas[1]} canvas" in info.stdout, info.stdout
+    assert "canvas" not in run("info", tmp_path / "b.vlat").stdout

@@ -267,8 +267,8 @@ def _baseline_entry(r: BaselineResult, src: Source, ours: dict) -> dict:
 
 def _bd(src: Source, ours: list[dict], theirs: list[dict], name: str) -> dict:
     """BD figures of vaecodec (test) against one baseline (anchor) on one input."""
-    test = sorted({(c["bpp"], c["psnr"]) for c in ours})
-    anchor = sorted({(p["bpp"], p["psnr"]) for c in theirs for p in c["rd_points"]})
+    test = _one_per_rate([(c["bpp"], c["psnr"]) for c in ours])
+    anchor = _one_per_rate([(p["bpp"], p["psnr"]) for c in theirs for p in c["rd_points"]])
     entry = {"input": str(src.path), "anchor": name, "test": "vaecodec", "points": [len(test), len(anchor)]}
     if len(test) < MIN_BD_POINTS or len(anchor) < MIN_BD_POINTS:
         return {**entry, "bd_rate_percent": None, "bd_psnr_db": None, "note": f"needs >= {MIN_BD_POINTS} points each"}
@@ -280,6 +280,16 @@ def _bd(src: Source, ours: list[dict], theirs: list[dict], name: str) -> dict:
     if math.isnan(rate) or math.isnan(gain):
         entry["note"] = "curves do not overlap" + (" in PSNR" if math.isnan(rate) else " in rate")
     return {**entry, "bd_rate_percent": _finite(rate), "bd_psnr_db": _finite(gain)}
+
+
+def _one_per_rate(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(bpp, PSNR) points by rate, one per rate: the searches for two targets can both end at
+    a baseline's coarsest setting (x264 CRF 51), and a curve cannot take two PSNRs at one rate,
+    so those are averaged."""
+    by_rate: dict[float, list[float]] = {}
+    for bpp, psnr in points:
+        by_rate.setdefault(bpp, []).append(psnr)
+    return [(bpp, sum(v) / len(v)) for bpp, v in sorted(by_rate.items())]
 
 
 def _finite(x):

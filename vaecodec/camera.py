@@ -1,18 +1,18 @@
 """Camera motion compensation: code a steadied canvas instead of the moving picture.
 
 A video VAE's encoder is not shift-equivariant below its stride, so a camera pan makes every
-latent frame new content: on our 480p pans each later latent frame cost a third of the first,
-where a still picture costs almost nothing after its first. So the encoder estimates the
-camera's motion (a zoom and a shift per frame), warps each frame back into
-the coordinates of its segment's first frame, and codes that nearly still *canvas*, a little
-larger than the picture so the whole segment's view fits. Each frame's view-to-canvas transform
-travels in its latent chunk's meta; the decoder cuts every frame out of the decoded canvas with
-it (docs/FORMAT.md, "Camera motion").
+latent frame new content: on our 480p pans each later latent frame cost a fifth to a third of
+the first, where a still picture costs almost nothing after its first. So the encoder
+estimates the camera's motion (a zoom and a shift per frame), warps each frame into the
+coordinates of a reference frame, and codes that nearly still *canvas*, a little larger than
+the picture. Each frame's view-to-canvas transform travels in its latent chunk's meta; the
+decoder cuts every frame out of the decoded canvas with it (docs/FORMAT.md, "Camera motion";
+docs/MODEL.md, "Camera motion compensation").
 
-Segments start at latent-frame boundaries and end where the motion would leave the canvas,
-zoom too far, or cannot be estimated (a cut): then the next segment starts afresh, like an
-intra frame. Canvas pixels a frame does not cover hold what the segment saw there last, or
-will see there first, so they stay still too.
+A cut, or a zoom that strays too far, starts a new reference, which costs what a cut costs.
+A view about to leave the canvas moves the window instead: by whole latent cells, which the
+coder's block motion predicts almost exactly. Canvas pixels a frame does not cover hold what
+was seen there last, or show what will be seen there first, so they stay still too.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _luma(frame: np.ndarray, k: int) -> np.ndarray:
 
 class Patches:
     """A frame's luma patches on an overlapping grid, transformed for phase correlation, and
-    its luma at most 270 rows high, for the sub-pixel refinement."""
+    its luma at most 240 rows high, for the sub-pixel refinement."""
 
     def __init__(self, frame: np.ndarray) -> None:
         self.k = k = max(1, math.ceil(frame.shape[0] / 540))  # estimated on at most 540 rows
@@ -188,9 +188,14 @@ def pack(params: np.ndarray) -> str:
 
 def unpack(text: object, most: int) -> np.ndarray:
     """The params [n, 3] of ``pack``'s text, 1 <= n <= ``most``; FormatError if it is not that."""
+    if not isinstance(text, str):
+        raise FormatError("camera motion is missing")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(str(text), validate=True),
-                                                      max_output_size=12 * most)
+        data = base64.b64decode(text, validate=True)
+        size = zstandard.frame_content_size(data)  # checked before anything is allocated for it
+        if not 0 <= size <= 12 * most:
+            raise ValueError(f"it declares {size} bytes")
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=12 * most)
     except (ValueError, zstandard.ZstdError) as e:
         raise FormatError(f"camera motion is not valid ({e})") from None
     if not 12 <= len(raw) <= 12 * most or len(raw) % 12:
