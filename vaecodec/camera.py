@@ -284,7 +284,8 @@ class Steadier:
     """Turns the picture's frames into canvas frames, segment by segment (encoder side).
 
     ``push`` takes uint8 frames [n, h, w, 3] in order and yields finished segments as
-    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3]); ``finish`` yields the last one.
+    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved), ``moved`` telling whether
+    the window moved before the segment's first frame; ``finish`` yields the last one.
 
     Views map each frame into the coordinates of a *reference*: the first frame, or the
     first after a cut or after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
@@ -314,14 +315,14 @@ class Steadier:
         self.offset: np.ndarray | None = None  # where the last segment put the reference
         self.canvas: torch.Tensor | None = None  # the last segment's last canvas frame [3, H, W]
 
-    def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         for frame in frames:
             self.group.append(frame)
             self.seen += 1
             if self.seen == 1 or (self.seen - 1) % self.temporal == 0:  # a latent frame is complete
                 yield from self._add_group()
 
-    def finish(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def finish(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         if self.group:
             yield from self._add_group()
         if self.frames:
@@ -344,7 +345,7 @@ class Steadier:
             self.prev = frame
         return steps
 
-    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         group, self.group = self.group, []
         steps = self._steps(group)
         if self.frames and all(s is not None for s in steps):
@@ -378,7 +379,7 @@ class Steadier:
         box = _bbox(views, self.width, self.height)
         return box[2] - box[0] + 1 + slack <= self.canvas_w and box[3] - box[1] + 1 + slack <= self.canvas_h
 
-    def _close(self) -> tuple[np.ndarray, np.ndarray]:
+    def _close(self) -> tuple[np.ndarray, np.ndarray, bool]:
         """Warp the open segment into the canvas, centred if it starts a reference, else
         moved from the last segment's place by the fewest whole cells; returns its frames and
         params."""
@@ -398,7 +399,7 @@ class Steadier:
         self.offset = off
         params = np.stack([to_params(np.hstack([v[:, :2], v[:, 2:] + off[:, None]])) for v in self.views])
         frames, self.frames, self.views = self.frames, [], []
-        return self._warp(np.stack(frames), params, shift), params
+        return self._warp(np.stack(frames), params, shift), params, shift is not None and bool(shift.any())
 
     def _warp(self, frames: np.ndarray, params: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
         """Canvas frames of a segment: each frame where it reaches, else what the canvas held

@@ -219,8 +219,11 @@ class _Views:
     def __init__(self) -> None:
         self.params: deque[np.ndarray] = deque()
         self.start = self.end = 0  # frames [start, end) are held
+        self.moved: list[int] = []  # frames held whose window moved
 
-    def add(self, params: np.ndarray) -> None:
+    def add(self, params: np.ndarray, moved: bool) -> None:
+        if moved:
+            self.moved.append(self.end)
         self.params.extend(params)
         self.end += len(params)
 
@@ -229,6 +232,7 @@ class _Views:
         assert first == self.start and end <= self.end, (first, end, self.start, self.end)
         out = [self.params.popleft() for _ in range(end - first)]
         self.start = end
+        self.moved = [f for f in self.moved if f >= end]
         return np.stack(out) if out else np.zeros((0, 3), np.int64)
 
 
@@ -528,7 +532,11 @@ class Codec:
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if views is not None:  # each frame's view of the canvas (padding frames have none)
                             end = min(_first_frame(n_lat + z.shape[1], model.temporal), views.end)
-                            meta["camera"] = cam.pack(views.take(_first_frame(n_lat, model.temporal), end))
+                            first = _first_frame(n_lat, model.temporal)
+                            moved = [f for f in views.moved if first <= f < end]
+                            meta["camera"] = cam.pack(views.take(first, end))
+                            if moved:  # frames whose window moved: decoders cut them from the next canvas frame
+                                meta["camera_moved"] = moved
                         if queue:  # coded by a worker; written in order when it is back
                             queue.latent(z, quant, meta)
                         else:
@@ -559,8 +567,8 @@ class Codec:
                         emit(gather.add(z))
 
                 def steadied(segments: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
-                    for pictures, params in sw.iterate(segments, "camera"):
-                        views.add(params)
+                    for pictures, params, moved in sw.iterate(segments, "camera"):
+                        views.add(params, moved)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
@@ -769,6 +777,7 @@ class LatentFile:
         self._latent_chunks = sorted(self.reader.chunks_of("latent"), key=lambda c: int(c.meta.get("t0", -1)))
         self._views: dict[int, np.ndarray] = {}  # latent chunk index -> its frames' camera params
         self._bad_views: dict[int, str] = {}  # offset -> why a chunk's camera motion is unusable
+        self._moved: set[int] = set()  # frames after a move of the canvas window
         if self.canvas:
             self._latent_chunks = [e for e in self._latent_chunks if self._read_views(e)]
         self._t0s = [int(e.meta["t0"]) for e in self._latent_chunks]
@@ -877,13 +886,25 @@ class LatentFile:
         """Unpack a latent chunk's camera params (its meta is read with the file); a chunk
         without usable ones is left out, its frames lost like those of a damaged chunk."""
         t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
+        first, end = _first_frame(t0, self.temporal), _first_frame(t0 + t, self.temporal)
         try:
-            self._views[entry.index] = cam.unpack(entry.meta.get("camera"), _first_frame(t0 + t, self.temporal)
-                                                  - _first_frame(t0, self.temporal))
+            self._views[entry.index] = cam.unpack(entry.meta.get("camera"), end - first)
+            moved = entry.meta.get("camera_moved", [])
+            if not (isinstance(moved, list) and all(type(f) is int and first <= f < end for f in moved)):
+                raise FormatError(f"camera_moved {str(moved)[:40]} does not list frames {first}..{end - 1}")
+            self._moved.update(moved)
             return True
         except FormatError as e:
             self._bad_views[entry.offset] = f"chunk {entry.index} at byte {entry.offset}: {e}"
             return False
+
+    def _canvas_frames(self, lo: int, hi: int, f0: int, n: int) -> list[int]:
+        """Which decoded canvas frame (index into a tile's output of frames f0..f0+n-1) shows
+        each frame of [lo, hi): its own, but the next one for a frame right after the window
+        moved. The decoder's memory of the frame before still has the old window, and that
+        frame would come out several dB worse (6 dB on a held-out pan); the canvas stands
+        still, so the next frame shows the same picture."""
+        return [f - f0 + (f in self._moved and f + 1 < f0 + n) for f in range(lo, hi)]
 
     def _frame_views(self, lo: int, hi: int) -> np.ndarray:
         """Camera params [hi - lo, 3] of frames [lo, hi); a frame of a lost chunk keeps the
@@ -1070,10 +1091,12 @@ class LatentFile:
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
                         continue
-                    x = x[:, lo - f0 : hi - f0]
                     if self.canvas:
                         with sw("view"):
-                            x = cam.unwarp(x, self._frame_views(lo, hi), self.coded_width, self.coded_height)
+                            x = cam.unwarp(x[:, self._canvas_frames(lo, hi, f0, x.shape[1])],
+                                           self._frame_views(lo, hi), self.coded_width, self.coded_height)
+                    else:
+                        x = x[:, lo - f0 : hi - f0]
                     frames = to_uint8_frames(x, self.coded_height, self.coded_width, (self.width, self.height))
                     if progress:
                         progress.advance(frames.shape[0])
