@@ -209,3 +209,21 @@ def test_a_cut_starts_a_new_reference(photo, tmp_path):
     assert got["steadied"][2] is not None
     assert got["steadied"][1] > got["plain"][1] - 0.3, got
     assert got["steadied"][0] < got["plain"][0], got
+
+
+def test_frames_after_a_window_move_decode_as_well_as_their_neighbours(photo, tmp_path):
+    """A pan that speeds up after the 33 frames that sized the canvas makes the window move.
+    The chunk lists the frames right after each move, and the decoder cuts them from the next
+    canvas frame: no frame falls far below the others (a causal decoder, left alone, decodes
+    such a frame from its memory of the old window, several dB worse)."""
+    xs = np.cumsum([0.0] + [0.5] * 32 + [3.0] * 12) + 30
+    src = render(photo, 160, 128, list(xs), [40] * len(xs), [1.0] * len(xs))
+    clip = _lossless(src, tmp_path / "faster.mkv")
+    Codec(device="cpu", quality=5).encode(clip, tmp_path / "f.vlat")
+    with vaecodec.open(tmp_path / "f.vlat", device="cpu") as f:
+        assert f.canvas and f._moved, f.header["video"]
+        moved = sorted(f._moved)
+        out = f.frames_tensor().numpy()
+    per_frame = np.array([psnr(a, b) for a, b in zip(out, src)])
+    assert all((m - 1) % 4 == 0 for m in moved)  # first frames of latent frames
+    assert per_frame[moved].min() > np.median(per_frame) - 2.5, (moved, per_frame.round(1))
