@@ -496,7 +496,7 @@ class Codec:
             if self.refine:  # the symbols are the encoder's choice: record how they were chosen
                 described["refine"] = asdict(self.refine)
                 refiner = LatentRefiner(runner, model.temporal, quant.coder.step(quant.quality).to(self.device),
-                                        quant.deadzone, self.refine, (ch, cw), quant.motion_block,
+                                        quant.deadzone, self.refine, (ph, pw), quant.motion_block,
                                         quant.coder, quant.quality)
             coded = {} if (cw, ch) == (info.width, info.height) else {"coded_width": cw, "coded_height": ch}
             if canvas:
