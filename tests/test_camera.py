@@ -73,6 +73,19 @@ def test_estimate_gives_up_on_cuts_and_flat_frames(photo):
     assert cam.plan_canvas(np.stack([a] * 9), 896) is None  # a still camera gets no canvas
 
 
+def test_a_canvas_only_where_it_can_pay(photo):
+    """No canvas for a camera too slow to cost the coder much, nor for motion that cannot be
+    followed; a canvas for the same pan a little faster."""
+    def pan(speed: float, n: int = 17) -> np.ndarray:
+        return render(photo, 224, 160, [40 + speed * t for t in range(n)], [30] * n, [1.0] * n)
+
+    assert cam.plan_canvas(pan(0.2), 896) is None
+    assert cam.plan_canvas(pan(0.8), 896) is not None
+    other = render(photo[::-1, ::-1].copy(), 224, 160, [20] * 17, [20] * 17, [1.0] * 17)
+    flicking = np.where((np.arange(17) % 2 == 1)[:, None, None, None], other, pan(2.0))  # every step a cut
+    assert cam.plan_canvas(flicking, 896) is None
+
+
 def test_params_round_trip_and_bad_ones_are_refused():
     params = np.array([[0, 5120, 2048], [-3100, 5500, 2200], [-6300, 5901, 2351], [2**19, -7, 0]])
     text = cam.pack(params)

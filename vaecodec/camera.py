@@ -38,6 +38,7 @@ LOOKAHEAD = 33  # frames that decide whether a file gets a canvas, and how large
 MAX_SEGMENT = 65  # frames per segment at most (1 + 16 latent frames of 4)
 SEGMENT_BUFFER_BYTES = 256 << 20  # the encoder holds a segment's frames
 MIN_SIDE = 64  # smaller pictures are coded as they are
+MIN_SPEED = 0.5  # px per frame a corner of the picture must move on average to get a canvas
 PATCH = 128  # phase-correlation patches (shifts up to half of it between frames)
 
 
@@ -146,6 +147,9 @@ def _fit(p: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.array([[1 + z, 0, tx], [0, 1 + z, ty]])
 
 
+_STILL = np.eye(2, 3)  # no motion
+
+
 def _then(second: np.ndarray, first: np.ndarray) -> np.ndarray:
     """The 2x3 transform p -> second(first(p))."""
     return np.hstack([second[:, :2] @ first[:, :2], second[:, :2] @ first[:, 2:] + second[:, 2:]])
@@ -206,48 +210,60 @@ def unpack(text: object, most: int) -> np.ndarray:
     return params
 
 
-def _taps(pos: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices and weights [4, n] that read a line of ``size`` pixels at positions ``pos`` [n]
-    (pixel centres at integers) with PyTorch's bicubic kernel (a = -0.75), edges repeated."""
-    base = pos.floor()
-    t = pos - base
-    a = -0.75
-
-    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
-    idx = (base.long()[None] + torch.arange(-1, 3, device=pos.device)[:, None]).clamp_(0, size - 1)
-    return idx, w
+def _cubic(d: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel at distances d."""
+    d = d.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
 
 
-def _resample(x: torch.Tensor, s: float, tx: float, ty: float, width: int, height: int) -> torch.Tensor:
-    """[C, height, width] reading ``x`` [C, H, W] at (s X + tx, s Y + ty) for every output
-    pixel (X, Y): zoom and shift are separable, so two 4-tap passes over whole rows (4 ms for
-    a 480p frame on one CPU core, where a bicubic ``grid_sample`` takes twice that)."""
+def _taps(pos: torch.Tensor, size: int, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and weights [taps, n] that read a line of ``size`` pixels at positions ``pos``
+    [n] (pixel centres at integers, edges repeated), the outputs ``step`` input pixels apart:
+    PyTorch's bicubic kernel (a = -0.75, 4 taps) where that is at most 1, else its antialiased
+    one (a = -0.5, widened by ``step``), as ``resample.resize`` shrinks a picture."""
+    widen = max(1.0, step)
+    half = math.ceil(2 * widen)
+    base = pos.floor().long()
+    offsets = torch.arange(1 - half, half + 1, device=pos.device)[:, None]
+    w = _cubic((base[None] + offsets - pos[None]) / widen, -0.75 if widen == 1 else -0.5)
+    if widen > 1:
+        w = w / w.sum(dim=0, keepdim=True)
+    return (base[None] + offsets).clamp_(0, size - 1), w
+
+
+def _resample(x: torch.Tensor, sx: float, sy: float, tx: float, ty: float, width: int, height: int) -> torch.Tensor:
+    """[C, height, width] reading ``x`` [C, H, W] at (sx X + tx, sy Y + ty) for every output
+    pixel (X, Y): zoom and shift are separable, so two passes over whole rows (4 ms for a 480p
+    frame on one CPU core, where a bicubic ``grid_sample`` takes twice that)."""
     dev = x.device
-    iy, wy = _taps(s * torch.arange(height, device=dev, dtype=torch.float64) + ty, x.shape[1])
-    ix, wx = _taps(s * torch.arange(width, device=dev, dtype=torch.float64) + tx, x.shape[2])
+    iy, wy = _taps(sy * torch.arange(height, device=dev, dtype=torch.float64) + ty, x.shape[1], sy)
+    ix, wx = _taps(sx * torch.arange(width, device=dev, dtype=torch.float64) + tx, x.shape[2], sx)
     wy, wx = wy.to(x.dtype)[:, :, None], wx.to(x.dtype)[:, :, None]
     cols = x.index_select(1, iy[0]).mul_(wy[0])  # [C, height, W]
-    for k in range(1, 4):
+    for k in range(1, len(iy)):
         cols.addcmul_(x.index_select(1, iy[k]), wy[k])
     cols = cols.transpose(1, 2).contiguous()  # [C, W, height]: rows become whole rows to select
     out = cols.index_select(1, ix[0]).mul_(wx[0])
-    for k in range(1, 4):
+    for k in range(1, len(ix)):
         out.addcmul_(cols.index_select(1, ix[k]), wx[k])
     return out.transpose(1, 2)
 
 
-def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int) -> torch.Tensor:
+def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int,
+           coded: tuple[int, int] | None = None) -> torch.Tensor:
     """Decoded canvas frames [3, n, H, W] -> the views [3, n, height, width] that ``params``
-    [n, 3] cut out of them."""
+    [n, 3] cut out of them. ``coded``: the (width, height) the views were coded at, when the
+    output is to be another size (a resampled file): the resize then happens in the same pass,
+    antialiased where it shrinks, instead of in a second one."""
+    cw, ch = coded or (width, height)
+    fx, fy = cw / width, ch / height  # coded pixels per output pixel
     scale, tx, ty = _lines(params)
     x = x.float()  # bf16/fp16 kernel weights would be off by up to a level
-    return torch.stack([_resample(x[:, i], scale[i], tx[i], ty[i], width, height) for i in range(x.shape[1])], 1)
+    # output pixel u is coded pixel (u + 1/2) f - 1/2, which is canvas pixel s (that) + t
+    return torch.stack([_resample(x[:, i], scale[i] * fx, scale[i] * fy, tx[i] + scale[i] * (fx - 1) / 2,
+                                  ty[i] + scale[i] * (fy - 1) / 2, width, height) for i in range(x.shape[1])], 1)
 
 
 def estimate_path(frames: np.ndarray) -> list[np.ndarray | None]:
@@ -263,16 +279,22 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
     n, h, w = frames.shape[:3]
     if n < 2 or min(h, w) < MIN_SIDE:
         return None
-    views, m = [np.eye(2, 3)], np.eye(2, 3)
-    for step in estimate_path(frames) if path is None else path:
-        if step is None:
-            break
-        m = _then(step, m)  # ref -> the next frame
+    path = estimate_path(frames) if path is None else path
+    known = [step for step in path if step is not None]
+    if len(known) < 0.75 * len(path):
+        return None  # the motion cannot be followed: a canvas would cost margin for nothing
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.float64)
+    speed = np.mean([np.abs(corners @ (s[:, :2] - np.eye(2)).T + s[:, 2]).max() for s in known]) if known else 0.0
+    if speed < MIN_SPEED:
+        return None  # a camera this slow costs the coder little; the canvas's margin would cost more
+    views, m = [_STILL], _STILL
+    for step in path:
+        m = m if step is None else _then(step, m)  # ref -> the next frame (unknown: as still)
         views.append(_inverse(m))
     box = _bbox(views, w, h)
     grow_w, grow_h = box[2] - box[0] + 1 - w, box[3] - box[1] + 1 - h
-    if max(grow_w, grow_h) < 4 and _zoom(views) < 0.005:
-        return None  # a still camera: nothing to steady
+    if _zoom(views) > MAX_ZOOM:
+        return None  # a zoom this fast would need a new reference every few latent frames
     sides = []
     for side, grow in ((w, grow_w), (h, grow_h)):
         want = -(-math.ceil(side + min(MAX_MARGIN * side, 1.25 * grow + 8)) // 8) * 8
@@ -347,8 +369,11 @@ class Steadier:
 
     def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         group, self.group = self.group, []
-        steps = self._steps(group)
-        if self.frames and all(s is not None for s in steps):
+        # where the motion cannot be estimated (a cut, a fade, a flash) the frame is taken as
+        # still: a new reference would cost what an intra frame costs, and a false alarm that
+        # (LadyBird-like training clips with a fade: 1.45x the bytes), a wrong guess a one-off jump
+        steps = [_STILL if s is None and i + len(self.frames) > 0 else s for i, s in enumerate(self._steps(group))]
+        if self.frames:
             m, views = _inverse(self.views[-1]), []  # reference -> the last frame
             for s in steps:
                 m = _then(s, m)
@@ -366,12 +391,12 @@ class Steadier:
         if self.frames:
             yield self._close()
         self.offset = self.canvas = None  # a new reference: its first frame
-        views, m = [np.eye(2, 3)], np.eye(2, 3)
+        views, m = [_STILL], _STILL
         for s in steps[1:]:
-            m = m if s is None else _then(s, m)
+            m = _then(s, m)
             views.append(_inverse(m))
         if not self._fits(views, slack=0):  # faster than the canvas holds: this latent frame as it is
-            views = [np.eye(2, 3)] * len(group)
+            views = [_STILL] * len(group)
         self.frames, self.views, self.fresh = list(group), views, True
 
     def _fits(self, views: list[np.ndarray], slack: int) -> bool:
@@ -405,25 +430,25 @@ class Steadier:
         """Canvas frames of a segment: each frame where it reaches, else what the canvas held
         there before (the last segment's canvas moved by ``shift``, if the reference goes on),
         or, where nothing was yet, what the segment will show there first."""
-        out, inside = [], []
-        xs = torch.arange(self.canvas_w, dtype=torch.float64, device=self.device)
-        ys = torch.arange(self.canvas_h, dtype=torch.float64, device=self.device)
+        out, seen = [], []  # canvas frames; where the segment's frames up to each have reached
+        xs = torch.arange(self.canvas_w, dtype=torch.float64)
+        ys = torch.arange(self.canvas_h, dtype=torch.float64)
         held = None if shift is None else _moved(self.canvas, int(shift[0]), int(shift[1]))
         for frame, scale, tx, ty in zip(frames, *_lines(params)):
             # canvas pixel Q shows view pixel (Q - t) / s
             x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()
-            y = _resample(x, 1 / scale, -tx / scale, -ty / scale, self.canvas_w, self.canvas_h)
+            y = _resample(x, 1 / scale, 1 / scale, -tx / scale, -ty / scale, self.canvas_w, self.canvas_h)
             px, py = (xs - tx) / scale, (ys - ty) / scale
-            inside.append(((py >= -0.5) & (py <= self.height - 0.5))[:, None]
-                          & ((px >= -0.5) & (px <= self.width - 0.5))[None])  # [H, W]
+            inside = (((py >= -0.5) & (py <= self.height - 0.5))[:, None]
+                      & ((px >= -0.5) & (px <= self.width - 0.5))[None]).to(self.device)  # [H, W]
             y = y.round_().clamp_(0, 255).to(torch.uint8)
             before = out[-1] if out else held
-            out.append(y if before is None else torch.where(inside[-1], y, before))  # hold what was seen
-        seen = torch.stack(inside).cumsum(0) > 0
-        if held is not None:
-            seen[:] = True
-        for i in range(len(out) - 2, -1, -1):  # and show, before, what will be seen
-            out[i] = torch.where(seen[i], out[i], out[i + 1])
+            out.append(y if before is None else torch.where(inside, y, before))  # hold what was seen
+            if held is None:  # nothing carried over: remember where the segment has reached
+                seen.append(inside if not seen else seen[-1] | inside)
+        if held is None:
+            for i in range(len(out) - 2, -1, -1):  # and show, before, what will be seen
+                out[i] = torch.where(seen[i], out[i], out[i + 1])
         self.canvas = out[-1]
         return torch.stack(out).permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1091,13 +1091,14 @@ class LatentFile:
                     lo, hi = max(start, f0), min(stop, f0 + x.shape[1])
                     if hi <= lo:
                         continue
-                    if self.canvas:
+                    if self.canvas:  # the views, resized to the source size in the same pass
                         with sw("view"):
-                            x = cam.unwarp(x[:, self._canvas_frames(lo, hi, f0, x.shape[1])],
-                                           self._frame_views(lo, hi), self.coded_width, self.coded_height)
+                            x = cam.unwarp(x[:, self._canvas_frames(lo, hi, f0, x.shape[1])], self._frame_views(lo, hi),
+                                           self.width, self.height, (self.coded_width, self.coded_height))
+                        frames = to_uint8_frames(x, self.height, self.width)
                     else:
-                        x = x[:, lo - f0 : hi - f0]
-                    frames = to_uint8_frames(x, self.coded_height, self.coded_width, (self.width, self.height))
+                        frames = to_uint8_frames(x[:, lo - f0 : hi - f0], self.coded_height, self.coded_width,
+                                                 (self.width, self.height))
                     if progress:
                         progress.advance(frames.shape[0])
                     yield frames
