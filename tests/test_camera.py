@@ -204,9 +204,10 @@ def test_a_window_that_runs_out_of_canvas_moves_by_whole_cells(pan):
     assert psnr(back[:, 4:-4, 4:-4], pan[:, 4:-4, 4:-4]) > 40
 
 
-def test_a_cut_starts_a_new_reference(photo, tmp_path):
-    """A pan, a hard cut to another picture, another pan: the estimate gives up at the cut, so
-    the canvas starts afresh there; the file decodes as well as without a canvas."""
+def test_a_pan_across_a_cut(photo, tmp_path):
+    """A pan, a hard cut to another picture, another pan: the estimate gives up at the cut, the
+    frame counts as still and the canvas shows the new scene from there; the file decodes as
+    well as without a canvas, in fewer bytes."""
     a = render(photo, 192, 128, [40 + 1.5 * t for t in range(13)], [30] * 13, [1.0] * 13)
     b = render(photo[::-1].copy(), 192, 128, [60 - 1.2 * t for t in range(12)], [40 + 0.5 * t for t in range(12)],
                [1.0] * 12)
