@@ -266,20 +266,34 @@ def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int,
                                   ty[i] + scale[i] * (fy - 1) / 2, width, height) for i in range(x.shape[1])], 1)
 
 
-def estimate_path(frames: np.ndarray) -> list[np.ndarray | None]:
-    """``estimate`` between each pair of consecutive frames [n, h, w, 3]: n - 1 entries."""
+def _to_coded(m: np.ndarray | None, fx: float, fy: float) -> np.ndarray | None:
+    """A zoom and shift between source frames as the same motion of a picture coded ``fx`` x
+    ``fy`` times their size (pixel centres: coded c = (p + 1/2) f - 1/2)."""
+    if m is None or (fx, fy) == (1, 1):
+        return m
+    z = m[0, 0]
+    return np.array([[z, 0, fx * m[0, 2] + (1 - z) * (fx - 1) / 2], [0, z, fy * m[1, 2] + (1 - z) * (fy - 1) / 2]])
+
+
+def estimate_path(frames: np.ndarray, coded: tuple[int, int] | None = None) -> list[np.ndarray | None]:
+    """``estimate`` between each pair of consecutive frames [n, h, w, 3] (n - 1 entries), as
+    motion of the picture resized to ``coded`` (width, height) if given."""
+    fx, fy = (coded[0] / frames.shape[2], coded[1] / frames.shape[1]) if coded else (1, 1)
     patches = [Patches(f) for f in frames]
-    return [estimate(a, b) for a, b in zip(patches, patches[1:])]
+    return [_to_coded(estimate(a, b), fx, fy) for a, b in zip(patches, patches[1:])]
 
 
-def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | None = None) -> tuple[int, int] | None:
+def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | None = None,
+                coded: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """Canvas size (multiples of 8, sides at most ``most`` where the picture's are) for a video
-    whose first frames are ``frames`` [n, h, w, 3] (``path``: their ``estimate_path`` if known),
-    or None when they show no camera motion worth a canvas (or cannot be estimated)."""
-    n, h, w = frames.shape[:3]
+    whose first frames are ``frames`` [n, h, w, 3], coded at ``coded`` (width, height; default
+    their own size; ``path``: their ``estimate_path`` if known), or None when they show no
+    camera motion worth a canvas (or cannot be estimated)."""
+    n = len(frames)
+    w, h = coded or (frames.shape[2], frames.shape[1])
     if n < 2 or min(h, w) < MIN_SIDE:
         return None
-    path = estimate_path(frames) if path is None else path
+    path = estimate_path(frames, coded) if path is None else path
     known = [step for step in path if step is not None]
     if len(known) < 0.75 * len(path):
         return None  # the motion cannot be followed: a canvas would cost margin for nothing
@@ -305,7 +319,8 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
 class Steadier:
     """Turns the picture's frames into canvas frames, segment by segment (encoder side).
 
-    ``push`` takes uint8 frames [n, h, w, 3] in order and yields finished segments as
+    ``push`` takes uint8 frames [n, h, w, 3] in order (at ``source`` (width, height), resized
+    to the coded ``width`` x ``height`` in the same pass as the warp) and yields finished segments as
     (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved), ``moved`` telling whether
     the window moved before the segment's first frame; ``finish`` yields the last one.
 
@@ -320,11 +335,13 @@ class Steadier:
     """
 
     def __init__(self, width: int, height: int, canvas: tuple[int, int], temporal: int, device: torch.device,
-                 path: list[np.ndarray | None] | None = None) -> None:
+                 path: list[np.ndarray | None] | None = None, source: tuple[int, int] | None = None) -> None:
         self.width, self.height = width, height
+        self.source = source or (width, height)
+        self.fx, self.fy = width / self.source[0], height / self.source[1]  # coded pixels per source pixel
         self.canvas_w, self.canvas_h = canvas
         self.temporal, self.device = temporal, device
-        self.max_frames = max(1 + temporal, min(MAX_SEGMENT, SEGMENT_BUFFER_BYTES // (3 * width * height)))
+        self.max_frames = max(1 + temporal, min(MAX_SEGMENT, SEGMENT_BUFFER_BYTES // (3 * self.source[0] * self.source[1])))
         self.frames: list[np.ndarray] = []  # the open segment's frames
         self.views: list[np.ndarray] = []  # their frame -> reference transforms
         self.group: list[np.ndarray] = []  # frames of the latent frame being gathered
@@ -360,7 +377,7 @@ class Steadier:
                 self.last = None
             elif i > 0:
                 cur = Patches(frame)
-                steps.append(estimate(self.last or Patches(self.prev), cur))
+                steps.append(_to_coded(estimate(self.last or Patches(self.prev), cur), self.fx, self.fy))
                 self.last = cur
             else:
                 steps.append(None)
@@ -434,10 +451,12 @@ class Steadier:
         xs = torch.arange(self.canvas_w, dtype=torch.float64)
         ys = torch.arange(self.canvas_h, dtype=torch.float64)
         held = None if shift is None else _moved(self.canvas, int(shift[0]), int(shift[1]))
+        fx, fy = self.fx, self.fy
         for frame, scale, tx, ty in zip(frames, *_lines(params)):
-            # canvas pixel Q shows view pixel (Q - t) / s
+            # canvas pixel Q shows coded pixel c = (Q - t) / s, which is source pixel (c + 1/2) / f - 1/2
             x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()
-            y = _resample(x, 1 / scale, 1 / scale, -tx / scale, -ty / scale, self.canvas_w, self.canvas_h)
+            y = _resample(x, 1 / (scale * fx), 1 / (scale * fy), (0.5 - tx / scale) / fx - 0.5,
+                          (0.5 - ty / scale) / fy - 0.5, self.canvas_w, self.canvas_h)
             px, py = (xs - tx) / scale, (ys - ty) / scale
             inside = (((py >= -0.5) & (py <= self.height - 0.5))[:, None]
                       & ((px >= -0.5) & (px <= self.width - 0.5))[None]).to(self.device)  # [H, W]

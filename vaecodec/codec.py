@@ -477,12 +477,12 @@ class Codec:
             info = reader.info
             scale = self.scale if self.scale is not None else default_scale(quant.quality, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
-            frames = (resize_frames(chunk, cw, ch) for chunk in sw.iterate(reader.chunks(), "read"))
+            frames = sw.iterate(reader.chunks(), "read")  # at the source size
             steady = self.camera if self.camera is not None else quant.scheme == "entropy"
-            first = _take_frames(frames, cam.LOOKAHEAD) if steady else np.zeros((0, ch, cw, 3), np.uint8)
+            first = _take_frames(frames, cam.LOOKAHEAD) if steady else np.zeros((0, 1, 1, 3), np.uint8)
             with sw("camera"):  # a canvas that fits the model's spatial tile where the picture does
-                path = cam.estimate_path(first) if len(first) > 1 else []
-                canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path)
+                path = cam.estimate_path(first, (cw, ch)) if len(first) > 1 else []
+                canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path, (cw, ch))
             pw, ph = canvas or (cw, ch)  # the picture the model codes
             hp, wp = -(-ph // s) * s, -(-pw // s) * s
             if min(hp, wp) // s < model.min_latent:
@@ -556,7 +556,9 @@ class Codec:
                     if packets:
                         add("audio", pack_packets(packets), {"packets": len(packets)})
 
-                steadier = cam.Steadier(cw, ch, canvas, model.temporal, self.device, path) if canvas else None
+                # the steadier resizes as it warps; without it frames are resized here
+                steadier = (cam.Steadier(cw, ch, canvas, model.temporal, self.device, path, (info.width, info.height))
+                            if canvas else None)
                 views = _Views() if canvas else None
 
                 def code(pictures: np.ndarray) -> None:  # uint8 [n, ph, pw, 3], the model's input
@@ -575,7 +577,7 @@ class Codec:
                     if steadier:
                         steadied(steadier.push(chunk))
                     else:
-                        code(chunk)
+                        code(resize_frames(chunk, cw, ch))
                     emit_audio()
                     if progress:
                         progress.advance(chunk.shape[0])
