@@ -9,9 +9,9 @@ the picture. Each frame's view-to-canvas transform travels in its latent chunk's
 decoder cuts every frame out of the decoded canvas with it (docs/FORMAT.md, "Camera motion";
 docs/MODEL.md, "Camera motion compensation").
 
-A cut, or a zoom that strays too far, starts a new reference, which costs what a cut costs.
-A view about to leave the canvas moves the window instead: by whole latent cells, which the
-coder's block motion predicts almost exactly. Canvas pixels a frame does not cover hold what
+A zoom that strays too far starts a new reference, which costs what a cut costs. A view
+about to leave the canvas moves the window instead: by whole latent cells, which the coder's
+block motion predicts almost exactly. Canvas pixels a frame does not cover hold what
 was seen there last, or show what will be seen there first, so they stay still too.
 """
 
@@ -328,12 +328,13 @@ class Steadier:
     the window moved before the segment's first frame; ``finish`` yields the last one.
 
     Views map each frame into the coordinates of a *reference*: the first frame, or the
-    first after a cut or after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
+    first after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
     window of those coordinates at a fixed place in the canvas; when the view would leave the
     canvas, the next segment moves the window by whole latent cells (``CELL`` pixels), so the
     canvas content moves by whole cells, which the coder's block motion predicts almost
     exactly, and what the canvas showed before is carried along. Only a new reference costs
-    what a cut costs. Memory: one segment of frames (at most ``MAX_SEGMENT``, fewer for big
+    what a cut costs (a frame pair whose motion is unknown, a cut for instance, counts as
+    still). Memory: one segment of frames (at most ``MAX_SEGMENT``, fewer for big
     frames) and one canvas frame.
     """
 
