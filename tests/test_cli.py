@@ -354,3 +354,24 @@ def test_encode_steadies_a_pan_unless_told_not_to(tmp_path):
     info = run("info", tmp_path / "a.vlat")
     assert info.returncode == 0 and f"steadied on a {canvas[0]}x{canvas[1]} canvas" in info.stdout, info.stdout
     assert "canvas" not in run("info", tmp_path / "b.vlat").stdout
+
+
+def test_a_signal_that_a_library_turned_into_another_error_still_reads_as_the_signal(capsys):
+    """SIGTERM landing inside code that catches everything and raises its own error (the
+    weights loader did: "cannot read tiny model weights ...", exit 1) still ends the command as
+    terminated, exit 143: the signal is recorded before the exception is raised."""
+    from vaecodec.cli import guarded
+    from vaecodec.errors import ModelError
+
+    @guarded
+    def load() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        except BaseException as e:  # as a library wrapping whatever it was interrupted by
+            raise ModelError(f"cannot read weights: {e!r}") from None
+
+    with pytest.raises(typer.Exit) as exit_info:
+        load()
+    assert exit_info.value.exit_code == 128 + signal.SIGTERM
+    assert "terminated by SIGTERM" in capsys.readouterr().err

@@ -63,12 +63,14 @@ _TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if 
 
 
 @contextmanager
-def _terminate_cleanly() -> Iterator[None]:
+def _terminate_cleanly(received: list[int]) -> Iterator[None]:
     """While a command runs, make SIGTERM and SIGHUP raise ``Terminated`` (their default action
     kills the process before any clean-up). A signal that was ignored (``nohup``) stays ignored.
     After the first one, both stay ignored until the process exits: ``timeout`` sends SIGTERM to
     the process and then to its group, and that second one must neither cut the clean-up short
-    nor kill the process before it exits with its one line and code."""
+    nor kill the process before it exits with its one line and code. A signal received is
+    appended to ``received``: code it interrupts (a weights loader, a C extension) may turn the
+    exception into another one on its way up."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -76,6 +78,7 @@ def _terminate_cleanly() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         for s in _TERMINATING:
             signal.signal(s, signal.SIG_IGN)
+        received.append(signum)
         raise Terminated(signum)
 
     before = {s: signal.getsignal(s) for s in _TERMINATING}
@@ -99,12 +102,16 @@ def guarded(fn: Callable) -> Callable:
             err.print(f"[yellow]vaecodec: warning:[/] {message}", highlight=False, soft_wrap=True)
 
         warnings.showwarning = show
+        received: list[int] = []
         try:
-            with _terminate_cleanly():
+            with _terminate_cleanly(received):
                 try:
                     return fn(*args, **kwargs)
-                except BaseException:
+                except BaseException as e:
                     remove_partial_outputs()
+                    if received and not isinstance(e, (Terminated, typer.Exit, typer.Abort)):
+                        # interrupted mid-load, a library reported "cannot read ..." instead
+                        raise Terminated(received[0]) from None
                     raise
         except VaecodecError as e:
             fail(str(e), e.exit_code)

@@ -532,9 +532,9 @@ class Codec:
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if views is not None:  # each frame's view of the canvas (padding frames have none)
                             end = min(_first_frame(n_lat + z.shape[1], model.temporal), views.end)
-                            first = _first_frame(n_lat, model.temporal)
-                            moved = [f for f in views.moved if first <= f < end]
-                            meta["camera"] = cam.pack(views.take(first, end))
+                            start = _first_frame(n_lat, model.temporal)
+                            moved = [f for f in views.moved if start <= f < end]
+                            meta["camera"] = cam.pack(views.take(start, end))
                             if moved:  # frames whose window moved: decoders cut them from the next canvas frame
                                 meta["camera_moved"] = moved
                         if queue:  # coded by a worker; written in order when it is back
