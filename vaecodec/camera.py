@@ -240,10 +240,11 @@ def _resample(x: torch.Tensor, sx: float, sy: float, tx: float, ty: float, width
     """[C, height, width] reading ``x`` [C, H, W] at (sx X + tx, sy Y + ty) for every output
     pixel (X, Y): zoom and shift are separable, so two passes over whole rows (4 ms for a 480p
     frame on one CPU core, where a bicubic ``grid_sample`` takes twice that)."""
-    dev = x.device
-    iy, wy = _taps(sy * torch.arange(height, device=dev, dtype=torch.float64) + ty, x.shape[1], sy)
-    ix, wx = _taps(sx * torch.arange(width, device=dev, dtype=torch.float64) + tx, x.shape[2], sx)
-    wy, wx = wy.to(x.dtype)[:, :, None], wx.to(x.dtype)[:, :, None]
+    # taps in float64 on the CPU (MPS has no float64), a few kB to the device
+    iy, wy = _taps(sy * torch.arange(height, dtype=torch.float64) + ty, x.shape[1], sy)
+    ix, wx = _taps(sx * torch.arange(width, dtype=torch.float64) + tx, x.shape[2], sx)
+    iy, ix = iy.to(x.device), ix.to(x.device)
+    wy, wx = wy.to(x.device, x.dtype)[:, :, None], wx.to(x.device, x.dtype)[:, :, None]
     cols = x.index_select(1, iy[0]).mul_(wy[0])  # [C, height, W]
     for k in range(1, len(iy)):
         cols.addcmul_(x.index_select(1, iy[k]), wy[k])
