@@ -163,9 +163,14 @@ def _inverse(m: np.ndarray) -> np.ndarray:
     return np.hstack([inv, -inv @ m[:, 2:]])
 
 
+def _corners(width: int, height: int) -> np.ndarray:
+    """The centres of a picture's corner pixels, [4, 2]."""
+    return np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]], dtype=np.float64)
+
+
 def _bbox(views: list[np.ndarray], width: int, height: int) -> np.ndarray:
     """[x0, y0, x1, y1] of the pixel centres of every frame's view under views (view -> ref)."""
-    corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]], dtype=np.float64)
+    corners = _corners(width, height)
     pts = np.concatenate([corners @ v[:, :2].T + v[:, 2] for v in views])
     return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
 
@@ -301,7 +306,7 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
     known = [step for step in path if step is not None]
     if len(known) < 0.75 * len(path):
         return None  # the motion cannot be followed: a canvas would cost margin for nothing
-    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.float64)
+    corners = _corners(w, h)
     speed = np.mean([np.abs(corners @ (s[:, :2] - np.eye(2)).T + s[:, 2]).max() for s in known]) if known else 0.0
     if speed < MIN_SPEED:
         return None  # a camera this slow costs the coder little; the canvas's margin would cost more
@@ -350,8 +355,7 @@ class Steadier:
         self.frames: list[np.ndarray] = []  # the open segment's frames
         self.views: list[np.ndarray] = []  # their frame -> reference transforms
         self.group: list[np.ndarray] = []  # frames of the latent frame being gathered
-        self.seen = 0
-        self.index = 0  # of the next frame to estimate
+        self.seen = 0  # frames pushed
         self.prev: np.ndarray | None = None  # the frame before it
         self.last: Patches | None = None  # and its patches, when made
         self.known = list(path or [])  # estimates already made between the first frames
@@ -375,8 +379,7 @@ class Steadier:
     def _steps(self, group: list[np.ndarray]) -> list[np.ndarray | None]:
         """The motion into each frame of the group from the frame before it (None: unknown)."""
         steps = []
-        for frame in group:
-            i, self.index = self.index, self.index + 1
+        for i, frame in enumerate(group, start=self.seen - len(group)):  # i: the frame's number
             if 0 < i <= len(self.known):  # made by plan_canvas already
                 steps.append(self.known[i - 1])
                 self.last = None
