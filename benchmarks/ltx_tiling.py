@@ -111,13 +111,13 @@ def ltx_tiling_config(tiling):
 
 def vaecodec_plan(shape, tiling, spatial=32, temporal=8):
     """Per-axis pixel intervals [a, b) of vaecodec's tiles for a latent [C, T, h, w]."""
-    from vaecodec.tiling import _starts, temporal_tiles
+    from vaecodec.tiling import _spans, temporal_tiles
 
     _, T, h, w = shape
     tt = [(tl.start * temporal, tl.end * temporal + 1) for tl in temporal_tiles(T, tiling)]
     tl, ov = tiling.tile_px // spatial, tiling.overlap_px // spatial
-    hs = [(s * spatial, min(s + tl, h) * spatial) for s in _starts(h, tl, ov)]
-    ws = [(s * spatial, min(s + tl, w) * spatial) for s in _starts(w, tl, ov)]
+    hs = [(s * spatial, (s + n) * spatial) for s, n in _spans(h, tl, ov)]
+    ws = [(s * spatial, (s + n) * spatial) for s, n in _spans(w, tl, ov)]
     return tt, hs, ws
 
 

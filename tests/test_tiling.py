@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vaecodec.models.base import Tiling
-from vaecodec.tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling, temporal_tiles
+from vaecodec.tiling import StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling, temporal_tiles
 
 from conftest import PoolVAE
 
@@ -82,6 +82,21 @@ def test_spatial_tiles_blend_to_the_untiled_result():
     torch.testing.assert_close(runner.encode(x), model.encode(x)[0], atol=1e-5, rtol=0)
     z = torch.randn(1, 3, 2, 11, 9)
     torch.testing.assert_close(runner.decode(z), model.decode(z), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("total,tile,overlap,unit", [(984, 896, 64, 8), (1840, 896, 64, 8), (1088, 896, 64, 8),
+                                                     (123, 112, 8, 1), (230, 112, 8, 1), (113, 112, 8, 1),
+                                                     (992, 128, 32, 32), (1024, 160, 32, 32), (97, 16, 0, 1), (40, 40, 8, 8)])
+def test_spatial_tiles_are_equal_and_no_more_than_needed(total, tile, overlap, unit):
+    spans = _spans(total, tile, overlap, unit)
+    starts, sizes = [s for s, _ in spans], {n for _, n in spans}
+    assert len(sizes) == 1 and (size := sizes.pop()) <= tile and size % unit == 0
+    assert starts[0] == 0 and starts[-1] + size == total and all(s % unit == 0 for s in starts)
+    assert all(0 < b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # each pair shares >= overlap
+    fewer = len(spans) - 1  # one tile fewer, even at full size, cannot reach across
+    assert fewer * tile - max(fewer - 1, 0) * overlap < total
+    if len(spans) > 1:  # equal tiles waste at most a unit per tile beyond the overlaps they need
+        assert len(spans) * size - (len(spans) - 1) * overlap < total + len(spans) * unit
 
 
 def test_blending_weights_hide_a_tile_offset():

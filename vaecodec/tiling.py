@@ -75,24 +75,27 @@ def crossfade(tail: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return tail * (1 - w) + x[:, :n] * w
 
 
-def _starts(total: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins covering [0, total) with at least ``overlap`` shared cells between neighbours."""
+def _spans(total: int, tile: int, overlap: int, unit: int = 1) -> list[tuple[int, int]]:
+    """(start, size) of equal tiles covering [0, total): as few as ``tile`` allows, neighbours
+    sharing at least ``overlap`` cells, starts and sizes multiples of ``unit`` (``total``,
+    ``tile`` and ``overlap`` are). Equal tiles rather than ``tile``-sized ones: a 984-row
+    picture in 896-row tiles would otherwise compute 1792 rows."""
     if total <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, total - tile, stride))
-    starts.append(total - tile)
-    return starts
+        return [(0, total)]
+    n = -(-(total - overlap) // (tile - overlap))
+    size = -(-(total + (n - 1) * overlap) // n)  # n tiles of this size reach across with the overlap
+    size = -(-size // unit) * unit  # <= tile, a multiple of unit
+    # starts rounded down to the unit stay at most size - overlap apart (a multiple of unit)
+    return [((i * (total - size) // (n - 1)) // unit * unit, size) for i in range(n)]
 
 
-def _edge_weights(size: int, start: int, total: int, tile: int, overlap: int, device: torch.device) -> torch.Tensor:
+def _edge_weights(size: int, start: int, total: int, overlap: int, device: torch.device) -> torch.Tensor:
     """1-D blending weights for a tile at ``start``: ramps only towards existing neighbours."""
     w = torch.ones(size, device=device)
+    n = min(overlap, size)
     if start > 0:
-        n = min(overlap, size)
         w[:n] = _ramp(n, device)
-    if start + tile < total:
-        n = min(overlap, size)
+    if start + size < total:
         w[size - n :] = torch.minimum(w[size - n :], _ramp(n, device).flip(0))
     return w
 
@@ -110,28 +113,28 @@ def _tiled_2d(
     so a gradient through a big frame needs one tile's activations, not all of them.
     """
     H, W = x.shape[-2:]
-    ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)
+    unit = max(1, round(1 / scale))  # an encoder's tiles hold whole latent cells
+    ys, xs = _spans(H, tile, overlap, unit), _spans(W, tile, overlap, unit)
     if len(ys) == 1 and len(xs) == 1:
         return fn(x)
     if torch.is_grad_enabled():
         plain = fn
         fn = lambda v: checkpoint(plain, v, use_reentrant=False)  # noqa: E731
     out = wsum = None
-    o_tile, o_ov = round(tile * scale), round(overlap * scale)
+    o_ov = round(overlap * scale)
     oH, oW = round(H * scale), round(W * scale)
-    for y in ys:
-        for x0 in xs:
-            part = fn(x[..., y : y + tile, x0 : x0 + tile]).float()  # [B, C', T', th, tw]
-            th, tw = part.shape[-2:]
+    for y, th in ys:
+        for x0, tw in xs:
+            part = fn(x[..., y : y + th, x0 : x0 + tw]).float()  # [B, C', T', th', tw']
             oy, ox = round(y * scale), round(x0 * scale)
-            wy = _edge_weights(th, oy, oH, o_tile, o_ov, part.device)
-            wx = _edge_weights(tw, ox, oW, o_tile, o_ov, part.device)
+            wy = _edge_weights(part.shape[-2], oy, oH, o_ov, part.device)
+            wx = _edge_weights(part.shape[-1], ox, oW, o_ov, part.device)
             w = wy[:, None] * wx[None, :]
             if out is None:
                 out = part.new_zeros(*part.shape[:-2], oH, oW)
                 wsum = part.new_zeros(oH, oW)
-            out[..., oy : oy + th, ox : ox + tw] += part * w
-            wsum[oy : oy + th, ox : ox + tw] += w
+            out[..., oy : oy + part.shape[-2], ox : ox + part.shape[-1]] += part * w
+            wsum[oy : oy + part.shape[-2], ox : ox + part.shape[-1]] += w
     return out / wsum
 
 
