@@ -366,41 +366,49 @@ def test_scale_is_checked():
             Codec(device="cpu", scale=bad)
 
 
-def test_larger_picture_lifts_the_top_qualities(sample_clip, tmp_path):
-    """At the top qualities the model saturates at full size; coding the picture 1.5x larger
-    (720x480 for a 480x320 source) decodes back to the source size and lies well above the
-    full-size RD curve through qualities 7 and 8 at its rate."""
+def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
+    """At the top the model saturates at full size: quality 7 (the tables of quality 5 on a
+    picture 2x as wide and high, 960x640 for a 480x320 source) decodes back to the source
+    size and lies well above the full-size RD curve through the finest tables (qualities 9
+    and 10 at --scale 1) at its rate. The header names both the tables and the level."""
     from vaecodec.container import FLAG_RESAMPLED
 
     src = read_all(sample_clip)
     points = {}
-    for name, quality, scale in (("full7", 7, 1.0), ("full8", 8, 1.0), ("large7", 7, 1.5)):
+    for name, quality, scale in (("full9", 9, 1.0), ("full10", 10, 1.0), ("level7", 7, None)):
         path = tmp_path / f"{name}.vlat"
         r = Codec(device="cpu", quality=quality, scale=scale, camera=False).encode(sample_clip, path)
         with vaecodec.open(path, device="cpu") as f:
             frames = f.frames_tensor().numpy()
             assert frames.shape == src.shape
-            if scale != 1.0:
-                assert f.reader.flags == FLAG_RESAMPLED and r.coded_size == (720, 480)
-                assert f.latent_shape[2:] == (60, 90)
+            q = f.header["quantization"]
+            assert (q["quality"], q["level"]) == {"full9": (7, 9), "full10": (8, 10), "level7": (5, 7)}[name]
+            if scale is None:
+                assert f.reader.flags == FLAG_RESAMPLED and r.coded_size == (960, 640)
+                assert f.latent_shape[2:] == (80, 120)
                 assert np.array_equal(f.frames_tensor(9, 14).numpy(), frames[9:14])  # random access
         points[name] = (np.log(r.file_bytes), psnr(frames, src))
-    (r7, p7), (r8, p8), (rl, pl) = points["full7"], points["full8"], points["large7"]
-    assert rl > r7
-    assert pl > p7 + (p8 - p7) * (rl - r7) / (r8 - r7) + 0.5
+    (r9, p9), (r10, p10), (rl, pl) = points["full9"], points["full10"], points["level7"]
+    assert pl > p9 + (p10 - p9) * (rl - r9) / (r10 - r9) + 0.5
 
 
-def test_default_scale_stays_within_a_1080p_picture():
-    """The top qualities code a larger picture by default, but never more than 1920x1080
-    pixels, and never smaller than the source on their account."""
-    from vaecodec.resample import MAX_UPSCALED_PIXELS, coded_size, default_scale
+def test_quality_ladder_grows_and_stays_within_a_1080p_picture():
+    """Each level codes finer tables or a larger picture than the one below; the default (5)
+    codes the source size with its own tables (the files of earlier versions); enlarging
+    stops at 1920x1080 coded pixels and never shrinks a source on its account."""
+    from vaecodec.quant import LADDER, Level
+    from vaecodec.resample import MAX_UPSCALED_PIXELS, capped_scale, coded_size
 
-    assert [default_scale(q, 854, 480) for q in range(1, 9)] == [0.5, 0.5, 0.75, 0.75, 1.0, 1.25, 1.5, 1.5]
-    for w, h in ((1280, 720), (1600, 900), (1920, 1080), (3840, 2160)):
-        cw, ch = coded_size(w, h, default_scale(8, w, h))
+    levels = [LADDER[q] for q in sorted(LADDER)]
+    assert sorted(LADDER) == list(range(1, 11)) and LADDER[5] == Level(5, 1.0)
+    assert all(a.table <= b.table and a.scale <= b.scale and a != b for a, b in zip(levels, levels[1:]))
+    for w, h in ((854, 480), (1280, 720), (1600, 900), (1920, 1080), (3840, 2160)):
+        cw, ch = coded_size(w, h, capped_scale(max(lv.scale for lv in levels), w, h))
         assert cw >= w and ch >= h and cw * ch <= max(w * h, MAX_UPSCALED_PIXELS * 1.01)
-    assert default_scale(8, 1920, 1080) == 1.0 and default_scale(None, 320, 240) == 1.0
-
+    assert capped_scale(2.0, 854, 480) == 2.0 and capped_scale(2.0, 1920, 1080) == 1.0
+    assert capped_scale(0.5, 3840, 2160) == 0.5
+    with pytest.raises(UsageError, match="--quality must be from 1 to 10, got 11"):
+        Codec(device="cpu", quality=11).encode(SAMPLE, "/nonexistent/x.vlat")
 
 
 def test_low_qualities_code_a_smaller_picture_by_default(sample_clip, tmp_path):

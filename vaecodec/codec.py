@@ -34,9 +34,9 @@ from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
-from .quant import Quantizer
+from .quant import Quantizer, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
-from .resample import check_scale, coded_size, default_scale, resize_frames, to_uint8_frames
+from .resample import capped_scale, check_scale, coded_size, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -437,9 +437,14 @@ class Codec:
         coder = model.entropy_coder
         check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, coder is not None)
         if self.bits is None and coder is not None:
-            return Quantizer("entropy", quality=self.quality, coder=coder, deadzone=self.deadzone, motion=self.motion)
+            level = ladder_level(self._level(coder))
+            return Quantizer("entropy", quality=level.table, coder=coder, deadzone=self.deadzone, motion=self.motion)
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
                          motion=self.motion)
+
+    def _level(self, coder) -> int:
+        """The quality level asked for (``--quality``, a rung of ``quant.LADDER``)."""
+        return coder.default_quality if self.quality is None else self.quality
 
     def describe(self) -> dict:
         """Environment facts a benchmark records next to its figures."""
@@ -475,7 +480,9 @@ class Codec:
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
-            scale = self.scale if self.scale is not None else default_scale(quant.quality, info.width, info.height)
+            level = self._level(quant.coder) if quant.scheme == "entropy" else None
+            ladder_scale = ladder_level(level).scale if level else 1.0
+            scale = self.scale if self.scale is not None else capped_scale(ladder_scale, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
             steady = self.camera if self.camera is not None else quant.scheme == "entropy"
@@ -492,6 +499,8 @@ class Codec:
             tiling = self._tiling(model, hp, wp)
             runner = self._runner(model, tiling)
             described = quant.describe()
+            if level:  # the rung of the quality ladder: the tables above plus a picture size
+                described["level"] = level
             refiner = None
             if self.refine:  # the symbols are the encoder's choice: record how they were chosen
                 described["refine"] = asdict(self.refine)

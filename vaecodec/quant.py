@@ -32,6 +32,32 @@ DEADZONE_BY_QUALITY = {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.05
 
 
 @dataclass(frozen=True)
+class Level:
+    """A rung of the quality ladder (``--quality``): which of the coder's step sizes and tables
+    to use (``table``, the header's ``quantization.quality``) and how large a picture to code."""
+
+    table: int
+    scale: float
+
+
+# The embedded model's quality ladder, the way streaming ladders move resolution with bitrate
+# (docs/MODEL.md "The quality ladder"). The model's 16 channels per 8x8x4 pixels bound both
+# ends: at low rates its few bits go further on a smaller picture; at high rates its detail
+# saturates: on the busy held-out pan, tables 6 -> 8 at 1.5x buy +0.4 dB for 2.6x the bits,
+# while 2x the width and height at table 5 gives +1.3 dB over 1.5x at table 8 for 42 % of its
+# bits. So the top levels code up to 2x the picture at tables 5-6; 9-10 add the fine tables,
+# which pay on smooth content.
+LADDER = {1: Level(1, 0.5), 2: Level(2, 0.5), 3: Level(3, 0.75), 4: Level(4, 0.75), 5: Level(5, 1.0),
+          6: Level(5, 1.5), 7: Level(5, 2.0), 8: Level(6, 2.0), 9: Level(7, 2.0), 10: Level(8, 2.0)}
+
+
+def ladder_level(quality: int) -> Level:
+    if quality not in LADDER:
+        raise UsageError(f"--quality must be from {min(LADDER)} to {max(LADDER)}, got {quality}")
+    return LADDER[quality]
+
+
+@dataclass(frozen=True)
 class Packed:
     """One chunk's payload plus what its meta must record to undo it."""
 

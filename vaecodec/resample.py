@@ -6,8 +6,8 @@ At low rates it spends its few bits better on a smaller picture, since its recon
 soft anyway and a bicubic enlargement loses little beside them; at high rates its quality
 saturates (texture finer than its cells is lost at any step), and a larger picture gives it
 more cells per source pixel. On 480p clips (docs/MODEL.md) a smaller picture wins at equal
-bytes at qualities 1-4 and a larger one at 7-8, so the entropy coder's qualities code those
-sizes by default (``SCALE_BY_QUALITY``), the way streaming ladders move resolution with bitrate.
+bytes at qualities 1-4 and a larger one from 6 up, so the quality ladder codes those sizes by
+default (``quant.LADDER``).
 """
 
 from __future__ import annotations
@@ -20,22 +20,14 @@ from .errors import UsageError
 
 MIN_SCALE, MAX_SCALE = 0.125, 2.0
 
-# Default scale per entropy-coder quality of the embedded model: qualities 1-2 (steps the model
-# never trained on) keep their PSNR level for well under half the bytes at half size;
-# 3-4 at three quarters size beat full size at equal rate on all clips measured; from 6 up a
-# larger picture lifts the quality ceiling (quality 8: +1.9 to +2.2 dB on the 480p pans). 2x
-# lifts it further but decodes at under 10 fps on 2 CPU cores, so it is left to --scale.
-SCALE_BY_QUALITY = {1: 0.5, 2: 0.5, 3: 0.75, 4: 0.75, 6: 1.25, 7: 1.5, 8: 1.5}
-
 # A default scale above 1 stops at this many coded pixels (1920x1080): large sources are
 # smoother per pixel, and an 8K picture would cost a 1080p source 16x the work of its own size.
 MAX_UPSCALED_PIXELS = 1920 * 1080
 
 
-def default_scale(quality: int | None, width: int, height: int) -> float:
-    """The coded picture's scale at an entropy-coder quality (1 without one) for a source of
-    ``width`` x ``height``."""
-    scale = SCALE_BY_QUALITY.get(quality, 1.0) if quality is not None else 1.0
+def capped_scale(scale: float, width: int, height: int) -> float:
+    """A quality level's picture scale for a ``width`` x ``height`` source: enlarging stops at
+    ``MAX_UPSCALED_PIXELS`` (never below the source size)."""
     if scale > 1.0:
         scale = max(1.0, min(scale, (MAX_UPSCALED_PIXELS / (width * height)) ** 0.5))
     return scale
