@@ -146,8 +146,10 @@ def test_run_bench_single_point_report(tmp_path, random_tiny):
     assert ours["psnr"] == pytest.approx(np.mean(ours["quality"]["per_frame_psnr"]))
     stages = ours["stages_seconds"]
     assert set(stages) == {"read", "camera", "model_encode", "pack", "unpack", "model_decode", "view", "write"}
-    assert all(v > 0 for k, v in stages.items() if k != "view")  # "camera" looked for motion
-    assert stages["view"] == 0 and ours["stages_fps"]["view"] is None  # a test pattern: no canvas to cut views from
+    assert all(v > 0 for k, v in stages.items() if k not in ("camera", "view"))
+    # a model without an entropy coder quantizes uniformly and is not steadied: no motion search, no views
+    assert stages["camera"] == stages["view"] == 0
+    assert ours["stages_fps"]["camera"] is ours["stages_fps"]["view"] is None
     assert ours["peak_rss_bytes"] == max(ours["encode_peak_rss_bytes"], ours["decode_peak_rss_bytes"]) > 0
     assert ours["peak_gpu_bytes"] is None
     assert x264["target_bpp"] == ours["bpp"]

@@ -392,6 +392,24 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
     assert pl > p9 + (p10 - p9) * (rl - r9) / (r10 - r9) + 0.5
 
 
+def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
+    """Quality 7 codes a smooth picture (one that survives halving and restoring) at 1.5x with
+    the tables of 6, a detailed one at 2x with those of 5; the file names the level either way."""
+    from vaecodec.quant import SMOOTH_DB
+    from vaecodec.resample import fine_detail_db, resize_frames
+
+    detailed = read_all(SAMPLE)[:9]
+    smooth = resize_frames(resize_frames(detailed, 120, 80), 480, 320)
+    assert fine_detail_db(smooth[0]) >= SMOOTH_DB > fine_detail_db(detailed[0])
+    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (5, (960, 640)))):
+        clip = _lossless(frames, tmp_path / f"{name}.mkv")
+        r = Codec(device="cpu", quality=7).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            q = f.header["quantization"]
+            assert (q["quality"], q["level"], r.coded_size) == (want[0], 7, want[1])
+            assert f.frames_tensor().shape[0] == 9
+
+
 def test_quality_ladder_grows_and_stays_within_a_1080p_picture():
     """Each level codes finer tables or a larger picture than the one below; the default (5)
     codes the source size with its own tables (the files of earlier versions); enlarging

@@ -34,9 +34,9 @@ from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
-from .quant import Quantizer, ladder_level
+from .quant import SMOOTH_DB, Level, Quantizer, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
-from .resample import capped_scale, check_scale, coded_size, resize_frames, to_uint8_frames
+from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -433,17 +433,20 @@ class Codec:
 
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
-    def _quantizer(self, model: VideoVAE) -> Quantizer:
+    def _quantizer(self, model: VideoVAE, rung: Level | None) -> Quantizer:
         coder = model.entropy_coder
         check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, coder is not None)
-        if self.bits is None and coder is not None:
-            level = ladder_level(self._level(coder))
-            return Quantizer("entropy", quality=level.table, coder=coder, deadzone=self.deadzone, motion=self.motion)
+        if rung is not None:
+            return Quantizer("entropy", quality=rung.table, coder=coder, deadzone=self.deadzone, motion=self.motion)
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
                          motion=self.motion)
 
-    def _level(self, coder) -> int:
-        """The quality level asked for (``--quality``, a rung of ``quant.LADDER``)."""
+    def _level(self, model: VideoVAE) -> int | None:
+        """The quality level asked for (``--quality``, a rung of ``quant.LADDER``); None when the
+        latents are not entropy-coded."""
+        coder = model.entropy_coder
+        if self.bits is not None or coder is None:
+            return None
         return coder.default_quality if self.quality is None else self.quality
 
     def describe(self) -> dict:
@@ -476,20 +479,24 @@ class Codec:
         t_start = time.perf_counter()
         sw = Stopwatch(self.device)
         model = self.model
-        quant = self._quantizer(model)
+        level = self._level(model)
         s = model.spatial
         with VideoReader(src) as reader:
             info = reader.info
-            level = self._level(quant.coder) if quant.scheme == "entropy" else None
-            ladder_scale = ladder_level(level).scale if level else 1.0
-            scale = self.scale if self.scale is not None else capped_scale(ladder_scale, info.width, info.height)
-            cw, ch = coded_size(info.width, info.height, scale)
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
-            steady = self.camera if self.camera is not None else quant.scheme == "entropy"
-            first = _take_frames(frames, cam.LOOKAHEAD) if steady else np.zeros((0, 1, 1, 3), np.uint8)
-            with sw("camera"):  # a canvas that fits the model's spatial tile where the picture does
-                path = cam.estimate_path(first, (cw, ch)) if len(first) > 1 else []
-                canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path, (cw, ch))
+            steady = self.camera if self.camera is not None else level is not None
+            first = _take_frames(frames, cam.LOOKAHEAD if steady else 1)  # the stream resumes after them
+            # the ladder's rung: a table set and a picture size (finer tables where the picture is smooth)
+            smooth = len(first) > 0 and fine_detail_db(first[0]) >= SMOOTH_DB
+            rung = ladder_level(level, smooth) if level else None
+            quant = self._quantizer(model, rung)
+            scale = self.scale if self.scale is not None else capped_scale(rung.scale if rung else 1.0, info.width, info.height)
+            cw, ch = coded_size(info.width, info.height, scale)
+            canvas = None
+            if steady:
+                with sw("camera"):  # a canvas that fits the model's spatial tile where the picture does
+                    path = cam.estimate_path(first, (cw, ch)) if len(first) > 1 else []
+                    canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path, (cw, ch))
             pw, ph = canvas or (cw, ch)  # the picture the model codes
             hp, wp = -(-ph // s) * s, -(-pw // s) * s
             if min(hp, wp) // s < model.min_latent:

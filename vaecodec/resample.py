@@ -33,6 +33,15 @@ def capped_scale(scale: float, width: int, height: int) -> float:
     return scale
 
 
+def fine_detail_db(frame: np.ndarray) -> float:
+    """PSNR of a uint8 [H, W, 3] frame against itself halved and restored: low when much of
+    the picture is detail finer than 2 px, which is what saturates a VAE's latent cells."""
+    h, w = frame.shape[:2]
+    back = resize_frames(resize_frames(frame[None], max(2, w // 2), max(2, h // 2)), w, h)[0]
+    mse = float(np.mean((back.astype(np.float32) - frame) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
 def check_scale(scale: float) -> float:
     if not MIN_SCALE <= scale <= MAX_SCALE:
         raise UsageError(f"--scale must be between {MIN_SCALE} and {MAX_SCALE:g}, got {scale}")
