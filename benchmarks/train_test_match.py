@@ -66,7 +66,7 @@ def main() -> None:
             # the card's own quantization (its temporal deadzone and motion; cards before them: none),
             # at full size and without a steadied canvas, as the card measured the model and its coder
             motion = point.get("motion", False) if args.motion == "card" else args.motion == "on"
-            codec = Codec(f"tiny:{weights}", device="cpu", quality=point["quality"], deadzone=point.get("deadzone", 0.0),
+            codec = Codec(f"tiny:{weights}", device="cpu", tables=point["quality"], deadzone=point.get("deadzone", 0.0),
                           motion=motion, scale=1.0, camera=False)
             se, payload, total, ssims = 0.0, 0, 0, []
             for i, clip in enumerate(u8):

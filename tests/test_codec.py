@@ -394,7 +394,8 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
 
 def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     """Quality 7 codes a smooth picture (one that survives halving and restoring) at 1.5x with
-    the tables of 6, a detailed one at 2x with those of 5; the file names the level either way."""
+    the tables of 6, a detailed one at 2x with those of 5; the file names the level either way.
+    ``Codec(tables=...)`` overrides the table set and leaves the picture size to the level."""
     from vaecodec.quant import SMOOTH_DB
     from vaecodec.resample import fine_detail_db, resize_frames
 
@@ -408,6 +409,13 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
             q = f.header["quantization"]
             assert (q["quality"], q["level"], r.coded_size) == (want[0], 7, want[1])
             assert f.frames_tensor().shape[0] == 9
+    # benchmarks may pick the table set themselves (Python only); the file then names no level
+    r = Codec(device="cpu", quality=7, tables=8).encode(clip, tmp_path / "tables.vlat")
+    with vaecodec.open(tmp_path / "tables.vlat", device="cpu") as f:
+        assert f.header["quantization"]["quality"] == 8 and "level" not in f.header["quantization"]
+        assert r.coded_size == (960, 640)
+    with pytest.raises(UsageError, match="tables=.*entropy coder"):
+        Codec(device="cpu", bits=8, tables=8).encode(clip, tmp_path / "bits.vlat")
 
 
 def test_quality_ladder_grows_and_stays_within_a_1080p_picture():

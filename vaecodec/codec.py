@@ -335,6 +335,7 @@ class Codec:
         dtype: str = "fp32",
         bits: int | None = None,
         quality: int | None = None,
+        tables: int | None = None,
         deadzone: float | None = None,
         motion: bool | None = None,
         scale: float | None = None,
@@ -353,7 +354,7 @@ class Codec:
     ) -> None:
         if not isinstance(model, str):
             raise UsageError(f"Codec(model=...) must be a model name or KIND:PATH string, got {model!r}")
-        _check_types(bits=(bits, int), quality=(quality, int), deadzone=(deadzone, float),
+        _check_types(bits=(bits, int), quality=(quality, int), tables=(tables, int), deadzone=(deadzone, float),
                      motion=(motion, bool), scale=(scale, float), camera=(camera, bool), tile_frames=(tile_frames, int),
                      tile_overlap=(tile_overlap, int), tile_px=(tile_px, int), tile_overlap_px=(tile_overlap_px, int),
                      chunk_latents=(chunk_latents, int), zstd_level=(zstd_level, int),
@@ -364,6 +365,9 @@ class Codec:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
         self.bits, self.quality, self.deadzone, self.motion = bits, quality, deadzone, motion
+        # the coder's table set instead of the level's (Python only: benchmarks that sweep tables and
+        # picture sizes apart, and the card's check, which measures each table set as trained)
+        self.tables = tables
         self.scale = None if scale is None else check_scale(scale)  # None: per quality
         # steady a moving camera's picture into a canvas (``vaecodec.camera``); None: for the
         # entropy-coded models, whose files are for watching, not for latents that must line
@@ -489,6 +493,10 @@ class Codec:
             # the ladder's rung: a table set and a picture size (finer tables where the picture is smooth)
             smooth = len(first) > 0 and fine_detail_db(first[0]) >= SMOOTH_DB
             rung = ladder_level(level, smooth) if level else None
+            if self.tables is not None:
+                if rung is None:
+                    raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
+                rung = Level(self.tables, rung.scale)
             quant = self._quantizer(model, rung)
             scale = self.scale if self.scale is not None else capped_scale(rung.scale if rung else 1.0, info.width, info.height)
             cw, ch = coded_size(info.width, info.height, scale)
@@ -506,7 +514,7 @@ class Codec:
             tiling = self._tiling(model, hp, wp)
             runner = self._runner(model, tiling)
             described = quant.describe()
-            if level:  # the rung of the quality ladder: the tables above plus a picture size
+            if level and self.tables is None:  # the rung of the quality ladder: the tables above plus a picture size
                 described["level"] = level
             refiner = None
             if self.refine:  # the symbols are the encoder's choice: record how they were chosen
