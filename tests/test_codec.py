@@ -394,7 +394,8 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
 
 def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     """Quality 7 codes a smooth picture (one that survives halving and restoring) at 1.5x with
-    the tables of 6, a detailed one at 2x with those of 5; the file names the level either way.
+    the tables of 6, a detailed one (or one that fades in from black) at 2x with those of 5;
+    the file names the level either way.
     ``Codec(tables=...)`` overrides the table set and leaves the picture size to the level."""
     from vaecodec.quant import SMOOTH_DB
     from vaecodec.resample import fine_detail_db, resize_frames
@@ -402,7 +403,9 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     detailed = read_all(SAMPLE)[:9]
     smooth = resize_frames(resize_frames(detailed, 120, 80), 480, 320)
     assert fine_detail_db(smooth[0]) >= SMOOTH_DB > fine_detail_db(detailed[0])
-    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (5, (960, 640)))):
+    fade_in = np.concatenate([np.zeros_like(detailed[:4]), detailed[:5]])  # starts black: not smooth
+    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (5, (960, 640))),
+                               ("fade_in", fade_in, (5, (960, 640)))):
         clip = _lossless(frames, tmp_path / f"{name}.mkv")
         r = Codec(device="cpu", quality=7).encode(clip, tmp_path / f"{name}.vlat")
         with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:

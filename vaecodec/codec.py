@@ -491,14 +491,16 @@ class Codec:
             steady = self.camera if self.camera is not None else level is not None
             first = _take_frames(frames, cam.LOOKAHEAD if steady else 1)  # the stream resumes after them
             # the ladder's rung: a table set and a picture size (finer tables where the picture is smooth)
-            smooth = len(first) > 0 and fine_detail_db(first[0]) >= SMOOTH_DB
+            # (the first, middle and last frame read: a fade from black is not a smooth picture)
+            smooth = len(first) > 0 and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB
             rung = ladder_level(level, smooth) if level else None
             if self.tables is not None:
                 if rung is None:
                     raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
                 rung = Level(self.tables, rung.scale)
             quant = self._quantizer(model, rung)
-            scale = self.scale if self.scale is not None else capped_scale(rung.scale if rung else 1.0, info.width, info.height)
+            scale = self.scale if self.scale is not None else capped_scale(rung.scale if rung else 1.0, info.width,
+                                                                           info.height)
             cw, ch = coded_size(info.width, info.height, scale)
             canvas = None
             if steady:
