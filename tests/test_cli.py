@@ -73,6 +73,19 @@ def test_decode_and_info(encoded):
     assert info["complete"] and info["header"]["video"]["width"] == 64
     assert info["header"]["quantization"]["motion"] is True  # the default
     assert {c["kind"] for c in info["chunks"]} >= {"latent", "summary"}
+    p = run("info", d / "out.vlat")  # for people: the quality level asked for (the default)
+    assert p.returncode == 0 and re.search(r"quantization\s*│ quality 5, ", p.stdout), p.stdout
+
+
+def test_info_names_the_level_and_its_table_set(encoded):
+    """A top level codes other tables than its number; info says both, the header keeps both."""
+    d, src, _ = encoded
+    p = run("encode", src, d / "q8.vlat", "--quality", "8", "--quiet")
+    assert p.returncode == 0, p.stderr
+    p = run("info", d / "q8.vlat")
+    assert p.returncode == 0 and re.search(r"quality 8 \(table set [67]\)", p.stdout), p.stdout
+    with VlatReader(d / "q8.vlat") as f:
+        assert f.header["quantization"]["level"] == 8 and f.header["quantization"]["quality"] in (6, 7)
     p = run("info", d / "out.vlat")
     assert p.returncode == 0 and "bits/pixel" in p.stdout
 

@@ -208,6 +208,14 @@ def _codec(**kwargs):
     return Codec(**kwargs)
 
 
+def _quantization_line(q: dict) -> str:
+    """The header's quantization for people: the level asked for first, the table set beside it."""
+    rest = json.dumps({k: v for k, v in q.items() if k not in ("step", "level", "quality")})
+    if "level" not in q or q.get("level") == q.get("quality"):
+        return rest if "quality" not in q else f"quality {q['quality']}, {rest}"
+    return f"quality {q['level']} (table set {q['quality']}), {rest}"
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -353,7 +361,7 @@ def info(
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
             ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
-            ("quantization", json.dumps({k: v for k, v in h.get("quantization", {}).items() if k != "step"})),
+            ("quantization", _quantization_line(h.get("quantization", {}))),
             ("tiling", json.dumps(h.get("tiling"))),
             ("audio", f"{h['audio']['codec']} {h['audio']['sample_rate']} Hz, {h['audio']['channels']} ch" if h.get("audio") else "none"),
             ("written by", f"vaecodec {h.get('vaecodec')}"),
