@@ -424,8 +424,9 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
 def test_quality_ladder_grows_and_stays_within_a_1080p_picture():
     """Each level codes finer tables or a larger picture than the one below; the default (5)
     codes the source size with its own tables (the files of earlier versions); enlarging
-    stops at 1920x1080 coded pixels and never shrinks a source on its account."""
-    from vaecodec.quant import LADDER, Level
+    stops at 1920x1080 coded pixels and never shrinks a source on its account, and where it
+    stops short, finer tables make up for it."""
+    from vaecodec.quant import LADDER, Level, fit_level
     from vaecodec.resample import MAX_UPSCALED_PIXELS, capped_scale, coded_size
 
     levels = [LADDER[q] for q in sorted(LADDER)]
@@ -436,6 +437,13 @@ def test_quality_ladder_grows_and_stays_within_a_1080p_picture():
         assert cw >= w and ch >= h and cw * ch <= max(w * h, MAX_UPSCALED_PIXELS * 1.01)
     assert capped_scale(2.0, 854, 480) == 2.0 and capped_scale(2.0, 1920, 1080) == 1.0
     assert capped_scale(0.5, 3840, 2160) == 0.5
+    # where the picture may not grow as far, finer tables keep the top levels apart
+    fitted = {size: [fit_level(LADDER[q], *size, 8) for q in range(5, 11)] for size in ((1920, 1080), (1280, 720))}
+    assert fitted[(1920, 1080)] == [Level(5, 1.0), Level(6, 1.0), Level(7, 1.0), Level(8, 1.0), Level(8, 1.0),
+                                    Level(8, 1.0)]
+    assert fitted[(1280, 720)] == [Level(5, 1.0), Level(5, 1.5), Level(6, 1.5), Level(7, 1.5), Level(8, 1.5),
+                                   Level(8, 1.5)]
+    assert [fit_level(LADDER[q], 854, 480, 8) for q in LADDER] == [LADDER[q] for q in LADDER]
     with pytest.raises(UsageError, match="--quality must be from 1 to 10, got 11"):
         Codec(device="cpu", quality=11).encode(SAMPLE, "/nonexistent/x.vlat")
 

@@ -34,9 +34,9 @@ from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
-from .quant import SMOOTH_DB, Level, Quantizer, ladder_level
+from .quant import SMOOTH_DB, Level, Quantizer, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
-from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
+from .resample import check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -494,13 +494,14 @@ class Codec:
             # (the first, middle and last frame read: a fade from black is not a smooth picture)
             smooth = len(first) > 0 and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB
             rung = ladder_level(level, smooth) if level else None
+            if rung and self.scale is None:  # a large source is not enlarged as far: finer tables instead
+                rung = fit_level(rung, info.width, info.height, max(model.entropy_coder.qualities))
             if self.tables is not None:
                 if rung is None:
                     raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
                 rung = Level(self.tables, rung.scale)
             quant = self._quantizer(model, rung)
-            scale = self.scale if self.scale is not None else capped_scale(rung.scale if rung else 1.0, info.width,
-                                                                           info.height)
+            scale = self.scale if self.scale is not None else rung.scale if rung else 1.0
             cw, ch = coded_size(info.width, info.height, scale)
             canvas = None
             if steady:

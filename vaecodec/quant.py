@@ -21,6 +21,7 @@ import torch
 
 from . import motion as mc
 from .errors import FormatError, UsageError
+from .resample import capped_scale
 
 MIN_BITS, MAX_BITS = 4, 8
 MAX_DEADZONE = 0.5
@@ -62,6 +63,16 @@ def ladder_level(quality: int, smooth: bool = False) -> Level:
     if quality not in LADDER:
         raise UsageError(f"--quality must be from {min(LADDER)} to {max(LADDER)}, got {quality}")
     return SMOOTH_LADDER.get(quality, LADDER[quality]) if smooth else LADDER[quality]
+
+
+def fit_level(rung: Level, width: int, height: int, finest: int) -> Level:
+    """``rung`` for a ``width`` x ``height`` source, which may not be enlarged that far
+    (``resample.capped_scale``): each half of the lost enlargement becomes one finer table set,
+    up to ``finest``, so the top levels stay apart (1080p: tables 6, 7, 8 at levels 6-8, as
+    before the ladder). On the pans measured, +0.5x and one finer table set each cost 1.5-1.7x
+    the bits."""
+    scale = capped_scale(rung.scale, width, height)
+    return Level(min(rung.table + round((rung.scale - scale) / 0.5), finest), scale)
 
 
 @dataclass(frozen=True)
