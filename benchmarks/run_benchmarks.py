@@ -108,12 +108,14 @@ def clip_set(data_dir: Path, work: Path, sizes: list[str], max_photos: int | Non
 
 
 def default_sweep(model: str, model_dir: str | None, device: str, dtype: str) -> list[dict]:
-    """Every quality level of the model's entropy coder, else uniform 4, 5, 6 and 8 bits."""
+    """Every level of the quality ladder for a model with an entropy coder, else uniform 4, 5, 6
+    and 8 bits."""
     from vaecodec.codec import Codec
+    from vaecodec.quant import LADDER
 
     coder = Codec(model, model_dir=model_dir, device=device, dtype=dtype).model.entropy_coder
     if coder is not None:
-        return [{"quality": q} for q in coder.qualities]
+        return [{"quality": q} for q in sorted(LADDER)]
     return [{"bits": b} for b in (4, 5, 6, 8)]
 
 

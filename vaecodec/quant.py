@@ -160,7 +160,7 @@ class Quantizer:
                 raise UsageError("this model has no entropy coder; use --bits for uniform quantization")
             quality = coder.default_quality if quality is None else quality
             if quality not in coder.qualities:
-                raise UsageError(f"--quality must be one of {list(coder.qualities)}, got {quality}")
+                raise UsageError(f"the model's entropy coder has table sets {list(coder.qualities)}, not {quality}")
         else:
             raise FormatError(f"unknown quantization scheme {scheme!r}")
         if deadzone is not None and not 0.0 <= deadzone < MAX_DEADZONE:
