@@ -453,6 +453,21 @@ class Codec:
             return None
         return coder.default_quality if self.quality is None else self.quality
 
+    def _rung(self, model: VideoVAE, level: int | None, first: np.ndarray, width: int, height: int) -> Level | None:
+        """The table set and picture size of quality ``level`` for a ``width`` x ``height`` video
+        whose first frames are ``first``; None without entropy coding."""
+        if level is None:
+            if self.tables is not None:
+                raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
+            return None
+        # finer tables where the picture is smooth; the first, middle and last frame read decide
+        # (a fade from black is not a smooth picture)
+        smooth = len(first) > 0 and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB
+        rung = ladder_level(level, smooth)
+        if self.scale is None:  # a large source is not enlarged as far: finer tables instead
+            rung = fit_level(rung, width, height, max(model.entropy_coder.qualities))
+        return rung if self.tables is None else Level(self.tables, rung.scale)
+
     def describe(self) -> dict:
         """Environment facts a benchmark records next to its figures."""
         m = self.model
@@ -490,16 +505,7 @@ class Codec:
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
             steady = self.camera if self.camera is not None else level is not None
             first = _take_frames(frames, cam.LOOKAHEAD if steady else 1)  # the stream resumes after them
-            # the ladder's rung: a table set and a picture size (finer tables where the picture is smooth)
-            # (the first, middle and last frame read: a fade from black is not a smooth picture)
-            smooth = len(first) > 0 and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB
-            rung = ladder_level(level, smooth) if level else None
-            if rung and self.scale is None:  # a large source is not enlarged as far: finer tables instead
-                rung = fit_level(rung, info.width, info.height, max(model.entropy_coder.qualities))
-            if self.tables is not None:
-                if rung is None:
-                    raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
-                rung = Level(self.tables, rung.scale)
+            rung = self._rung(model, level, first, info.width, info.height)
             quant = self._quantizer(model, rung)
             scale = self.scale if self.scale is not None else rung.scale if rung else 1.0
             cw, ch = coded_size(info.width, info.height, scale)

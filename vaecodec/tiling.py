@@ -123,18 +123,17 @@ def _tiled_2d(
     out = wsum = None
     o_ov = round(overlap * scale)
     oH, oW = round(H * scale), round(W * scale)
-    for y, th in ys:
-        for x0, tw in xs:
-            part = fn(x[..., y : y + th, x0 : x0 + tw]).float()  # [B, C', T', th', tw']
+    for y, h in ys:
+        for x0, w_in in xs:
+            part = fn(x[..., y : y + h, x0 : x0 + w_in]).float()  # [B, C', T', th, tw]
+            th, tw = part.shape[-2:]
             oy, ox = round(y * scale), round(x0 * scale)
-            wy = _edge_weights(part.shape[-2], oy, oH, o_ov, part.device)
-            wx = _edge_weights(part.shape[-1], ox, oW, o_ov, part.device)
-            w = wy[:, None] * wx[None, :]
+            w = _edge_weights(th, oy, oH, o_ov, part.device)[:, None] * _edge_weights(tw, ox, oW, o_ov, part.device)
             if out is None:
                 out = part.new_zeros(*part.shape[:-2], oH, oW)
                 wsum = part.new_zeros(oH, oW)
-            out[..., oy : oy + part.shape[-2], ox : ox + part.shape[-1]] += part * w
-            wsum[oy : oy + part.shape[-2], ox : ox + part.shape[-1]] += w
+            out[..., oy : oy + th, ox : ox + tw] += part * w
+            wsum[oy : oy + th, ox : ox + tw] += w
     return out / wsum
 
 
