@@ -348,7 +348,7 @@ def main() -> None:
         "",
         (f"- Machine: {platform.machine()}, nproc={os.cpu_count()}, torch {torch.__version__} (CPU, "
         f"{a.threads} thread(s)), Python {platform.python_version()}; ltx-core "
-        f"{_version('ltx-core')}. Shared machine (another benchmark was running): times are indicative."),
+        f"{_version('ltx-core')}. Times are indicative: small random models, best of --repeat decodes."),
         (f"- Model: tests/test_ltx2.py small_config(timestep=False) (latent_channels {C}, decoder_base_channels "
         f"{cfg['decoder_base_channels']}, patch 4, 3 compress_all stages), decoder inject_noise off, "
         f"random weights seed {a.seed}; latent [1, {C}, {T}, {h}, {w}] ~ N(0,1) -> video {list(outs['vaecodec untiled'].shape[1:])}."),
