@@ -68,6 +68,20 @@ def test_real_photo_quality_and_rate(codec, photo_clip, tmp_path):
     assert r.bpp < 1.0  # well below 8-bit zstd of raw latents
 
 
+def test_bf16_on_the_cpu_codes_the_same_picture(photo_clip, tmp_path):
+    """--dtype bf16 runs the model in bfloat16 on the CPU too (faster where the CPU has bf16
+    instructions, docs/BENCHMARKS.md): a bf16 file decodes in fp32 and a fp32 file in bf16
+    to within a fraction of a dB of the all-fp32 round trip."""
+    src = read_all(photo_clip)
+    fp32, bf16 = Codec(device="cpu"), Codec(device="cpu", dtype="bf16")
+    fp32.encode(photo_clip, tmp_path / "f.vlat")
+    bf16.encode(photo_clip, tmp_path / "b.vlat")
+    ref = psnr(np.concatenate(list(fp32.decode_frames(tmp_path / "f.vlat"))), src)
+    for coder, path in ((fp32, "b.vlat"), (bf16, "f.vlat"), (bf16, "b.vlat")):
+        frames = np.concatenate(list(coder.decode_frames(tmp_path / path)))
+        assert frames.shape == src.shape and abs(psnr(frames, src) - ref) < 0.2
+
+
 def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
     """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones; an
     explicit --tile-frames wins; the file records what was used."""
