@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=20, help="refinement steps for the refined encode (0: skip)")
     ap.add_argument("--loop", type=int, default=1, help="measure a clip that plays CLIP this many times")
     ap.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=True, help="also decode to an mp4")
-    ap.add_argument("--qualities", type=int, nargs="+", default=[5], help="qualities (6-8 code a larger picture)")
+    ap.add_argument("--qualities", type=int, nargs="+", default=[5, 8], help="quality levels (6-10 code a larger picture)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         vlat, back = Path(tmp) / "clip.vlat", Path(tmp) / "back.mp4"
