@@ -88,6 +88,8 @@ def test_spatial_tiles_blend_to_the_untiled_result():
                                                      (123, 112, 8, 1), (230, 112, 8, 1), (113, 112, 8, 1),
                                                      (992, 128, 32, 32), (1024, 160, 32, 32), (97, 16, 0, 1), (40, 40, 8, 8)])
 def test_spatial_tiles_are_equal_and_no_more_than_needed(total, tile, overlap, unit):
+    """Equal tiles, as few as the tile size allows, each pair sharing at least the overlap, on
+    the model's cell grid: a picture just over one tile no longer computes nearly two."""
     spans = _spans(total, tile, overlap, unit)
     starts, sizes = [s for s, _ in spans], {n for _, n in spans}
     assert len(sizes) == 1 and (size := sizes.pop()) <= tile and size % unit == 0
