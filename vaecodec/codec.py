@@ -34,7 +34,7 @@ from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
-from .quant import SMOOTH_DB, Level, Quantizer, fit_level, ladder_level
+from .quant import SMOOTH_DB, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
@@ -438,31 +438,32 @@ class Codec:
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
     def _quantizer(self, model: VideoVAE, rung: Level | None) -> Quantizer:
-        coder = model.entropy_coder
-        check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, coder is not None)
         if rung is not None:
-            return Quantizer("entropy", quality=rung.table, coder=coder, deadzone=self.deadzone, motion=self.motion)
+            return Quantizer("entropy", quality=rung.table, coder=model.entropy_coder, deadzone=self.deadzone,
+                             motion=self.motion)
         return Quantizer("uniform", bits=8 if self.bits is None else self.bits, deadzone=self.deadzone,
                          motion=self.motion)
 
     def _level(self, model: VideoVAE) -> int | None:
-        """The quality level asked for (``--quality``, a rung of ``quant.LADDER``); None when the
-        latents are not entropy-coded."""
+        """The quality level asked for (``--quality``, a rung of ``quant.LADDER``), None when the
+        latents are not entropy-coded; the quantization options checked before any input is read."""
         coder = model.entropy_coder
+        check_entropy_options(self.bits, self.quality, self.deadzone, self.motion, self.refine, coder is not None)
         if self.bits is not None or coder is None:
+            if self.tables is not None:
+                raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
             return None
-        return coder.default_quality if self.quality is None else self.quality
+        return check_level(coder.default_quality if self.quality is None else self.quality)
 
     def _rung(self, model: VideoVAE, level: int | None, first: np.ndarray, width: int, height: int) -> Level | None:
         """The table set and picture size of quality ``level`` for a ``width`` x ``height`` video
         whose first frames are ``first``; None without entropy coding."""
         if level is None:
-            if self.tables is not None:
-                raise UsageError("Codec(tables=...) needs a model with an entropy coder and no bits=")
             return None
-        # finer tables where the picture is smooth; the first, middle and last frame read decide
-        # (a fade from black is not a smooth picture)
-        smooth = len(first) > 0 and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB
+        # finer tables where the picture is smooth, at the levels where that changes the rung; the
+        # first, middle and last frame read decide (a fade from black is not a smooth picture)
+        smooth = (level in SMOOTH_LADDER and len(first) > 0
+                  and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB)
         rung = ladder_level(level, smooth)
         if self.scale is None:  # a large source is not enlarged as far: finer tables instead
             rung = fit_level(rung, width, height, max(model.entropy_coder.qualities))

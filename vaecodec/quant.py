@@ -58,10 +58,15 @@ SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5)}
 SMOOTH_DB = 38.0
 
 
-def ladder_level(quality: int, smooth: bool = False) -> Level:
-    """The rung of ``--quality`` for a picture whose first frame is ``smooth`` or not."""
+def check_level(quality: int) -> int:
     if quality not in LADDER:
         raise UsageError(f"--quality must be from {min(LADDER)} to {max(LADDER)}, got {quality}")
+    return quality
+
+
+def ladder_level(quality: int, smooth: bool = False) -> Level:
+    """The rung of ``--quality`` for a picture whose first frame is ``smooth`` or not."""
+    check_level(quality)
     return SMOOTH_LADDER.get(quality, LADDER[quality]) if smooth else LADDER[quality]
 
 

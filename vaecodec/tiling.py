@@ -123,9 +123,9 @@ def _tiled_2d(
     out = wsum = None
     o_ov = round(overlap * scale)
     oH, oW = round(H * scale), round(W * scale)
-    for y, h in ys:
-        for x0, w_in in xs:
-            part = fn(x[..., y : y + h, x0 : x0 + w_in]).float()  # [B, C', T', th, tw]
+    for y, ny in ys:
+        for x0, nx in xs:
+            part = fn(x[..., y : y + ny, x0 : x0 + nx]).float()  # [B, C', T', th, tw]
             th, tw = part.shape[-2:]
             oy, ox = round(y * scale), round(x0 * scale)
             w = _edge_weights(th, oy, oH, o_ov, part.device)[:, None] * _edge_weights(tw, ox, oW, o_ov, part.device)
