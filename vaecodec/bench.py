@@ -203,11 +203,12 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
         out.close()  # the encoder's delayed frames are written here
         write += time.perf_counter() - t0
     memory.update(decode_peak_rss_bytes=_peak_rss(), decode_peak_gpu_bytes=_gpu_peak(codec.device))
-    absent = {k: 0.0 for k in STEADY_STAGES}
-    stages = {k: float({**absent, **res.timings}.get(k, math.nan)) for k in ENCODE_STAGES}
+    absent = {k: 0.0 for k in STEADY_STAGES}  # a file without a canvas never enters these stages
+    encoded, decoded = {**absent, **res.timings}, {**absent, **timings}
+    stages = {k: float(encoded.get(k, math.nan)) for k in ENCODE_STAGES}
     if "refine" in res.timings:  # only refined points have this stage
         stages["refine"] = float(res.timings["refine"])
-    stages.update({k: float({**absent, **timings}.get(k, math.nan)) for k in DECODE_STAGES[:3]}, write=write)
+    stages.update({k: float(decoded.get(k, math.nan)) for k in DECODE_STAGES[:3]}, write=write)
     decode_seconds = sum(stages[k] for k in DECODE_STAGES)
     n = res.frames
     gpu = [v for k, v in memory.items() if "gpu" in k and v is not None]
