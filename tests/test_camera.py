@@ -122,6 +122,31 @@ def test_the_canvas_holds_the_pan_still_and_gives_the_frames_back(pan):
     assert psnr(back[:, 4:-4, 4:-4], pan[:, 4:-4, 4:-4]) > 40
 
 
+def test_a_chunk_is_cut_out_in_one_pass_exactly_as_frame_by_frame():
+    """On a GPU ``unwarp`` takes a whole decoded chunk in one pass (the frames' rows and
+    columns offset into one index, each frame with its own taps); on the CPU it goes frame by
+    frame in bands. Both give the same numbers, also when the frames' zooms need different
+    kernels (enlarging: 4 taps; shrinking: antialiased, wider) and the output is resized."""
+    x = torch.rand(3, 4, 72, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    params = np.stack([cam.to_params(np.array([[z, 0, tx], [0, z, ty]]))
+                       for z, tx, ty in ((1.0, 3.0, 2.0), (1.07, 4.25, 1.5), (0.55, 0.6, 0.3), (0.93, 2.0, 5.75))])
+    frames = torch.cat([cam.unwarp(x[:, i : i + 1], params[i : i + 1], 50, 40, (60, 48)) for i in range(4)], 1)
+    scale, tx, ty = (torch.from_numpy(a)[:, None] for a in cam._lines(params))
+    ys = scale * 1.2 * torch.arange(40, dtype=torch.float64) + ty + scale * 0.1
+    xs = scale * 1.2 * torch.arange(50, dtype=torch.float64) + tx + scale * 0.1
+    rows, cols = cam._taps(ys, 72, scale[:, 0] * 1.2), cam._taps(xs, 96, scale[:, 0] * 1.2)
+    assert rows[0].shape[0] > 4  # the shrunk frame widened every frame's taps
+    planes = x.reshape(12, 72, 96, 1)
+    for at_once in (True, False):
+        out = torch.empty(12, 50, 40, 1)
+        cam._resample(planes, tuple(t.repeat(1, 3, 1) for t in rows), tuple(t.repeat(1, 3, 1) for t in cols),
+                      out, at_once=at_once)
+        assert torch.equal(out.view(3, 4, 50, 40).transpose(2, 3), frames)
+    assert torch.equal(cam.unwarp(x, params, 50, 40, (60, 48)), frames)
+    still = cam.unwarp(x[:, :1], params[:1], 96 - 8, 72 - 8)  # zoom 1, whole-pixel shift: a plain crop
+    assert torch.equal(still, x[:, :1, 2 : 2 + 64, 3 : 3 + 88])
+
+
 def test_a_steadied_pan_costs_far_fewer_bits(pan, tmp_path):
     """The real pipeline: with the camera steadied (the default) the file is flagged, names its
     canvas, decodes to the source's size and frame count, and is much smaller at no loss of

@@ -70,7 +70,7 @@ class Patches:
         patches = np.stack([y[r : r + p, c : c + p] for r in ys for c in xs])
         self.textured = patches.std(axis=(1, 2)) > 2
         win = np.outer(np.hanning(p), np.hanning(p)).astype(np.float32)
-        self.spectra = np.fft.rfft2((patches - patches.mean(axis=(1, 2), keepdims=True)) * win)
+        self.spectra = torch.fft.rfft2(torch.from_numpy((patches - patches.mean(axis=(1, 2), keepdims=True)) * win))
 
 
 def estimate(prev: Patches, cur: Patches) -> np.ndarray | None:
@@ -78,8 +78,8 @@ def estimate(prev: Patches, cur: Patches) -> np.ndarray | None:
     correlation of patches; None where the patches do not agree on one such motion (a cut, a
     picture without texture, or motion that no camera move describes)."""
     p, n = prev.p, len(prev.centres)
-    cross = cur.spectra * np.conj(prev.spectra)
-    r = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=(p, p))  # [n, p, p], peak at the shift
+    cross = cur.spectra * prev.spectra.conj()
+    r = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(p, p)).numpy()  # [n, p, p], peak at the shift
     iy, ix = np.divmod(r.reshape(n, -1).argmax(axis=1), p)
     i = np.arange(n)
 
@@ -114,21 +114,22 @@ def _refine(prev: Patches, cur: Patches, m: np.ndarray, steps: int = 3) -> np.nd
     left a 480x320 pan at 1.5x (quality 8) with 70 % more bits; this sampling costs 4 ms more
     per 480p frame than that one and saved 6-11 % of the bits on the LadyBird pan (qualities 5, 8)."""
     k = prev.k
-    a, b = prev.luma[0, 0], cur.luma
+    a, b = prev.luma[0, 0], cur.luma[0, 0]
     h, w = a.shape
-    ys = torch.arange(h, dtype=torch.float32).view(h, 1) * k + (k - 1) / 2  # full-frame pixel centres
-    xs = torch.arange(w, dtype=torch.float32).view(1, w) * k + (k - 1) / 2
+    n = max(1, round(math.sqrt(h * w / LK_SAMPLES)))  # every n-th row and column of prev
+    ys = torch.arange(0, h, n, dtype=torch.float32).view(-1, 1) * k + (k - 1) / 2  # full-frame pixel centres
+    xs = torch.arange(0, w, n, dtype=torch.float32).view(1, -1) * k + (k - 1) / 2
+    target = a[::n, ::n]
+    maps = torch.stack([b, *torch.gradient(b)[::-1]])[None] / torch.tensor([1.0, k, k]).view(1, 3, 1, 1)  # cur, d/dx, d/dy
     z, tx, ty = m[0, 0] - 1, m[0, 2], m[1, 2]
-    n = max(1, round(math.sqrt(h * w / LK_SAMPLES)))  # every n-th row and column
     for _ in range(steps):
-        px, py = (1 + z) * xs + tx, (1 + z) * ys + ty  # where prev's pixels are in cur, full-frame
+        px, py = (1 + z) * xs + tx, (1 + z) * ys + ty  # where the samples are in cur, full-frame
         qx, qy = (px - (k - 1) / 2) / k, (py - (k - 1) / 2) / k  # ... in cur's luma pixels
         grid = torch.stack(torch.broadcast_tensors((2 * qx + 1) / w - 1, (2 * qy + 1) / h - 1), -1)
-        warped = F.grid_sample(b, grid[None], mode="bilinear", align_corners=False)[0, 0]
-        gy, gx = (g[::n, ::n] / k for g in torch.gradient(warped))  # per full-frame pixel, a sample grid
-        inside = ((qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)).expand(h, w)[::n, ::n]
-        e = (warped - a)[::n, ::n][inside]
-        jac = torch.stack([(gx * xs[:, ::n] + gy * ys[::n])[inside], gx[inside], gy[inside]], 1)  # d/d(z, tx, ty)
+        warped, gx, gy = F.grid_sample(maps, grid[None], mode="bilinear", align_corners=False)[0]  # gradients per full-frame pixel
+        inside = ((qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)).expand_as(warped)
+        e = (warped - target)[inside]
+        jac = torch.stack([(gx * xs + gy * ys)[inside], gx[inside], gy[inside]], 1)  # d/d(z, tx, ty)
         wts = 1 / torch.clamp(e.abs() / 8, min=1)  # Huber-like
         jw = jac * wts[:, None]
         try:
@@ -218,46 +219,70 @@ def unpack(text: object, most: int) -> np.ndarray:
     return params
 
 
-def _cubic(d: torch.Tensor, a: float) -> torch.Tensor:
-    """Keys' cubic convolution kernel at distances d."""
+def _cubic(d: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel at distances d (``a`` broadcast against d)."""
     d = d.abs()
     near = ((a + 2) * d - (a + 3)) * d * d + 1
     far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
     return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
 
 
-def _taps(pos: torch.Tensor, size: int, step: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices and weights [taps, n] that read a line of ``size`` pixels at positions ``pos``
-    [n] (pixel centres at integers, edges repeated), the outputs ``step`` input pixels apart:
-    PyTorch's bicubic kernel (a = -0.75, 4 taps) where that is at most 1, else its antialiased
-    one (a = -0.5, widened by ``step``), as ``resample.resize`` shrinks a picture."""
-    widen = max(1.0, step)
-    half = math.ceil(2 * widen)
+def _taps(pos: torch.Tensor, size: int, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and weights [taps, n, L] that read n lines of ``size`` pixels at positions
+    ``pos`` [n, L] (pixel centres at integers, edges repeated), line i's outputs ``step[i]``
+    input pixels apart: PyTorch's bicubic kernel (a = -0.75, 4 taps) where that is at most 1,
+    else its antialiased one (a = -0.5, widened by the step), as ``resample.resize`` shrinks
+    a picture. Lines that need fewer taps than the widest get zero weights at the far ends."""
+    widen = step.clamp(min=1.0)[:, None]  # [n, 1]
+    half = math.ceil(2 * float(widen.max()))
     base = pos.floor().long()
-    offsets = torch.arange(1 - half, half + 1, device=pos.device)[:, None]
-    w = _cubic((base[None] + offsets - pos[None]) / widen, -0.75 if widen == 1 else -0.5)
-    if widen > 1:
-        w = w / w.sum(dim=0, keepdim=True)
+    offsets = torch.arange(1 - half, half + 1)[:, None, None]
+    w = _cubic((base[None] + offsets - pos[None]) / widen, torch.where(widen == 1, -0.75, -0.5))
+    w = torch.where(widen > 1, w / w.sum(dim=0, keepdim=True), w)
     return (base[None] + offsets).clamp_(0, size - 1), w
 
 
-def _resample(x: torch.Tensor, sx: float, sy: float, tx: float, ty: float, width: int, height: int) -> torch.Tensor:
-    """[C, height, width] reading ``x`` [C, H, W] at (sx X + tx, sy Y + ty) for every output
-    pixel (X, Y): zoom and shift are separable, so two passes over whole rows (4 ms for a 480p
-    frame on one CPU core, where a bicubic ``grid_sample`` takes twice that)."""
-    # taps in float64 on the CPU (MPS has no float64), a few kB to the device
-    iy, wy = _taps(sy * torch.arange(height, dtype=torch.float64) + ty, x.shape[1], sy)
-    ix, wx = _taps(sx * torch.arange(width, dtype=torch.float64) + tx, x.shape[2], sx)
-    iy, ix = iy.to(x.device), ix.to(x.device)
-    wy, wx = wy.to(x.device, x.dtype)[:, :, None], wx.to(x.device, x.dtype)[:, :, None]
-    cols = x.index_select(1, iy[0]).mul_(wy[0])  # [C, height, W]
-    for k in range(1, len(iy)):
-        cols.addcmul_(x.index_select(1, iy[k]), wy[k])
-    cols = cols.transpose(1, 2).contiguous()  # [C, W, height]: rows become whole rows to select
-    out = cols.index_select(1, ix[0]).mul_(wx[0])
-    for k in range(1, len(ix)):
-        out.addcmul_(cols.index_select(1, ix[k]), wx[k])
-    return out.transpose(1, 2)
+PIECE_FLOATS = 1 << 18  # on the CPU the second pass makes its lines in bands of about this
+#                         many values, so that its temporaries stay in cache
+
+
+def _pass(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Rows of ``src`` [R, K] mixed by taps: [m, K] = sum_k weight[k] * src[index[k]]
+    (``index``, ``weight``: [taps, m]); selecting whole rows is the fast way on every device."""
+    out = src.index_select(0, index[0]).mul_(weight[0, :, None])
+    for i, w in zip(index[1:], weight[1:]):
+        out.addcmul_(src.index_select(0, i), w[:, None])
+    return out
+
+
+def _resample(src: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
+              second: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor, at_once: bool | None = None) -> None:
+    """Separable resampling (zoom and shift are separable): writes into ``out`` [n, b, a, C]
+    the frames ``src`` [n, A, B, C] (float) read along A with the taps ``first`` (indices and
+    weights [taps, n, a], from ``_taps``), then along B with ``second`` ([taps, n, b]); rounded
+    and clamped to 0..255 if ``out`` holds integers. ``at_once`` (default: on a GPU) takes all
+    frames in one pass, the kernels' launches being what costs there; else frame by frame,
+    the second pass in bands that stay in cache (a 2x canvas frame at once took 33 ms on 2 CPU
+    cores, this way 6)."""
+    n, A, B, C = src.shape
+    (i1, w1), (i2, w2) = first, second
+    a, b = i1.shape[2], i2.shape[2]
+    i1, i2 = i1.to(src.device), i2.to(src.device)  # taps are made in float64 on the CPU
+    w1, w2 = w1.to(src.device, src.dtype), w2.to(src.device, src.dtype)  # (MPS has no float64)
+    cpu = not at_once if at_once is not None else src.device.type == "cpu"
+    for f0, f1 in [(f, f + 1) for f in range(n)] if cpu else [(0, n)]:
+        nf = f1 - f0
+        frame = torch.arange(nf, device=src.device)[:, None]
+        t = _pass(src[f0:f1].reshape(nf * A, B * C), (i1[:, f0:f1] + frame * A).flatten(1), w1[:, f0:f1].flatten(1))
+        t = t.view(nf, a, B, C).transpose(1, 2).reshape(nf * B, a * C)  # the other side's lines become rows
+        band = max(1, PIECE_FLOATS // max(1, a * C)) if cpu else b
+        for b0 in range(0, b, band):
+            b1 = min(b, b0 + band)
+            o = _pass(t, (i2[:, f0:f1, b0:b1] + frame * B).flatten(1), w2[:, f0:f1, b0:b1].flatten(1))
+            o = o.view(nf, b1 - b0, a, C)
+            if not out.dtype.is_floating_point:
+                o = o.round_().clamp_(0, 255)
+            out[f0:f1, b0:b1].copy_(o)
 
 
 def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int,
@@ -268,11 +293,17 @@ def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int,
     antialiased where it shrinks, instead of in a second one."""
     cw, ch = coded or (width, height)
     fx, fy = cw / width, ch / height  # coded pixels per output pixel
-    scale, tx, ty = _lines(params)
-    x = x.float()  # bf16/fp16 kernel weights would be off by up to a level
+    scale, tx, ty = (torch.from_numpy(a)[:, None] for a in _lines(params))
+    _, n, H, W = x.shape
+    planes = x.float().reshape(3 * n, H, W, 1)  # float32: bf16/fp16 kernel weights would be off by up to a level
+    out = planes.new_empty(3, n, width, height)  # columns of each colour plane, as the passes end
     # output pixel u is coded pixel (u + 1/2) f - 1/2, which is canvas pixel s (that) + t
-    return torch.stack([_resample(x[:, i], scale[i] * fx, scale[i] * fy, tx[i] + scale[i] * (fx - 1) / 2,
-                                  ty[i] + scale[i] * (fy - 1) / 2, width, height) for i in range(x.shape[1])], 1)
+    ys = scale * fy * torch.arange(height, dtype=torch.float64) + ty + scale * (fy - 1) / 2
+    xs = scale * fx * torch.arange(width, dtype=torch.float64) + tx + scale * (fx - 1) / 2
+    rows, cols = _taps(ys, H, scale[:, 0] * fy), _taps(xs, W, scale[:, 0] * fx)
+    _resample(planes, tuple(t.repeat(1, 3, 1) for t in rows), tuple(t.repeat(1, 3, 1) for t in cols),
+              out.view(3 * n, width, height, 1))  # each colour plane as a frame
+    return out.transpose(2, 3)
 
 
 def _to_coded(m: np.ndarray | None, fx: float, fy: float) -> np.ndarray | None:
@@ -361,7 +392,7 @@ class Steadier:
         self.known = list(path or [])  # estimates already made between the first frames
         self.fresh = True  # the open segment starts a new reference
         self.offset: np.ndarray | None = None  # where the last segment put the reference
-        self.canvas: torch.Tensor | None = None  # the last segment's last canvas frame [3, H, W]
+        self.canvas: torch.Tensor | None = None  # the last segment's last canvas frame [H, W, 3]
 
     def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         for frame in frames:
@@ -455,34 +486,49 @@ class Steadier:
         """Canvas frames of a segment: each frame where it reaches, else what the canvas held
         there before (the last segment's canvas moved by ``shift``, if the reference goes on),
         or, where nothing was yet, what the segment will show there first."""
-        out, seen = [], []  # canvas frames; where the segment's frames up to each have reached
-        xs = torch.arange(self.canvas_w, dtype=torch.float64)
-        ys = torch.arange(self.canvas_h, dtype=torch.float64)
+        n, H, W = len(frames), self.canvas_h, self.canvas_w
+        out = torch.empty(n, H, W, 3, dtype=torch.uint8, device=self.device)
         held = None if shift is None else _moved(self.canvas, int(shift[0]), int(shift[1]))
+        seen = []  # where the segment's frames up to each have reached, when nothing was held
         fx, fy = self.fx, self.fy
-        for frame, scale, tx, ty in zip(frames, *_lines(params)):
-            # canvas pixel Q shows coded pixel c = (Q - t) / s, which is source pixel (c + 1/2) / f - 1/2
-            x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()
-            y = _resample(x, 1 / (scale * fx), 1 / (scale * fy), (0.5 - tx / scale) / fx - 0.5,
-                          (0.5 - ty / scale) / fy - 0.5, self.canvas_w, self.canvas_h)
-            px, py = (xs - tx) / scale, (ys - ty) / scale
-            inside = (((py >= -0.5) & (py <= self.height - 0.5))[:, None]
-                      & ((px >= -0.5) & (px <= self.width - 0.5))[None]).to(self.device)  # [H, W]
-            y = y.round_().clamp_(0, 255).to(torch.uint8)
-            before = out[-1] if out else held
-            out.append(y if before is None else torch.where(inside, y, before))  # hold what was seen
-            if held is None:  # nothing carried over: remember where the segment has reached
-                seen.append(inside if not seen else seen[-1] | inside)
+        for i, (frame, scale, tx, ty) in enumerate(zip(frames, *_lines(params))):
+            # canvas pixel Q shows coded pixel c = (Q - t) / s, which is source pixel (c + 1/2) / f - 1/2;
+            # the frame reaches the canvas pixels whose c lies within the coded picture
+            y0, y1 = reach_y = _reach(H, ty, scale, self.height)
+            x0, x1 = reach_x = _reach(W, tx, scale, self.width)
+            before = out[i - 1] if i else held
+            if before is None:  # the whole canvas, the edges repeated beyond the frame
+                y0, y1, x0, x1 = 0, H, 0, W
+            else:
+                out[i].copy_(before)  # hold what was seen
+            src = torch.from_numpy(frame).to(self.device).transpose(0, 1)  # [w, h, 3]: columns first
+            src = src.to(torch.float32, memory_format=torch.contiguous_format)[None]
+            sx, sy = 1 / (scale * fx), 1 / (scale * fy)
+            xs = sx * torch.arange(x0, x1, dtype=torch.float64) + (0.5 - tx / scale) / fx - 0.5
+            ys = sy * torch.arange(y0, y1, dtype=torch.float64) + (0.5 - ty / scale) / fy - 0.5
+            _resample(src, _taps(xs[None], src.shape[1], torch.tensor([sx])), _taps(ys[None], src.shape[2], torch.tensor([sy])),
+                      out[i, y0:y1, x0:x1][None])
+            if held is None:
+                seen.append(seen[-1].clone() if seen else torch.zeros(H, W, 1, dtype=torch.bool, device=self.device))
+                seen[-1][slice(*reach_y), slice(*reach_x)] = True
         if held is None:
-            for i in range(len(out) - 2, -1, -1):  # and show, before, what will be seen
+            for i in range(n - 2, -1, -1):  # and show, before, what will be seen
                 out[i] = torch.where(seen[i], out[i], out[i + 1])
         self.canvas = out[-1]
-        return torch.stack(out).permute(0, 2, 3, 1).cpu().numpy()
+        return out.cpu().numpy()
+
+
+def _reach(size: int, t: float, scale: float, picture: int) -> tuple[int, int]:
+    """The canvas pixels [start, stop) along a side of ``size`` that show coded pixels
+    (Q - t) / scale within a picture side of ``picture`` pixels (centres -1/2 .. picture - 1/2)."""
+    c = (np.arange(size, dtype=np.float64) - t) / scale
+    inside = np.flatnonzero((c >= -0.5) & (c <= picture - 0.5))
+    return (int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0)
 
 
 def _moved(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """[C, H, W] moved by whole pixels (content at p goes to p + (dx, dy)), edges repeated."""
-    h, w = x.shape[1:]
+    """[H, W, C] moved by whole pixels (content at p goes to p + (dx, dy)), edges repeated."""
+    h, w = x.shape[:2]
     iy = (torch.arange(h, device=x.device) - dy).clamp_(0, h - 1)
     ix = (torch.arange(w, device=x.device) - dx).clamp_(0, w - 1)
-    return x.index_select(1, iy).index_select(2, ix)
+    return x.index_select(0, iy).index_select(1, ix)
