@@ -70,17 +70,27 @@ def test_estimate_gives_up_on_cuts_and_flat_frames(photo):
     assert cam.estimate(cam.Patches(a), cam.Patches(b)) is None
     assert cam.estimate(cam.Patches(flat), cam.Patches(flat)) is None
     assert cam.estimate(cam.Patches(a), cam.Patches(a)) is not None  # still: identity
-    assert cam.plan_canvas(np.stack([a] * 9), 896) is None  # a still camera gets no canvas
+    assert cam.plan_canvas(np.stack([a] * 9), 896) == (232, 168)  # a still camera: the least margin
 
 
-def test_a_canvas_only_where_it_can_pay(photo):
-    """No canvas for a camera too slow to cost the coder much, nor for motion that cannot be
-    followed; a canvas for the same pan a little faster."""
+def test_a_canvas_wherever_the_motion_can_be_followed(photo):
+    """A canvas for any camera whose motion can be followed, with a margin for the motion seen;
+    none for motion that cannot be followed. A camera too slow to be worth steadying is left
+    alone: its frames go into the canvas as they are (whole-pixel views, all the same), while a
+    faster one is steadied (sub-pixel views)."""
     def pan(speed: float, n: int = 17) -> np.ndarray:
         return render(photo, 224, 160, [40 + speed * t for t in range(n)], [30] * n, [1.0] * n)
 
-    assert cam.plan_canvas(pan(0.2), 896) is None
-    assert cam.plan_canvas(pan(0.8), 896) is not None
+    def views(frames: np.ndarray) -> np.ndarray:
+        path = cam.estimate_path(frames)
+        st = cam.Steadier(224, 160, cam.plan_canvas(frames, 896, path), 4, torch.device("cpu"), path)
+        return np.concatenate([p for _, p, _ in list(st.push(frames)) + list(st.finish())])
+
+    slow, fast = cam.plan_canvas(pan(0.2), 896), cam.plan_canvas(pan(0.8), 896)
+    assert slow is not None and fast is not None and 224 < slow[0] < fast[0]
+    left_alone, steadied = views(pan(0.2)), views(pan(0.8))
+    assert (left_alone == left_alone[0]).all() and left_alone[0, 0] == 0 and not (left_alone[:, 1:] % cam.FRAC_SHIFT).any()
+    assert (steadied[:, 1:] % cam.FRAC_SHIFT).any() and len(np.unique(steadied[:, 1])) > 10
     other = render(photo[::-1, ::-1].copy(), 224, 160, [20] * 17, [20] * 17, [1.0] * 17)
     flicking = np.where((np.arange(17) % 2 == 1)[:, None, None, None], other, pan(2.0))  # every step a cut
     assert cam.plan_canvas(flicking, 896) is None
@@ -167,18 +177,37 @@ def test_a_steadied_pan_costs_far_fewer_bits(pan, tmp_path):
     assert p_steadied > p_plain - 0.2, (p_steadied, p_plain)
 
 
-def test_a_still_camera_writes_the_same_file_as_no_camera(photo, tmp_path):
-    """Frames without camera motion get no canvas: the bytes are those of --no-camera, which
-    older vaecodec versions read. Models without an entropy coder are not steadied by default
-    (their latents must line up with the picture)."""
-    still = render(photo, 160, 128, [50] * 9, [40] * 9, [1.0] * 9)
-    still[:, 40:60, 50:70] = np.arange(9)[:, None, None, None] * 20  # something moves, not the camera
-    clip = _lossless(still, tmp_path / "still.mkv")
-    a = Codec(device="cpu").encode(clip, tmp_path / "a.vlat")
-    b = Codec(device="cpu", camera=False).encode(clip, tmp_path / "b.vlat")
-    assert a.canvas is None and (tmp_path / "a.vlat").read_bytes() == (tmp_path / "b.vlat").read_bytes()
-    pan_clip = _lossless(render(photo, 160, 128, [50 + 2 * t for t in range(9)], [40] * 9, [1.0] * 9),
-                         tmp_path / "pan.mkv")
+def test_a_pan_after_a_still_start_is_steadied_and_a_still_camera_costs_little(photo, tmp_path):
+    """The first frames decide the canvas, so a still start gets one too, with the least margin:
+    while the camera stands still its frames go in as they are (a moving object is not the
+    camera's motion), for a few percent more bytes than --no-camera at the same PSNR; when it
+    starts to pan, the pan is steadied. Models without an entropy coder are not steadied by
+    default (their latents must line up with the picture)."""
+    def coded(frames: np.ndarray, name: str) -> dict[str, tuple[int, float, np.ndarray]]:
+        clip, got = _lossless(frames, tmp_path / f"{name}.mkv"), {}
+        for how, camera in (("default", None), ("plain", False)):
+            r = Codec(device="cpu", camera=camera).encode(clip, tmp_path / f"{name}_{how}.vlat")
+            with vaecodec.open(tmp_path / f"{name}_{how}.vlat", device="cpu") as f:
+                views = f._frame_views(0, f.frames) if r.canvas else None
+                got[how] = (r.file_bytes, psnr(f.frames_tensor().numpy(), frames), views)
+        return got
+
+    still = render(photo, 160, 128, [50] * 13, [40] * 13, [1.0] * 13)
+    still[:, 40:60, 50:70] = np.arange(13)[:, None, None, None] * 20  # something moves, not the camera
+    got = coded(still, "still")
+    (b_default, p_default, views), (b_plain, p_plain, _) = got["default"], got["plain"]
+    assert (views == views[0]).all() and views[0, 0] == 0 and not (views[0, 1:] % cam.FRAC_SHIFT).any()
+    assert b_default < 1.15 * b_plain and abs(p_default - p_plain) < 0.3, (b_default, b_plain, p_default, p_plain)
+
+    n_still, n_pan = 13, 40
+    xs = [40.0] * n_still + [40 + 1.7 * t for t in range(1, n_pan + 1)]
+    late = render(photo, 224, 160, xs, [30 + 0.6 * max(0, i - n_still) for i in range(len(xs))], [1.0] * len(xs))
+    got = coded(late, "late")
+    (b_default, p_default, views), (b_plain, p_plain, _) = got["default"], got["plain"]
+    assert (views[:n_still] == views[0]).all() and (views[n_still + 4 :, 1:] % cam.FRAC_SHIFT).any()
+    assert b_default < 0.75 * b_plain and p_default > p_plain - 0.2, (b_default, b_plain, p_default, p_plain)
+
+    pan_clip = _lossless(late[n_still:], tmp_path / "pan.mkv")
     assert Codec(device="cpu", bits=8).encode(pan_clip, tmp_path / "u.vlat").canvas is None
     assert Codec(device="cpu", bits=8, camera=True).encode(pan_clip, tmp_path / "v.vlat").canvas is not None
 

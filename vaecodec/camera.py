@@ -38,7 +38,8 @@ LOOKAHEAD = 33  # frames that decide whether a file gets a canvas, and how large
 MAX_SEGMENT = 65  # frames per segment at most (1 + 16 latent frames of 4)
 SEGMENT_BUFFER_BYTES = 256 << 20  # the encoder holds a segment's frames
 MIN_SIDE = 64  # smaller pictures are coded as they are
-MIN_SPEED = 0.5  # px per frame a corner of the picture must move on average to get a canvas
+MIN_SPEED = 0.5  # px per frame a corner of the picture must move on average to be steadied
+RECENT = 8  # frame steps that tell a camera which started still when it starts to move
 PATCH = 128  # phase-correlation patches (shifts up to half of it between frames)
 LK_SAMPLES = 50_000  # luma samples the sub-pixel refinement fits on, about
 
@@ -176,6 +177,13 @@ def _bbox(views: list[np.ndarray], width: int, height: int) -> np.ndarray:
     return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
 
 
+def _speed(steps: list[np.ndarray | None], width: int, height: int) -> float:
+    """How far a corner of the picture moves per frame step, on average over the known steps."""
+    corners = _corners(width, height)
+    known = [np.abs(corners @ (s[:, :2] - np.eye(2)).T + s[:, 2]).max() for s in steps if s is not None]
+    return float(np.mean(known)) if known else 0.0
+
+
 def _zoom(views: list[np.ndarray]) -> float:
     return max(abs(v[0, 0] - 1) for v in views)
 
@@ -293,8 +301,13 @@ def unwarp(x: torch.Tensor, params: np.ndarray, width: int, height: int,
     antialiased where it shrinks, instead of in a second one."""
     cw, ch = coded or (width, height)
     fx, fy = cw / width, ch / height  # coded pixels per output pixel
-    scale, tx, ty = (torch.from_numpy(a)[:, None] for a in _lines(params))
     _, n, H, W = x.shape
+    shift, rest = np.divmod(params[:, 1:], FRAC_SHIFT)
+    if (fx, fy) == (1, 1) and not params[:, 0].any() and not rest.any() \
+            and (shift >= 0).all() and (shift[:, 0] <= W - width).all() and (shift[:, 1] <= H - height).all():
+        # whole-pixel views of a camera left alone: what resampling gives, cut out
+        return torch.stack([x[:, i, dy : dy + height, dx : dx + width] for i, (dx, dy) in enumerate(shift)], 1).float()
+    scale, tx, ty = (torch.from_numpy(a)[:, None] for a in _lines(params))
     planes = x.float().reshape(3 * n, H, W, 1)  # float32: bf16/fp16 kernel weights would be off by up to a level
     out = planes.new_empty(3, n, width, height)  # columns of each colour plane, as the passes end
     # output pixel u is coded pixel (u + 1/2) f - 1/2, which is canvas pixel s (that) + t
@@ -327,8 +340,10 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
                 coded: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """Canvas size (multiples of 8, sides at most ``most`` where the picture's are) for a video
     whose first frames are ``frames`` [n, h, w, 3], coded at ``coded`` (width, height; default
-    their own size; ``path``: their ``estimate_path`` if known), or None when they show no
-    camera motion worth a canvas (or cannot be estimated)."""
+    their own size; ``path``: their ``estimate_path`` if known), or None when their motion
+    cannot be followed or zooms too fast. A camera still or slow in them gets a canvas with the
+    least margin, which ``Steadier`` fills with the frames as they are until the camera moves,
+    so that a pan starting later is steadied too."""
     n = len(frames)
     w, h = coded or (frames.shape[2], frames.shape[1])
     if n < 2 or min(h, w) < MIN_SIDE:
@@ -337,10 +352,6 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
     known = [step for step in path if step is not None]
     if len(known) < 0.75 * len(path):
         return None  # the motion cannot be followed: a canvas would cost margin for nothing
-    corners = _corners(w, h)
-    speed = np.mean([np.abs(corners @ (s[:, :2] - np.eye(2)).T + s[:, 2]).max() for s in known]) if known else 0.0
-    if speed < MIN_SPEED:
-        return None  # a camera this slow costs the coder little; the canvas's margin would cost more
     views, m = [_STILL], _STILL
     for step in path:
         m = m if step is None else _then(step, m)  # ref -> the next frame (unknown: as still)
@@ -393,6 +404,10 @@ class Steadier:
         self.fresh = True  # the open segment starts a new reference
         self.offset: np.ndarray | None = None  # where the last segment put the reference
         self.canvas: torch.Tensor | None = None  # the last segment's last canvas frame [H, W, 3]
+        # a camera slow at first (under MIN_SPEED) is left alone until it moves: steadying a slow
+        # drift cost more bits than it saved (docs/MODEL.md, "Varied motion")
+        self.steady = not path or _speed(path, width, height) >= MIN_SPEED
+        self.recent: list[np.ndarray] = []  # the last known steps, while not steady
 
     def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         for frame in frames:
@@ -429,7 +444,13 @@ class Steadier:
         # still: a new reference would cost what an intra frame costs, and a false alarm that
         # (LadyBird-like training clips with a fade: 1.45x the bytes), a wrong guess a one-off jump
         steps = [_STILL if s is None and i + len(self.frames) > 0 else s for i, s in enumerate(self._steps(group))]
-        if self.frames:
+        start = False  # whether the camera has just started to move
+        if not self.steady:
+            self.recent = (self.recent + [s for s in steps if s is not None and s is not _STILL])[-RECENT:]
+            self.steady = start = len(self.recent) == RECENT and _speed(self.recent, self.width, self.height) >= MIN_SPEED
+            if not start:  # as the frames are, whole pixels from where the first one stood
+                steps = [s if s is None else _STILL for s in steps]
+        if self.frames and not start:
             m, views = _inverse(self.views[-1]), []  # reference -> the last frame
             for s in steps:
                 m = _then(s, m)
@@ -501,13 +522,18 @@ class Steadier:
                 y0, y1, x0, x1 = 0, H, 0, W
             else:
                 out[i].copy_(before)  # hold what was seen
-            src = torch.from_numpy(frame).to(self.device).transpose(0, 1)  # [w, h, 3]: columns first
-            src = src.to(torch.float32, memory_format=torch.contiguous_format)[None]
-            sx, sy = 1 / (scale * fx), 1 / (scale * fy)
-            xs = sx * torch.arange(x0, x1, dtype=torch.float64) + (0.5 - tx / scale) / fx - 0.5
-            ys = sy * torch.arange(y0, y1, dtype=torch.float64) + (0.5 - ty / scale) / fy - 0.5
-            _resample(src, _taps(xs[None], src.shape[1], torch.tensor([sx])), _taps(ys[None], src.shape[2], torch.tensor([sy])),
-                      out[i, y0:y1, x0:x1][None])
+            src = torch.from_numpy(frame).to(self.device)
+            if scale == 1 and tx == round(tx) and ty == round(ty) and (fx, fy) == (1, 1):  # a whole-pixel move
+                iy = (torch.arange(y0, y1, device=self.device) - round(ty)).clamp_(0, src.shape[0] - 1)
+                ix = (torch.arange(x0, x1, device=self.device) - round(tx)).clamp_(0, src.shape[1] - 1)
+                out[i, y0:y1, x0:x1] = src.index_select(0, iy).index_select(1, ix)
+            else:
+                src = src.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format)[None]  # [1, w, h, 3]
+                sx, sy = 1 / (scale * fx), 1 / (scale * fy)
+                xs = sx * torch.arange(x0, x1, dtype=torch.float64) + (0.5 - tx / scale) / fx - 0.5
+                ys = sy * torch.arange(y0, y1, dtype=torch.float64) + (0.5 - ty / scale) / fy - 0.5
+                _resample(src, _taps(xs[None], src.shape[1], torch.tensor([sx])),
+                          _taps(ys[None], src.shape[2], torch.tensor([sy])), out[i, y0:y1, x0:x1][None])
             if held is None:
                 seen.append(seen[-1].clone() if seen else torch.zeros(H, W, 1, dtype=torch.bool, device=self.device))
                 seen[-1][slice(*reach_y), slice(*reach_x)] = True
