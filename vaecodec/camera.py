@@ -39,7 +39,6 @@ MAX_SEGMENT = 65  # frames per segment at most (1 + 16 latent frames of 4)
 SEGMENT_BUFFER_BYTES = 256 << 20  # the encoder holds a segment's frames
 MIN_SIDE = 64  # smaller pictures are coded as they are
 MIN_SPEED = 0.5  # px per frame a corner of the picture must move on average to be steadied
-RECENT = 8  # frame steps that tell a camera which started still when it starts to move
 PATCH = 128  # phase-correlation patches (shifts up to half of it between frames)
 LK_SAMPLES = 50_000  # luma samples the sub-pixel refinement fits on, about
 
@@ -407,7 +406,6 @@ class Steadier:
         # a camera slow at first (under MIN_SPEED) is left alone until it moves: steadying a slow
         # drift cost more bits than it saved (docs/MODEL.md, "Varied motion")
         self.steady = not path or _speed(path, width, height) >= MIN_SPEED
-        self.recent: list[np.ndarray] = []  # the last known steps, while not steady
 
     def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         for frame in frames:
@@ -438,18 +436,34 @@ class Steadier:
             self.prev = frame
         return steps
 
+    def _jump(self, group: list[np.ndarray]) -> tuple[np.ndarray | None, Patches | None]:
+        """The motion from the frame before the group to its last frame, and that frame's
+        patches if made: one estimate for the whole group (or the path's steps composed), so
+        that a camera left alone costs a quarter of the estimation."""
+        first = self.seen - len(group)
+        if first + len(group) - 1 <= len(self.known):
+            m = _STILL
+            for s in self.known[first - 1 : first - 1 + len(group)]:
+                m = m if s is None else _then(s, m)
+            return m, None
+        last = Patches(group[-1])
+        return _to_coded(estimate(self.last or Patches(self.prev), last), self.fx, self.fy), last
+
     def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         group, self.group = self.group, []
+        start, last = False, None  # whether a camera left alone so far has just started to move
+        if not self.steady and self.seen > len(group):
+            jump, last = self._jump(group)
+            self.steady = start = jump is not None and _speed([jump], self.width, self.height) >= MIN_SPEED * len(group)
+        if self.steady:
+            steps = self._steps(group)
+        else:  # as the frames are, whole pixels from where the first one stood
+            steps = [None] * (self.seen == len(group)) + [_STILL] * (len(group) - (self.seen == len(group)))
+            self.prev, self.last = group[-1], last
         # where the motion cannot be estimated (a cut, a fade, a flash) the frame is taken as
         # still: a new reference would cost what an intra frame costs, and a false alarm that
         # (LadyBird-like training clips with a fade: 1.45x the bytes), a wrong guess a one-off jump
-        steps = [_STILL if s is None and i + len(self.frames) > 0 else s for i, s in enumerate(self._steps(group))]
-        start = False  # whether the camera has just started to move
-        if not self.steady:
-            self.recent = (self.recent + [s for s in steps if s is not None and s is not _STILL])[-RECENT:]
-            self.steady = start = len(self.recent) == RECENT and _speed(self.recent, self.width, self.height) >= MIN_SPEED
-            if not start:  # as the frames are, whole pixels from where the first one stood
-                steps = [s if s is None else _STILL for s in steps]
+        steps = [_STILL if s is None and i + len(self.frames) > 0 else s for i, s in enumerate(steps)]
         if self.frames and not start:
             m, views = _inverse(self.views[-1]), []  # reference -> the last frame
             for s in steps:
