@@ -19,10 +19,14 @@
 #   595 s of device time with the start), then at once on the warm machine the pipeline call with
 #   PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" (59 s; a 60 s clip's
 #   decode throughput: a 10 s clip has two chunks, its figure is latency), then give_back.
-#   Next session: the same two calls with TRAIN_EXTRA="--blocks8 3" in the first: one more
-#   1/8-resolution decoder block, starting as a no-op, trained with the whole network (blocks grown
-#   onto a frozen v8 on the CPU learned nothing; v8's plain 530 s run gained 0.05 dB: docs/MODEL.md),
-#   and the pipeline call with "--qualities 5 8" added, which also times quality 8's 1.5x picture.
+#   2026-11-27's session ran TRAIN_EXTRA="--blocks8 3" (no better than more training of v8, not
+#   shipped) and then the pipeline with "--qualities 5 8", which ran out of its 240 s in quality 8's
+#   encode (the camera stage on the host, since halved). Next session, pipeline first, one quality
+#   per call on the warm machine:
+#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0 --qualities 5"  (timeout_s 200)
+#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 12 --qualities 8"       (timeout_s 300)
+#   (the first checks the one-pass cut-out against the 856-895 fps of 2026-11-27), then train with
+#   what is left, e.g. TRAIN_EXTRA="--flicker 1" (docs/MODEL.md: halved the boundary flicker on the CPU).
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
