@@ -36,17 +36,19 @@ from vaecodec.codec import Codec
 from vaecodec.video import VideoReader, VideoWriter
 
 
-def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float]:
+def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float, dict[str, float]]:
     """Best of ``repeats`` passes over one open file, after a warm-up pass (cuDNN autotuning,
-    worker start-up: a file keeps its entropy workers between passes)."""
+    worker start-up: a file keeps its entropy workers between passes), and that pass's seconds
+    per stage (unpack, model_decode, view: where a GPU decode's time goes)."""
     with codec.open(vlat) as f:
-        best = float("inf")
+        best, stages = float("inf"), {}
         for i in range(repeats + 1):
+            timings: dict[str, float] = {}
             start = time.perf_counter()
-            n = sum(frames.shape[0] for frames in f.iter_frames())
-            if i:
-                best = min(best, time.perf_counter() - start)
-    return n, n / best
+            n = sum(frames.shape[0] for frames in f.iter_frames(timings=timings))
+            if i and time.perf_counter() - start < best:
+                best, stages = time.perf_counter() - start, timings
+    return n, n / best, stages
 
 
 def _looped(clip: Path, times: int, out: Path) -> Path:
@@ -87,9 +89,9 @@ def main() -> None:
                                   "bpp": round(enc.bpp, 4), "fps": round(enc.fps_processed, 1), "timings": enc.timings,
                                   "peak_gpu_mib": enc.peak_gpu_bytes and round(enc.peak_gpu_bytes / 2**20)}), flush=True)
             for workers in args.workers:
-                n, fps = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
+                n, fps, stages = _frames_fps(Codec(device=args.device, dtype=dtype, entropy_workers=workers), vlat)
                 print(json.dumps({**head, "what": "frames", "entropy_workers": workers, "frames": n,
-                                  "fps": round(fps, 1)}))
+                                  "fps": round(fps, 1), "timings": {k: round(v, 3) for k, v in stages.items()}}))
             if not args.mp4:
                 continue
             codec = Codec(device=args.device, dtype=dtype)
