@@ -451,10 +451,10 @@ class Steadier:
 
     def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
         group, self.group = self.group, []
-        start, last = False, None  # whether a camera left alone so far has just started to move
-        if not self.steady and self.seen > len(group):
+        last = None
+        if not self.steady and self.seen > len(group):  # has the camera left alone started to move?
             jump, last = self._jump(group)
-            self.steady = start = jump is not None and _speed([jump], self.width, self.height) >= MIN_SPEED * len(group)
+            self.steady = jump is not None and _speed([jump], self.width, self.height) >= MIN_SPEED * len(group)
         if self.steady:
             steps = self._steps(group)
         else:  # as the frames are, whole pixels from where the first one stood
@@ -464,7 +464,7 @@ class Steadier:
         # still: a new reference would cost what an intra frame costs, and a false alarm that
         # (LadyBird-like training clips with a fade: 1.45x the bytes), a wrong guess a one-off jump
         steps = [_STILL if s is None and i + len(self.frames) > 0 else s for i, s in enumerate(steps)]
-        if self.frames and not start:
+        if self.frames:
             m, views = _inverse(self.views[-1]), []  # reference -> the last frame
             for s in steps:
                 m = _then(s, m)
