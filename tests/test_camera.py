@@ -216,6 +216,35 @@ def test_a_pan_after_a_still_start_is_steadied_and_a_still_camera_costs_little(p
     assert Codec(device="cpu", bits=8, camera=True).encode(pan_clip, tmp_path / "v.vlat").canvas is not None
 
 
+def test_fades_and_zooms_after_a_still_start_lose_no_picture(photo, tmp_path):
+    """While the camera is left alone the canvas beyond the picture repeats each frame's edges:
+    held from the first frame, a fade-in from black kept a black frame around the picture and
+    lost 0.9 dB against --no-camera. A zoom that passes 20 % starts a new reference, whose
+    first frame the decoder cuts from the next canvas frame, as after a window move (it came
+    out 4 dB below its neighbours)."""
+    def both(frames: np.ndarray, name: str) -> tuple[float, float, list[float]]:
+        clip, got = _lossless(frames, tmp_path / f"{name}.mkv"), []
+        for camera in (None, False):
+            Codec(device="cpu", camera=camera).encode(clip, tmp_path / f"{name}_{camera}.vlat")
+            with vaecodec.open(tmp_path / f"{name}_{camera}.vlat", device="cpu") as f:
+                back = f.frames_tensor().numpy()
+            got.append((psnr(back, frames), [psnr(a, b) for a, b in zip(back, frames)]))
+        return got[0][0], got[1][0], got[0][1]
+
+    n = 24
+    still = render(photo, 224, 160, [40] * n, [30] * n, [1.0] * n).astype(np.float64)
+    fade_in = (still * np.linspace(0.05, 1, n)[:, None, None, None]).round().astype(np.uint8)
+    steadied, plain, _ = both(np.concatenate([fade_in, still.astype(np.uint8)]), "fade")
+    assert steadied > plain - 0.3, (steadied, plain)
+
+    zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(32)], [30 + 0.3 * t for t in range(32)],
+                  [1.012**t for t in range(32)])
+    steadied, plain, per_frame = both(np.concatenate([still[:12].astype(np.uint8), zoom]), "zoom")
+    assert steadied > plain - 0.3, (steadied, plain)
+    dips = [per_frame[i] - (per_frame[i - 1] + per_frame[i + 1]) / 2 for i in range(1, len(per_frame) - 1)]
+    assert min(dips) > -1.5, per_frame
+
+
 def test_a_chunk_with_unusable_camera_motion_is_lost_alone(pan, tmp_path):
     """Views travel in each latent chunk's meta. A chunk whose views do not decode (written
     here with a valid record CRC, so only the camera check can catch it) is reported by index
