@@ -461,8 +461,8 @@ class Steadier:
             self.steady = jump is not None and _speed([jump], self.width, self.height) >= MIN_SPEED * len(group)
         if self.steady:
             steps = self._steps(group)
-        else:  # as the frames are, whole pixels from where the first one stood
-            steps = [None] * (self.seen == len(group)) + [_STILL] * (len(group) - (self.seen == len(group)))
+        else:  # as the frames are: still, at whole pixels where the first one stood
+            steps = [None] * len(group)
             self.prev, self.last = group[-1], last
             self.alone += len(group)
         # where the motion cannot be estimated (a cut, a fade, a flash) the frame is taken as
