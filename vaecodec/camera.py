@@ -120,13 +120,14 @@ def _refine(prev: Patches, cur: Patches, m: np.ndarray, steps: int = 3) -> np.nd
     ys = torch.arange(0, h, n, dtype=torch.float32).view(-1, 1) * k + (k - 1) / 2  # full-frame pixel centres
     xs = torch.arange(0, w, n, dtype=torch.float32).view(1, -1) * k + (k - 1) / 2
     target = a[::n, ::n]
-    maps = torch.stack([b, *torch.gradient(b)[::-1]])[None] / torch.tensor([1.0, k, k]).view(1, 3, 1, 1)  # cur, d/dx, d/dy
+    gy, gx = torch.gradient(b)
+    maps = torch.stack([b, gx / k, gy / k])[None]  # cur and its gradient per full-frame pixel, [1, 3, h, w]
     z, tx, ty = m[0, 0] - 1, m[0, 2], m[1, 2]
     for _ in range(steps):
         px, py = (1 + z) * xs + tx, (1 + z) * ys + ty  # where the samples are in cur, full-frame
         qx, qy = (px - (k - 1) / 2) / k, (py - (k - 1) / 2) / k  # ... in cur's luma pixels
         grid = torch.stack(torch.broadcast_tensors((2 * qx + 1) / w - 1, (2 * qy + 1) / h - 1), -1)
-        warped, gx, gy = F.grid_sample(maps, grid[None], mode="bilinear", align_corners=False)[0]  # gradients per full-frame pixel
+        warped, gx, gy = F.grid_sample(maps, grid[None], mode="bilinear", align_corners=False)[0]  # at the samples
         inside = ((qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)).expand_as(warped)
         e = (warped - target)[inside]
         jac = torch.stack([(gx * xs + gy * ys)[inside], gx[inside], gy[inside]], 1)  # d/d(z, tx, ty)
@@ -560,8 +561,9 @@ class Steadier:
                 sx, sy = 1 / (scale * fx), 1 / (scale * fy)
                 xs = sx * torch.arange(x0, x1, dtype=torch.float64) + (0.5 - tx / scale) / fx - 0.5
                 ys = sy * torch.arange(y0, y1, dtype=torch.float64) + (0.5 - ty / scale) / fy - 0.5
-                _resample(src, _taps(xs[None], src.shape[1], torch.tensor([sx])),
-                          _taps(ys[None], src.shape[2], torch.tensor([sy])), out[i, y0:y1, x0:x1][None])
+                apart = torch.tensor([[sx], [sy]], dtype=torch.float64)  # source pixels between outputs
+                _resample(src, _taps(xs[None], src.shape[1], apart[0]), _taps(ys[None], src.shape[2], apart[1]),
+                          out[i, y0:y1, x0:x1][None])
             if held is None:
                 seen.append(seen[-1].clone() if seen else torch.zeros(H, W, 1, dtype=torch.bool, device=self.device))
                 seen[-1][(slice(None), slice(None)) if i < alone else (slice(*reach_y), slice(*reach_x))] = True
