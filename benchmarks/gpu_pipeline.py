@@ -46,8 +46,9 @@ def _frames_fps(codec: Codec, vlat: Path, repeats: int = 3) -> tuple[int, float,
             timings: dict[str, float] = {}
             start = time.perf_counter()
             n = sum(frames.shape[0] for frames in f.iter_frames(timings=timings))
-            if i and time.perf_counter() - start < best:
-                best, stages = time.perf_counter() - start, timings
+            elapsed = time.perf_counter() - start
+            if i and elapsed < best:
+                best, stages = elapsed, timings
     return n, n / best, stages
 
 
