@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help="comma list, or 'none'")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="prepared photos (vaecodec.train.data)")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="480p only, first two held-out photos")

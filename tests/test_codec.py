@@ -82,6 +82,28 @@ def test_bf16_on_the_cpu_codes_the_same_picture(photo_clip, tmp_path):
         assert frames.shape == src.shape and abs(psnr(frames, src) - ref) < 0.2
 
 
+def test_auto_dtype_encodes_in_fp32_and_decodes_in_bf16_where_the_hardware_has_it(photo_clip, tmp_path):
+    """The default ``--dtype auto``: the bits come from an fp32 encoder, also when the same Codec
+    has decoded a file in between (its decode model is kept apart); the decode model is bf16
+    exactly where the CPU has bf16 instructions, and gives the fp32 picture within 0.1 dB."""
+    from vaecodec.device import native_bf16
+
+    auto, fp32 = Codec(device="cpu"), Codec(device="cpu", dtype="fp32")
+    auto.encode(photo_clip, tmp_path / "a.vlat")
+    fp32.encode(photo_clip, tmp_path / "f.vlat")
+    frames = np.concatenate(list(auto.decode_frames(tmp_path / "a.vlat")))
+    auto.encode(photo_clip, tmp_path / "again.vlat")
+    assert (tmp_path / "a.vlat").read_bytes() == (tmp_path / "f.vlat").read_bytes() == (tmp_path / "again.vlat").read_bytes()
+    with auto.open(tmp_path / "a.vlat") as f:
+        used = next(f.model.parameters()).dtype
+    assert next(auto.model.parameters()).dtype == torch.float32
+    assert used == (torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32)
+    src = read_all(photo_clip)
+    ref = np.concatenate(list(fp32.decode_frames(tmp_path / "f.vlat")))
+    assert abs(psnr(frames, src) - psnr(ref, src)) < 0.1
+    assert auto.describe()["dtype"] == f"auto (encode fp32, decode {'bf16' if used == torch.bfloat16 else 'fp32'})"
+
+
 def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
     """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones; an
     explicit --tile-frames wins; the file records what was used."""

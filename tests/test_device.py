@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaecodec.device import autotuned_convs, pick_device, pick_dtype
+from pathlib import Path
+
+from vaecodec.device import autotuned_convs, codec_dtypes, native_bf16, pick_device, pick_dtype
 from vaecodec.errors import UsageError
 
 
@@ -27,3 +29,17 @@ def test_names_are_checked():
         pick_device("tpu")
     with pytest.raises(UsageError):
         pick_dtype("fp8")
+
+
+def test_auto_dtype_follows_the_cpus_bf16_instructions():
+    """``auto`` encodes in fp32 and decodes in bf16 only where the CPU runs it natively (the
+    kernel's flags say so on Linux); a named dtype is used both ways."""
+    cpu = torch.device("cpu")
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+    if flags is not None and torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        assert native_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert codec_dtypes("auto", cpu) == (torch.float32, torch.bfloat16 if native_bf16(cpu) else torch.float32)
+    assert codec_dtypes("fp16", cpu) == (torch.float16, torch.float16)
+    assert not native_bf16(torch.device("meta"))
+    with pytest.raises(UsageError, match="auto, fp32"):
+        codec_dtypes("int8", cpu)

@@ -174,7 +174,7 @@ ModelDirOpt = Annotated[
     Optional[Path], typer.Option("--model-dir", help="Folder of model weights (default: $VAECODEC_MODELS).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cpu (auto: cuda, then mps, then cpu).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16. auto: encode in fp32, decode in bf16 where the CPU or GPU has it natively, else fp32.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 12 on a GPU).")]
 ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this multiple of its width and height (0.125-2); decoding restores the source size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 at 5, 1.5 at 6, 2 at 7-10 (1.5 at 7-8 for a smooth picture; above 1 only up to 1920x1080 coded pixels, with finer tables where that stops short).")]
@@ -253,7 +253,7 @@ def encode(
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
+    dtype: DtypeOpt = "auto",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames, at least 1.")] = None,
     tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1.")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels, a positive multiple of the model's spatial factor (tiny: 8, LTX: 32); bigger frames are split.")] = None,
@@ -287,11 +287,13 @@ def encode(
     if as_json:
         _print_json(r.to_dict())
     elif not quiet:
+        from .device import DTYPE_NAMES  # torch is loaded by now; `--help` stays fast without it
+
         _summary(f"encoded {src.name} → {dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"
                        + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")
                        + (" (steadied on a {}x{} canvas)".format(*r.canvas) if r.canvas else "")),
-            ("model", r.model_id),
+            ("model", f"{r.model_id} ({codec.device.type}, {DTYPE_NAMES[codec.encode_dtype]})"),
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
             ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
             ("ratio", f"{r.ratio:.0f}:1 vs raw RGB"),
@@ -311,7 +313,7 @@ def decode(
     model_path: Annotated[Optional[Path], typer.Option(help="Weights of the model the file names (for non-embedded models).")] = None,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
+    dtype: DtypeOpt = "auto",
     threads: ThreadsOpt = None,
     entropy_workers: EntropyWorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -328,9 +330,11 @@ def decode(
     if as_json:
         _print_json(r.to_dict())
     elif not quiet:
+        from .device import DTYPE_NAMES
+
         _summary(f"decoded {src.name} → {dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"),
-            ("model", r.model_id),
+            ("model", f"{r.model_id} ({c.device.type}, {DTYPE_NAMES[c.decode_dtype]})"),
             ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
         ])
 
@@ -398,7 +402,7 @@ def bench(
     refine: RefineOpt = 0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
+    dtype: DtypeOpt = "auto",
     threads: ThreadsOpt = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write RD curves and a per-frame PSNR trace to this image (format by extension: .png, .svg, .pdf, ...).")] = None,

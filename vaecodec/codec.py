@@ -30,7 +30,7 @@ import torch
 from . import __version__
 from . import camera as cam
 from .container import FLAG_CANVAS, FLAG_RESAMPLED, VlatReader, VlatWriter
-from .device import autotuned_convs, keep_freed_memory, pick_device, pick_dtype
+from .device import DTYPE_NAMES, autotuned_convs, codec_dtypes, keep_freed_memory, pick_device
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
@@ -332,7 +332,7 @@ class Codec:
         model: str = "tiny",
         *,
         device: str = "auto",
-        dtype: str = "fp32",
+        dtype: str = "auto",
         bits: int | None = None,
         quality: int | None = None,
         tables: int | None = None,
@@ -360,7 +360,8 @@ class Codec:
                      chunk_latents=(chunk_latents, int), zstd_level=(zstd_level, int),
                      zstd_threads=(zstd_threads, int), entropy_workers=(entropy_workers, int))
         self.model_spec, self.model_dir, self.model_path = model, model_dir, model_path
-        self.device, self.dtype_name, self.dtype = pick_device(device), dtype, pick_dtype(dtype)
+        self.device, self.dtype_name = pick_device(device), dtype
+        self.encode_dtype, self.decode_dtype = codec_dtypes(dtype, self.device)
         if entropy_workers is not None and entropy_workers < 0:
             raise UsageError(f"--entropy-workers must be >= 0, got {entropy_workers}")
         self.entropy_workers = default_entropy_workers(self.device) if entropy_workers is None else entropy_workers
@@ -384,7 +385,8 @@ class Codec:
             "overlap_px": tile_overlap_px,
         }
         self.zstd_level, self.zstd_threads = zstd_level, zstd_threads
-        self._model: VideoVAE | None = None
+        self._model: VideoVAE | None = None  # the encode model (``encode_dtype``)
+        self._decoder: VideoVAE | None = None  # the last file's model, when it is not that one
         keep_freed_memory()
 
     @property
@@ -401,16 +403,23 @@ class Codec:
     def model(self) -> VideoVAE:
         """The encode model, loaded on first use."""
         if self._model is None:
-            self._model = load_model(resolve(self.model_spec, self.model_dir), self.device, self.dtype)
+            self._model = load_model(resolve(self.model_spec, self.model_dir), self.device, self.encode_dtype)
         return self._model
 
     def _model_for(self, header_model: dict) -> VideoVAE:
-        """The model a file needs: reuse the loaded one when the weights match, else load it."""
-        if self._model is not None and self._model.weights_sha256 == header_model.get("sha256"):
-            return self._model
-        model = load_model(ref_for_file(header_model, self.model_path, self.model_dir), self.device, self.dtype)
+        """The model a file needs, in ``decode_dtype``: a loaded one when weights and dtype
+        match, else loaded (kept apart from the encode model, which a later encode still wants)."""
+        sha = header_model.get("sha256")
+        for model in (self._decoder, self._model):
+            if model is not None and model.weights_sha256 == sha and next(model.parameters()).dtype == self.decode_dtype:
+                return model
+        if self._model is not None and self._model.weights_sha256 == sha:  # the encoder's weights, again
+            ref = resolve(self.model_spec, self.model_dir)
+        else:
+            ref = ref_for_file(header_model, self.model_path, self.model_dir)
+        model = load_model(ref, self.device, self.decode_dtype)
         check_weights(model, header_model)
-        self._model = model
+        self._decoder = model
         return model
 
     def _tiling(self, model: VideoVAE, height: int, width: int) -> Tiling:
@@ -427,7 +436,7 @@ class Codec:
         return tiling
 
     def _runner(self, model: VideoVAE, tiling: Tiling) -> TileRunner:
-        dtype = self.dtype
+        dtype = next(model.parameters()).dtype  # the encode or the decode model's
 
         def encode_fn(x: torch.Tensor) -> torch.Tensor:  # uint8 [1,3,T,h,w] -> latent mean
             return model.encode(x.to(dtype, copy=True).div_(127.5).sub_(1))[0]  # one float copy of the tile
@@ -479,7 +488,8 @@ class Codec:
             "weights_sha256": m.weights_sha256,
             "torch": torch.__version__,
             "device": name,
-            "dtype": self.dtype_name,
+            "dtype": self.dtype_name if self.dtype_name != "auto" else
+            f"auto (encode {DTYPE_NAMES[self.encode_dtype]}, decode {DTYPE_NAMES[self.decode_dtype]})",
             "threads": torch.get_num_threads(),
         }
 

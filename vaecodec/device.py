@@ -15,6 +15,7 @@ import torch
 from .errors import UsageError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def keep_freed_memory() -> None:
@@ -55,6 +56,31 @@ def pick_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 convolutions run in hardware here, not emulated: CUDA from Ampere on, and
+    x86 CPUs with AVX512-BF16 or AMX (the probes are torch's; an older torch without them says no)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(probe is not None and probe() for probe in probes)
+    return False
+
+
+def codec_dtypes(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """The (encode, decode) dtypes for ``--dtype``: a named one for both, or ``auto``.
+
+    ``auto`` encodes in fp32, because the encoder's latents set the bits (bf16 latents cost 0-3 %
+    more at the same picture), and decodes in bf16 where the hardware has it: the decoder only
+    makes pixels, the same to a few hundredths of a dB, 1.3-1.6x faster (docs/BENCHMARKS.md).
+    """
+    if name == "auto":
+        return torch.float32, torch.bfloat16 if native_bf16(device) else torch.float32
+    if name not in DTYPES:
+        raise UsageError(f"--dtype must be one of auto, {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name], DTYPES[name]
 
 
 @contextmanager
