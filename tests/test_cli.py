@@ -83,9 +83,9 @@ def test_info_names_the_level_and_its_table_set(encoded):
     p = run("encode", src, d / "q8.vlat", "--quality", "8", "--quiet")
     assert p.returncode == 0, p.stderr
     p = run("info", d / "q8.vlat")
-    assert p.returncode == 0 and re.search(r"quality 8 \(table set [67]\)", p.stdout), p.stdout
+    assert p.returncode == 0 and re.search(r"quality 8 \(table set [47]\)", p.stdout), p.stdout
     with VlatReader(d / "q8.vlat") as f:
-        assert f.header["quantization"]["level"] == 8 and f.header["quantization"]["quality"] in (6, 7)
+        assert f.header["quantization"]["level"] == 8 and f.header["quantization"]["quality"] in (4, 7)  # busy or smooth
     p = run("info", d / "out.vlat")
     assert p.returncode == 0 and "bits/pixel" in p.stdout
 
@@ -135,7 +135,7 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(encoded, tmp_path):
     one_line_error(run("bench", src, "--deadzone", "0.6", "--baselines", "none"), 2, "--deadzone")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--motion"), 2, "--motion")
     one_line_error(run("bench", src, "--bits", "8", "--motion", "--baselines", "none"), 2, "--motion")
-    one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "3"), 2, "--scale")
+    one_line_error(run("encode", src, tmp_path / "x.vlat", "--scale", "5"), 2, "--scale")
     one_line_error(run("bench", src, "--scale", "0", "--baselines", "none"), 2, "--scale")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--refine", "-1"), 2, "--refine")
     one_line_error(run("encode", src, tmp_path / "x.vlat", "--bits", "8", "--refine", "4"), 2, "--refine")

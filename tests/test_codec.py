@@ -397,14 +397,14 @@ def test_a_small_tile_keeps_what_default_overlap_fits(tmp_path):
 
 
 def test_scale_is_checked():
-    for bad in (0.0, 0.1, 2.5):
+    for bad in (0.0, 0.1, 4.5):
         with pytest.raises(UsageError, match="--scale"):
             Codec(device="cpu", scale=bad)
 
 
 def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
-    """At the top the model saturates at full size: quality 7 (the tables of quality 5 on a
-    picture 2x as wide and high, 960x640 for a 480x320 source) decodes back to the source
+    """At the top the model saturates at full size: quality 7 (the tables of quality 4 on a
+    picture 2.5x as wide and high, 1200x800 for a 480x320 source) decodes back to the source
     size and lies well above the full-size RD curve through the finest tables (qualities 9
     and 10 at --scale 1) at its rate. The header names both the tables and the level."""
     from vaecodec.container import FLAG_RESAMPLED
@@ -413,15 +413,16 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
     points = {}
     for name, quality, scale in (("full9", 9, 1.0), ("full10", 10, 1.0), ("level7", 7, None)):
         path = tmp_path / f"{name}.vlat"
-        r = Codec(device="cpu", quality=quality, scale=scale, camera=False).encode(sample_clip, path)
+        tables = {"full9": 7, "full10": 8}.get(name)  # the finest tables at the source size
+        r = Codec(device="cpu", quality=quality, scale=scale, tables=tables, camera=False).encode(sample_clip, path)
         with vaecodec.open(path, device="cpu") as f:
             frames = f.frames_tensor().numpy()
             assert frames.shape == src.shape
             q = f.header["quantization"]
-            assert (q["quality"], q["level"]) == {"full9": (7, 9), "full10": (8, 10), "level7": (5, 7)}[name]
+            assert (q["quality"], q.get("level")) == {"full9": (7, None), "full10": (8, None), "level7": (4, 7)}[name]
             if scale is None:
-                assert f.reader.flags == FLAG_RESAMPLED and r.coded_size == (960, 640)
-                assert f.latent_shape[2:] == (80, 120)
+                assert f.reader.flags == FLAG_RESAMPLED and r.coded_size == (1200, 800)
+                assert f.latent_shape[2:] == (100, 150)
                 assert np.array_equal(f.frames_tensor(9, 14).numpy(), frames[9:14])  # random access
         points[name] = (np.log(r.file_bytes), psnr(frames, src))
     (r9, p9), (r10, p10), (rl, pl) = points["full9"], points["full10"], points["level7"]
@@ -430,7 +431,7 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
 
 def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     """Quality 7 codes a smooth picture (one that survives halving and restoring) at 1.5x with
-    the tables of 6, a detailed one (or one that fades in from black) at 2x with those of 5;
+    tables 6, a detailed one (or one that fades in from black) at 2.5x with tables 4;
     the file names the level either way.
     ``Codec(tables=...)`` overrides the table set and leaves the picture size to the level."""
     from vaecodec.quant import SMOOTH_DB
@@ -440,8 +441,8 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     smooth = resize_frames(resize_frames(detailed, 120, 80), 480, 320)
     assert fine_detail_db(smooth[0]) >= SMOOTH_DB > fine_detail_db(detailed[0])
     fade_in = np.concatenate([np.zeros_like(detailed[:4]), detailed[:5]])  # starts black: not smooth
-    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (5, (960, 640))),
-                               ("fade_in", fade_in, (5, (960, 640)))):
+    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (4, (1200, 800))),
+                               ("fade_in", fade_in, (4, (1200, 800)))):
         clip = _lossless(frames, tmp_path / f"{name}.mkv")
         r = Codec(device="cpu", quality=7).encode(clip, tmp_path / f"{name}.vlat")
         with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
@@ -452,36 +453,58 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     r = Codec(device="cpu", quality=7, tables=8).encode(clip, tmp_path / "tables.vlat")
     with vaecodec.open(tmp_path / "tables.vlat", device="cpu") as f:
         assert f.header["quantization"]["quality"] == 8 and "level" not in f.header["quantization"]
-        assert r.coded_size == (960, 640)
+        assert r.coded_size == (1200, 800)
     with pytest.raises(UsageError, match="tables=.*entropy coder"):
         Codec(device="cpu", bits=8, tables=8).encode(clip, tmp_path / "bits.vlat")
 
 
-def test_quality_ladder_grows_and_stays_within_a_1080p_picture():
-    """Each level codes finer tables or a larger picture than the one below; the default (5)
-    codes the source size with its own tables (the files of earlier versions); enlarging
-    stops at 1920x1080 coded pixels and never shrinks a source on its account, and where it
-    stops short, finer tables make up for it."""
-    from vaecodec.quant import LADDER, Level, fit_level
+def test_quality_ladder_stays_within_its_pixel_cap_and_fits_large_sources():
+    """The default (5) codes the source size with its own tables (the files of earlier
+    versions); every level above codes a larger picture than 5; enlarging stops at about 5 MP
+    of coded pixels (3.5x a 480p picture) and never shrinks a source on its account, and where
+    it stops short, finer tables make up for it."""
+    from vaecodec.quant import LADDER, SMOOTH_LADDER, Level, fit_level
     from vaecodec.resample import MAX_UPSCALED_PIXELS, capped_scale, coded_size
 
-    levels = [LADDER[q] for q in sorted(LADDER)]
     assert sorted(LADDER) == list(range(1, 11)) and LADDER[5] == Level(5, 1.0)
-    assert all(a.table <= b.table and a.scale <= b.scale and a != b for a, b in zip(levels, levels[1:]))
+    assert all(LADDER[q].scale > 1 for q in range(6, 11)) and all(SMOOTH_LADDER[q].scale > 1 for q in SMOOTH_LADDER)
     for w, h in ((854, 480), (1280, 720), (1600, 900), (1920, 1080), (3840, 2160)):
-        cw, ch = coded_size(w, h, capped_scale(max(lv.scale for lv in levels), w, h))
+        cw, ch = coded_size(w, h, capped_scale(max(lv.scale for lv in LADDER.values()), w, h))
         assert cw >= w and ch >= h and cw * ch <= max(w * h, MAX_UPSCALED_PIXELS * 1.01)
-    assert capped_scale(2.0, 854, 480) == 2.0 and capped_scale(2.0, 1920, 1080) == 1.0
-    assert capped_scale(0.5, 3840, 2160) == 0.5
+    assert capped_scale(3.5, 854, 480) == 3.5 and 1.55 < capped_scale(3.5, 1920, 1080) < 1.56
+    assert capped_scale(2.0, 3840, 2160) == 1.0 and capped_scale(0.5, 3840, 2160) == 0.5
     # where the picture may not grow as far, finer tables keep the top levels apart
-    fitted = {size: [fit_level(LADDER[q], *size, 8) for q in range(5, 11)] for size in ((1920, 1080), (1280, 720))}
-    assert fitted[(1920, 1080)] == [Level(5, 1.0), Level(6, 1.0), Level(7, 1.0), Level(8, 1.0), Level(8, 1.0),
-                                    Level(8, 1.0)]
-    assert fitted[(1280, 720)] == [Level(5, 1.0), Level(5, 1.5), Level(6, 1.5), Level(7, 1.5), Level(8, 1.5),
-                                   Level(8, 1.5)]
-    assert [fit_level(LADDER[q], 854, 480, 8) for q in LADDER] == [LADDER[q] for q in LADDER]
+    fitted = {size: [fit_level(LADDER[q], capped_scale(LADDER[q].scale, *size), 8) for q in range(5, 11)]
+              for size in ((1920, 1080), (1280, 720))}
+    s1080, s720 = capped_scale(3.5, 1920, 1080), capped_scale(3.5, 1280, 720)
+    assert fitted[(1920, 1080)] == [Level(5, 1.0), Level(5, 1.5), Level(6, s1080), Level(7, s1080), Level(8, s1080),
+                                    Level(8, s1080)]
+    assert fitted[(1280, 720)] == [Level(5, 1.0), Level(5, 1.5), Level(4, s720), Level(5, s720), Level(6, s720),
+                                   Level(8, s720)]
+    assert [fit_level(LADDER[q], capped_scale(LADDER[q].scale, 854, 480), 8) for q in LADDER] == list(LADDER.values())
+    # a --scale below the level's enlarges less, and finer tables make up for it (never coarser
+    # than a lower level at that size); --scale up to 1 and levels up to 5 keep their tables
+    assert [fit_level(LADDER[q], 1.0, 8).table for q in range(5, 11)] == [5, 6, 7, 8, 8, 8]
+    assert fit_level(LADDER[8], 1.5, 8) == Level(7, 1.5) and fit_level(LADDER[2], 1.0, 8) == Level(2, 1.0)
+    assert fit_level(LADDER[5], 0.5, 8) == Level(5, 0.5)
     with pytest.raises(UsageError, match="--quality must be from 1 to 10, got 11"):
         Codec(device="cpu", quality=11).encode(SAMPLE, "/nonexistent/x.vlat")
+
+
+def test_each_quality_above_the_default_spends_more_bits_for_a_better_picture(tmp_path):
+    """On a detailed real photo panning (not smooth, so the large rungs of levels 7-10), each
+    level from 5 to 10 gives a larger file and a higher PSNR than the level below."""
+    photo = read_all(SAMPLE)[0]
+    src = np.stack([photo[40 + t:104 + t, 60 + 2 * t:156 + 2 * t] for t in range(9)])  # 9 x 64x96
+    clip = _lossless(src, tmp_path / "pan.mkv")
+    got = []
+    for q in range(5, 11):
+        r = Codec(device="cpu", quality=q).encode(clip, tmp_path / f"q{q}.vlat")
+        with vaecodec.open(tmp_path / f"q{q}.vlat", device="cpu") as f:
+            assert f.header["quantization"]["level"] == q
+            got.append((q, r.coded_size, r.file_bytes, round(psnr(f.frames_tensor().numpy(), src), 2)))
+    assert [g[1] for g in got[2:]] == [(240, 160), (288, 192), (288, 192), (336, 224)], got  # 2.5x, 3x, 3x, 3.5x
+    assert all(a[2] < b[2] and a[3] < b[3] for a, b in zip(got, got[1:])), got
 
 
 def test_low_qualities_code_a_smaller_picture_by_default(sample_clip, tmp_path):

@@ -36,7 +36,7 @@ from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, re
 from .models.base import Tiling
 from .quant import SMOOTH_DB, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
-from .resample import check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
+from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
@@ -474,8 +474,9 @@ class Codec:
         smooth = (level in SMOOTH_LADDER and len(first) > 0
                   and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB)
         rung = ladder_level(level, smooth)
-        if self.scale is None:  # a large source is not enlarged as far: finer tables instead
-            rung = fit_level(rung, width, height, max(model.entropy_coder.qualities))
+        # a large source is not enlarged as far, nor a picture whose --scale asks for less: finer tables
+        scale = capped_scale(rung.scale, width, height) if self.scale is None else self.scale
+        rung = fit_level(rung, scale, max(model.entropy_coder.qualities))
         return rung if self.tables is None else Level(self.tables, rung.scale)
 
     def describe(self) -> dict:

@@ -21,7 +21,6 @@ import torch
 
 from . import motion as mc
 from .errors import FormatError, UsageError
-from .resample import capped_scale
 
 MIN_BITS, MAX_BITS = 4, 8
 MAX_DEADZONE = 0.5
@@ -44,14 +43,16 @@ class Level:
 # The embedded model's quality ladder, the way streaming ladders move resolution with bitrate
 # (docs/MODEL.md "The quality ladder"). The model's 16 channels per 8x8x4 pixels bound both
 # ends: at low rates its few bits go further on a smaller picture; at high rates its detail
-# saturates: on the busy held-out pan, tables 6 -> 8 at 1.5x buy +0.4 dB for 2.6x the bits,
-# while 2x the width and height at table 5 gives +1.3 dB over 1.5x at table 8 for 42 % of its
-# bits. So the top levels code up to 2x the picture at tables 5-6; 9-10 add the fine tables.
+# saturates, and more latent cells per source pixel buy far more than finer steps. On the three
+# busy held-out 480p pans, 3x the width and height at tables 4 gives 0.5-1.2 dB more than 2x at
+# tables 6 for 5-17 % fewer bits, and on the busiest the hull of (scale, tables) points runs along
+# tables 4 up to 3.5x before finer tables pay. So the top levels code 2.5-3.5x the picture.
 LADDER = {1: Level(1, 0.5), 2: Level(2, 0.5), 3: Level(3, 0.75), 4: Level(4, 0.75), 5: Level(5, 1.0),
-          6: Level(5, 1.5), 7: Level(5, 2.0), 8: Level(6, 2.0), 9: Level(7, 2.0), 10: Level(8, 2.0)}
+          6: Level(5, 1.5), 7: Level(4, 2.5), 8: Level(4, 3.0), 9: Level(5, 3.0), 10: Level(6, 3.5)}
 # A smooth picture does not saturate the model at 1.5x, and there finer tables beat a larger
-# picture at equal rate (+0.4-1.0 dB on the smooth held-out pans) and decode 2x faster.
-SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5)}
+# picture at equal rate (+0.4-1.0 dB on the smooth held-out pans at levels 7-8; at 9-10 2x with
+# tables 7-8 beats 2.5-3x with tables 6) and decode several times faster.
+SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5), 9: Level(7, 2.0), 10: Level(8, 2.0)}
 # A picture is smooth when halving and restoring its size keeps it above this PSNR
 # (``resample.fine_detail_db``): on 14 pans the smooth rung was as good or better from 39.1 dB
 # up and the 2x rung better from 36.6 dB down (docs/MODEL.md, "The quality ladder").
@@ -70,14 +71,14 @@ def ladder_level(quality: int, smooth: bool = False) -> Level:
     return SMOOTH_LADDER.get(quality, LADDER[quality]) if smooth else LADDER[quality]
 
 
-def fit_level(rung: Level, width: int, height: int, finest: int) -> Level:
-    """``rung`` for a ``width`` x ``height`` source, which may not be enlarged that far
-    (``resample.capped_scale``): each half of the lost enlargement becomes one finer table set,
-    up to ``finest``, so the top levels stay apart (1080p: tables 6, 7, 8 at levels 6-8, as
-    before the ladder). On the pans measured, +0.5x and one finer table set each cost 1.5-1.7x
-    the bits."""
-    scale = capped_scale(rung.scale, width, height)
-    return Level(min(rung.table + round((rung.scale - scale) / 0.5), finest), scale)
+def fit_level(rung: Level, scale: float, finest: int) -> Level:
+    """``rung`` on a picture of ``scale`` instead, for a source that may not be enlarged as far
+    (``resample.capped_scale``) or a ``--scale`` that asks for less: each half of the
+    enlargement lost becomes one finer table set, up to ``finest``, so the top levels stay
+    apart and a higher level never codes coarser at a given size. On the pans measured, +0.5x
+    and one finer table set each cost 1.5-1.7x the bits. (Scales up to 1 lose no enlargement.)"""
+    lost = max(0.0, rung.scale - max(scale, 1.0))
+    return Level(min(rung.table + round(lost / 0.5), finest), scale)
 
 
 @dataclass(frozen=True)
