@@ -105,13 +105,13 @@ def test_auto_dtype_encodes_in_fp32_and_decodes_in_bf16_where_the_hardware_has_i
 
 
 def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
-    """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones; an
-    explicit --tile-frames wins; the file records what was used."""
+    """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones, larger
+    pictures shorter still; an explicit --tile-frames wins; the file records what was used."""
     from vaecodec.models.tiny import TinyVAE
 
     m = TinyVAE()
     assert m.tiling_for(480, 856).latent_frames == 12 and m.tiling_for(1088, 1920).latent_frames == 8
-    assert m.tiling_for(2160, 3840).latent_frames == 8
+    assert m.tiling_for(1440, 2560).latent_frames == 4 and m.tiling_for(2160, 3840).latent_frames == 4
     for kwargs, expect in (({}, 12), ({"tile_frames": 5}, 5)):
         Codec(device="cpu", **kwargs).encode(photo_clip, tmp_path / "t.vlat", overwrite=True)
         with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:

@@ -344,9 +344,12 @@ class TinyVAE(VideoVAE):
         """Frames smaller than 1080p get longer temporal tiles, up to 12 latent frames (49
         pixel frames): fewer intra-coded chunk starts (1.5-9 % fewer bits at 480p) and less
         overlap work (decode +8 % fps), while no tile holds more pixels than a 33-frame 1080p
-        one. 16 latent frames saved only ~0.5 % more bits for +0.4 GB decode memory at 480p."""
+        one. 16 latent frames saved only ~0.5 % more bits for +0.4 GB decode memory at 480p.
+        Larger pictures (the top quality levels code 480p at 3-3.5x) get shorter tiles, down to
+        4 latent frames: a 3x 480p pan decoded in 4.2 GB instead of 5.5, 7 % faster, with the
+        same bytes."""
         frames = self.tile_budget // max(1, height * width)
-        return replace(self.tiling, latent_frames=min(12, max(8, (frames - 1) // 4)))
+        return replace(self.tiling, latent_frames=min(12, max(4, (frames - 1) // 4)))
 
 
 def load(path: str | Path | None, device: torch.device, dtype: torch.dtype) -> TinyVAE:
