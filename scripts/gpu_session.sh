@@ -24,9 +24,11 @@
 #   encode (the camera stage on the host, since halved). Next session, pipeline first, one quality
 #   per call on the warm machine:
 #     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0 --qualities 5"  (timeout_s 200)
-#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 12 --qualities 8"       (timeout_s 300)
-#   (the first checks the one-pass cut-out against the 856-895 fps of 2026-11-27), then train with
-#   what is left, e.g. TRAIN_EXTRA="--flicker 1" (docs/MODEL.md: halved the boundary flicker on the CPU).
+#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 2 --no-mp4 --workers 12 --qualities 8"       (timeout_s 300)
+#   (the first checks the one-pass cut-out against the 856-895 fps of 2026-11-27; since the ladder
+#   went to 3.5x, quality 8 codes this busy clip at 3x, 2.25x the pixels of the 2x it had: use
+#   --loop 2 there, or `--qualities 7` for 2.5x), then train with what is left, e.g.
+#   TRAIN_EXTRA="--flicker 1" (docs/MODEL.md: halved the boundary flicker on the CPU).
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
