@@ -431,18 +431,20 @@ def test_top_of_the_ladder_codes_a_larger_picture(sample_clip, tmp_path):
 
 def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
     """Quality 7 codes a smooth picture (one that survives halving and restoring) at 1.5x with
-    tables 6, a detailed one (or one that fades in from black) at 2.5x with tables 4;
+    tables 6, one of middle detail at 2x with tables 5, a busy one (or one that fades in from
+    black, where the busiest frame decides) at 2.5x with tables 4;
     the file names the level either way.
     ``Codec(tables=...)`` overrides the table set and leaves the picture size to the level."""
-    from vaecodec.quant import SMOOTH_DB
+    from vaecodec.quant import BUSY_DB, SMOOTH_DB
     from vaecodec.resample import fine_detail_db, resize_frames
 
     detailed = read_all(SAMPLE)[:9]
     smooth = resize_frames(resize_frames(detailed, 120, 80), 480, 320)
-    assert fine_detail_db(smooth[0]) >= SMOOTH_DB > fine_detail_db(detailed[0])
+    middle = resize_frames(resize_frames(detailed, 320, 213), 480, 320)
+    assert fine_detail_db(smooth[0]) >= SMOOTH_DB > fine_detail_db(middle[0]) >= BUSY_DB > fine_detail_db(detailed[0])
     fade_in = np.concatenate([np.zeros_like(detailed[:4]), detailed[:5]])  # starts black: not smooth
-    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("detailed", detailed, (4, (1200, 800))),
-                               ("fade_in", fade_in, (4, (1200, 800)))):
+    for name, frames, want in (("smooth", smooth, (6, (720, 480))), ("middle", middle, (5, (960, 640))),
+                               ("detailed", detailed, (4, (1200, 800))), ("fade_in", fade_in, (4, (1200, 800)))):
         clip = _lossless(frames, tmp_path / f"{name}.mkv")
         r = Codec(device="cpu", quality=7).encode(clip, tmp_path / f"{name}.vlat")
         with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
@@ -460,32 +462,42 @@ def test_smooth_pictures_take_finer_tables_at_the_top(tmp_path):
 
 def test_quality_ladder_stays_within_its_pixel_cap_and_fits_large_sources():
     """The default (5) codes the source size with its own tables (the files of earlier
-    versions); every level above codes a larger picture than 5; enlarging stops at about 5 MP
-    of coded pixels (3.5x a 480p picture) and never shrinks a source on its account, and where
-    it stops short, finer tables make up for it."""
-    from vaecodec.quant import LADDER, SMOOTH_LADDER, Level, fit_level
+    versions); every level above codes a larger picture than 5, a busy picture the largest;
+    enlarging stops at about 5 MP of coded pixels (3.5x a 480p picture) and never shrinks a
+    source on its account, and where it stops short, finer tables make up for it."""
+    from vaecodec.quant import BUSY_DB, BUSY_LADDER, LADDER, SMOOTH_DB, SMOOTH_LADDER, Level, fit_level, ladder_level
     from vaecodec.resample import MAX_UPSCALED_PIXELS, capped_scale, coded_size
 
     assert sorted(LADDER) == list(range(1, 11)) and LADDER[5] == Level(5, 1.0)
-    assert all(LADDER[q].scale > 1 for q in range(6, 11)) and all(SMOOTH_LADDER[q].scale > 1 for q in SMOOTH_LADDER)
+    for q in range(6, 11):
+        busy, middle, smooth = (ladder_level(q, db) for db in (BUSY_DB - 1, (BUSY_DB + SMOOTH_DB) / 2, SMOOTH_DB))
+        assert busy.scale >= middle.scale >= smooth.scale > 1 and middle == ladder_level(q) == LADDER[q]
+    widest = max(lv.scale for lv in (*LADDER.values(), *BUSY_LADDER.values()))
     for w, h in ((854, 480), (1280, 720), (1600, 900), (1920, 1080), (3840, 2160)):
-        cw, ch = coded_size(w, h, capped_scale(max(lv.scale for lv in LADDER.values()), w, h))
+        cw, ch = coded_size(w, h, capped_scale(widest, w, h))
         assert cw >= w and ch >= h and cw * ch <= max(w * h, MAX_UPSCALED_PIXELS * 1.01)
     assert capped_scale(3.5, 854, 480) == 3.5 and 1.55 < capped_scale(3.5, 1920, 1080) < 1.56
     assert capped_scale(2.0, 3840, 2160) == 1.0 and capped_scale(0.5, 3840, 2160) == 0.5
+
+    def fitted(ladder: dict, w: int, h: int) -> list[Level]:
+        return [fit_level(ladder.get(q, LADDER[q]), capped_scale(ladder.get(q, LADDER[q]).scale, w, h), 8)
+                for q in range(5, 11)]
+
     # where the picture may not grow as far, finer tables keep the top levels apart
-    fitted = {size: [fit_level(LADDER[q], capped_scale(LADDER[q].scale, *size), 8) for q in range(5, 11)]
-              for size in ((1920, 1080), (1280, 720))}
     s1080, s720 = capped_scale(3.5, 1920, 1080), capped_scale(3.5, 1280, 720)
-    assert fitted[(1920, 1080)] == [Level(5, 1.0), Level(5, 1.5), Level(6, s1080), Level(7, s1080), Level(8, s1080),
-                                    Level(8, s1080)]
-    assert fitted[(1280, 720)] == [Level(5, 1.0), Level(5, 1.5), Level(4, s720), Level(5, s720), Level(6, s720),
-                                   Level(8, s720)]
-    assert [fit_level(LADDER[q], capped_scale(LADDER[q].scale, 854, 480), 8) for q in LADDER] == list(LADDER.values())
+    assert fitted(LADDER, 1920, 1080) == [Level(5, 1.0), Level(5, 1.5), Level(6, s1080), Level(7, s1080),
+                                          Level(8, s1080), Level(8, s1080)]
+    assert fitted(BUSY_LADDER, 1920, 1080) == [Level(5, 1.0), Level(5, 1.5), Level(6, s1080), Level(7, s1080),
+                                               Level(8, s1080), Level(8, s1080)]
+    assert fitted(BUSY_LADDER, 1280, 720) == [Level(5, 1.0), Level(5, 1.5), Level(4, s720), Level(5, s720),
+                                              Level(6, s720), Level(8, s720)]
+    assert fitted(LADDER, 1280, 720) == [LADDER[q] for q in range(5, 11)]
+    assert fitted(BUSY_LADDER, 854, 480) == [BUSY_LADDER.get(q, LADDER[q]) for q in range(5, 11)]
     # a --scale below the level's enlarges less, and finer tables make up for it (never coarser
     # than a lower level at that size); --scale up to 1 and levels up to 5 keep their tables
     assert [fit_level(LADDER[q], 1.0, 8).table for q in range(5, 11)] == [5, 6, 7, 8, 8, 8]
-    assert fit_level(LADDER[8], 1.5, 8) == Level(7, 1.5) and fit_level(LADDER[2], 1.0, 8) == Level(2, 1.0)
+    assert [fit_level(BUSY_LADDER[q], 1.0, 8).table for q in range(7, 11)] == [7, 8, 8, 8]
+    assert fit_level(BUSY_LADDER[8], 1.5, 8) == Level(7, 1.5) and fit_level(LADDER[2], 1.0, 8) == Level(2, 1.0)
     assert fit_level(LADDER[5], 0.5, 8) == Level(5, 0.5)
     with pytest.raises(UsageError, match="--quality must be from 1 to 10, got 11"):
         Codec(device="cpu", quality=11).encode(SAMPLE, "/nonexistent/x.vlat")

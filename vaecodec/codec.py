@@ -34,7 +34,7 @@ from .device import DTYPE_NAMES, autotuned_convs, codec_dtypes, keep_freed_memor
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
 from .models.base import Tiling
-from .quant import SMOOTH_DB, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
+from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
@@ -469,11 +469,12 @@ class Codec:
         whose first frames are ``first``; None without entropy coding."""
         if level is None:
             return None
-        # finer tables where the picture is smooth, at the levels where that changes the rung; the
-        # first, middle and last frame read decide (a fade from black is not a smooth picture)
-        smooth = (level in SMOOTH_LADDER and len(first) > 0
-                  and min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1}) >= SMOOTH_DB)
-        rung = ladder_level(level, smooth)
+        # finer tables where the picture is smooth, a larger picture where it is busy, at the levels
+        # where that changes the rung; the first, middle and last frame read decide, the least
+        # smooth of them (a fade from black is not a smooth picture)
+        detail = (min(fine_detail_db(first[i]) for i in {0, len(first) // 2, -1})
+                  if level in SMOOTH_LADDER.keys() | BUSY_LADDER.keys() and len(first) > 0 else None)
+        rung = ladder_level(level, detail)
         # a large source is not enlarged as far, nor a picture whose --scale asks for less: finer tables
         scale = capped_scale(rung.scale, width, height) if self.scale is None else self.scale
         rung = fit_level(rung, scale, max(model.entropy_coder.qualities))

@@ -43,20 +43,27 @@ class Level:
 # The embedded model's quality ladder, the way streaming ladders move resolution with bitrate
 # (docs/MODEL.md "The quality ladder"). The model's 16 channels per 8x8x4 pixels bound both
 # ends: at low rates its few bits go further on a smaller picture; at high rates its detail
-# saturates, and more latent cells per source pixel buy far more than finer steps. On the three
-# busy held-out 480p pans, 3x the width and height at tables 4 gives 0.5-1.2 dB more than 2x at
-# tables 6 for 5-17 % fewer bits, and on the busiest the hull of (scale, tables) points runs along
-# tables 4 up to 3.5x before finer tables pay. So the top levels code 2.5-3.5x the picture.
+# saturates: on the busy held-out pan, tables 6 -> 8 at 1.5x buy +0.4 dB for 2.6x the bits,
+# while 2x the width and height at table 5 gives +1.3 dB over 1.5x at table 8 for 42 % of its
+# bits. So the top levels code up to 2x the picture at tables 5-6; 9-10 add the fine tables.
+# How far to enlarge depends on how much fine detail the picture has (``resample.fine_detail_db``
+# of its first, middle and last frame read, the lowest): this ladder is for the middle.
 LADDER = {1: Level(1, 0.5), 2: Level(2, 0.5), 3: Level(3, 0.75), 4: Level(4, 0.75), 5: Level(5, 1.0),
-          6: Level(5, 1.5), 7: Level(4, 2.5), 8: Level(4, 3.0), 9: Level(5, 3.0), 10: Level(6, 3.5)}
-# A smooth picture does not saturate the model at 1.5x, and there finer tables beat a larger
-# picture at equal rate (+0.4-1.0 dB on the smooth held-out pans at levels 7-8; at 9-10 2x with
-# tables 7-8 beats 2.5-3x with tables 6) and decode several times faster.
-SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5), 9: Level(7, 2.0), 10: Level(8, 2.0)}
-# A picture is smooth when halving and restoring its size keeps it above this PSNR
-# (``resample.fine_detail_db``): on 14 pans the smooth rung was as good or better from 39.1 dB
-# up and the 2x rung better from 36.6 dB down (docs/MODEL.md, "The quality ladder").
-SMOOTH_DB = 38.0
+          6: Level(5, 1.5), 7: Level(5, 2.0), 8: Level(6, 2.0), 9: Level(7, 2.0), 10: Level(8, 2.0)}
+# A busy picture (below BUSY_DB) keeps paying for more latent cells per source pixel far past 2x:
+# on the three busy held-out 480p pans 3x at tables 4 gave 0.5-1.2 dB more than 2x at tables 6
+# for 5-17 % fewer bits, and on the busiest the hull of (scale, tables) runs along tables 4 up to
+# 3.5x before finer tables pay (docs/MODEL.md, "The ladder goes to 3.5x"). On pictures of middle
+# detail (33-37 dB) the same rungs lost 0.5-3 dB to the 2x ones.
+BUSY_LADDER = {7: Level(4, 2.5), 8: Level(4, 3.0), 9: Level(5, 3.0), 10: Level(6, 3.5)}
+# A smooth picture (from SMOOTH_DB up) does not saturate the model at 1.5x, and there finer
+# tables beat a larger picture at equal rate (+0.4-1.0 dB on the smooth held-out pans) and
+# decode 2x faster.
+SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5)}
+# Thresholds on ``fine_detail_db``: on 14 pans the smooth rung was as good or better than the
+# 2x one from 39.1 dB up and worse from 36.6 dB down; the busy rung better than the 2x one on
+# the four pans at 26.0-29.6 dB and worse on the four at 33.1-36.6 dB.
+SMOOTH_DB, BUSY_DB = 38.0, 31.5
 
 
 def check_level(quality: int) -> int:
@@ -65,10 +72,15 @@ def check_level(quality: int) -> int:
     return quality
 
 
-def ladder_level(quality: int, smooth: bool = False) -> Level:
-    """The rung of ``--quality`` for a picture whose first frame is ``smooth`` or not."""
+def ladder_level(quality: int, detail_db: float | None = None) -> Level:
+    """The rung of ``--quality`` for a picture with ``detail_db`` of fine detail
+    (``resample.fine_detail_db``, lower is busier; None: the middle ladder)."""
     check_level(quality)
-    return SMOOTH_LADDER.get(quality, LADDER[quality]) if smooth else LADDER[quality]
+    if detail_db is not None and detail_db >= SMOOTH_DB:
+        return SMOOTH_LADDER.get(quality, LADDER[quality])
+    if detail_db is not None and detail_db < BUSY_DB:
+        return BUSY_LADDER.get(quality, LADDER[quality])
+    return LADDER[quality]
 
 
 def fit_level(rung: Level, scale: float, finest: int) -> Level:
