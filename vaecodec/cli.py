@@ -177,7 +177,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cuda | mps | cp
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16. auto: encode in fp32, decode in bf16 where the CPU or GPU has it natively, else fp32.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 EntropyWorkersOpt = Annotated[Optional[int], typer.Option("--entropy-workers", help="Processes entropy-coding chunks beside the model (default: 0 on CPU, spare cores up to 12 on a GPU).")]
-ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this multiple of its width and height (0.125-4); decoding restores the source size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 at 5, 1.5 at 6, 2.5 at 7, 3 at 8-9, 3.5 at 10 (a smooth picture: 1.5 at 7-8, 2 at 9-10, with finer tables; above 1 only up to about 5 MP coded, 2992x1680, with finer tables where that stops short).")]
+ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Code the picture at this multiple of its width and height (0.125-4); decoding restores the source size. Default per quality: 0.5 at qualities 1-2, 0.75 at 3-4, 1 at 5, 1.5 at 6, 2 at 7-10; a busy picture 2.5 at 7, 3 at 8-9, 3.5 at 10; a smooth one 1.5 at 7-8 (with finer tables). Above 1 only up to about 5 MP coded (2992x1680), with finer tables where that stops short.")]
 RefineOpt = Annotated[int, typer.Option("--refine", help="Latent refinement: N gradient steps per tile on the latents through the decoder (better picture at the same rate; each step costs a decoder pass forward and back, so use a GPU; 0 = off).")]
 MotionOpt = Annotated[Optional[bool], typer.Option(
     "--motion/--no-motion",
