@@ -54,7 +54,7 @@ LADDER = {1: Level(1, 0.5), 2: Level(2, 0.5), 3: Level(3, 0.75), 4: Level(4, 0.7
 # on the three busy held-out 480p pans 3x at tables 4 gave 0.5-1.2 dB more than 2x at tables 6
 # for 5-17 % fewer bits, and on the busiest the hull of (scale, tables) runs along tables 4 up to
 # 3.5x before finer tables pay (docs/MODEL.md, "The ladder goes to 3.5x"). On pictures of middle
-# detail (33-37 dB) the same rungs lost 0.5-3 dB to the 2x ones.
+# detail (33-37 dB) the same rungs lost 0.2-3 dB to the 2x ones.
 BUSY_LADDER = {7: Level(4, 2.5), 8: Level(4, 3.0), 9: Level(5, 3.0), 10: Level(6, 3.5)}
 # A smooth picture (from SMOOTH_DB up) does not saturate the model at 1.5x, and there finer
 # tables beat a larger picture at equal rate (+0.4-1.0 dB on the smooth held-out pans) and
