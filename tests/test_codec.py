@@ -120,7 +120,7 @@ def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
 
 def test_tile_seams_are_not_visible(photo_clip, tmp_path):
     """Small tiles in time and space: frames/columns at tile borders are no worse than the interior."""
-    c = Codec(device="cpu", tile_frames=2, tile_overlap=1, tile_px=64, tile_overlap_px=32)
+    c = Codec(device="cpu", tile_frames=2, tile_px=64, tile_overlap_px=32)
     c.encode(photo_clip, tmp_path / "t.vlat")
     with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
         assert f.tiling.latent_frames == 2  # recorded in the file, used by decode
@@ -207,30 +207,36 @@ def test_existing_output_is_not_overwritten(codec, clip, tmp_path):
     assert VlatReader(dst).complete
 
 
-def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, photo_clip, tmp_path):
+def test_damaged_chunk_is_reported_and_the_rest_decodes(codec, tmp_path):
+    """Concealed latents reach the frames of the next ``reach`` latent frames (the decoder's
+    causal memory), and no further: every frame after that is the intact file's, bit for bit."""
+    clip = _lossless(read_all(SAMPLE)[:41, 40:136, 60:188], tmp_path / "clip.mkv")  # 11 latent frames
     src = tmp_path / "d.vlat"
-    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1)  # one latent frame per chunk
-    codec.encode(photo_clip, src)
+    codec = Codec(device="cpu", tile_frames=2, chunk_latents=1)  # short chunks
+    codec.encode(clip, src)
     with VlatReader(src) as r:
         lat = r.chunks_of("latent")
         assert len(lat) >= 2
         victim = lat[0]
         off = victim.offset + victim.stored_size // 2
+        reached = int(victim.meta["t0"]) + int(victim.meta["t"]) + codec.model.reach - 1  # the last latent it reaches
     data = bytearray(src.read_bytes())
     data[off] ^= 0xFF
     bad = tmp_path / "bad.vlat"
     bad.write_bytes(bytes(data))
     r = codec.decode(bad, tmp_path / "bad.mkv", codec="ffv1")
-    assert r.frames == 25  # timeline kept
+    assert r.frames == 41  # timeline kept
     assert any("lost" in w and "checksum" in w for w in r.warnings)
     good = np.concatenate(list(codec.decode_frames(src)))
     out = read_all(tmp_path / "bad.mkv")
-    assert np.array_equal(out[-4:], good[-4:])  # frames from intact chunks are untouched
+    first_clean = 4 * reached + 1  # latent j >= 1 decodes to frames 4j-3 .. 4j
+    assert 0 < first_clean < 41 and np.array_equal(out[first_clean:], good[first_clean:])
+    assert not np.array_equal(out[first_clean - 4], good[first_clean - 4])  # the first frame of the last latent reached
 
 
 def test_truncated_file_yields_its_intact_chunks(codec, photo_clip, tmp_path):
     src = tmp_path / "full.vlat"
-    codec = Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1)
+    codec = Codec(device="cpu", tile_frames=2, chunk_latents=1)
     codec.encode(photo_clip, src)
     with VlatReader(src) as r:
         second = r.chunks_of("latent")[1]
@@ -392,8 +398,8 @@ def test_a_small_tile_keeps_what_default_overlap_fits(tmp_path):
     with vaecodec.open(r.path, device="cpu") as f:
         assert f.tiling.latent_frames == 1 and f.tiling.overlap_latents == 0 and f.tiling.overlap_px == 0
         assert f.frames_tensor().shape == (9, 48, 64, 3)
-    with pytest.raises(UsageError, match="--tile-overlap must be from 0 to 0"):  # a clash the user asked for
-        Codec(device="cpu", tile_frames=1, tile_overlap=1).encode(src, tmp_path / "b.vlat")
+    with pytest.raises(UsageError, match="--tile-overlap-px must be a multiple of 8 from 0 to 0"):  # a clash the user asked for
+        Codec(device="cpu", tile_px=8, tile_overlap_px=8).encode(src, tmp_path / "b.vlat")
 
 
 def test_scale_is_checked():

@@ -46,7 +46,7 @@ def enc(tmp_path_factory) -> Encoded:
     """One latent frame per chunk (the first chunk holds two), no audio: chunk index = t0 - 1."""
     d = tmp_path_factory.mktemp("damage")
     path = d / "clip.vlat"
-    Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1).encode(
+    Codec(device="cpu", tile_frames=1, chunk_latents=1).encode(
         make_video(d / "clip.mp4", size=(32, 32), frames=FRAMES), path
     )
     with VlatReader(path) as r:
@@ -75,7 +75,11 @@ def test_api_raises_for_a_damaged_payload_and_reads_intact_ranges(enc, tmp_path)
             assert f"cannot read {request}" in str(e.value) and lost in str(e.value)
         assert torch.equal(f.latents(0, 13), enc.latents[:, :4])  # frames 0..12: latents 0..3
         assert torch.equal(f.latents(17, 100), enc.latents[:, 5:])
-        assert torch.equal(f.frames_tensor(29, 38), enc.frames[29:])  # its tiles read latents 6..10
+        # the decoder's causal memory ties latent 8's frames (29..32) to latents 4..8 (the model's
+        # reach): reading them fails, a read that starts with latent 9 never touches latent 4
+        with pytest.raises(FormatError, match=re.escape("read latent frames 4..10")):
+            f.frames_tensor(32, 38)
+        assert torch.equal(f.frames_tensor(33, 38), enc.frames[33:])
         z = f.latents(conceal=True)
         assert z.shape == enc.latents.shape and torch.equal(z[:, 4], z[:, 3])  # filler, on request only
         assert torch.equal(z[:, :4], enc.latents[:, :4]) and torch.equal(z[:, 5:], enc.latents[:, 5:])
@@ -88,7 +92,9 @@ def test_decode_conceals_lost_frames_and_says_which(enc, tmp_path):
     r = Codec(device="cpu").decode(bad, tmp_path / "out.mkv", codec="ffv1")
     assert r.frames == FRAMES
     assert any(w.startswith(f"{LOST}: chunk {victim.index} at byte {victim.offset}: payload") for w in r.warnings)
-    assert np.array_equal(read_all(tmp_path / "out.mkv")[29:], enc.frames[29:].numpy())  # intact tiles untouched
+    out = read_all(tmp_path / "out.mkv")
+    assert np.array_equal(out[30:], enc.frames[30:].numpy())  # beyond the decoder's reach of latent 4: untouched
+    assert not np.array_equal(out[29], enc.frames[29].numpy())  # latent 8's first frame: within it
     with pytest.raises(FormatError, match=re.escape(LOST)):
         Codec(device="cpu").decode(bad, tmp_path / "strict.mkv", codec="ffv1", conceal=False)
     assert not (tmp_path / "strict.mkv").exists()

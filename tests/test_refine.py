@@ -9,10 +9,10 @@ import vaecodec
 from vaecodec import motion as mc
 from vaecodec.codec import Codec
 from vaecodec.models.base import Tiling
-from vaecodec.models.tiny import TinyVAE
+from vaecodec.models.tiny import Arch, TinyVAE
 from vaecodec.quant import entropy_symbols
 from vaecodec.refine import LatentRefiner, RefineSettings
-from vaecodec.tiling import StreamingDecoder, StreamingEncoder, TileRunner
+from vaecodec.tiling import TileRunner, decoder_for, encoder_for
 
 from conftest import PoolVAE, make_video, psnr, read_all
 from test_codec import photo_clip  # noqa: F401  (a module fixture: 25 frames of a real photo panning)
@@ -28,12 +28,16 @@ class SkewedPool(PoolVAE):
         return 0.7 * z, None
 
 
+def pool_runner(model: PoolVAE) -> TileRunner:
+    return TileRunner(lambda x: model.encode(x.float() / 127.5 - 1)[0], model.decode, model.spatial, model.tiling)
+
+
 def refine_stream(model: PoolVAE, video: torch.Tensor, steps: int, piece: int, motion_block: int | None = None,
-                  rate_weight: float = 0.0) -> torch.Tensor:
-    """Encode uint8 ``video`` [3, T, H, W] with the streaming encoder, refine, concatenate."""
-    runner = TileRunner(lambda x: model.encode(x.float() / 127.5 - 1)[0], model.decode, model.spatial, model.tiling)
-    enc = StreamingEncoder(runner, model.temporal)
-    ref = LatentRefiner(runner, model.temporal, torch.full((3,), STEP), DEADZONE,
+                  rate_weight: float = 0.0, runner: TileRunner | None = None) -> torch.Tensor:
+    """Encode uint8 ``video`` [3, T, H, W] with the model's encode stream, refine, concatenate."""
+    runner = runner or pool_runner(model)
+    enc = encoder_for(runner, model.temporal)
+    ref = LatentRefiner(runner, model.temporal, torch.full((model.latent_channels,), STEP), DEADZONE,
                         RefineSettings(steps, rate_weight=rate_weight, lr=0.05),
                         (12, video.shape[3]), motion_block)  # the bottom rows are padding: not scored
     out = []
@@ -48,11 +52,11 @@ def refine_stream(model: PoolVAE, video: torch.Tensor, steps: int, piece: int, m
     return torch.cat(out, dim=1)
 
 
-def decoded(model: PoolVAE, z: torch.Tensor) -> torch.Tensor:
-    """What a decoder shows for latents [C, T, h, w]: the streaming decoder's frames."""
-    runner = TileRunner(lambda x: x, model.decode, model.spatial, model.tiling)
-    dec = StreamingDecoder(runner, model.temporal, z.shape[1])
-    return torch.cat([x for _, x in dec.push(z)], dim=1)
+def decoded(model: PoolVAE, z: torch.Tensor, runner: TileRunner | None = None) -> torch.Tensor:
+    """What a decoder shows for latents [C, T, h, w]: the decode stream's frames."""
+    dec = decoder_for(runner or pool_runner(model), model.temporal, z.shape[1], model.reach)
+    with torch.no_grad():
+        return torch.cat([x for _, x in dec.push(z)], dim=1)
 
 
 @pytest.mark.parametrize("motion_block", [None, 2])
@@ -78,6 +82,39 @@ def test_refined_latents_are_whole_symbols_that_decode_closer(frames, piece, mot
         torch.testing.assert_close(again, q[:, start:].round(), atol=0, rtol=0)
     target = video.float()[:, :, :12] / 127.5 - 1  # the scored (visible) rows
     err = {name: (decoded(model, z)[:, :frames, :12] - target).square().mean().item()
+           for name, z in (("plain", plain), ("better", better))}
+    assert err["better"] < 0.9 * err["plain"], err
+
+
+class SkewedTiny(TinyVAE):
+    """A random embedded model whose encoder is off (70 % of its latents), streaming."""
+
+    def encode_step(self, x, state):
+        z, state = super().encode_step(x, state)
+        return 0.7 * z, state
+
+
+@pytest.mark.parametrize("frames,piece", [(1, 1), (9, 4), (23, 5)])
+def test_streamed_refinement_decodes_closer_through_the_causal_decoder(frames, piece):
+    """A streaming model's refiner decodes each tile from the state the final latents before
+    it left, as the causal decoder will: every latent comes out once, as whole symbols, and
+    the frames the causal decoder gives are closer to the source than plain rounding."""
+    torch.manual_seed(5)
+    model = SkewedTiny(Arch(latent=4)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    runner = TileRunner(None, None, 8, Tiling(latent_frames=2, overlap_latents=0, tile_px=64, overlap_px=0),
+                        lambda x, st: model.encode_step(x.float() / 127.5 - 1, st), model.decode_step)
+    with torch.no_grad():  # a picture this random decoder can make: its own decode of some latents
+        n = 1 + 4 * -(-(frames - 1) // 4)
+        z = TinyVAE.encode(model, torch.rand(1, 3, n, 16, 24) * 2 - 1)[0] + torch.randn(1, 4, 1 + (n - 1) // 4, 2, 3)
+        video = (model.decode(z)[0, :, :frames] * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    plain = refine_stream(model, video, 0, piece, runner=runner)
+    better = refine_stream(model, video, 30, piece, runner=runner)
+    assert plain.shape == better.shape == (4, 1 + -(-(frames - 1) // 4), 2, 3)
+    torch.testing.assert_close(better / STEP, (better / STEP).round(), atol=1e-5, rtol=0)
+    target = video.float()[:, :, :12] / 127.5 - 1
+    err = {name: (decoded(model, z, runner)[:, :frames, :12] - target).square().mean().item()
            for name, z in (("plain", plain), ("better", better))}
     assert err["better"] < 0.9 * err["plain"], err
 

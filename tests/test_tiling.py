@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from vaecodec.models.base import Tiling
-from vaecodec.tiling import StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling, temporal_tiles
+from vaecodec.models.tiny import Arch, TinyVAE
+from vaecodec.tiling import (StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling, decoder_for,
+                             encoder_for, temporal_tiles)
 
 from conftest import PoolVAE
 
@@ -72,6 +74,40 @@ def test_streaming_decode_equals_untiled_and_supports_ranges(n_latents):
         frames = torch.cat([x for _, x in parts], dim=1)
         f0 = parts[0][0]
         torch.testing.assert_close(frames[:, start - f0 : stop - f0], full[:, start:stop], atol=1e-5, rtol=0)
+
+
+def tiny_runner(model, tiling: Tiling) -> TileRunner:
+    return TileRunner(None, None, 8, tiling, lambda x, st: model.encode_step(x, st), lambda z, st: model.decode_step(z, st))
+
+
+@pytest.mark.parametrize("L", [1, 2, 5])
+def test_causal_streams_equal_one_call_and_seek_bit_for_bit(L):
+    """A streaming model's tiles (here the embedded model, spatially tiled too) carry state:
+    any tile length and any feeding gives the whole-clip latents and frames, and a seek gives
+    exactly the frames the full stream decode gives."""
+    torch.manual_seed(4)
+    model = TinyVAE(Arch(latent=16, refine=True, blocks8=1)).eval()
+    tiling = Tiling(latent_frames=L, overlap_latents=0, tile_px=32, overlap_px=16)
+    runner = tiny_runner(model, tiling)
+    video = torch.rand(3, 30, 40, 48) * 2 - 1  # 30 frames: padded to 33 = 9 latent frames
+    padded = torch.cat([video, video[:, -1:].expand(-1, 3, -1, -1)], dim=1)
+    with torch.inference_mode():
+        whole = TileRunner(lambda x: model.encode(x)[0], model.decode, 8, tiling)
+        mean = whole.encode(padded[None])[0]
+        enc = encoder_for(runner, 4)
+        latents = torch.cat([z for i in range(0, 30, 7) for z in enc.push(video[:, i : i + 7])] + list(enc.finish()), 1)
+        torch.testing.assert_close(latents, mean, rtol=0, atol=1e-5)
+        full = whole.decode(mean[None])[0]
+        dec = decoder_for(runner, 4, 9, model.reach)
+        assert dec.seek(0, 33) == (0, 9)
+        stream = torch.cat([x for i in range(9) for _, x in dec.push(mean[:, i : i + 1])], 1)
+        torch.testing.assert_close(stream, full, rtol=0, atol=1e-5)
+        for start, stop in [(0, 1), (9, 14), (20, 33), (32, 33)]:
+            dec = decoder_for(runner, 4, 9, model.reach)
+            lo, hi = dec.seek(start, stop)
+            assert lo <= max(0, -(-start // 4) - model.reach) and hi >= -(-(stop - 1) // 4) + 1
+            out = {f0 + i: x[:, i] for f0, x in dec.push(mean[:, lo:hi]) for i in range(x.shape[1])}
+            assert dec.done and torch.equal(torch.stack([out[f] for f in range(start, stop)], 1), stream[:, start:stop])
 
 
 def test_spatial_tiles_blend_to_the_untiled_result():
@@ -150,3 +186,24 @@ def test_streaming_holds_one_tile_whatever_the_length():
             list(dec.push(torch.zeros(3, 1, 2, 2)))
             held = max(held, len(dec.latents))
         assert held <= 3 + 1
+
+
+def test_causal_streams_hold_one_tile_whatever_the_length():
+    """The same bound for a streaming model's coders: pending frames and latents stay within
+    one tile plus one input chunk, and the carried state is one frame per memory block."""
+    model = TinyVAE(Arch()).eval()
+    runner = tiny_runner(model, Tiling(latent_frames=3, overlap_latents=0, tile_px=64, overlap_px=0))
+    for frames in (41, 401):
+        enc, held, n_lat = encoder_for(runner, 4), 0, 0
+        with torch.inference_mode():
+            for i in range(0, frames, 5):
+                n_lat += sum(z.shape[1] for z in enc.push(torch.zeros(3, min(5, frames - i), 16, 16)))
+                held = max(held, len(enc.frames))
+            n_lat += sum(z.shape[1] for z in enc.finish())
+            assert n_lat == 1 + -(-(frames - 1) // 4) and held <= 1 + 3 * 4 + 5
+            assert [tuple(s.shape) for s in enc.states[(0, 0)]] == [(1, 64, 2, 2)] * 4
+            dec, held = decoder_for(runner, 4, n_lat, model.reach), 0
+            for i in range(n_lat):
+                list(dec.push(torch.zeros(16, 1, 2, 2)))
+                held = max(held, len(dec.latents))
+            assert held <= 3 + 1 and dec.done

@@ -81,6 +81,47 @@ def test_calls_are_self_contained(random_model):
     torch.testing.assert_close(first, again, rtol=0, atol=0)
 
 
+@torch.inference_mode()
+def test_streamed_calls_equal_one_whole_clip_call(random_model):
+    """The carried state is all a call needs: a clip encoded and decoded in any split into
+    calls equals one whole-clip call, and a decode started cold at latent s is exact from
+    latent s + reach on and not before (the reach is the decoder's real memory, no shorter)."""
+    m = random_model
+    x = _clip(1 + 4 * 9, 16, 24, seed=3)
+    mean = m.encode(x)[0]
+    full = m.decode(mean)
+    for split in ([1, 4 * 9], [1 + 4 * 3, 4 * 2, 4 * 4], [1 + 4 * 9]):
+        state, parts, pos = None, [], 0
+        for n in split:
+            z, state = m.encode_step(x[:, :, pos : pos + n], state)
+            parts.append(z)
+            pos += n
+        torch.testing.assert_close(torch.cat(parts, 2), mean, rtol=0, atol=1e-5)
+    for cuts in ([0, 1, 10], [0, 3, 4, 10], [0, 10]):
+        state, parts = None, []
+        for a, b in zip(cuts, cuts[1:]):
+            y, state = m.decode_step(mean[:, :, a:b], state)
+            parts.append(y)
+        torch.testing.assert_close(torch.cat(parts, 2), full, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="4k frames"):
+        m.encode_step(x[:, :, 1:4], m.encode_step(x[:, :, :1], None)[1])
+
+
+@torch.inference_mode()
+def test_a_cold_decode_is_exact_after_the_reach_and_not_before(shipped):
+    """A decode started cold at latent s (a seek) is exact from latent s + reach on, and the
+    reach is the decoder's real memory, no longer than it needs to be (the shipped weights:
+    a random model's far memory is too faint to show)."""
+    mean = shipped.encode(_clip(1 + 4 * 9, 32, 32, seed=5))[0]
+    full = shipped.decode(mean)
+    s = 2
+    cold, _ = shipped.decode_step(mean[:, :, s:], None)  # latent s gives frame 4s, latent j > s frames 4j-3 .. 4j
+    exact = s + shipped.reach
+    torch.testing.assert_close(cold[:, :, 4 * exact - 3 - 4 * s :], full[:, :, 4 * exact - 3 :], rtol=0, atol=1e-5)
+    before = 4 * (exact - 1) - 3  # the first frame of the latent before: still tied to the cold start
+    assert (cold[:, :, before - 4 * s] - full[:, :, before]).abs().max() > 1e-3
+
+
 def test_load_shipped_weights(shipped):
     assert WEIGHTS.stat().st_size < 10 * 2**20
     assert shipped.model_id.startswith("vaecodec-tiny-")

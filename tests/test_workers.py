@@ -19,7 +19,7 @@ def vlat(tmp_path_factory):
     d = tmp_path_factory.mktemp("workers")
     src = make_video(d / "src.mp4", size=(96, 64), frames=21)
     path = d / "w.vlat"
-    Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=1).encode(src, path)
+    Codec(device="cpu", tile_frames=2, chunk_latents=1).encode(src, path)
     return path
 
 
@@ -112,7 +112,7 @@ def test_encode_with_workers_writes_the_same_bytes(tmp_path, capfd, chunk_latent
     files = []
     for n in (0, 2):
         files.append(tmp_path / f"w{n}.vlat")
-        Codec(device="cpu", tile_frames=2, tile_overlap=1, chunk_latents=chunk_latents, motion=motion,
+        Codec(device="cpu", tile_frames=2, chunk_latents=chunk_latents, motion=motion,
               entropy_workers=n).encode(src, files[-1])
     with VlatReader(files[0]) as r:
         latent = r.chunks_of("latent")

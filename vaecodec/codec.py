@@ -37,7 +37,7 @@ from .models.base import Tiling
 from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
-from .tiling import StreamingDecoder, StreamingEncoder, TileRunner, check_tiling
+from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
 from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
 from .workers import CoderPool
 
@@ -424,6 +424,11 @@ class Codec:
 
     def _tiling(self, model: VideoVAE, height: int, width: int) -> Tiling:
         tiling = replace(model.tiling_for(height, width), **{k: v for k, v in self.tile_overrides.items() if v is not None})
+        if model.streams and tiling.overlap_latents:
+            if self.tile_overrides["overlap_latents"]:
+                raise UsageError(f"--tile-overlap: {model.model_id} carries its causal state from one temporal "
+                                 "tile to the next, so its tiles take no overlap (leave the option out)")
+            tiling = replace(tiling, overlap_latents=0)
         # a tile set smaller than the model's default overlap keeps the most overlap it can hold
         if self.tile_overrides["overlap_latents"] is None and tiling.latent_frames >= 1:
             tiling = replace(tiling, overlap_latents=min(tiling.overlap_latents, tiling.latent_frames - 1))
@@ -444,7 +449,16 @@ class Codec:
         def decode_fn(z: torch.Tensor) -> torch.Tensor:
             return model.decode(z.to(dtype))
 
-        return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
+        if not model.streams:
+            return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
+
+        def encode_step(x: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+            return model.encode_step(x.to(dtype, copy=True).div_(127.5).sub_(1), state)
+
+        def decode_step(z: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+            return model.decode_step(z.to(dtype), state)
+
+        return TileRunner(encode_fn, decode_fn, model.spatial, tiling, encode_step, decode_step)
 
     def _quantizer(self, model: VideoVAE, rung: Level | None) -> Quantizer:
         if rung is not None:
@@ -559,7 +573,7 @@ class Codec:
             }
             if progress:
                 progress.start(info.frames, f"encode {src.name}")
-            enc = StreamingEncoder(runner, model.temporal)
+            enc = encoder_for(runner, model.temporal)
             n_lat = 0
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads,
                             flags=(FLAG_RESAMPLED if (cw, ch) != (info.width, info.height) else 0)
@@ -1126,10 +1140,8 @@ class LatentFile:
         model = self.model
         codec = self.codec
         sw = Stopwatch(codec.device)
-        dec = StreamingDecoder(codec._runner(model, self.tiling), self.temporal, self.latent_frames)
-        first_tile, end_tile = dec.tiles_for_frames(start, stop)
-        lat_start = dec.skip_to(first_tile)
-        lat_stop = dec.plan[end_tile - 1].end + 1
+        dec = decoder_for(codec._runner(model, self.tiling), self.temporal, self.latent_frames, model.reach)
+        lat_start, lat_stop = dec.seek(start, stop)
         request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"
         if progress:
             progress.start(stop - start, "decode")
@@ -1150,7 +1162,7 @@ class LatentFile:
                     if progress:
                         progress.advance(frames.shape[0])
                     yield frames
-                if dec.tile_i >= end_tile:
+                if dec.done:
                     break
         if timings is not None:
             for k, v in sw.seconds.items():

@@ -8,11 +8,13 @@ minimising the picture's squared error plus a rate term. Decoders are untouched:
 file is an ordinary file, and only encoding gets slower (one decoder forward and backward
 pass per step).
 
-Refinement follows the decoder's temporal tile plan (``tiling.temporal_tiles``), one tile at a
-time, so memory stays one tile's activations and gradients. Tile ``i`` shares its first
+Refinement follows the decoder's temporal tiles, one tile at a time, so memory stays one
+tile's activations and gradients, and each tile is refined against the picture the viewer
+gets. A streaming model (``VideoVAE.streams``, the embedded one) decodes a tile from the
+causal state the previous tile's final latents left, as ``tiling.CausalDecoder`` does. Other
+models follow the overlapping plan of ``tiling.temporal_tiles``: tile ``i`` shares its first
 ``overlap + 1`` latents with tile ``i - 1``; those are already final, and the frames they
-share are cross-faded with tile ``i - 1``'s final output exactly as the decoder will, so each
-tile is refined against the picture the viewer gets. The refiner hands on its latents already
+share are cross-faded with tile ``i - 1``'s final output exactly as the decoder will. The refiner hands on its latents already
 quantized (symbols times steps), so the quantizer stores exactly the symbols it optimised,
 whatever the chunk boundaries.
 
@@ -100,7 +102,10 @@ class LatentRefiner:
         self.deadzone, self.visible = deadzone, visible
         self.motion_block = motion_block  # the coder's block when it predicts along motion
         til = runner.tiling
-        self.L, self.stride = til.latent_frames, til.latent_frames - til.overlap_latents
+        self.streams = runner.streams
+        # a streamed tile is L latents after the last final one; an overlapping one L + 1
+        self.L, self.stride = til.latent_frames, til.latent_frames - (0 if self.streams else til.overlap_latents)
+        self.states: dict | None = None  # a streaming decoder's state after the final latents
         self.frames: list[torch.Tensor] = []  # pending uint8 frames [3, H, W]
         self.f0 = 0  # global index of frames[0]
         self.latents: list[torch.Tensor] = []  # pending latents [C, h, w], in step units
@@ -119,7 +124,7 @@ class LatentRefiner:
     def push(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
         """z: encoder latents [C, k, h, w]; yields refined latents as tiles complete."""
         self.latents.extend((z.float() / self.step).unbind(1))
-        while self.l0 + len(self.latents) > self.start + self.L:
+        while self.l0 + len(self.latents) > self.start + self.L - self.streams:
             yield self._run(self.L)
 
     def finish(self) -> Iterator[torch.Tensor]:
@@ -128,41 +133,54 @@ class LatentRefiner:
         last = self.l0 + len(self.latents) - 1
         self.frames.extend([self.frames[-1]] * (1 + last * self.t - self.f0 - len(self.frames)))
         while self.final < last:
-            yield self._run(min(self.L, last - self.start))
+            yield self._run(min(self.L, last - self.start + self.streams))
 
     def _run(self, m: int) -> torch.Tensor:
-        """Refine tile [start, start + m]; returns its newly final latents [C, k, h, w] as
-        symbols times steps."""
-        a, s = self.start, self.step
-        u = torch.stack(self.latents[a - self.l0 : a + m + 1 - self.l0], dim=1)  # [C, 1+m, h, w]
-        n_fixed = self.final + 1 - a  # latents shared with the previous tile: already final
+        """Refine the next tile: latents [start, start + m] (streamed: [start, start + m));
+        returns its newly final latents [C, k, h, w] as symbols times steps."""
+        a, s, t = self.start, self.step, self.t
+        lo, end = a - (self.final >= 0) if self.streams else a, a + m + (not self.streams)
+        u = torch.stack(self.latents[lo - self.l0 : end - self.l0], dim=1)  # [C, k, h, w]
+        n_fixed = self.final + 1 - lo  # latents before this tile's own: already final
         fixed, free = u[:, :n_fixed], u[:, n_fixed:].clone()
-        lo = a * self.t - self.f0
-        x = torch.stack(self.frames[lo : lo + 1 + m * self.t], dim=1).float().div_(127.5).sub_(1)
-        real = max(1, min(x.shape[1], self.frames_in - a * self.t))  # padding frames are not scored
+        # the frames the tile decodes to: a stream's first latent gives one frame, later ones t
+        f_lo = max(0, (a - 1) * t + 1) if self.streams else a * t
+        x = torch.stack(self.frames[f_lo - self.f0 : (end - 1) * t + 1 - self.f0], dim=1).float().div_(127.5).sub_(1)
+        real = max(1, min(x.shape[1], self.frames_in - f_lo))  # padding frames are not scored
         free = self._optimise(fixed, free, x[:, :real])
         q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality)
         with torch.no_grad():
-            out = self._picture(torch.cat([fixed, q_free], dim=1))
-        # keep what the next tile needs: its shared latents (as symbols, what the decoder
-        # sees), its frames and this tile's decoded tail
+            out = self._picture(torch.cat([fixed, q_free], dim=1), n_fixed, keep=True)
+        # keep what the next tile needs: the latents it shares or follows (as symbols, what
+        # the decoder sees), its frames and this tile's decoded tail
         self.symbols = q_free[:, -1]
-        self.latents[a + n_fixed - self.l0 : a + m + 1 - self.l0] = list(q_free.unbind(1))
-        self.final = a + m
+        self.latents[lo + n_fixed - self.l0 : end - self.l0] = list(q_free.unbind(1))
+        self.final = end - 1
         self.start = a + self.stride
-        split = self.start * self.t - a * self.t
-        self.tail = out[:, split:].clone() if split < out.shape[1] else None
-        del self.latents[: self.start - self.l0]
-        self.l0 = self.start
-        drop = self.start * self.t - self.f0
+        if not self.streams:
+            split = self.start * t - a * t
+            self.tail = out[:, split:].clone() if split < out.shape[1] else None
+        keep_from = self.start - self.streams  # a streamed tile follows the last final latent
+        del self.latents[: keep_from - self.l0]
+        self.l0 = keep_from
+        drop = (self.start - self.streams) * t + self.streams - self.f0  # frames decoded by final latents
         del self.frames[:drop]
         self.f0 += drop
         return q_free * s
 
-    def _picture(self, u: torch.Tensor) -> torch.Tensor:
-        """Decoded frames of scaled latents ``u`` [C, 1+m, h, w], the head cross-faded with the
-        previous tile's tail as ``StreamingDecoder`` does: [3, 1+m*t, H, W]."""
-        x = self.runner.decode((u * self.step)[None], grad=torch.is_grad_enabled())[0]
+    def _picture(self, u: torch.Tensor, n_fixed: int, keep: bool = False) -> torch.Tensor:
+        """Decoded frames of the tile whose scaled latents are ``u`` [C, k, h, w], the first
+        ``n_fixed`` already final: streamed, the free ones from the state the final ones left
+        (``keep``: this becomes the new state); else all of them, the head cross-faded with the
+        previous tile's tail as ``StreamingDecoder`` does. [3, n, H, W]."""
+        grad = torch.is_grad_enabled()
+        if self.streams:
+            states = dict(self.states or {})  # a copy: every step starts from the same state
+            x = self.runner.decode((u[:, n_fixed:] * self.step)[None], grad=grad, states=states)[0]
+            if keep:
+                self.states = states
+            return x
+        x = self.runner.decode((u * self.step)[None], grad=grad)[0]
         if self.tail is None:
             return x
         return torch.cat([crossfade(self.tail, x), x[:, self.tail.shape[1] :]], dim=1)
@@ -198,7 +216,7 @@ class LatentRefiner:
                 q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block,
                                      self.coder, self.quality)
                 u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
-                err = (self._picture(u)[:, :real, :h, :w] - target).square().mean()
+                err = (self._picture(u, fixed.shape[1])[:, :real, :h, :w] - target).square().mean()
                 seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow
                 rate = (seq[:, 1:] - self._predicted(seq[:, :-1], mv)).abs().mean() if seq.shape[1] > 1 \
                     else err.new_zeros(())

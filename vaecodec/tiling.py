@@ -101,13 +101,18 @@ def _edge_weights(size: int, start: int, total: int, overlap: int, device: torch
 
 
 def _tiled_2d(
-    fn: Callable[[torch.Tensor], torch.Tensor],
+    fn: Callable,
     x: torch.Tensor,  # [B, C, T, H, W]
     tile: int,
     overlap: int,
     scale: float,
+    states: dict | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` on overlapping spatial tiles of ``x`` and blend; ``scale`` = out cells per in cell.
+
+    With ``states`` (a streaming model's step: ``fn(part, state) -> (out, state)``) each
+    spatial tile continues its own stream: ``states`` maps the tile's position to its state
+    and is updated in place.
 
     Under autograd each tile is checkpointed: the backward pass recomputes one tile at a time,
     so a gradient through a big frame needs one tile's activations, not all of them.
@@ -115,17 +120,24 @@ def _tiled_2d(
     H, W = x.shape[-2:]
     unit = max(1, round(1 / scale))  # an encoder's tiles hold whole latent cells
     ys, xs = _spans(H, tile, overlap, unit), _spans(W, tile, overlap, unit)
-    if len(ys) == 1 and len(xs) == 1:
-        return fn(x)
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() and (len(ys) > 1 or len(xs) > 1):
         plain = fn
-        fn = lambda v: checkpoint(plain, v, use_reentrant=False)  # noqa: E731
+        fn = lambda *a: checkpoint(plain, *a, use_reentrant=False)  # noqa: E731
+
+    def run(part: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+        if states is None:
+            return fn(part)
+        out, states[key] = fn(part, states.get(key))
+        return out
+
+    if len(ys) == 1 and len(xs) == 1:
+        return run(x, (0, 0))
     out = wsum = None
     o_ov = round(overlap * scale)
     oH, oW = round(H * scale), round(W * scale)
     for y, ny in ys:
         for x0, nx in xs:
-            part = fn(x[..., y : y + ny, x0 : x0 + nx]).float()  # [B, C', T', th, tw]
+            part = run(x[..., y : y + ny, x0 : x0 + nx], (y, x0)).float()  # [B, C', T', th, tw]
             th, tw = part.shape[-2:]
             oy, ox = round(y * scale), round(x0 * scale)
             w = _edge_weights(th, oy, oH, o_ov, part.device)[:, None] * _edge_weights(tw, ox, oW, o_ov, part.device)
@@ -139,25 +151,37 @@ def _tiled_2d(
 
 @dataclass
 class TileRunner:
-    """Runs a model's encode/decode on one temporal tile, split spatially when the frame is big."""
+    """Runs a model's encode/decode on one temporal tile, split spatially when the frame is big.
+
+    ``encode_step``/``decode_step`` are a streaming model's (``VideoVAE.streams``) calls that
+    carry state; with them, ``states`` (a dict, empty at the stream start) continues a stream.
+    """
 
     encode_fn: Callable[[torch.Tensor], torch.Tensor]
     decode_fn: Callable[[torch.Tensor], torch.Tensor]
     spatial: int
     tiling: Tiling
+    encode_step: Callable | None = None
+    decode_step: Callable | None = None
+
+    @property
+    def streams(self) -> bool:
+        return self.decode_step is not None
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32."""
+    def encode(self, x: torch.Tensor, states: dict | None = None) -> torch.Tensor:
+        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32 (a continued stream: m*t frames -> m)."""
         t = self.tiling
-        return _tiled_2d(self.encode_fn, x, t.tile_px, t.overlap_px, 1 / self.spatial).float()
+        fn = self.encode_fn if states is None else self.encode_step
+        return _tiled_2d(fn, x, t.tile_px, t.overlap_px, 1 / self.spatial, states).float()
 
-    def decode(self, z: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32; ``grad``: differentiable in ``z``
-        (for the encoder's latent refinement, ``vaecodec.refine``)."""
+    def decode(self, z: torch.Tensor, grad: bool = False, states: dict | None = None) -> torch.Tensor:
+        """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32 (a continued stream: m -> m*t frames);
+        ``grad``: differentiable in ``z`` (for the encoder's latent refinement, ``vaecodec.refine``)."""
         s, t = self.spatial, self.tiling
+        fn = self.decode_fn if states is None else self.decode_step
         with torch.set_grad_enabled(grad):
-            return _tiled_2d(self.decode_fn, z, t.tile_px // s, t.overlap_px // s, s).float()
+            return _tiled_2d(fn, z, t.tile_px // s, t.overlap_px // s, s, states).float()
 
 
 class StreamingEncoder:
@@ -234,6 +258,7 @@ class StreamingDecoder:
         self.latents: list[torch.Tensor] = []  # pending latent frames, each [C, h, w]
         self.first = 0
         self.tile_i = 0
+        self.end_tile = len(self.plan)
         self.tail: torch.Tensor | None = None  # [3, n, H, W] unblended end of the previous tile
 
     def tiles_for_frames(self, start: int, stop: int) -> tuple[int, int]:
@@ -258,6 +283,16 @@ class StreamingDecoder:
         self.first = self.plan[tile_i].start
         return self.first
 
+    def seek(self, start: int, stop: int) -> tuple[int, int]:
+        """Decode only what pixel frames [start, stop) need, exactly as a full decode gives
+        them; returns the latent frames [first, end) to feed."""
+        first, self.end_tile = self.tiles_for_frames(start, stop)
+        return self.skip_to(first), self.plan[self.end_tile - 1].end + 1
+
+    @property
+    def done(self) -> bool:
+        return self.tile_i >= self.end_tile
+
     def _run(self, tile: TemporalTile) -> Iterator[tuple[int, torch.Tensor]]:
         lo = tile.start - self.first
         z = torch.stack(self.latents[lo : lo + tile.length + 1], dim=1)[None]  # [1, C, 1+m, h, w]
@@ -277,3 +312,107 @@ class StreamingDecoder:
             out, self.tail = x, None
         if out.shape[1]:
             yield f0, out
+
+
+class CausalEncoder:
+    """``StreamingEncoder`` for a streaming model (``TileRunner.streams``): tiles of
+    ``latent_frames`` latent frames run one after another, each continuing the causal state
+    the one before left (per spatial tile), so every frame is encoded once and the latents are
+    exactly those of one whole-clip call. Same interface."""
+
+    def __init__(self, runner: TileRunner, temporal: int) -> None:
+        self.runner, self.t, self.L = runner, temporal, runner.tiling.latent_frames
+        self.frames: list[torch.Tensor] = []  # pending pixel frames, each [3, H, W]
+        self.states: dict | None = None  # per spatial tile, once the stream has started
+        self.frames_in = 0
+
+    def _need(self, m: int) -> int:
+        """Frames that ``m`` more latent frames take: the stream's first latent takes one."""
+        return m * self.t + (self.states is None)
+
+    def push(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """x: [3, n, H, W] in [-1, 1]. Yields latent blocks [C, k, h, w] as tiles complete."""
+        self.frames.extend(x.unbind(1))
+        self.frames_in += x.shape[1]
+        while len(self.frames) >= self._need(self.L):
+            yield self._run(self.L)
+
+    def finish(self) -> Iterator[torch.Tensor]:
+        """Pad to 1 + k*t frames (the last one repeated) and run the rest."""
+        if self.frames_in == 0:
+            return
+        pad = -(self.frames_in - 1) % self.t
+        self.frames.extend([self.frames[-1]] * pad if pad else [])
+        while self.frames:
+            yield self._run(min(self.L, (len(self.frames) - (self.states is None)) // self.t))
+
+    def _run(self, m: int) -> torch.Tensor:
+        n = self._need(m)
+        clip = torch.stack(self.frames[:n], dim=1)[None]  # [1, 3, n, H, W]
+        if self.states is None:
+            self.states = {}
+        del self.frames[:n]
+        return self.runner.encode(clip, self.states)[0]
+
+
+class CausalDecoder:
+    """``StreamingDecoder`` for a streaming model: latent frames decoded in tiles that each
+    continue the state the one before left, so the frames are exactly those of one whole-clip
+    call. The tiles are those of ``CausalEncoder``: latents [0, L] first, then L at a time.
+
+    A seek starts the stream cold at a tile boundary at least ``reach`` latent frames before
+    the first one it needs (``VideoVAE.reach``: from there on the output no longer depends on
+    the cold start) and runs whole tiles, so it computes what a full decode computes for those
+    frames, tile by tile and bit for bit. Same interface.
+    """
+
+    def __init__(self, runner: TileRunner, temporal: int, n_latents: int, reach: int) -> None:
+        self.runner, self.t, self.L, self.reach = runner, temporal, runner.tiling.latent_frames, reach
+        self.n = n_latents
+        self.latents: list[torch.Tensor] = []  # pending latent frames, each [C, h, w]
+        self.next, self.stop = 0, n_latents  # global index of latents[0]; the end of the stream
+        self.states: dict | None = None
+
+    def _tile(self, latent: int) -> int:
+        return max(0, (latent - 1) // self.L)
+
+    def seek(self, start: int, stop: int) -> tuple[int, int]:
+        """Decode only what pixel frames [start, stop) need, exactly as a full decode gives
+        them; returns the latent frames [first, end) to feed."""
+        first = self._tile(-(-start // self.t)) - -(-self.reach // self.L)  # latent ceil(start/t) gives frame start
+        self.next = 0 if first <= 0 else first * self.L + 1
+        self.stop = min(self.n, (self._tile(-(-(stop - 1) // self.t)) + 1) * self.L + 1)
+        return self.next, self.stop
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.stop
+
+    def push(self, z: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """z: [C, k, h, w] consecutive latents. Yields (first frame index, frames [3, n, H, W])."""
+        self.latents.extend(z.unbind(1))
+        while self.latents:
+            m = min(self.L + (self.next == 0), self.stop - self.next)
+            if len(self.latents) < m:
+                return
+            yield self._run(m)
+
+    def _run(self, m: int) -> tuple[int, torch.Tensor]:
+        z = torch.stack(self.latents[:m], dim=1)[None]  # [1, C, m, h, w]
+        del self.latents[:m]
+        # a stream's first latent frame decodes to one frame, every later one to t frames
+        f0 = self.next * self.t if self.states is None else (self.next - 1) * self.t + 1
+        if self.states is None:
+            self.states = {}
+        self.next += m
+        return f0, self.runner.decode(z, states=self.states)[0]
+
+
+def encoder_for(runner: TileRunner, temporal: int) -> StreamingEncoder | CausalEncoder:
+    """The encode stream a model takes: carried state when it streams, overlapping tiles if not."""
+    return CausalEncoder(runner, temporal) if runner.streams else StreamingEncoder(runner, temporal)
+
+
+def decoder_for(runner: TileRunner, temporal: int, n_latents: int, reach: int) -> StreamingDecoder | CausalDecoder:
+    """The decode stream a model takes (``encoder_for``'s counterpart)."""
+    return CausalDecoder(runner, temporal, n_latents, reach) if runner.streams else StreamingDecoder(runner, temporal, n_latents)

@@ -69,6 +69,24 @@ class VideoVAE(nn.Module):
         """[B,C,1+k,h,w] -> [B,3,1+k*temporal,h*s,w*s], roughly in [-1,1] (caller clamps)."""
         raise NotImplementedError
 
+    # A causal model whose state between calls is small sets ``streams`` and implements the two
+    # ``*_step`` methods: the pipeline then runs temporal tiles one after another with no
+    # overlap, and tiled calls give exactly what one whole-clip call gives. ``reach``: how many
+    # latent frames a decode stream started cold must run before its output is exact (a seek
+    # starts that far before the first frame it needs).
+    streams: bool = False
+    reach: int = 0
+
+    def encode_step(self, x: torch.Tensor, state: object | None) -> tuple[torch.Tensor, object]:
+        """Continue an encode stream (``state`` None starts one): [B,3,1+k*temporal,H,W] at the
+        start, [B,3,k*temporal,H,W] after it -> (mean [B,C,1+k or k,h,w], the next call's state)."""
+        raise NotImplementedError
+
+    def decode_step(self, z: torch.Tensor, state: object | None) -> tuple[torch.Tensor, object]:
+        """Continue a decode stream (``state`` None starts one): [B,C,t,h,w] -> (frames
+        [B,3,1+(t-1)*temporal at the start or t*temporal after it,H,W], the next call's state)."""
+        raise NotImplementedError
+
     @property
     def entropy_coder(self):
         """A ``vaecodec.entropy`` coder with bit-exact integer tables, or None (zstd fallback)."""

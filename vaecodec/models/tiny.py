@@ -144,8 +144,8 @@ class MemBlock(nn.Module):
         self.a = nn.Conv2d(2 * c, c, k, padding=k // 2)
         self.b = nn.Conv2d(c, c, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        # x: [B*t, C, H, W]
+    def forward(self, x: torch.Tensor, t: int, carry: "Carry | None" = None) -> torch.Tensor:
+        # x: [B*t, C, H, W]; ``carry``: continue a stream (the frame before this call's first)
         n, c, h, w = x.shape
         wa = self.a.weight  # [C, 2C, k, k]
         if self.a.kernel_size == (1, 1):
@@ -155,7 +155,37 @@ class MemBlock(nn.Module):
             prev = F.conv2d(x, wa[:, c:], None, padding=self.a.padding)
         cur5, prev5 = cur.view(n // t, t, c, h, w), prev.view(n // t, t, c, h, w)
         cur5[:, 1:] += prev5[:, :-1]  # frame i also sees frame i-1
+        if carry is not None:
+            before = carry.take()
+            if before is not None:
+                cur5[:, 0] += before
+            carry.keep(prev5[:, -1].clone())  # what the next call's first frame sees of this one's last
         return x + self.b(F.relu(cur, inplace=True))
+
+
+class Carry:
+    """The causal state one streamed call hands to the next: each memory block's view of the
+    last frame it saw (its ``prev`` conv of that frame, [B, C, h, w]), in block order.
+
+    The blocks only look one frame back, so this is all a call needs to continue exactly where
+    the previous one stopped: tiles decoded one after another with a carry give the frames of
+    one whole-clip call, with no overlap to recompute and no seams to blend. ``Carry()`` starts
+    a stream (its first call gets the causal warm-up); ``Carry(previous.kept)`` continues it.
+    """
+
+    def __init__(self, given: list[torch.Tensor] | None = None) -> None:
+        self.given = given or []
+        self.kept: list[torch.Tensor] = []
+
+    @property
+    def starts(self) -> bool:
+        return not self.given
+
+    def take(self) -> torch.Tensor | None:
+        return self.given[len(self.kept)] if self.given else None
+
+    def keep(self, prev: torch.Tensor) -> None:
+        self.kept.append(prev)
 
 
 class TinyEncoder(nn.Module):
@@ -174,25 +204,27 @@ class TinyEncoder(nn.Module):
             self.head.weight[:latent] *= 30.0  # first quantization steps do not erase them
             self.head.bias[latent:] = -8.0
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, carry: Carry | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, 1+4k, H, W] (or 4k frames continuing a ``carry``) -> (mean, logvar) [B, latent, 1+k (k), H/8, W/8]."""
         b, _, t, h, w = x.shape
         h8, w8 = h // 8, w // 8
-        # causal warm-up: frame 0 three times in front (the per-frame stages give identical
-        # features for identical frames, so it is copied after them)
-        f5 = x.new_empty(b, t + 3, h8, w8, C2)  # [B, 4(k+1), h, w, C2]
+        # causal warm-up at the stream start: frame 0 three times in front (the per-frame
+        # stages give identical features for identical frames, so it is copied after them)
+        lead = 3 if carry is None or carry.starts else 0
+        f5 = x.new_empty(b, t + lead, h8, w8, C2)  # [B, 4(k+1), h, w, C2]
         n = frames_per_chunk(h * w, x.device)
         for i in range(b):
             for j in range(0, t, n):
-                f5[i, 3 + j : 3 + j + n] = _nhwc(self._features(x[i, :, j : j + n]))
-        f5[:, :3] = f5[:, 3:4]
-        tp = t + 3
-        f = F.relu(self.mem(_nchw(f5.reshape(b * tp, h8, w8, C2)), tp), inplace=True)
+                f5[i, lead + j : lead + j + n] = _nhwc(self._features(x[i, :, j : j + n]))
+        f5[:, :lead] = f5[:, lead : lead + 1]
+        tp = t + lead
+        f = F.relu(self.mem(_nchw(f5.reshape(b * tp, h8, w8, C2)), tp, carry), inplace=True)
         tl = tp // 4
         # fold groups of 4 frames into channels (frame-major): [B*t_lat, 4*C2, h, w]
         g = _nhwc(f).reshape(b * tl, 4, h8, w8, C2).permute(0, 2, 3, 1, 4).reshape(b * tl, h8, w8, 4 * C2)
         f = F.relu(_pointwise(_nchw(g), self.pool.weight, self.pool.bias), inplace=True)
         for blk in self.blocks:
-            f = F.relu(blk(f, tl), inplace=True)
+            f = F.relu(blk(f, tl, carry), inplace=True)
         c = self.latent
         f = _nhwc(self.head(f)).reshape(b, tl, h8, w8, 2 * c).permute(0, 4, 1, 2, 3)
         mean, logvar = f[:, :c], f[:, c:].clamp(-30.0, 20.0)
@@ -255,19 +287,21 @@ class TinyDecoder(nn.Module):
         self.out = nn.Conv2d(C1, 48, 1)
         self.refine = Refine() if refine else None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, carry: Carry | None = None) -> torch.Tensor:
+        """[B, latent, t, h, w] -> [B, 3, 1+4(t-1), 8h, 8w] (4t frames continuing a ``carry``)."""
         b, _, tl, h, w = z.shape
         f = _nchw(z.permute(0, 2, 3, 4, 1).reshape(b * tl, h, w, self.latent))  # [B*t, latent, h, w] channels_last
         f = F.relu(self.inp(f), inplace=True)
         for blk in self.blocks:
-            f = F.relu(blk(f, tl), inplace=True)
+            f = F.relu(blk(f, tl, carry), inplace=True)
         # unfold 4 frames out of channels (frame-major): [B*4t, C2, h, w]
         g = F.linear(_nhwc(f), self.grow.weight.flatten(1), self.grow.bias).reshape(b * tl, h, w, 4, C2).permute(0, 3, 1, 2, 4).reshape(b * tl * 4, h, w, C2)
         tp = tl * 4
-        f = F.relu(self.mem(F.relu(_nchw(g)), tp), inplace=True)
-        # drop the 3 warm-up frames now: everything below is per frame
-        t = tp - 3
-        f = _nhwc(f).reshape(b, tp, h, w, C2)[:, 3:]  # [B, T, h, w, C2]
+        f = F.relu(self.mem(F.relu(_nchw(g)), tp, carry), inplace=True)
+        # drop the stream start's 3 warm-up frames now: everything below is per frame
+        lead = 3 if carry is None or carry.starts else 0
+        t = tp - lead
+        f = _nhwc(f).reshape(b, tp, h, w, C2)[:, lead:]  # [B, T, h, w, C2]
         y = f.new_empty(b, 3, t, 8 * h, 8 * w)
         n = frames_per_chunk(64 * h * w, z.device)
         # gradients outside training come from the encoder's latent refinement: it keeps one
@@ -310,10 +344,14 @@ class TinyVAE(VideoVAE):
     kind = "tiny"
     spatial = 8
     temporal = 4
+    # Three memory blocks at the latent rate, then one at the frame rate, each one frame back:
+    # a latent frame's pixels depend on the 4 latent frames before it, no further.
+    streams = True
+    reach = 4
     # 8 latent frames = 33 pixel frames per temporal tile. 896 px keeps 480p (854x480) in one
     # spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
     # 64 px overlap covers most of the ~70 px receptive field of the 1/8-resolution stack.
-    tiling = Tiling(latent_frames=8, overlap_latents=1, tile_px=896, overlap_px=64)
+    tiling = Tiling(latent_frames=8, overlap_latents=0, tile_px=896, overlap_px=64)
     tile_budget = 33 * 1920 * 1088  # pixel-frames in one temporal tile: a 33-frame 1080p tile
 
     def __init__(self, arch: Arch = Arch()) -> None:
@@ -335,6 +373,19 @@ class TinyVAE(VideoVAE):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """[B,latent,1+k,h,w] -> [B,3,1+4k,8h,8w]."""
         return self.decoder(z)
+
+    def encode_step(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        start = state is None
+        t, h, w = x.shape[2:]
+        if (t - start) % 4 or t < (1 if start else 4) or h % 8 or w % 8:
+            raise ValueError(f"a tiny encode stream takes {'1+4k' if start else '4k'} frames per call and H, W "
+                             f"multiples of 8, got {tuple(x.shape)}")
+        carry = Carry(state)
+        return self.encoder(x, carry)[0], carry.kept
+
+    def decode_step(self, z: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        carry = Carry(state)  # a new one per call: a checkpointed call may run twice
+        return self.decoder(z, carry), carry.kept
 
     @property
     def entropy_coder(self):
