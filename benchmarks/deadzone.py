@@ -25,7 +25,7 @@ from vaecodec import metrics
 from vaecodec.codec import ChunkGatherer, Codec, _pad_to_grid
 from vaecodec.quant import Quantizer, default_deadzone
 from vaecodec.resample import to_uint8_frames
-from vaecodec.tiling import StreamingDecoder, StreamingEncoder
+from vaecodec.tiling import decoder_for, encoder_for
 from vaecodec.video import VideoReader
 
 
@@ -38,7 +38,7 @@ def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzon
         src = np.concatenate(list(r.chunks()))[:frames]
     hp, wp = -(-info.height // s) * s, -(-info.width // s) * s
     runner = codec._runner(model, codec._tiling(model, hp, wp))
-    enc = StreamingEncoder(runner, model.temporal)
+    enc = encoder_for(runner, model.temporal)
     with torch.inference_mode():
         x = torch.from_numpy(_pad_to_grid(src, s)).permute(3, 0, 1, 2)
         blocks = list(enc.push(x)) + list(enc.finish())
@@ -50,7 +50,7 @@ def measure(codec: Codec, clip: Path, frames: int, qualities: list[int], deadzon
         for dz in sorted(set(deadzones) | {default_deadzone(quality)}):
             quant = Quantizer("entropy", quality=quality, coder=model.entropy_coder, deadzone=dz)
             nbytes, out = 0, []
-            dec = StreamingDecoder(runner, model.temporal, n_lat)
+            dec = decoder_for(runner, model.temporal, n_lat, model.reach)
             with torch.inference_mode():
                 for z in chunks:
                     p = quant.pack(z)

@@ -104,18 +104,27 @@ def test_auto_dtype_encodes_in_fp32_and_decodes_in_bf16_where_the_hardware_has_i
     assert auto.describe()["dtype"] == f"auto (encode fp32, decode {'bf16' if used == torch.bfloat16 else 'fp32'})"
 
 
-def test_default_tiles_follow_frame_size(photo_clip, tmp_path):
-    """Small frames get the tiny model's long temporal tiles; 1080p keeps short ones, larger
-    pictures shorter still; an explicit --tile-frames wins; the file records what was used."""
+def test_default_tiles_follow_device_and_frame_size(photo_clip, tmp_path):
+    """On a CPU the tiny model streams in short temporal tiles; elsewhere small frames get long
+    ones, 1080p shorter, larger pictures shorter still; an explicit --tile-frames wins and the
+    file records what the encoder used. The tile changes neither bytes nor frames: a decoder
+    runs its own (the same frames, within float rounding)."""
     from vaecodec.models.tiny import TinyVAE
 
     m = TinyVAE()
-    assert m.tiling_for(480, 856).latent_frames == 12 and m.tiling_for(1088, 1920).latent_frames == 8
-    assert m.tiling_for(1440, 2560).latent_frames == 4 and m.tiling_for(2160, 3840).latent_frames == 4
-    for kwargs, expect in (({}, 12), ({"tile_frames": 5}, 5)):
-        Codec(device="cpu", **kwargs).encode(photo_clip, tmp_path / "t.vlat", overwrite=True)
-        with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
+    assert {m.tiling_for(h, w).latent_frames for h, w in ((480, 856), (1088, 1920), (1440, 2560))} == {2}
+    gpu_like = TinyVAE().to("meta")  # only the parameters' device type is read
+    assert gpu_like.tiling_for(480, 856).latent_frames == 12 and gpu_like.tiling_for(1088, 1920).latent_frames == 8
+    assert gpu_like.tiling_for(1440, 2560).latent_frames == 4 and gpu_like.tiling_for(2160, 3840).latent_frames == 4
+    for kwargs, expect in (({}, 2), ({"tile_frames": 5}, 5)):
+        Codec(device="cpu", dtype="fp32", **kwargs).encode(photo_clip, tmp_path / f"t{expect}.vlat")
+        with vaecodec.open(tmp_path / f"t{expect}.vlat", device="cpu") as f:
             assert f.tiling.latent_frames == expect
+    with vaecodec.open(tmp_path / "t2.vlat", device="cpu") as a, vaecodec.open(tmp_path / "t5.vlat", device="cpu") as b:
+        assert torch.equal(a.latents(), b.latents())  # the same symbols from either tiling
+    ours = np.concatenate(list(Codec(device="cpu", dtype="fp32").decode_frames(tmp_path / "t5.vlat"))).astype(int)
+    theirs = np.concatenate(list(Codec(device="cpu", dtype="fp32", tile_frames=5).decode_frames(tmp_path / "t5.vlat")))
+    assert np.abs(ours - theirs).max() <= 1 and (ours == theirs).mean() > 0.999
 
 
 def test_tile_seams_are_not_visible(photo_clip, tmp_path):

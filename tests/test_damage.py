@@ -77,7 +77,7 @@ def test_api_raises_for_a_damaged_payload_and_reads_intact_ranges(enc, tmp_path)
         assert torch.equal(f.latents(17, 100), enc.latents[:, 5:])
         # the decoder's causal memory ties latent 8's frames (29..32) to latents 4..8 (the model's
         # reach): reading them fails, a read that starts with latent 9 never touches latent 4
-        with pytest.raises(FormatError, match=re.escape("read latent frames 4..10")):
+        with pytest.raises(FormatError, match=re.escape(LOST)):
             f.frames_tensor(32, 38)
         assert torch.equal(f.frames_tensor(33, 38), enc.frames[33:])
         z = f.latents(conceal=True)

@@ -255,7 +255,7 @@ def encode(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     tile_frames: Annotated[Optional[int], typer.Option(help="Temporal tile length in latent frames, at least 1.")] = None,
-    tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1.")] = None,
+    tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1 (models without a carried causal state, e.g. LTX; the embedded model streams its state and takes none).")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels, a positive multiple of the model's spatial factor (tiny: 8, LTX: 32); bigger frames are split.")] = None,
     tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels, a multiple of the spatial factor below --tile-px.")] = None,
     chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 32, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,

@@ -1,8 +1,8 @@
 """The ``Codec``: the one pipeline behind both the CLI and the Python API.
 
-encode: VideoReader -> pad to the model grid -> StreamingEncoder (temporal + spatial tiles)
+encode: VideoReader -> pad to the model grid -> tiling.encoder_for (temporal + spatial tiles)
         -> Quantizer -> VlatWriter chunks (latents and audio interleaved as demuxed)
-decode: VlatReader -> Quantizer.unpack -> StreamingDecoder -> crop -> VideoWriter
+decode: VlatReader -> Quantizer.unpack -> tiling.decoder_for -> crop -> VideoWriter
 
 Only one temporal tile of frames and latents is alive at any time, so memory does not grow
 with the length of the video.
@@ -1140,7 +1140,12 @@ class LatentFile:
         model = self.model
         codec = self.codec
         sw = Stopwatch(codec.device)
-        dec = decoder_for(codec._runner(model, self.tiling), self.temporal, self.latent_frames, model.reach)
+        tiling = self.tiling
+        if model.streams:  # the result does not depend on the temporal tile: this decoder picks its own
+            padded = self.header["video"]
+            tiling = replace(tiling, latent_frames=codec._tiling(model, int(padded["padded_height"]),
+                                                                 int(padded["padded_width"])).latent_frames)
+        dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach)
         lat_start, lat_stop = dec.seek(start, stop)
         request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"
         if progress:

@@ -8,8 +8,14 @@ its latents ``1..m`` are the global latents ``a+1..a+m``. Consecutive tiles star
 latents (blended with a linear cross-fade on encode) and ``overlap_latents*t + 1`` pixel
 frames (cross-faded on decode). The warm-up end of each tile always gets the low weight.
 
+A model that streams (``VideoVAE.streams``: its causal state between calls is a small carry,
+as in the embedded model) needs none of that in time: ``CausalEncoder``/``CausalDecoder`` run
+tiles one after another with no overlap, each continuing the state the previous one left, and
+give exactly what one whole-clip call gives.
+
 Spatial tiles split frames larger than ``tile_px`` into overlapping tiles whose results are
-blended with separable linear ramps, in latent space on encode and pixel space on decode.
+blended with separable linear ramps, in latent space on encode and pixel space on decode
+(with a streaming model, each spatial tile carries its own state).
 """
 
 from __future__ import annotations
