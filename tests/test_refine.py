@@ -94,7 +94,7 @@ class SkewedTiny(TinyVAE):
         return 0.7 * z, state
 
 
-@pytest.mark.parametrize("frames,piece", [(1, 1), (9, 4), (23, 5)])
+@pytest.mark.parametrize("frames,piece", [(1, 1), (9, 4), (23, 5), (21, 21), (50, 7), (13, 2)])
 def test_streamed_refinement_decodes_closer_through_the_causal_decoder(frames, piece):
     """A streaming model's refiner decodes each tile from the state the final latents before
     it left, as the causal decoder will: every latent comes out once, as whole symbols, and

@@ -131,7 +131,8 @@ class LatentRefiner:
         """Refine what is left: the tiles the decoder's plan ends with. The frames are padded
         as ``StreamingEncoder.finish`` pads them (the last one repeated)."""
         last = self.l0 + len(self.latents) - 1
-        self.frames.extend([self.frames[-1]] * (1 + last * self.t - self.f0 - len(self.frames)))
+        pad = 1 + last * self.t - self.f0 - len(self.frames)
+        self.frames.extend([self.frames[-1]] * pad if pad > 0 else [])
         while self.final < last:
             yield self._run(min(self.L, last - self.start + self.streams))
 
