@@ -197,9 +197,13 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # damaged chunk cannot break the next one); every later frame may be coded against the one
 # before, so longer chunks cost fewer bits. Temporal tiles (11-12 latent frames at 480p)
 # grouped to 32 saved 17 % (smooth pan) and 3 % (busy pan) at quality 5 on 10 s 480p clips.
-# The encoder holds a chunk's float latents, so big frames get shorter chunks.
+# The encoder holds a chunk's float latents, so big frames get shorter chunks, but not much
+# shorter: a chunk start is dearest on the large pictures of the top qualities (one intra
+# latent frame of a 3.5x 480p picture costs ~155 KB, 20 inter frames' worth). 256 MiB keeps 32
+# latent frames up to 3.5x 480p; 64 MiB cut them to 11-17 there, and cost the 10 s lomiri pan
+# 12 % more bits at quality 8 (3x), a 2 s one 62 % at quality 10.
 CHUNK_LATENTS = 32
-CHUNK_BUFFER_BYTES = 64 << 20
+CHUNK_BUFFER_BYTES = 256 << 20
 
 
 def _take_frames(frames: Iterator[np.ndarray], n: int) -> np.ndarray:
