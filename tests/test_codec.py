@@ -348,6 +348,9 @@ def test_chunk_length_is_capped_by_memory_and_checked():
     coder = Codec(device="cpu").model.entropy_coder
     entropy, uniform = Quantizer("entropy", coder=coder), Quantizer("uniform", bits=8)
     assert default_chunk_latents(entropy, 4 * 16 * 60 * 107) == CHUNK_LATENTS  # 480p: 32
+    # quality 10's 3.5x canvas of a 480p pan keeps whole chunks: a chunk start there is one
+    # intra-coded latent frame of ~155 KB
+    assert default_chunk_latents(entropy, 4 * 16 * 219 * 402) == CHUNK_LATENTS
     assert default_chunk_latents(entropy, 4 * 16 * 270 * 480) == CHUNK_BUFFER_BYTES // (4 * 16 * 270 * 480)  # 4K: fewer
     assert default_chunk_latents(entropy, CHUNK_BUFFER_BYTES * 2) == 1
     assert default_chunk_latents(uniform, 1000) == 1
