@@ -8,8 +8,9 @@ and temporal pooling/growing by channel folding follow madebyollin/taehv):
   1/4 and 1/8 resolution, the heavy blocks run at 1/8 resolution and 1/4 frame rate.
 * Causality: the first frame is replicated 3x in front so a clip of 1 + 4k frames becomes
   4(k+1) frames, pooled in groups of 4 -> 1 + k latent frames. Memory blocks only look at
-  the previous frame; every call starts from zero memory, so calls are self-contained
-  (the lead's temporal tiler relies on that).
+  the previous frame, so ``encode``/``decode`` calls start from zero memory and are
+  self-contained, while ``encode_step``/``decode_step`` hand the last frame's memory on
+  (``Carry``): the pipeline streams tiles through them with no overlap.
 
 Shapes for one 480p frame (854x480 padded to 856x480): unshuffle -> [48, 120, 214],
 stem -> [32, 120, 214], down -> [64, 60, 107], pool 4 frames -> latent-rate blocks at
