@@ -119,22 +119,30 @@ def test_streamed_refinement_decodes_closer_through_the_causal_decoder(frames, p
     assert err["better"] < 0.9 * err["plain"], err
 
 
-def test_gradient_through_spatial_tiles_is_the_true_one():
+@pytest.mark.parametrize("streamed", [False, True])
+def test_gradient_through_spatial_tiles_is_the_true_one(streamed):
     """Refining a big frame backpropagates through checkpointed spatial tiles one at a time
-    (and the tiny decoder's checkpointed per-frame stage); the gradient must be the true one. Checked by central differences along random directions
-    (a float64 model; the runner's float32 output limits agreement to about 1 %, while a
-    dropped tile or a wrong blend weight is off by far more)."""
+    (and the tiny decoder's checkpointed per-frame stage); the gradient must be the true one,
+    also when each spatial tile continues its own stream from a carried state. Checked by
+    central differences along random directions (a float64 model; the runner's float32 output
+    limits agreement to about 1 %, while a dropped tile or a wrong blend weight is off by far more)."""
     torch.manual_seed(4)
     model = TinyVAE().double().eval()  # eval: the decoder checkpoints its per-frame stage too
     for p in model.parameters():
         p.requires_grad_(False)
         p.add_(torch.randn_like(p) * 0.05)  # zero-initialised residuals would hide paths
-    runner = TileRunner(lambda x: x, model.decode, 8, Tiling(latent_frames=3, overlap_latents=1, tile_px=32, overlap_px=16))
+    runner = TileRunner(lambda x: x, model.decode, 8, Tiling(latent_frames=3, overlap_latents=1, tile_px=32, overlap_px=16),
+                        None, model.decode_step)
     z = torch.randn(1, 16, 2, 7, 9, dtype=torch.float64)
-    target = torch.randn(1, 3, 5, 56, 72, dtype=torch.float64)
+    states = None
+    if streamed:  # the state three earlier latent frames leave in each spatial tile
+        states = {}
+        runner.decode(torch.randn(1, 16, 3, 7, 9, dtype=torch.float64), states=states)
+        assert len(states) == 12  # 3 x 4 spatial tiles, each with its own carry
+    target = torch.randn(1, 3, 8 if streamed else 5, 56, 72, dtype=torch.float64)
 
     def loss(v: torch.Tensor) -> torch.Tensor:
-        return (runner.decode(v, grad=True) - target).square().mean()
+        return (runner.decode(v, grad=True, states=None if states is None else dict(states)) - target).square().mean()
 
     v = z.clone().requires_grad_(True)
     loss(v).backward()
