@@ -258,7 +258,7 @@ def encode(
     tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1 (models without a carried causal state, e.g. LTX; the embedded model streams its state and takes none).")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels, a positive multiple of the model's spatial factor (tiny: 8, LTX: 32); bigger frames are split.")] = None,
     tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels, a multiple of the spatial factor below --tile-px.")] = None,
-    chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 32, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,
+    chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 64, about 10 s at 25 fps, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,
     zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
     zstd_threads: Annotated[int, typer.Option(help="zstd worker threads, 0 or more (0 = single-threaded, deterministic bytes).")] = 0,
     threads: ThreadsOpt = None,

@@ -197,12 +197,16 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # damaged chunk cannot break the next one); every later frame may be coded against the one
 # before, so longer chunks cost fewer bits. Temporal tiles (11-12 latent frames at 480p)
 # grouped to 32 saved 17 % (smooth pan) and 3 % (busy pan) at quality 5 on 10 s 480p clips.
+# Since inter frames got cheap (motion, context tables, holding) a chunk start is a bigger
+# share: 64 (256 frames, about 10 s at 25 fps, x264's default keyframe interval) against 32
+# saves 10-24 % on the 10 s smooth pan at qualities 1, 5 and 8 and 2-12 % on the busy one, for
+# 0.01-0.08 dB (docs/MODEL.md, "Streaming").
 # The encoder holds a chunk's float latents, so big frames get shorter chunks, but not much
 # shorter: a chunk start is dearest on the large pictures of the top qualities (one intra
-# latent frame of a 3.5x 480p picture costs ~155 KB, 20 inter frames' worth). 256 MiB keeps 32
-# latent frames up to 3.5x 480p; 64 MiB cut them to 11-17 there, and cost the 10 s lomiri pan
-# 12 % more bits at quality 8 (3x), a 2 s one 62 % at quality 10.
-CHUNK_LATENTS = 32
+# latent frame of a 3.5x 480p picture costs ~155 KB, 20 inter frames' worth). 256 MiB keeps 64
+# latent frames up to 3x 480p (47 at 3.5x, 32 at 4K); 64 MiB cut them to 11-17 there, and cost
+# the 10 s lomiri pan 12 % more bits at quality 8 (3x), a 2 s one 62 % at quality 10.
+CHUNK_LATENTS = 64
 CHUNK_BUFFER_BYTES = 256 << 20
 
 
