@@ -325,7 +325,7 @@ def test_tiles_are_grouped_into_long_chunks_that_cost_fewer_bits(tmp_path):
     which holds symbols within a chunk) the stored latents stay exactly the same."""
     from vaecodec.codec import CHUNK_LATENTS
 
-    src = make_video(tmp_path / "long.mp4", size=(96, 64), frames=281)  # 71 latent frames
+    src = make_video(tmp_path / "long.mp4", size=(96, 64), frames=401)  # 101 latent frames
     files = {}
     for name, n in (("tiles", 1), ("grouped", None)):
         files[name] = tmp_path / f"{name}.vlat"
@@ -334,11 +334,40 @@ def test_tiles_are_grouped_into_long_chunks_that_cost_fewer_bits(tmp_path):
         sizes = [int(c.meta["t"]) for c in r.chunks_of("latent")]
     with VlatReader(files["tiles"]) as r:
         assert len(r.chunks_of("latent")) > 3
-    assert sum(sizes) == 71 and len(sizes) == 2 and sizes[0] >= CHUNK_LATENTS
+    assert sum(sizes) == 101 and len(sizes) == 2 and sizes[0] >= CHUNK_LATENTS
     with vaecodec.open(files["tiles"], device="cpu") as a, vaecodec.open(files["grouped"], device="cpu") as b:
         assert torch.equal(a.latents(), b.latents())
         assert torch.equal(a.latents(200, 240), b.latents(200, 240))  # random access inside a long chunk
     assert files["grouped"].stat().st_size < 0.95 * files["tiles"].stat().st_size
+
+
+def test_a_short_tail_joins_the_last_chunk():
+    """With the stream's expected length, a chunk that would leave less than half a chunk
+    behind takes it (one chunk start fewer); a wrong estimate never makes a chunk longer than
+    twice the length, and without one the chunks are cut as they come."""
+    from vaecodec.codec import ChunkGatherer
+    from vaecodec.quant import Quantizer
+
+    def chunks(total: int, expected: int | None, per: int = 8, block: int = 2) -> list[int]:
+        g = ChunkGatherer(Quantizer("uniform", bits=8), per, expected)
+        out = [g.add(torch.zeros(1, min(block, total - i), 1, 1)) for i in range(0, total, block)] + [g.rest()]
+        return [z.shape[1] for z in out if z is not None]
+
+    assert chunks(19, None) == [8, 8, 3]
+    assert chunks(19, 19) == [8, 11]  # the tail of 3 joins
+    assert chunks(22, 22) == [8, 8, 6]  # a tail of half a chunk or more stays a chunk of its own
+    assert chunks(40, 19) == [8, 12, 8, 8, 4]  # an estimate too short: one chunk waits for an end that does not come
+    assert chunks(19, 60) == [8, 8, 3]  # too long: the end comes early, nothing is held past it
+    assert max(chunks(40, 41, per=8, block=16)) <= 2 * 8 + 16  # held blocks stop at twice the length
+
+
+def test_an_encode_does_not_end_on_a_chunk_of_its_own(tmp_path):
+    """65 latent frames with chunks of 64: the container's frame count tells the encoder the
+    end is one latent frame away, so the last chunk takes it instead of coding it alone."""
+    src = make_video(tmp_path / "a.mp4", size=(64, 48), frames=257)  # 1 + 64*4: 65 latent frames
+    Codec(device="cpu", quality=3).encode(src, tmp_path / "a.vlat")
+    with VlatReader(tmp_path / "a.vlat") as r:
+        assert [int(c.meta["t"]) for c in r.chunks_of("latent")] == [65]
 
 
 def test_chunk_length_is_capped_by_memory_and_checked():
@@ -348,10 +377,11 @@ def test_chunk_length_is_capped_by_memory_and_checked():
     coder = Codec(device="cpu").model.entropy_coder
     entropy, uniform = Quantizer("entropy", coder=coder), Quantizer("uniform", bits=8)
     assert default_chunk_latents(entropy, 4 * 16 * 60 * 107) == CHUNK_LATENTS  # 480p: 64
-    # the 3x canvas of quality 8 keeps whole chunks, 3.5x nearly: a chunk start there is one
-    # intra-coded latent frame of ~100-155 KB
-    assert default_chunk_latents(entropy, 4 * 16 * 188 * 345) == CHUNK_LATENTS
-    assert default_chunk_latents(entropy, 4 * 16 * 219 * 402) >= 0.7 * CHUNK_LATENTS
+    # 2x keeps whole chunks and the 3-3.5x canvases of the top qualities half of one: a chunk
+    # start there is one intra-coded latent frame of ~100-155 KB
+    assert default_chunk_latents(entropy, 4 * 16 * 120 * 214) == CHUNK_LATENTS
+    assert default_chunk_latents(entropy, 4 * 16 * 188 * 345) >= CHUNK_LATENTS // 2 - 2
+    assert default_chunk_latents(entropy, 4 * 16 * 219 * 402) >= CHUNK_LATENTS // 3
     assert default_chunk_latents(entropy, 4 * 16 * 270 * 480) == CHUNK_BUFFER_BYTES // (4 * 16 * 270 * 480)  # 4K: fewer
     assert default_chunk_latents(entropy, CHUNK_BUFFER_BYTES * 2) == 1
     assert default_chunk_latents(uniform, 1000) == 1

@@ -201,13 +201,15 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # share: 64 (256 frames, about 10 s at 25 fps, x264's default keyframe interval) against 32
 # saves 10-24 % on the 10 s smooth pan at qualities 1, 5 and 8 and 2-12 % on the busy one, for
 # 0.01-0.08 dB (docs/MODEL.md, "Streaming").
-# The encoder holds a chunk's float latents, so big frames get shorter chunks, but not much
-# shorter: a chunk start is dearest on the large pictures of the top qualities (one intra
-# latent frame of a 3.5x 480p picture costs ~155 KB, 20 inter frames' worth). 256 MiB keeps 64
-# latent frames up to 3x 480p (47 at 3.5x, 32 at 4K); 64 MiB cut them to 11-17 there, and cost
-# the 10 s lomiri pan 12 % more bits at quality 8 (3x), a 2 s one 62 % at quality 10.
+# The encoder holds a chunk's float latents (and its quantizer about 5x that in temporaries),
+# so big frames get shorter chunks, but not much shorter: a chunk start is dearest on the
+# large pictures of the top qualities (one intra latent frame of a 3.5x 480p picture costs
+# ~155 KB, 20 inter frames' worth). 128 MiB keeps 64 latent frames up to 2x 480p, 30 at 3x,
+# 23 at 3.5x and 16 at 4K. 64 MiB cut 3-3.5x to 11-17, which cost the 10 s lomiri pan 12 %
+# more bits at quality 8 (3x) and a 2 s one 62 % at quality 10; 64 latent frames at 3x saved
+# only 1.9 % more than 32 there, for 1.4 GB more encode memory (4.8 GB).
 CHUNK_LATENTS = 64
-CHUNK_BUFFER_BYTES = 256 << 20
+CHUNK_BUFFER_BYTES = 128 << 20
 
 
 def _take_frames(frames: Iterator[np.ndarray], n: int) -> np.ndarray:
@@ -255,18 +257,32 @@ def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
 class ChunkGatherer:
     """Joins the encoder's consecutive latent blocks [C, k, h, w] into chunks of at least
     ``per_chunk`` latent frames (the last may be shorter); ``None``: ``default_chunk_latents``
-    for the quantizer and the blocks' frame size (float32 latents)."""
+    for the quantizer and the blocks' frame size (float32 latents).
 
-    def __init__(self, quant: Quantizer, per_chunk: int | None = None) -> None:
-        self.quant, self.per_chunk = quant, per_chunk
+    ``expected``: the stream's length in latent frames as the container estimates it. A chunk
+    that would leave a tail shorter than half a chunk takes the tail too (up to 1.5 chunks):
+    every chunk starts with a latent frame coded on its own, and a 10 s 480p pan cut 64 + 1
+    pays for a second one, ~30 % of its file at quality 5. A wrong estimate costs only that:
+    no chunk grows past twice ``per_chunk``.
+    """
+
+    def __init__(self, quant: Quantizer, per_chunk: int | None = None, expected: int | None = None) -> None:
+        self.quant, self.per_chunk, self.expected = quant, per_chunk, expected
         self.blocks: list[torch.Tensor] = []
+        self.done = 0  # latent frames already handed out as chunks
 
     def add(self, z: torch.Tensor) -> torch.Tensor | None:
         """Take the next block; returns a whole chunk once enough frames are gathered."""
         if self.per_chunk is None:
             self.per_chunk = default_chunk_latents(self.quant, 4 * z[:, :1].numel())
         self.blocks.append(z.cpu())
-        return self.rest() if sum(b.shape[1] for b in self.blocks) >= self.per_chunk else None
+        have = sum(b.shape[1] for b in self.blocks)
+        if have < self.per_chunk:
+            return None
+        tail = None if self.expected is None else self.expected - self.done - have
+        if tail is not None and 0 < tail < self.per_chunk / 2 and have + tail <= 2 * self.per_chunk:
+            return None  # the end is near: this chunk takes it
+        return self.rest()
 
     def rest(self) -> torch.Tensor | None:
         """The frames gathered so far as one chunk (None if there are none)."""
@@ -274,6 +290,7 @@ class ChunkGatherer:
             return None
         z = torch.cat(self.blocks, dim=1) if len(self.blocks) > 1 else self.blocks[0]
         self.blocks = []
+        self.done += z.shape[1]
         return z
 
 
@@ -590,7 +607,8 @@ class Codec:
                 pool = (stack.enter_context(closing(CoderPool(self.entropy_workers, quant.coder)))
                         if self.entropy_workers and quant.scheme == "entropy" else None)
                 queue = _ChunkQueue(out, pool) if pool else None
-                gather = ChunkGatherer(quant, self.chunk_latents)
+                gather = ChunkGatherer(quant, self.chunk_latents,
+                                       model.latents_for_frames(info.frames) if info.frames else None)
 
                 def emit(z: torch.Tensor | None) -> None:  # z: [C, k, h, w], a whole chunk of latents
                     nonlocal n_lat
