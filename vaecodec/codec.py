@@ -201,7 +201,7 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # share: 64 (256 frames, about 10 s at 25 fps, x264's default keyframe interval) against 32
 # saves 10-24 % on the 10 s smooth pan at qualities 1, 5 and 8 and 2-12 % on the busy one, for
 # 0.01-0.08 dB (docs/MODEL.md, "Streaming").
-# The encoder holds a chunk's float latents (and its entropy coder about 10x that at its peak),
+# The encoder holds a chunk's float latents (and its entropy coder about 6.6x that at its peak),
 # so big frames get shorter chunks, but not much shorter: a chunk start is dearest on the
 # large pictures of the top qualities (one intra latent frame of a 3.5x 480p picture costs
 # ~155 KB, 20 inter frames' worth). 128 MiB keeps 64 latent frames up to 2x 480p, 30 at 3x,

@@ -86,10 +86,10 @@ def _blocks(t: int, h: int, w: int, block: int) -> tuple[np.ndarray, int]:
 
 
 def _block_hist(sym: np.ndarray, ids: np.ndarray, nblocks: int) -> np.ndarray:
-    """[C, nblocks, ALPHABET] symbol counts per channel and block; sym is [C, cells]."""
-    c = sym.shape[0]
-    key = (np.arange(c)[:, None] * nblocks + ids[None, :]) * ALPHABET + sym
-    return np.bincount(key.ravel(), minlength=c * nblocks * ALPHABET).reshape(c, nblocks, ALPHABET)
+    """[C, nblocks, ALPHABET] symbol counts per channel and block; sym is [C, cells]. One
+    channel at a time: the keys of all of them at once were the encoder's largest array."""
+    key = ids * ALPHABET
+    return np.stack([np.bincount(key + s, minlength=nblocks * ALPHABET).reshape(nblocks, ALPHABET) for s in sym])
 
 
 def _bank_cost(hist: np.ndarray, table_bits: np.ndarray) -> np.ndarray:
@@ -496,7 +496,10 @@ class EntropyCoder:
         _, bits = self._prepared(quality)
         c, t, h, w = q.shape
         s = self.tables
-        q = q.astype(np.int64)
+        # residuals of int32 symbols can need 33 bits; real latents' never come close, and int64
+        # for all of them was half the encoder's peak memory
+        wide = q.size and max(int(q.max()), -int(q.min())) >= 1 << 30
+        q = q.astype(np.int64 if wide else np.int32, copy=False)  # read only below
         res = np.zeros_like(q)
         if motion is None:
             res[:, 1:] = q[:, 1:] - q[:, :-1]
