@@ -14,7 +14,7 @@ For each dtype: encode CLIP to a .vlat, then decode it:
   the speed and memory of latent refinement on the device.
 
 ``--loop N`` first writes a clip that plays CLIP N times (forwards, backwards, ...: no cut) and
-measures that instead. Entropy workers decode whole chunks (128 frames by default), so a
+measures that instead. Entropy workers decode whole chunks (256 frames by default), so a
 short clip's decode time is mostly the wait for its first chunk; a long one shows throughput.
 ``--no-mp4`` skips the mp4 decode (its H.264 writing runs on the CPU at about 60 fps).
 

@@ -18,14 +18,14 @@
 #   v8's session (15 min of device time): SPEED=0 TRAIN_SECONDS=530 for the first call (562 s of command,
 #   595 s of device time with the start), then at once on the warm machine the pipeline call with
 #   PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" (59 s; a 60 s clip's
-#   decode throughput: a 10 s clip has two chunks, its figure is latency), then give_back.
+#   decode throughput: a 10 s clip had two chunks (one since chunks are 64 latent frames), its figure is latency), then give_back.
 #   2026-11-27's session ran TRAIN_EXTRA="--blocks8 3" (no better than more training of v8, not
 #   shipped) and then the pipeline with "--qualities 5 8", which ran out of its 240 s in quality 8's
 #   encode (the camera stage on the host, since halved). Next session, pipeline first, one quality
 #   per call on the warm machine:
 #     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0 --qualities 5"  (timeout_s 200)
 #     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 2 --no-mp4 --workers 12 --qualities 8"       (timeout_s 300)
-#   (the first checks the one-pass cut-out against the 856-895 fps of 2026-11-27; since the ladder
+#   (the first checks the one-pass cut-out and the streaming tiles against the 856-895 fps of 2026-11-27; since the ladder
 #   went to 3.5x, quality 8 codes this busy clip at 3x, 2.25x the pixels of the 2x it had: use
 #   --loop 2 there, or `--qualities 7` for 2.5x), then train with what is left, e.g.
 #   TRAIN_EXTRA="--flicker 1" (docs/MODEL.md: halved the boundary flicker on the CPU).
