@@ -129,7 +129,7 @@ class LatentRefiner:
 
     def finish(self) -> Iterator[torch.Tensor]:
         """Refine what is left: the tiles the decoder's plan ends with. The frames are padded
-        as ``StreamingEncoder.finish`` pads them (the last one repeated)."""
+        as the encode stream's ``finish`` pads them (the last one repeated)."""
         last = self.l0 + len(self.latents) - 1
         pad = 1 + last * self.t - self.f0 - len(self.frames)
         self.frames.extend([self.frames[-1]] * pad if pad > 0 else [])
@@ -140,7 +140,10 @@ class LatentRefiner:
         """Refine the next tile: latents [start, start + m] (streamed: [start, start + m));
         returns its newly final latents [C, k, h, w] as symbols times steps."""
         a, s, t = self.start, self.step, self.t
-        lo, end = a - (self.final >= 0) if self.streams else a, a + m + (not self.streams)
+        if self.streams:  # its own latents, after the last final one (the rate term's reference)
+            lo, end = a - (self.final >= 0), a + m
+        else:  # its first latents are the previous tile's last
+            lo, end = a, a + m + 1
         u = torch.stack(self.latents[lo - self.l0 : end - self.l0], dim=1)  # [C, k, h, w]
         n_fixed = self.final + 1 - lo  # latents before this tile's own: already final
         fixed, free = u[:, :n_fixed], u[:, n_fixed:].clone()
