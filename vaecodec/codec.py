@@ -199,8 +199,8 @@ def _pad_to_grid(frames: np.ndarray, multiple: int) -> np.ndarray:
 # grouped to 32 saved 17 % (smooth pan) and 3 % (busy pan) at quality 5 on 10 s 480p clips.
 # Since inter frames got cheap (motion, context tables, holding) a chunk start is a bigger
 # share: 64 (256 frames, about 10 s at 25 fps, x264's default keyframe interval) against 32
-# saves 10-24 % on the 10 s smooth pan at qualities 1, 5 and 8 and 2-12 % on the busy one, for
-# 0.01-0.08 dB (docs/MODEL.md, "Streaming").
+# saves 10-24 % on the 10 s smooth pan at qualities 1, 5 and 8 and 11.5 % on the busy one at
+# quality 5, for 0.01-0.08 dB (docs/MODEL.md, "Streaming").
 # The encoder holds a chunk's float latents (and its entropy coder about 6.6x that at its peak),
 # so big frames get shorter chunks, but not much shorter: a chunk start is dearest on the
 # large pictures of the top qualities (one intra latent frame of a 3.5x 480p picture costs
@@ -1168,9 +1168,8 @@ class LatentFile:
         sw = Stopwatch(codec.device)
         tiling = self.tiling
         if model.streams:  # the result does not depend on the temporal tile: this decoder picks its own
-            padded = self.header["video"]
-            tiling = replace(tiling, latent_frames=codec._tiling(model, int(padded["padded_height"]),
-                                                                 int(padded["padded_width"])).latent_frames)
+            s = model.spatial
+            tiling = replace(tiling, latent_frames=codec._tiling(model, self.lat_h * s, self.lat_w * s).latent_frames)
         dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach)
         lat_start, lat_stop = dec.seek(start, stop)
         request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"

@@ -349,8 +349,8 @@ class TinyVAE(VideoVAE):
     # a latent frame's pixels depend on the 4 latent frames before it, no further.
     streams = True
     reach = 4
-    # 8 latent frames = 33 pixel frames per temporal tile. 896 px keeps 480p (854x480) in one
-    # spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
+    # tiling_for picks the temporal tile (8 latent frames is only a fallback). 896 px keeps 480p
+    # (854x480) in one spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
     # 64 px overlap covers most of the ~70 px receptive field of the 1/8-resolution stack.
     tiling = Tiling(latent_frames=8, overlap_latents=0, tile_px=896, overlap_px=64)
     tile_budget = 33 * 1920 * 1088  # pixel-frames in one temporal tile: a 33-frame 1080p tile
