@@ -239,11 +239,18 @@ def unpack_packets(buf: bytes) -> list[AudioPacket]:
 
 
 def _nice_rate(rate: Fraction) -> Fraction:
-    """Snap a measured rate to the NTSC or integer rate it approximates (within 0.1%)."""
-    for r in _COMMON_RATES + [Fraction(round(rate))]:
-        if r > 0 and abs(rate - r) <= r / 1000:
-            return r
-    return rate.limit_denominator(1001)
+    """Snap a rate to the nearest NTSC or integer rate within 0.1% of it (nearest: an NTSC rate is
+    itself 0.1% below its integer one)."""
+    r = min(_COMMON_RATES + [Fraction(round(rate))], key=lambda c: abs(rate - c))
+    return r if r > 0 and abs(rate - r) <= r / 1000 else rate.limit_denominator(1001)
+
+
+def _peek_times(stream: av.video.stream.VideoStream, pts: list[int]) -> list[int]:
+    """The distinct frame times of the peeked packets, without the holes at their end: packets
+    come in decode order, so when the peek cut the stream, frames that B-frame reordering shows
+    before the last peeked one are still unread (a hole in the last ``_REORDER_DEPTH`` times)."""
+    times = sorted(set(pts))
+    return times[:-_REORDER_DEPTH] if len(pts) >= _PEEK_PACKETS else times
 
 
 def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
@@ -251,17 +258,19 @@ def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
 
     Header rates are unreliable for VFR input (a container's nominal or finest rate), so a
     declared rational is only used when the measured mean frame interval matches it within
-    1%; using the declared value (not the measurement) keeps e.g. 30000/1001 exact.
+    1%; using the declared value (not the measurement) keeps e.g. 30000/1001 exact. Both are
+    snapped to the common rate they approximate: Matroska derives its declared rate from
+    millisecond times (59.94 fps reads 19001/317).
     """
     declared = [Fraction(r) for r in (stream.average_rate, stream.base_rate, stream.guessed_rate) if r]
-    times = sorted(set(pts))
+    times = _peek_times(stream, pts)
     if len(times) < 2 or not stream.time_base:
-        return declared[0] if declared else Fraction(25)
+        return _nice_rate(declared[0]) if declared else Fraction(25)
     tb = Fraction(stream.time_base)
     mean = (times[-1] - times[0]) * tb / (len(times) - 1)
     for r in declared:
         if abs(1 / r - mean) <= mean / 100:
-            return r
+            return _nice_rate(r)
     if stream.frames and stream.frames > 1 and stream.duration:  # whole-stream mean beats the peek window
         return _nice_rate(stream.frames / (stream.duration * tb))
     return _nice_rate(1 / mean)
@@ -270,9 +279,7 @@ def _pick_fps(stream: av.video.stream.VideoStream, pts: list[int]) -> Fraction:
 def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tuple[float, float] | None:
     """(shortest, longest) seconds between the frame times seen, when the longest is over 1.5x
     the shortest: variable frame rate (or frames missing), which a constant rate cannot keep."""
-    times = sorted(set(pts))
-    if len(pts) >= _PEEK_PACKETS:  # the peek cut the stream: frames reordered (B-frames) past it leave holes at its end
-        times = times[:-_REORDER_DEPTH]
+    times = _peek_times(stream, pts)
     if len(times) < 3 or not stream.time_base:
         return None
     gaps = np.diff(times) * float(stream.time_base)
