@@ -91,6 +91,60 @@ def test_search_finds_the_pan(vy, vx):
     assert (np.abs(inner - want) <= 2).all(), inner  # within a quarter cell
 
 
+def _reference_search(x: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """The search rule stated block by block, every candidate's prediction from
+    ``_reference_predict``: whole cells nearest first, then half, quarter and eighth cells
+    around each block's best, a candidate taken only when strictly better."""
+    _, h, w = x.shape
+    nby, nbx = -(-h // BLOCK), -(-w // BLOCK)
+    errors: dict[tuple[int, int], np.ndarray] = {}
+
+    def sad(v: tuple[int, int], by: int, bx: int) -> float:
+        if v not in errors:
+            errors[v] = np.abs(x - _reference_predict(prev, *v))
+        return errors[v][:, by * BLOCK:(by + 1) * BLOCK, bx * BLOCK:(bx + 1) * BLOCK].sum()
+
+    mv = np.zeros((nby, nbx, 2), np.int64)
+    for by in range(nby):
+        for bx in range(nbx):
+            best, v = min(((sad(w, by, bx), w) for w in [(8 * a, 8 * b) for a, b in mc.WHOLE_CELLS]),
+                          key=lambda sv: sv[0])  # min keeps the first of equal scores: the nearest
+            for d in mc.REFINE:
+                cy, cx = v
+                for oy, ox in mc.NEIGHBOURS:
+                    cand = (cy + d * oy, cx + d * ox)
+                    if max(abs(cand[0]), abs(cand[1])) <= mc.MV_MAX and (s := sad(cand, by, bx)) < best:
+                        best, v = s, cand
+            mv[by, bx] = v
+    return mv
+
+
+@pytest.mark.parametrize("motion", ["pan", "scattered", "mostly still", "every third column", "huge values"])
+def test_search_is_the_block_by_block_rule(motion):
+    """The search scores each candidate vector for all the blocks that try it at once (their
+    bounding box, or each row's runs of them when they are sparse); it must pick exactly what
+    the rule, block by block, picks. Latents in quarter steps keep every sum exact, so equal
+    scores are equal in both and ties break the same way."""
+    h, w = 88, 120  # 6 x 8 blocks, the last row and column partial
+    rng = np.random.default_rng(len(motion))
+    prev = np.round(_field(7, h=h, w=w).numpy()).astype(np.int32)
+    nby, nbx = -(-h // BLOCK), -(-w // BLOCK)
+    true = {"pan": np.broadcast_to([5, -11], (nby, nbx, 2)),
+            "scattered": rng.integers(-30, 31, (nby, nbx, 2)),
+            "mostly still": np.where(rng.random((nby, nbx, 1)) < 0.2, rng.integers(-12, 13, (nby, nbx, 2)), 0),
+            "every third column": np.where((np.arange(nbx) % 3 == 0)[:, None], [-6, 9], 0)[None].repeat(nby, 0),
+            "huge values": rng.integers(-20, 21, (nby, nbx, 2))}[motion]
+    noise = rng.integers(-3, 4, (C, h, w)) / 4
+    if motion == "huge values":  # past 2^18 a float32 blend is not exact: the integer path
+        prev += 1 << 23
+        noise = np.round(noise)  # whole steps: float32 holds no quarter steps up there
+    x = mc.predict(prev, true.astype(np.int16), BLOCK) + noise
+    want = _reference_search(x, prev)
+    got = mc.search(x.astype(np.float32), prev, BLOCK)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want.reshape(-1, 2), axis=0)) > (nby * nbx // 2 if motion == "scattered" else 1 if motion != "pan" else 0)
+
+
 def test_still_content_keeps_zero_vectors():
     x = _field(2, h=H, w=W).numpy()
     q = np.round(x).astype(np.int32)

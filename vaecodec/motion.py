@@ -114,10 +114,35 @@ def _block_sums(d: np.ndarray, block: int) -> np.ndarray:
     return np.add.reduceat(rows, np.arange(0, w, block), axis=-1)
 
 
+def _floor_mix(total, weight: int):
+    """``_round_mix`` in float arithmetic: exact while every blend stays below 2^24."""
+    return np.floor((total + weight // 2) * (1.0 / weight))
+
+
+def _rectangles(need: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Block rectangles (by0, by1, bx0, bx1) that cover the True blocks of ``need`` [nby, nbx]:
+    their bounding box when at least half of it is needed (a pan: the whole frame), else each
+    block row's runs of needed blocks, so no block is computed that no candidate needs."""
+    rows, cols = np.nonzero(need)
+    by0, by1, bx0, bx1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    if 2 * len(rows) >= (by1 - by0) * (bx1 - bx0):
+        return [(by0, by1, bx0, bx1)]
+    out = []
+    for r in np.unique(rows):
+        c = cols[rows == r]
+        gaps = np.flatnonzero(np.diff(c) > 1)
+        out += [(r, r + 1, a, b + 1) for a, b in zip(np.r_[c[0], c[gaps + 1]], np.r_[c[gaps], c[-1]])]
+    return out
+
+
 def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
     """One vector per block [nby, nbx, 2] (int16, eighths of a cell) that best predicts the float
     latents ``x`` [C, h, w] (in steps) from the symbols ``prev`` [C, h, w]. Ties keep the
-    shorter vector, so still content keeps (0, 0)."""
+    shorter vector, so still content keeps (0, 0).
+
+    Each refinement step scores every block's eight neighbours of its best so far. Blocks mostly
+    share their vectors (a steadied canvas: nearly all (0, 0)), so each distinct candidate vector
+    is scored in one pass over the rectangles of the blocks that try it, not block by block."""
     c, h, w = x.shape
     x = x.astype(np.float32, copy=False)
     pad = _padded(prev)
@@ -128,18 +153,27 @@ def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
     ])
     mv = np.array(WHOLE_CELLS, np.int64)[scores.argmin(0)] * PRECISION  # [nby, nbx, 2]
     best = scores.min(0)
-    for by, (y0, y1) in enumerate(_block_edges(h, block)):
-        for bx, (x0, x1) in enumerate(_block_edges(w, block)):
-            xb = x[:, y0:y1, x0:x1]
-            for d in REFINE:
-                centre = mv[by, bx].copy()
-                for oy, ox in NEIGHBOURS:
-                    dy, dx = int(centre[0] + d * oy), int(centre[1] + d * ox)
-                    if max(abs(dy), abs(dx)) > MV_MAX:
-                        continue
-                    s = np.abs(xb - _window(pad, y0, y1, x0, x1, dy, dx)).sum()
-                    if s < best[by, bx]:
-                        best[by, bx], mv[by, bx] = s, (dy, dx)
+    exact = np.abs(prev).max(initial=0) < 1 << 18  # blends of 64ths below 2^24: float32 is exact
+    ref, mix = (padf, _floor_mix) if exact else (pad, _round_mix)
+    offsets = np.array(NEIGHBOURS)[:, None, None]  # [8, 1, 1, 2]
+    for d in REFINE:
+        cands = mv[None] + d * offsets  # [8, nby, nbx, 2], tried in NEIGHBOURS order
+        legal = np.abs(cands).max(-1) <= MV_MAX
+        keys = np.where(legal, (cands[..., 0] + 4 * MV_MAX) * 8 * MV_MAX + cands[..., 1] + 4 * MV_MAX, -1)
+        found = np.full(keys.shape, np.inf, np.float32)
+        for key in np.unique(keys[legal]):
+            dy, dx = divmod(int(key), 8 * MV_MAX)
+            dy, dx = dy - 4 * MV_MAX, dx - 4 * MV_MAX
+            hit = keys == key  # [8, nby, nbx]
+            for by0, by1, bx0, bx1 in _rectangles(hit.any(0)):
+                y0, y1, x0, x1 = by0 * block, min(by1 * block, h), bx0 * block, min(bx1 * block, w)
+                sad = _block_sums(np.abs(x[:, y0:y1, x0:x1] - _window(ref, y0, y1, x0, x1, dy, dx, mix)).sum(0), block)
+                area = found[:, by0:by1, bx0:bx1]
+                np.copyto(area, sad, where=hit[:, by0:by1, bx0:bx1])
+        every = np.concatenate([best[None], found])  # the centre first: it wins ties
+        k = every.argmin(0)
+        best = np.take_along_axis(every, k[None], 0)[0]
+        mv = np.where((k > 0)[..., None], np.take_along_axis(cands, np.maximum(k - 1, 0)[None, ..., None], 0)[0], mv)
     return mv.astype(np.int16)
 
 
