@@ -175,6 +175,18 @@ def test_matroska_rate_is_exact_with_b_frames(tmp_path: Path, fps: Fraction) -> 
     assert len(got) == 72
 
 
+def test_matroska_frame_count_comes_from_the_video_track(tmp_path: Path) -> None:
+    """Matroska has no frame count; its container duration is the longer AAC track's (encoder
+    padding), one frame too many at 50 fps, so the estimate (progress total, chunk plan) reads
+    the video track's DURATION tag."""
+    path = tmp_path / "av.mkv"
+    make_clip_with_aac(path, n_frames=50, fps=50)
+    with av.open(str(path)) as c:
+        assert round(c.duration / av.time_base * 50) == 51
+    with VideoReader(path) as r:
+        assert (r.info.frames, r.info.fps) == (50, 50)
+
+
 def test_missing_garbage_and_audio_only_inputs_raise_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         VideoReader(tmp_path / "nope.mp4")

@@ -412,6 +412,10 @@ class VideoReader:
             return int(self._vs.frames)
         if self._vs.duration and self._vs.time_base:
             return round(self._vs.duration * Fraction(self._vs.time_base) * fps)
+        tagged = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", self._vs.metadata.get("DURATION", ""))
+        if tagged:  # Matroska's per-stream duration: the container's may be a longer audio track's
+            h, m, sec = tagged.groups()
+            return round((3600 * int(h) + 60 * int(m) + Fraction(sec)) * fps)
         if self._container.duration:
             return round(Fraction(self._container.duration, av.time_base) * fps)
         return None
