@@ -29,6 +29,7 @@ PRECISION = 8  # vector units per latent cell (eighths)
 SEARCH = 3  # whole cells searched each way (24 pixels per latent frame at 8x)
 MV_MAX = 63  # largest |component| a chunk may hold, in eighths of a cell
 _PAD = MV_MAX // PRECISION + 2  # edge padding that every legal vector's window stays inside
+_SPAN = 2 * MV_MAX + 1  # values a legal vector component takes
 # whole-cell shifts in search order, nearest first: a search keeps the first of equal scores
 WHOLE_CELLS = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
                      key=lambda v: (abs(v[0]) + abs(v[1]), v))
@@ -159,11 +160,10 @@ def search(x: np.ndarray, prev: np.ndarray, block: int) -> np.ndarray:
     for d in REFINE:
         cands = mv[None] + d * offsets  # [8, nby, nbx, 2], tried in NEIGHBOURS order
         legal = np.abs(cands).max(-1) <= MV_MAX
-        keys = np.where(legal, (cands[..., 0] + 4 * MV_MAX) * 8 * MV_MAX + cands[..., 1] + 4 * MV_MAX, -1)
+        keys = np.where(legal, (cands[..., 0] + MV_MAX) * _SPAN + cands[..., 1] + MV_MAX, -1)  # one int per vector
         found = np.full(keys.shape, np.inf, np.float32)
         for key in np.unique(keys[legal]):
-            dy, dx = divmod(int(key), 8 * MV_MAX)
-            dy, dx = dy - 4 * MV_MAX, dx - 4 * MV_MAX
+            dy, dx = (int(k) - MV_MAX for k in divmod(key, _SPAN))
             hit = keys == key  # [8, nby, nbx]
             for by0, by1, bx0, bx1 in _rectangles(hit.any(0)):
                 y0, y1, x0, x1 = by0 * block, min(by1 * block, h), bx0 * block, min(bx1 * block, w)
