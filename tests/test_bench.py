@@ -162,6 +162,31 @@ def test_run_bench_single_point_report(tmp_path, random_tiny):
     assert "x264" in log.getvalue() and "model_decode" in log.getvalue()
 
 
+def test_run_bench_takes_an_image_sequence(tmp_path, random_tiny):
+    """A numbered-PNG pattern benches like a video file: every frame scored, the input's size
+    the sequence's files (the work files are not named after the input, whose "%04d" would make
+    them patterns), and a bad second input is refused before the first one runs."""
+    from vaecodec.bench import run_bench
+
+    src = _lavfi((48, 32), 5)
+    (tmp_path / "seq").mkdir()
+    pattern = tmp_path / "seq" / "%04d.png"
+    with av.open(str(pattern), "w", format="image2") as out:  # 0001.png ... 0005.png
+        vs = out.add_stream("png", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 48, 32, "rgb24"
+        for rgb in src:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(vs.encode(None))
+    kwargs = dict(codec_kwargs={"model": random_tiny, "device": "cpu"}, sweep=None, baselines=[], threads=1,
+                  json_path=None, plot_path=None, console=Console(file=io.StringIO()))
+    with pytest.raises(InputError, match="nope.mp4: no such file"):
+        run_bench([pattern, tmp_path / "nope.mp4"], **kwargs)
+    (ours,) = run_bench([pattern], **kwargs)["codecs"]
+    assert len(ours["quality"]["per_frame_psnr"]) == 5
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "seq").iterdir())
+    assert ours["ratio_vs_input"] == pytest.approx(on_disk / ours["file_bytes"])
+
+
 def test_run_bench_sweep_gives_bd_figures(tmp_path, random_tiny):
     from vaecodec.bench import run_bench
 
@@ -198,8 +223,8 @@ def test_run_bench_rejects_bad_input(tmp_path, random_tiny):
         run_bench([tmp_path / "missing.mp4"], baselines=["mpeg1"], **kwargs)
     with pytest.raises(UsageError, match="may set only bits, quality"):
         run_bench([tmp_path / "missing.mp4"], baselines=[], **{**kwargs, "sweep": [{"tile_px": 64}]})
-    (tmp_path / "junk.mp4").write_bytes(b"not a video")  # would fail as soon as the run reached it
-    with pytest.raises(InputError, match="missing.mp4: no such file"):  # every input is checked before any run
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")  # every input is opened before any run
+    with pytest.raises(InputError, match="junk.mp4: cannot open as video"):
         run_bench([tmp_path / "junk.mp4", tmp_path / "missing.mp4"], baselines=[], **kwargs)
 
 

@@ -192,6 +192,22 @@ def test_png_frames_of_a_file_with_audio_drop_the_audio(codec, tmp_path):
     assert r.frames == 12 and sorted(p.name for p in (tmp_path / "frames").iterdir())[-1] == "012.png"
 
 
+def test_image_sequences_and_filter_sources_encode(codec, tmp_path):
+    """The reader takes a numbered-image pattern, a directory of them and a lavfi source; the
+    encoder must too (it used to stat the input as one file: "No such file or directory"),
+    recording what the input occupies on disk: the sequence's files, nothing for a filter."""
+    frames = tmp_path / "frames"
+    codec.encode(make_video(tmp_path / "a.mp4", size=(48, 32), frames=6), tmp_path / "a.vlat")
+    codec.decode(tmp_path / "a.vlat", frames / "%04d.png")
+    (frames / "notes.txt").write_text("not a frame")
+    on_disk = sum(f.stat().st_size for f in frames.glob("*.png"))
+    for src, want in ((frames / "%04d.png", on_disk), (frames, on_disk), ("lavfi:testsrc2=size=48x32:rate=25:duration=0.24", 0)):
+        r = codec.encode(src, tmp_path / "s.vlat", overwrite=True)
+        assert (r.frames, r.input_bytes) == (6, want), src
+        with vaecodec.open(tmp_path / "s.vlat") as f:
+            assert f.header["source"]["bytes"] == want
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

@@ -102,7 +102,7 @@ def probe_source(path: Path) -> tuple[Source, Frames]:
         raise InputError(f"{path}: no video frames")
     with VideoReader(path) as reader:
         info = reader.info
-    return Source(path, info.width, info.height, info.fps, n, path.stat().st_size), frames
+    return Source(path, info.width, info.height, info.fps, n, reader.input_bytes), frames
 
 
 def _machine() -> dict:
@@ -176,7 +176,7 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     ``write`` stage, encoder flush included). Peak memory is measured per phase.
     """
     codec.model  # noqa: B018 - load weights before the clock starts
-    vlat = work / f"{src.path.stem}.vlat"
+    vlat = work / "coded.vlat"  # one input at a time; its name may be a pattern or a lavfi source
     _reset_peaks(codec.device)
     res = codec.encode(src.path, vlat, overwrite=True)
     if "scale" not in setting and res.scale != 1.0:  # a per-quality default
@@ -185,7 +185,7 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     _reset_peaks(codec.device)
     timings: dict[str, float] = {}
     write = 0.0
-    decoded = work / f"{src.path.stem}.decoded.mp4"
+    decoded = work / "decoded.mp4"
     with VideoWriter(decoded, src.width, src.height, src.fps, overwrite=True, preset=DECODE_PRESET) as out:
 
         def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -524,8 +524,8 @@ def run_bench(
             raise UsageError(f"a sweep point may set only {', '.join(SWEEP_KEYS)}, got {', '.join(sorted(unknown))}")
     _check_report_paths(inputs, json_path, plot_path, overwrite)  # fail before the slow part, not after
     for path in inputs:  # all of them: the second one must not fail after the first one's run
-        if not Path(path).is_file():
-            raise InputError(f"{path}: no such file")
+        with VideoReader(path):  # a file, an image sequence or a lavfi source that opens as video
+            pass
     torch.set_num_threads(threads)
     codec = Codec(**codec_kwargs)
     report: dict = {"environment": {}, "inputs": [], "codecs": [], "bd": []}

@@ -594,7 +594,7 @@ class Codec:
                 "tiling": tiling.to_dict(),
                 "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
-                "source": {"name": src.name, "bytes": src.stat().st_size},
+                "source": {"name": src.name, "bytes": reader.input_bytes},
             }
             if progress:
                 progress.start(info.frames, f"encode {src.name}")
@@ -696,7 +696,7 @@ class Codec:
             model_id=model.model_id,
             file_bytes=dst.stat().st_size,
             audio_bytes=sum(c.stored_size for c in out.chunks if c.kind == "audio"),
-            input_bytes=src.stat().st_size,
+            input_bytes=reader.input_bytes,
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
             quantization=described,
             scale=scale,

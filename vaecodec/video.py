@@ -286,6 +286,13 @@ def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tu
     return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
 
 
+def _sequence_bytes(pattern: Path) -> int:
+    """Bytes of the files an image-sequence pattern names (``%d`` any number, ``%04d`` four digits)."""
+    digits = lambda m: r"\d{%s}" % m.group(1) if m.group(1) else r"\d+"  # noqa: E731
+    name = re.compile(re.sub(r"%0(\d+)d|%d", digits, re.escape(pattern.name)))
+    return sum(f.stat().st_size for f in pattern.parent.iterdir() if name.fullmatch(f.name) and f.is_file())
+
+
 def _image_dir_pattern(path: Path) -> tuple[str, int]:
     """A directory of numbered images -> (image2 pattern, first number)."""
     groups: dict[tuple[int, str], list[int]] = {}
@@ -322,8 +329,10 @@ class VideoReader:
         fmt = None
         if raw.startswith("lavfi:"):  # a filter-graph source, e.g. lavfi:testsrc2=size=320x240
             url, options, fmt = raw[len("lavfi:") :], {}, "lavfi"
+            self.input_bytes = 0  # what the input occupies on disk, for compression ratios
         else:
             url, options = self._resolve(self.path)
+            self.input_bytes = _sequence_bytes(Path(url)) if "%" in Path(url).name else self.path.stat().st_size
         try:
             self._container = av.open(url, format=fmt, options=options)
         except av.error.EOFError:
