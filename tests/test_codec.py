@@ -208,6 +208,27 @@ def test_image_sequences_and_filter_sources_encode(codec, tmp_path):
             assert f.header["source"]["bytes"] == want
 
 
+def test_anamorphic_video_decodes_with_its_pixel_aspect(codec, tmp_path):
+    """A wide picture stored in narrow pixels (SAR 4:3) must not come back squeezed: the header
+    keeps the aspect and the decoded H.264 carries it."""
+    src = tmp_path / "dvd.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        with av.open("testsrc2=size=64x48:rate=25:duration=0.32", format="lavfi") as lavfi:
+            for frame in lavfi.decode(video=0):
+                out.mux(s.encode(frame.reformat(format="yuv420p")))
+        out.mux(s.encode(None))
+    codec.encode(src, tmp_path / "dvd.vlat")
+    with vaecodec.open(tmp_path / "dvd.vlat") as f:
+        assert f.header["video"]["sar"] == "4/3"
+    codec.decode(tmp_path / "dvd.vlat", tmp_path / "back.mp4")
+    with av.open(str(tmp_path / "back.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height, v.sample_aspect_ratio) == (64, 48, Fraction(4, 3))
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

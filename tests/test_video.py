@@ -138,6 +138,29 @@ def test_rotation_metadata_is_applied_to_pixels(tmp_path: Path, degrees: int) ->
     assert psnr(got, expected) > 35
 
 
+@pytest.mark.parametrize("degrees", [0, 90])
+def test_anamorphic_pixels_are_read_and_written(tmp_path: Path, degrees: int) -> None:
+    """A 4:3 sample aspect ratio (DVD/HDV-style wide pictures in narrow pixels) is read, turned
+    with the picture, and written back on H.264; square pixels keep the header as it was."""
+    src = tmp_path / "sar.mp4"
+    write_with_pyav(src, smooth_frames(3, 48, 64), Fraction(25), "libx264", "yuv420p",
+                    set_display_rotation=(degrees,))
+    _, r = read_all(src)
+    assert r.info.sar == 1 and "sar" not in r.info.to_dict()
+    write_with_pyav(src, smooth_frames(3, 48, 64), Fraction(25), "libx264", "yuv420p",  # again, narrow pixels
+                    set_display_rotation=(degrees,), sample_aspect_ratio=Fraction(4, 3))
+    _, r = read_all(src)
+    want = Fraction(4, 3) if degrees == 0 else Fraction(3, 4)
+    assert r.info.sar == want and r.info.to_dict()["sar"] == f"{want.numerator}/{want.denominator}"
+    with VideoWriter(tmp_path / "out.mp4", 64, 48, Fraction(25), sar=Fraction(4, 3)) as w:
+        w.write(smooth_frames(2, 48, 64))
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
+    with pytest.warns(UserWarning, match="vp9 cannot carry the source's 4:3 pixel aspect"):
+        with VideoWriter(tmp_path / "out.webm", 64, 48, Fraction(25), sar=Fraction(4, 3)) as w:
+            w.write(smooth_frames(2, 48, 64))
+
+
 def test_vfr_input_rate_comes_from_frame_times(tmp_path: Path) -> None:
     """Frames alternate 20 ms / 40 ms apart: mean 30 ms, so 100/3 fps, and no frame is lost."""
     path = tmp_path / "vfr.mkv"

@@ -361,7 +361,8 @@ def info(
             ("file", f"{d['path']} ({_human(d['file_size'])}, format v{d['version']}, {'complete' if d['complete'] else 'INCOMPLETE'})"),
             ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"
                       + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")
-                      + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas" if "canvas_width" in v else "")),
+                      + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas" if "canvas_width" in v else "")
+                      + (f"; pixels {str(v.get('sar')).replace('/', ':')} (not square)" if "sar" in v else "")),
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
             ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),

@@ -752,7 +752,7 @@ class Codec:
             warnings.simplefilter("always")
             writer = VideoWriter(
                 dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
-                preset=preset or DECODE_PRESET,
+                preset=preset or DECODE_PRESET, sar=f.sar,
             )
             with writer:
                 audio = f.iter_audio()
@@ -856,6 +856,9 @@ class LatentFile:
             if self.canvas:
                 self.canvas_size = int(video["canvas_width"]), int(video["canvas_height"])
             self.fps = Fraction(video["fps"])
+            self.sar = Fraction(video.get("sar", "1"))  # the pixels' aspect on screen (absent: square)
+            if not Fraction(1, 16) <= self.sar <= 16:
+                raise ValueError(f"sar {self.sar} is out of range")
             self.tiling = Tiling(**h["tiling"])
             self.quant_info: dict = h["quantization"]
             self.audio = AudioTrack.from_dict(h["audio"]) if h.get("audio") else None

@@ -57,9 +57,10 @@ class VideoInfo:
     pix_fmt: str
     codec: str
     rotation: int  # counter-clockwise degrees (0/90/180/270) applied to the decoded pixels
+    sar: Fraction = Fraction(1)  # pixel width / height on screen (anamorphic video: not 1), after rotation
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "width": self.width,
             "height": self.height,
             "fps": f"{self.fps.numerator}/{self.fps.denominator}",
@@ -68,6 +69,9 @@ class VideoInfo:
             "codec": self.codec,
             "rotation": self.rotation,
         }
+        if self.sar != 1:  # square pixels keep the header as it was
+            d["sar"] = f"{self.sar.numerator}/{self.sar.denominator}"
+        return d
 
 
 @dataclass(frozen=True)
@@ -405,7 +409,17 @@ class VideoReader:
             pix_fmt=cc.pix_fmt or first.format.name,
             codec=cc.name,
             rotation=self._rot * 90,
+            sar=self._sar(),
         )
+
+    def _sar(self) -> Fraction:
+        """The pixels' aspect on screen (DVD and HDV store wide pictures in narrow pixels);
+        a quarter turn swaps the pixels' sides. Unset or implausible values mean square."""
+        sar = self._vs.sample_aspect_ratio or self._vs.codec_context.sample_aspect_ratio
+        sar = Fraction(sar) if sar and sar.numerator > 0 and sar.denominator > 0 else Fraction(1)
+        if not Fraction(1, 16) <= sar <= 16:
+            sar = Fraction(1)
+        return 1 / sar if self._rot % 2 else sar
 
     def _size_tag(self, frame: av.VideoFrame) -> tuple[int, int] | None:
         """The true (width, height) our writer recorded when it padded to even, if any."""
@@ -558,6 +572,9 @@ _ENCODERS = {
 # 4:2:0 in these bitstreams cannot express an odd size: such pictures are written in 4:4:4,
 # exact in every decoder, though some hardware and browser players cannot play that profile.
 _EVEN_ONLY = {"h264", "h265"}
+# Bitstreams that hold a sample aspect ratio themselves (VUI); VP9 and FFV1 rely on the
+# container's field, which PyAV's muxing does not set.
+_SAR_IN_BITSTREAM = {"h264", "h265"}
 # libx265 (this build) corrupts the heap on frames narrower than 64 px: pad tiny frames up.
 _MIN_SIZE = {"h265": 64}
 
@@ -593,6 +610,7 @@ class VideoWriter:
         audio: AudioTrack | None = None,
         overwrite: bool = False,
         preset: str = "medium",
+        sar: Fraction = Fraction(1),
     ) -> None:
         if width < 1 or height < 1:
             raise UsageError(f"output size {width}x{height} is not positive")
@@ -603,6 +621,7 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = width, height
         self.fps = Fraction(fps)
+        self.sar = Fraction(sar)  # the pixels' aspect on screen, tagged on the stream (not on PNG frames)
         self.frames_written = 0
         self._overwrite = overwrite
         self._crf, self._preset = crf, preset
@@ -667,6 +686,12 @@ class VideoWriter:
             raise UsageError(f"encoder {encoder} is not available ({_reason(e)})") from None
         vs.width, vs.height, vs.pix_fmt = self._enc_w, self._enc_h, self._pix_fmt
         vs.codec_context.time_base = 1 / self.fps
+        if self.sar != 1:
+            vs.codec_context.sample_aspect_ratio = self.sar
+            if self._codec not in _SAR_IN_BITSTREAM:
+                warnings.warn(f"{self.path}: {self._codec} cannot carry the source's {self.sar.numerator}:{self.sar.denominator} "
+                              "pixel aspect here (the container's field is out of PyAV's reach); players will show "
+                              "the picture with square pixels (use h264 or h265 to keep it)", stacklevel=3)
         vs.thread_type = "AUTO"
         if self._pix_fmt.startswith("yuv"):  # tag what _to_yuv produces so decoders invert it exactly
             cc = vs.codec_context
