@@ -223,6 +223,8 @@ def test_run_bench_rejects_bad_input(tmp_path, random_tiny):
         run_bench([tmp_path / "missing.mp4"], baselines=["mpeg1"], **kwargs)
     with pytest.raises(UsageError, match="may set only bits, quality"):
         run_bench([tmp_path / "missing.mp4"], baselines=[], **{**kwargs, "sweep": [{"tile_px": 64}]})
+    with pytest.raises(UsageError, match="reads each input several times: name a file, not stdin"):
+        run_bench(["-"], baselines=[], **kwargs)
     (tmp_path / "junk.mp4").write_bytes(b"not a video")  # every input is opened before any run
     with pytest.raises(InputError, match="junk.mp4: cannot open as video"):
         run_bench([tmp_path / "junk.mp4", tmp_path / "missing.mp4"], baselines=[], **kwargs)

@@ -56,6 +56,32 @@ def encoded(tmp_path_factory):
     return d, src, json.loads(p.stdout)
 
 
+def _piped(src: Path, *args: str) -> subprocess.CompletedProcess:
+    """``vaecodec ARGS`` with ``src`` on stdin through a real pipe (not a seekable file)."""
+    env = {**os.environ, "COLUMNS": "120", "VAECODEC_DEBUG": ""}
+    with subprocess.Popen(["cat", str(src)], stdout=subprocess.PIPE) as cat:
+        p = subprocess.run([sys.executable, "-m", "vaecodec", *map(str, args)], stdin=cat.stdout, capture_output=True,
+                           text=True, env=env, timeout=300)
+    return p
+
+
+def test_encode_reads_a_stream_from_stdin(tmp_path):
+    """``-`` reads the input from a pipe (ffmpeg ... -f matroska - | vaecodec encode - out.vlat):
+    every frame, the rate and the audio arrive; an MP4 whose index comes last cannot be read
+    from a pipe and is refused in one line that says what to do; the outputs cannot be pipes."""
+    src = make_video(tmp_path / "in.mkv", size=(64, 48), frames=30, rate=24, audio=True)
+    p = _piped(src, "encode", "-", tmp_path / "piped.vlat", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert (r["frames"], r["fps"], r["input_bytes"]) == (30, "24/1", 0)
+    assert VlatReader(tmp_path / "piped.vlat").header["audio"]["codec"] == "aac"
+    mp4 = make_video(tmp_path / "big.mp4", size=(320, 240), frames=60)  # index written last, past the pipe buffer
+    one_line_error(_piped(mp4, "encode", "-", tmp_path / "no.vlat"), 1, "<stdin>", "faststart")
+    assert not (tmp_path / "no.vlat").exists()
+    one_line_error(invoke("encode", src, "-"), 2, "not a stream")
+    one_line_error(invoke("decode", tmp_path / "piped.vlat", "-"), 2, "not a stream")
+
+
 def test_encode_json_reports_the_figures(encoded):
     _, _, r = encoded
     assert r["frames"] == 9 and r["width"] == 64 and r["height"] == 48

@@ -524,6 +524,8 @@ def run_bench(
             raise UsageError(f"a sweep point may set only {', '.join(SWEEP_KEYS)}, got {', '.join(sorted(unknown))}")
     _check_report_paths(inputs, json_path, plot_path, overwrite)  # fail before the slow part, not after
     for path in inputs:  # all of them: the second one must not fail after the first one's run
+        if str(path) == "-":
+            raise UsageError("bench reads each input several times: name a file, not stdin (-)")
         with VideoReader(path):  # a file, an image sequence or a lavfi source that opens as video
             pass
     torch.set_num_threads(threads)

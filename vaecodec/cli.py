@@ -241,7 +241,7 @@ def _print_json(obj: dict) -> None:
 @app.command()
 @guarded
 def encode(
-    src: Annotated[Path, typer.Argument(help="Input video (anything PyAV opens).")],
+    src: Annotated[Path, typer.Argument(help="Input video: a file PyAV opens, a numbered-image pattern (frames/%04d.png) or directory, lavfi:SOURCE, or - for a stream on stdin (Matroska, NUT, MPEG-TS).")],
     dst: Annotated[Path, typer.Argument(help="Output .vlat file.")],
     model: ModelOpt = "tiny",
     model_dir: ModelDirOpt = None,
@@ -271,6 +271,8 @@ def encode(
     from .codec import check_entropy_options
     from .video import VIDEO_SUFFIXES
 
+    if str(dst) == "-":
+        raise UsageError("encode writes a .vlat file, not a stream: name the output file (stdin can be the input: -)")
     if dst.suffix.lower() in VIDEO_SUFFIXES:  # a .vlat is no video: a player would fail on it, and a user too
         raise UsageError(f"{dst}: {dst.suffix} names a video, but encode writes a .vlat file (try {dst.with_suffix('.vlat')})")
     if zstd_threads < 0:
@@ -321,6 +323,8 @@ def decode(
     as_json: JsonOpt = False,
 ) -> None:
     """Decode a .vlat file back to video (same size, frame count and fps; audio copied)."""
+    if str(dst) == "-":
+        raise UsageError("decode writes a video file or PNG frames, not a stream: name the output (e.g. back.mp4)")
     _setup(threads)
     c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype, entropy_workers=entropy_workers)
     with RichProgress(not quiet and not as_json) as progress:

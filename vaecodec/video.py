@@ -12,6 +12,7 @@ import base64
 import os
 import re
 import shutil
+import sys
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -319,7 +320,7 @@ class VideoReader:
     def __init__(self, path: str | Path, chunk_frames: int = 16) -> None:
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
-        self.path = Path(path)
+        self.path = Path("<stdin>" if str(path) == "-" else path)
         self.chunk_frames = chunk_frames
         self.frames_read = 0
         self._audio_packets: list[AudioPacket] = []
@@ -331,9 +332,13 @@ class VideoReader:
 
         raw = str(path)
         fmt = None
+        self._piped = raw == "-"
         if raw.startswith("lavfi:"):  # a filter-graph source, e.g. lavfi:testsrc2=size=320x240
             url, options, fmt = raw[len("lavfi:") :], {}, "lavfi"
             self.input_bytes = 0  # what the input occupies on disk, for compression ratios
+        elif self._piped:  # a stream FFmpeg demuxes without seeking (Matroska, NUT, MPEG-TS; MP4 only faststart)
+            url, options = sys.stdin.buffer, {}
+            self.input_bytes = 0
         else:
             url, options = self._resolve(self.path)
             self.input_bytes = _sequence_bytes(Path(url)) if "%" in Path(url).name else self.path.stat().st_size
@@ -449,6 +454,9 @@ class VideoReader:
         except StopIteration:
             return None
         except av.error.FFmpegError as e:
+            if self._piped and "mp4" in self._container.format.name:  # mov,mp4,m4a,...: its index may come last
+                raise InputError(f"{self.path}: an MP4/MOV read from a pipe needs its index first (ffmpeg "
+                                 "-movflags +faststart); pass the file instead, or pipe Matroska, NUT or MPEG-TS") from None
             raise InputError(f"{self.path}: damaged input after {self.frames_read} frames ({_reason(e)})") from None
 
     def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
