@@ -229,6 +229,64 @@ def test_anamorphic_video_decodes_with_its_pixel_aspect(codec, tmp_path):
         assert (v.width, v.height, v.sample_aspect_ratio) == (64, 48, Fraction(4, 3))
 
 
+def _flash_and_beep(path: Path) -> tuple[float, float]:
+    """Seconds at which a video's brightest frame shows and its audio first sounds."""
+    with av.open(str(path)) as c:
+        flash = max(((float(f.time), f.to_ndarray(format="rgb24").mean()) for f in c.decode(video=0)), key=lambda x: x[1])[0]
+    with av.open(str(path)) as c:
+        for f in c.decode(audio=0):
+            loud = np.flatnonzero(np.abs(f.to_ndarray().astype(np.float64)).max(0) > 1000)
+            if len(loud):
+                return flash, float(f.time) + loud[0] / f.sample_rate
+    raise AssertionError("no sound")
+
+
+@pytest.mark.parametrize("video_start", [1.0, 0.0])
+def test_audio_stays_in_sync_when_the_video_starts_late(codec, tmp_path, video_start):
+    """The decoded video starts at 0, so the audio moves with it: a stream whose first frame is
+    at 1 s (video after its audio, or an MPEG-TS timeline) kept its audio times and came back
+    with the sound 1 s late. A white frame and a beep, both at 2 s, must stay together."""
+    src = tmp_path / "late.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        au = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        sound = np.zeros(8000 * 4, np.int16)
+        sound[16000:16800] = 10000  # a beep at 2 s
+        for k in range(0, len(sound), 400):
+            f = av.AudioFrame.from_ndarray(sound[None, k:k + 400], format="s16", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 8000, k, Fraction(1, 8000)
+            out.mux(au.encode(f))
+        out.mux(au.encode(None))
+        for i in range(int(video_start * 25), 100):  # frames up to 3.96 s, white at 2 s
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 255 if i == 50 else 40, np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    flash, beep = _flash_and_beep(src)
+    assert (flash, beep) == (2.0, 2.0)
+    codec.encode(src, tmp_path / "late.vlat")
+    for suffix in (".mp4", ".mkv"):
+        codec.decode(tmp_path / "late.vlat", tmp_path / f"back{suffix}")
+        flash, beep = _flash_and_beep(tmp_path / f"back{suffix}")
+        assert flash == pytest.approx(2.0 - video_start, abs=0.05)
+        assert abs(beep - flash) < 0.02, (suffix, flash, beep)
+
+
+def test_mpeg_ts_timeline_is_rebased_for_audio_too(codec, tmp_path):
+    """MPEG-TS streams start their clock late (here 0.08 s, often 1.4 s); the decoded file's
+    audio must start with its video, not that much after it."""
+    src = make_video(tmp_path / "cam.ts", size=(48, 32), frames=20, audio=True)
+    with av.open(str(src)) as c:
+        assert all(float(s.start_time * s.time_base) > 0.05 for s in c.streams)
+    codec.encode(src, tmp_path / "cam.vlat")
+    codec.decode(tmp_path / "cam.vlat", tmp_path / "back.mp4")
+    with av.open(str(tmp_path / "back.mp4")) as c:
+        video, audio = (float(s.start_time * s.time_base) for s in (c.streams.video[0], c.streams.audio[0]))
+    assert video == 0 and abs(audio) < 0.03, (video, audio)
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

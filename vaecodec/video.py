@@ -15,7 +15,7 @@ import shutil
 import sys
 import warnings
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -398,6 +398,11 @@ class VideoReader:
         if not self._fill():
             raise InputError(f"{self.path} has no video frames")
         first = self._frames[0]
+        # the output shows the first frame at t = 0, so the audio moves by the same amount: an
+        # MPEG-TS stream starting at 1.4 s, or video that starts after its audio, stays in sync
+        self._audio_shift = 0
+        if self.audio is not None and first.pts and self._vs.time_base:
+            self._audio_shift = round(first.pts * Fraction(self._vs.time_base) / self.audio.time_base)
 
         self._crop = self._size_tag(first)
         self._rot = round((first.rotation or 0) / 90) % 4  # np.rot90 turns counter-clockwise, as does rotation
@@ -532,9 +537,17 @@ class VideoReader:
             )
 
     def take_audio(self) -> list[AudioPacket]:
-        """Audio packets demuxed so far, in demux order; the list is emptied on each call."""
+        """Audio packets demuxed so far, in demux order; the list is emptied on each call. Their
+        times count from the first video frame; when that is not at 0, packets that end by it
+        are left out and one that overlaps it keeps a negative time. (A first frame at 0 leaves
+        every packet as it was, AAC's priming packet before 0 included.)"""
         packets, self._audio_packets = self._audio_packets, []
-        return packets
+        shift = self._audio_shift
+        if not shift:
+            return packets
+        moved = [replace(p, pts=None if p.pts is None else p.pts - shift, dts=None if p.dts is None else p.dts - shift)
+                 for p in packets]
+        return [p for p in moved if p.pts is None or p.pts + (p.duration or 0) > 0]
 
     def close(self) -> None:
         self._container.close()
