@@ -287,6 +287,26 @@ def test_mpeg_ts_timeline_is_rebased_for_audio_too(codec, tmp_path):
     assert video == 0 and abs(audio) < 0.03, (video, audio)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (5, 3)])
+def test_tiny_pictures_round_trip(codec, tmp_path, size):
+    """A picture too small to follow a camera in (a 1x1 one made the camera stage take the
+    log of 0) codes without a canvas, every frame at its size."""
+    w, h = size
+    src = tmp_path / "small.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264rgb", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "rgb24"
+        for i in range(9):
+            rgb = np.full((h, w, 3), (20 * i, 100, 200 - 20 * i), np.uint8)
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(vs.encode(None))
+    r = codec.encode(src, tmp_path / "small.vlat")
+    assert (r.frames, r.width, r.height, r.canvas) == (9, w, h, None)
+    back = codec.decode(tmp_path / "small.vlat", tmp_path / "back.mkv", codec="ffv1")
+    assert back.frames == 9
+    assert read_all(tmp_path / "back.mkv").shape == (9, h, w, 3)
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

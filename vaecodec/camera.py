@@ -40,6 +40,7 @@ SEGMENT_BUFFER_BYTES = 256 << 20  # the encoder holds a segment's frames
 MIN_SIDE = 64  # smaller pictures are coded as they are
 MIN_SPEED = 0.5  # px per frame a corner of the picture must move on average to be steadied
 PATCH = 128  # phase-correlation patches (shifts up to half of it between frames)
+SMALLEST = 16  # pixels on the shorter side below which no camera motion is estimated (nor worth it)
 LK_SAMPLES = 50_000  # luma samples the sub-pixel refinement fits on, about
 
 
@@ -61,6 +62,9 @@ class Patches:
         y = _luma(frame, k)
         h, w = y.shape
         self.luma = torch.from_numpy(np.ascontiguousarray(y))[None, None]
+        self.tiny = min(h, w) < SMALLEST  # too small to correlate: ``estimate`` says no motion is known
+        if self.tiny:
+            return
         self.p = p = min(PATCH, 1 << int(math.log2(min(h, w) // 2)))
         ys = np.linspace(0, h - p, max(2, min(4, round(1.25 * h / p)))).astype(int)
         xs = np.linspace(0, w - p, max(2, min(6, round(1.25 * w / p)))).astype(int)
@@ -77,6 +81,8 @@ def estimate(prev: Patches, cur: Patches) -> np.ndarray | None:
     """The zoom-and-shift M (2x3, full-frame pixels) with ``cur(M p) ~ prev(p)``, from phase
     correlation of patches; None where the patches do not agree on one such motion (a cut, a
     picture without texture, or motion that no camera move describes)."""
+    if prev.tiny or cur.tiny:
+        return None
     p, n = prev.p, len(prev.centres)
     cross = cur.spectra * prev.spectra.conj()
     r = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(p, p)).numpy()  # [n, p, p], peak at the shift
