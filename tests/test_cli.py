@@ -323,6 +323,29 @@ def _workers_of(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX signals")
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path):
+    """Writes that fail midway (a full disk; here a file-size limit, which fails them the same
+    way without a special filesystem) give one line naming the output the user asked for, not
+    the hidden temp file, and leave nothing behind."""
+    import resource
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+    src = make_video(tmp_path / "in.mp4", size=(96, 64), frames=40, source="mandelbrot", audio=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run("encode", src, out / "big.vlat")
+    assert p.returncode == 0 and (out / "big.vlat").stat().st_size > 6000, p.stderr
+    for args, name in ((("encode", src, out / "x.vlat"), "x.vlat"), (("decode", out / "big.vlat", out / "x.mkv"), "x.mkv")):
+        env = {**os.environ, "COLUMNS": "120", "VAECODEC_DEBUG": ""}
+        p = subprocess.run([sys.executable, "-m", "vaecodec", *map(str, args)], capture_output=True, text=True,
+                           env=env, timeout=300, preexec_fn=small_files)
+        one_line_error(p, 1, f"{out / name}: File too large", "no partial output")
+    assert sorted(f.name for f in out.iterdir()) == ["big.vlat"]
+
+
 def test_termination_signals_leave_no_partial_output(tmp_path):
     """SIGTERM (twice, as `timeout` sends it) and SIGHUP mid-run: one stderr line, exit 128 +
     signal, no output or .part file or folder left, and no entropy worker left running."""

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .container import remove_partial_outputs
+from .container import output_name, remove_partial_outputs
 from .errors import UsageError, VaecodecError
 
 app = typer.Typer(
@@ -122,7 +122,8 @@ def guarded(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except OSError as e:  # disk full, permission denied: the writers already removed their temp files
-            fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1)
+            where = f"{output_name(str(e.filename))}: " if e.filename else ""
+            fail(f"{where}{e.strerror or e} (no partial output was left behind)", 1)
         except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("VAECODEC_DEBUG"):
                 raise

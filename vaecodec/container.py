@@ -17,6 +17,8 @@ import shutil
 import struct
 import weakref
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -146,6 +148,14 @@ def create_temp(path: Path, directory: bool = False) -> tuple[int | None, str]:
     raise UsageError(f"cannot create a temporary file in {path.parent}")
 
 
+def output_name(path: str) -> str:
+    """The file a temp of ``create_temp`` stands for (``out/.x.mp4.1a2b3c4d.part`` ->
+    ``out/x.mp4``); any other path as it is. Errors name what the user asked for."""
+    p = Path(path)
+    m = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.part", p.name)
+    return str(p.with_name(m.group(1))) if m else str(path)
+
+
 def remove_partial_outputs() -> None:
     """Delete this process's temp files and folders that were neither renamed into place nor
     removed. Each writer removes its own on error; this catches an interrupt (Ctrl-C, SIGTERM)
@@ -170,6 +180,17 @@ def _discard(fh: BinaryIO, tmp: str) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """Give a write error (a full disk: errno only) the output's name, for the one-line report."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 class VlatWriter:
@@ -226,7 +247,8 @@ class VlatWriter:
             raise
 
     def _write(self, data: bytes) -> None:
-        self._fh.write(data)
+        with _named(self.path):
+            self._fh.write(data)
         self.bytes_written += len(data)
 
     def add_chunk(self, kind: str, payload: bytes, meta: dict | None = None, coding: str = "zstd") -> ChunkEntry:
@@ -276,9 +298,10 @@ class VlatWriter:
             footer_offset = self.bytes_written
             self._write(footer + _CRC.pack(_crc(footer)))
             self._write(_TRAILER.pack(footer_offset, END_MAGIC))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            with _named(self.path):  # buffered bytes meet a full disk here too
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
             # Re-check: another process may have created the output since __init__.
             if not self.overwrite and self.path.exists():
                 raise UsageError(f"{self.path} already exists (use overwrite to replace it)")
