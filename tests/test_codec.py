@@ -307,6 +307,16 @@ def test_tiny_pictures_round_trip(codec, tmp_path, size):
     assert read_all(tmp_path / "back.mkv").shape == (9, h, w, 3)
 
 
+def test_a_percent_sign_alone_does_not_make_a_pattern(codec, tmp_path):
+    """"50% off.mp4" and "back 100%.mkv" are files; only %d or %05d make an image-sequence
+    pattern (the output was refused as "PNG frames go to a directory or a pattern")."""
+    src = make_video(tmp_path / "50% off é.mp4", size=(48, 32), frames=6)
+    r = codec.encode(src, tmp_path / "100%.vlat")
+    assert r.input_bytes == src.stat().st_size
+    back = codec.decode(tmp_path / "100%.vlat", tmp_path / "back 100%.mkv")
+    assert back.frames == 6 and read_all(tmp_path / "back 100%.mkv").shape == (6, 32, 48, 3)
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

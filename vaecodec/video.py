@@ -291,6 +291,11 @@ def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tu
     return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
 
 
+def _is_pattern(name: str) -> bool:
+    """Whether a file name is an image-sequence pattern (``%d``, ``%05d``); a plain ``%`` is not."""
+    return re.search(r"%0?\d*d", name) is not None
+
+
 def _sequence_bytes(pattern: Path) -> int:
     """Bytes of the files an image-sequence pattern names (``%d`` any number, ``%04d`` four digits)."""
     digits = lambda m: r"\d{%s}" % m.group(1) if m.group(1) else r"\d+"  # noqa: E731
@@ -341,7 +346,7 @@ class VideoReader:
             self.input_bytes = 0
         else:
             url, options = self._resolve(self.path)
-            self.input_bytes = _sequence_bytes(Path(url)) if "%" in Path(url).name else self.path.stat().st_size
+            self.input_bytes = self.path.stat().st_size if self.path.is_file() else _sequence_bytes(Path(url))
         try:
             self._container = av.open(url, format=fmt, options=options)
         except av.error.EOFError:
@@ -357,7 +362,7 @@ class VideoReader:
     @staticmethod
     def _resolve(path: Path) -> tuple[str, dict[str, str]]:
         """Map the user's path to what av.open takes (directories become image2 patterns)."""
-        if "%" in path.name:  # image sequence pattern; the demuxer checks the files
+        if _is_pattern(path.name) and not path.is_file():  # image sequence pattern; the demuxer checks the files
             if not path.parent.is_dir():
                 raise InputError(f"{path}: directory {path.parent} does not exist")
             return str(path), {}
@@ -657,7 +662,7 @@ class VideoWriter:
         if codec is not None and wanted is None:
             raise UsageError(f"unsupported output codec {codec!r} (use h264, h265, vp9, ffv1 or png)")
         suffix = self.path.suffix.lower()
-        is_png_target = "%" in self.path.name or suffix in ("", ".png")
+        is_png_target = _is_pattern(self.path.name) or suffix in ("", ".png")
         if wanted == "png" or (wanted is None and is_png_target):
             if suffix in _FORMATS:
                 raise UsageError(f"{self.path}: PNG frames go to a directory or a pattern like out/%05d.png")
@@ -750,7 +755,7 @@ class VideoWriter:
     def _open_png(self) -> None:
         """PNG frames: path is a directory (frames %06d.png) or a pattern like out/%05d.png."""
         self._codec = "png"
-        if "%" in self.path.name:
+        if _is_pattern(self.path.name):
             self._png_dir, self._png_pattern = self.path.parent, self.path.name
             try:
                 self._png_pattern % 1
