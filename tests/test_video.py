@@ -180,7 +180,7 @@ def test_vfr_input_rate_comes_from_frame_times(tmp_path: Path) -> None:
     assert r.info.fps == Fraction(100, 3)
 
 
-@pytest.mark.parametrize("fps", [Fraction(24), Fraction(60000, 1001)])
+@pytest.mark.parametrize("fps", [Fraction(24), Fraction(60000, 1001), Fraction(120000, 1001)])
 def test_matroska_rate_is_exact_with_b_frames(tmp_path: Path, fps: Fraction) -> None:
     """x264 reorders frames (B-pyramid), so the packets peeked at open time miss the frames shown
     just before the last one read; Matroska keeps millisecond times and declares 59.94 fps as

@@ -35,7 +35,6 @@ SIZE_TAG = "vaecodec_size"
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
 _REORDER_DEPTH = 16  # the most frames H.264/H.265 may reorder
-_COMMON_RATES = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
 # swscale's default RGB<->YUV 4:2:0 path is biased (about -1.2 levels per channel on a round
 # trip, with ~4x the mean abs error); accurate rounding + full chroma interpolation is not.
 _SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
@@ -244,9 +243,11 @@ def unpack_packets(buf: bytes) -> list[AudioPacket]:
 
 
 def _nice_rate(rate: Fraction) -> Fraction:
-    """Snap a rate to the nearest NTSC or integer rate within 0.1% of it (nearest: an NTSC rate is
-    itself 0.1% below its integer one)."""
-    r = min(_COMMON_RATES + [Fraction(round(rate))], key=lambda c: abs(rate - c))
+    """Snap a rate to the nearer of the integer rate and the NTSC one (N x 1000/1001: 23.976,
+    29.97, 59.94, 119.88 ...) when within 0.1% of it; an NTSC rate is itself 0.1% below its
+    integer one, so the nearer wins."""
+    ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
+    r = min((Fraction(round(rate)), ntsc), key=lambda c: abs(rate - c))
     return r if r > 0 and abs(rate - r) <= r / 1000 else rate.limit_denominator(1001)
 
 
