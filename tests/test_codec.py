@@ -317,6 +317,36 @@ def test_a_percent_sign_alone_does_not_make_a_pattern(codec, tmp_path):
     assert back.frames == 6 and read_all(tmp_path / "back 100%.mkv").shape == (6, 32, 48, 3)
 
 
+@pytest.mark.parametrize("audio_codec", ["libopus", "flac"])
+def test_audio_quicktime_cannot_hold_is_transcoded(codec, tmp_path, audio_codec):
+    """QuickTime's muxer lists Opus and FLAC (its MP4 sibling takes them) but refuses them when
+    it writes the header: a .mov output failed with "unexpected ArgumentError". It transcodes
+    to AAC now, with a warning, and the sound lasts as long as the video."""
+    src = tmp_path / "in.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 48, 32, "yuv420p"
+        au = out.add_stream(audio_codec, rate=48000, layout="stereo")
+        fit = av.AudioResampler(format=au.codec_context.format.name, layout="stereo", rate=48000,
+                                frame_size=au.codec_context.frame_size or 1024)
+        with av.open("sine=frequency=440:duration=1:sample_rate=48000", format="lavfi") as sine:
+            for frame in [*sine.decode(audio=0), None]:
+                for f in fit.resample(frame):
+                    out.mux(au.encode(f))
+        out.mux(au.encode(None))
+        for i in range(25):
+            rgb = np.full((32, 48, 3), 8 * i, np.uint8)
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")))
+        out.mux(vs.encode(None))
+    codec.encode(src, tmp_path / "in.vlat")
+    r = codec.decode(tmp_path / "in.vlat", tmp_path / "back.mov")
+    assert any("transcoding to aac" in w for w in r.warnings), r.warnings
+    with av.open(str(tmp_path / "back.mov")) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac"
+        assert float(c.duration / av.time_base) == pytest.approx(1.0, abs=0.1)
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

@@ -602,6 +602,9 @@ _EVEN_ONLY = {"h264", "h265"}
 # Bitstreams that hold a sample aspect ratio themselves (VUI); VP9 and FFV1 rely on the
 # container's field, which PyAV's muxing does not set.
 _SAR_IN_BITSTREAM = {"h264", "h265"}
+# Audio codecs a muxer lists as supported (its MP4 sibling takes them) but refuses when it
+# writes the header: QuickTime has no Opus or FLAC sample entry.
+_REFUSED_AUDIO = {"mov": {"opus", "flac"}}
 # libx265 (this build) corrupts the heap on frames narrower than 64 px: pad tiny frames up.
 _MIN_SIZE = {"h265": 64}
 
@@ -731,7 +734,7 @@ class VideoWriter:
 
     def _setup_audio(self, track: AudioTrack, fmt: str) -> None:
         """Stream-copy when the container takes the codec, else transcode (AAC; Opus for webm)."""
-        if track.codec in self._container.supported_codecs:
+        if track.codec in self._container.supported_codecs and track.codec not in _REFUSED_AUDIO.get(fmt, ()):
             try:
                 stream = self._container.add_stream(track.codec, rate=track.sample_rate, layout=track.layout)
                 cc = stream.codec_context
