@@ -134,13 +134,12 @@ def _refine(prev: Patches, cur: Patches, m: np.ndarray, steps: int = 3) -> np.nd
         qx, qy = (px - (k - 1) / 2) / k, (py - (k - 1) / 2) / k  # ... in cur's luma pixels
         grid = torch.stack(torch.broadcast_tensors((2 * qx + 1) / w - 1, (2 * qy + 1) / h - 1), -1)
         warped, gx, gy = F.grid_sample(maps, grid[None], mode="bilinear", align_corners=False)[0]  # at the samples
-        inside = ((qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)).expand_as(warped)
-        e = (warped - target)[inside]
-        jac = torch.stack([(gx * xs + gy * ys)[inside], gx[inside], gy[inside]], 1)  # d/d(z, tx, ty)
-        wts = 1 / torch.clamp(e.abs() / 8, min=1)  # Huber-like
-        jw = jac * wts[:, None]
+        inside = (qx >= 1) & (qx <= w - 2) & (qy >= 1) & (qy <= h - 2)  # samples outside weigh nothing
+        e = warped - target
+        jac = torch.stack([gx * xs + gy * ys, gx, gy]).flatten(1)  # d/d(z, tx, ty), [3, samples]
+        jw = jac * (inside / torch.clamp(e.abs() / 8, min=1)).flatten()  # Huber-like weights
         try:
-            step = torch.linalg.solve((jw.T @ jac).double(), -(jw.T @ e).double())
+            step = torch.linalg.solve((jw @ jac.T).double(), -(jw @ e.flatten()).double())
         except RuntimeError:  # a flat picture: keep the coarse estimate
             break
         z, tx, ty = z + step[0].item(), tx + step[1].item(), ty + step[2].item()
