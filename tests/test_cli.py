@@ -65,6 +65,20 @@ def _piped(src: Path, *args: str) -> subprocess.CompletedProcess:
     return p
 
 
+def test_usage_mistakes_are_one_line():
+    """A mistyped option, a missing argument, a value of the wrong type or an unknown command
+    is one line naming the fix (click's usage panel was six), exit 2; help is still help."""
+    for args, words in ((("encode", "a.mp4", "b.vlat", "--qualty", "3"), ("No such option: --qualty", "--quality")),
+                        (("encode",), ("Missing argument 'src'", "vaecodec encode --help")),
+                        (("decode", "a.vlat", "b.mp4", "--crf", "high"), ("'--crf'", "integer")),
+                        (("bogus",), ("No such command 'bogus'", "vaecodec --help"))):
+        one_line_error(run(*args), 2, *words)
+    p = run("--help")
+    assert p.returncode == 0 and "encode" in p.stdout and not p.stderr
+    p = run()
+    assert p.returncode == 2 and "Usage: vaecodec" in p.stdout + p.stderr
+
+
 def test_encode_reads_a_stream_from_stdin(tmp_path):
     """``-`` reads the input from a pipe (ffmpeg ... -f matroska - | vaecodec encode - out.vlat):
     every frame, the rate and the audio arrive; an MP4 whose index comes last cannot be read

@@ -497,9 +497,24 @@ def _main(
     """vaecodec: video compression with video VAEs."""
 
 
+# click's UsageError, wherever this typer keeps click (0.29 vendors it): the base class of the
+# public typer.BadParameter
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="vaecodec")
+    """Console-script entry point. Usage mistakes (an unknown option, a missing argument, a
+    value of the wrong type) are one line, like every other error, not click's usage panel."""
+    try:
+        code = app(prog_name="vaecodec", standalone_mode=False)
+    except _USAGE_ERROR as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # bare `vaecodec`: typer has shown the help
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+            err.print(f"[bold red]vaecodec: error:[/] {e.format_message()}{where}", highlight=False, soft_wrap=True)
+        code = e.exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
