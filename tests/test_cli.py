@@ -79,6 +79,15 @@ def test_usage_mistakes_are_one_line():
     assert p.returncode == 2 and "Usage: vaecodec" in p.stdout + p.stderr
 
 
+def test_encoding_a_vlat_or_decoding_a_video_says_which_it_is(encoded):
+    """The two mix-ups a new user makes get told what the file is and which command takes it."""
+    d, src, _ = encoded
+    one_line_error(invoke("encode", d / "out.vlat", d / "again.vlat"), 1, "out.vlat is a .vlat file, not a video",
+                   "vaecodec decode")
+    one_line_error(invoke("decode", src, d / "back.mp4"), 1, "not a .vlat file", "looks like an MP4/MOV video",
+                   "vaecodec encode")
+
+
 def test_encode_reads_a_stream_from_stdin(tmp_path):
     """``-`` reads the input from a pipe (ffmpeg ... -f matroska - | vaecodec encode - out.vlat):
     every frame, the rate and the audio arrive; an MP4 whose index comes last cannot be read

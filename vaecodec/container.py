@@ -28,6 +28,9 @@ import zstandard
 from vaecodec.errors import FormatError, InputError, UsageError
 
 MAGIC = b"\x89VLAT\r\n\x1a"
+# (offset, bytes, what): how common video files begin, to tell a user who decodes one what it is
+_VIDEO_SIGNS = ((4, b"ftyp", "an MP4/MOV video"), (0, b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
+                (0, b"RIFF", "an AVI video"))
 VERSION = 1
 CHUNK_MAGIC = b"VLCK"
 FOOTER_MAGIC = b"VLIX"
@@ -387,7 +390,9 @@ class VlatReader:
         mm = self._mm
         magic, version, flags, hlen = _PREAMBLE.unpack_from(mm, 0)
         if magic != MAGIC:
-            raise FormatError(f"{where}: bad magic {magic!r}, not a .vlat file")
+            video = next((kind for at, sign, kind in _VIDEO_SIGNS if mm[at:at + len(sign)] == sign), None)
+            hint = f"; it looks like {video} (encode it first: vaecodec encode)" if video else ""
+            raise FormatError(f"{where}: bad magic {magic!r}, not a .vlat file{hint}")
         if version != VERSION:
             raise FormatError(
                 f"{self.path}: byte 8: unsupported .vlat version {version} (this vaecodec reads version {VERSION})"

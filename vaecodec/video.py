@@ -25,7 +25,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
-from vaecodec.container import create_temp
+from vaecodec.container import MAGIC, create_temp
 from vaecodec.errors import FormatError, InputError, UsageError
 
 # Container tag holding the true frame size when the encoder needed a larger picture (>= 64 px
@@ -292,6 +292,15 @@ def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tu
     return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
 
 
+def _is_vlat(path: Path) -> bool:
+    """Whether ``path`` begins like a .vlat file: what a user who encodes one is told."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 def _is_pattern(name: str) -> bool:
     """Whether a file name is an image-sequence pattern (``%d``, ``%05d``); a plain ``%`` is not."""
     return re.search(r"%0?\d*d", name) is not None
@@ -353,6 +362,8 @@ class VideoReader:
         except av.error.EOFError:
             raise InputError(f"{self.path} has no video frames (the data ends before the first one)") from None
         except av.error.FFmpegError as e:
+            if _is_vlat(self.path):
+                raise InputError(f"{self.path} is a .vlat file, not a video (decode it: vaecodec decode)") from None
             raise InputError(f"{self.path}: cannot open as video ({_reason(e)})") from None
         try:
             self._setup()
