@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -39,7 +41,16 @@ def test_auto_dtype_follows_the_cpus_bf16_instructions():
     if flags is not None and torch.backends.cpu.get_cpu_capability().startswith("AVX"):
         assert native_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
     assert codec_dtypes("auto", cpu) == (torch.float32, torch.bfloat16 if native_bf16(cpu) else torch.float32)
-    assert codec_dtypes("fp16", cpu) == (torch.float16, torch.float16)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert codec_dtypes("fp16", cpu) == (torch.float16, torch.float16)
+        assert codec_dtypes("fp32", cpu) == (torch.float32, torch.float32)
+        assert codec_dtypes("bf16", cpu) == (torch.bfloat16, torch.bfloat16)
+    # a half dtype the CPU does not run natively is emulated, about 10x slower: the user is told
+    emulated = {"fp16"} if flags is None or "amx_fp16" not in flags else set()
+    if not native_bf16(cpu):
+        emulated.add("bf16")
+    assert {str(w.message).split()[0] for w in seen} == emulated
     assert not native_bf16(torch.device("meta"))
     with pytest.raises(UsageError, match="auto, fp32"):
         codec_dtypes("int8", cpu)
