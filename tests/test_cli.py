@@ -65,6 +65,30 @@ def _piped(src: Path, *args: str) -> subprocess.CompletedProcess:
     return p
 
 
+def test_encode_reads_a_url(tmp_path):
+    """A URL input goes to FFmpeg's protocols as it is (typer's Path used to fold "http://" to
+    "http:/"): here a real HTTP server on this machine; a missing one is one line with the
+    server's answer."""
+    import functools
+    import http.server
+    import threading
+
+    src = make_video(tmp_path / "cam.mkv", size=(64, 48), frames=12, audio=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        p = run("encode", f"{url}/cam.mkv", tmp_path / "cam.vlat", "--json")
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["frames"] == 12
+        assert VlatReader(tmp_path / "cam.vlat").header["source"] == {"name": "cam.mkv", "bytes": 0}
+        one_line_error(run("encode", f"{url}/gone.mkv", tmp_path / "gone.vlat"), 1, "gone.mkv", "404")
+    finally:
+        server.shutdown()
+
+
 def test_usage_mistakes_are_one_line():
     """A mistyped option, a missing argument, a value of the wrong type or an unknown command
     is one line naming the fix (click's usage panel was six), exit 2; help is still help."""

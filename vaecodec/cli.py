@@ -242,7 +242,7 @@ def _print_json(obj: dict) -> None:
 @app.command()
 @guarded
 def encode(
-    src: Annotated[Path, typer.Argument(help="Input video: a file PyAV opens, a numbered-image pattern (frames/%04d.png) or directory, lavfi:SOURCE, or - for a stream on stdin (Matroska, NUT, MPEG-TS).")],
+    src: Annotated[str, typer.Argument(help="Input video: a file PyAV opens, a numbered-image pattern (frames/%04d.png) or directory, lavfi:SOURCE, a URL (https://, rtsp://), or - for a stream on stdin (Matroska, NUT, MPEG-TS).")],
     dst: Annotated[Path, typer.Argument(help="Output .vlat file.")],
     model: ModelOpt = "tiny",
     model_dir: ModelDirOpt = None,
@@ -292,13 +292,13 @@ def encode(
     elif not quiet:
         from .device import DTYPE_NAMES  # torch is loaded by now; `--help` stays fast without it
 
-        _summary(f"encoded {src.name} → {dst.name}", [
+        _summary(f"encoded {Path(src).name} → {dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"
                        + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")
                        + (" (steadied on a {}x{} canvas)".format(*r.canvas) if r.canvas else "")),
             ("model", f"{r.model_id} ({codec.device.type}, {DTYPE_NAMES[codec.encode_dtype]})"),
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
-            ("size", f"{_human(r.file_bytes)} (input {_human(r.input_bytes)})"),
+            ("size", _human(r.file_bytes) + (f" (input {_human(r.input_bytes)})" if r.input_bytes else "")),
             ("ratio", f"{r.ratio:.0f}:1 vs raw RGB"),
             ("bits/pixel", f"{r.bpp:.4f}" + (f" (video; audio {_human(r.audio_bytes)})" if r.audio_bytes else "")),
             ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),

@@ -38,7 +38,7 @@ from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fi
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
-from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, pack_packets, unpack_packets
+from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, is_url, pack_packets, unpack_packets
 from .workers import CoderPool
 
 class Progress(Protocol):
@@ -538,9 +538,10 @@ class Codec:
     def encode(
         self, src: str | Path, dst: str | Path, *, overwrite: bool = False, progress: Progress | None = None
     ) -> EncodeResult:
-        """Encode the video ``src`` into the .vlat ``dst`` (written atomically)."""
-        src, dst = Path(src), Path(dst)
-        if src.resolve() == dst.resolve():
+        """Encode the video ``src`` into the .vlat ``dst`` (written atomically). ``src`` is a file,
+        an image sequence, ``lavfi:...``, ``-`` (stdin) or a URL string (``https://``, ``rtsp://``)."""
+        dst = Path(dst)
+        if not is_url(src) and Path(src).resolve() == dst.resolve():
             raise UsageError("input and output are the same file")
         if dst.exists() and not overwrite:
             raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
@@ -553,6 +554,7 @@ class Codec:
         level = self._level(model)
         s = model.spatial
         with VideoReader(src) as reader:
+            src = reader.path  # for messages: the file, or what names a stream
             info = reader.info
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
             steady = self.camera if self.camera is not None else level is not None

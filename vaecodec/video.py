@@ -292,6 +292,12 @@ def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tu
     return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
 
 
+def is_url(source: str | Path) -> bool:
+    """Whether an input names a URL (``scheme://...``) rather than a file; a Path has lost its
+    double slash already, so URLs must be passed as strings."""
+    return isinstance(source, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
+
+
 def _is_vlat(path: Path) -> bool:
     """Whether ``path`` begins like a .vlat file: what a user who encodes one is told."""
     try:
@@ -353,6 +359,10 @@ class VideoReader:
             self.input_bytes = 0  # what the input occupies on disk, for compression ratios
         elif self._piped:  # a stream FFmpeg demuxes without seeking (Matroska, NUT, MPEG-TS; MP4 only faststart)
             url, options = sys.stdin.buffer, {}
+            self.input_bytes = 0
+        elif is_url(raw):  # what FFmpeg's protocols open: https://, rtsp://, file://, ...
+            url, options = raw, {}
+            self.path = Path(raw.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or raw)  # messages name the stream
             self.input_bytes = 0
         else:
             url, options = self._resolve(self.path)
