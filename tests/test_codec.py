@@ -347,6 +347,24 @@ def test_audio_quicktime_cannot_hold_is_transcoded(codec, tmp_path, audio_codec)
         assert float(c.duration / av.time_base) == pytest.approx(1.0, abs=0.1)
 
 
+def test_frames_limits_the_encode_and_its_audio(codec, tmp_path):
+    """``frames`` stops a video (a live stream has no end of its own) after that many frames,
+    and keeps the audio of those frames: it comes interleaved after their video in the file,
+    so the reader demuxes on to it, and no further."""
+    src = make_video(tmp_path / "a.mkv", size=(48, 32), frames=40, audio=True)
+    r = codec.encode(src, tmp_path / "a.vlat", frames=13)
+    assert r.frames == 13
+    codec.decode(tmp_path / "a.vlat", tmp_path / "back.mkv")
+    with av.open(str(tmp_path / "back.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 13
+    with av.open(str(tmp_path / "back.mkv")) as c:
+        heard = sum(f.samples for f in c.decode(audio=0)) / 44100
+    assert abs(heard - 13 / 25) < 0.05, heard  # within an AAC frame or two of the video's 0.52 s
+    assert codec.encode(src, tmp_path / "all.vlat", frames=1000).frames == 40
+    with pytest.raises(UsageError, match="--frames must be a whole number of at least 1"):
+        codec.encode(src, tmp_path / "none.vlat", frames=0)
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

@@ -38,7 +38,7 @@ from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fi
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
-from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, is_url, pack_packets, unpack_packets
+from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, check_limit, is_url, pack_packets, unpack_packets
 from .workers import CoderPool
 
 class Progress(Protocol):
@@ -536,11 +536,14 @@ class Codec:
 
     # -- encode --------------------------------------------------------------------------
     def encode(
-        self, src: str | Path, dst: str | Path, *, overwrite: bool = False, progress: Progress | None = None
+        self, src: str | Path, dst: str | Path, *, overwrite: bool = False, progress: Progress | None = None,
+        frames: int | None = None,
     ) -> EncodeResult:
         """Encode the video ``src`` into the .vlat ``dst`` (written atomically). ``src`` is a file,
-        an image sequence, ``lavfi:...``, ``-`` (stdin) or a URL string (``https://``, ``rtsp://``)."""
+        an image sequence, ``lavfi:...``, ``-`` (stdin) or a URL string (``https://``, ``rtsp://``);
+        ``frames`` stops after that many (a live stream has no end of its own)."""
         dst = Path(dst)
+        check_limit(frames)
         if not is_url(src) and Path(src).resolve() == dst.resolve():
             raise UsageError("input and output are the same file")
         if dst.exists() and not overwrite:
@@ -553,7 +556,7 @@ class Codec:
         model = self.model
         level = self._level(model)
         s = model.spatial
-        with VideoReader(src) as reader:
+        with VideoReader(src, limit=frames) as reader:
             src = reader.path  # for messages: the file, or what names a stream
             info = reader.info
             frames = sw.iterate(reader.chunks(), "read")  # at the source size

@@ -292,6 +292,13 @@ def _uneven_intervals(stream: av.video.stream.VideoStream, pts: list[int]) -> tu
     return (float(gaps.min()), float(gaps.max())) if gaps.max() > 1.5 * gaps.min() else None
 
 
+def check_limit(frames: int | None) -> int | None:
+    """A frame limit as given, or a usage error (checked before any work)."""
+    if frames is not None and (type(frames) is not int or frames < 1):
+        raise UsageError(f"--frames must be a whole number of at least 1, got {frames!r}")
+    return frames
+
+
 def is_url(source: str | Path) -> bool:
     """Whether an input names a URL (``scheme://...``) rather than a file; a Path has lost its
     double slash already, so URLs must be passed as strings."""
@@ -338,9 +345,10 @@ class VideoReader:
     numbered images, or ``lavfi:<filter source>`` (e.g. ``lavfi:testsrc2=size=320x240``).
     """
 
-    def __init__(self, path: str | Path, chunk_frames: int = 16) -> None:
+    def __init__(self, path: str | Path, chunk_frames: int = 16, limit: int | None = None) -> None:
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
+        self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
         self.path = Path("<stdin>" if str(path) == "-" else path)
         self.chunk_frames = chunk_frames
         self.frames_read = 0
@@ -468,6 +476,12 @@ class VideoReader:
         return (w, h) if 0 < w <= frame.width and 0 < h <= frame.height else None
 
     def _estimate_frames(self, fps: Fraction) -> int | None:
+        """The container's idea of the frame count, capped by ``limit`` (which bounds a stream
+        that has none)."""
+        known = self._container_frames(fps)
+        return known if self.limit is None else min(known or self.limit, self.limit)
+
+    def _container_frames(self, fps: Fraction) -> int | None:
         if self._vs.frames:
             return int(self._vs.frames)
         if self._vs.duration and self._vs.time_base:
@@ -547,6 +561,9 @@ class VideoReader:
         buf = np.empty(shape, np.uint8)
         n = 0
         for frame in self._decoded():
+            if self.frames_read == self.limit:
+                self._audio_to_limit()
+                break
             buf[n] = self._to_rgb(frame)
             n += 1
             self.frames_read += 1
@@ -556,25 +573,43 @@ class VideoReader:
         if n:
             yield buf[:n]
         declared = self._vs.frames
-        if declared and self.frames_read < declared:
+        if declared and self.frames_read < min(declared, self.limit or declared):
             warnings.warn(
                 f"{self.path}: decoded {self.frames_read} of the {declared} frames the stream declares"
                 " (truncated or damaged input)",
                 stacklevel=2,
             )
 
+    def _audio_end(self) -> Fraction:
+        """Where the frame ``limit`` ends, in audio time_base units of the shifted timeline."""
+        return self.limit / self.info.fps / self.audio.time_base
+
+    def _audio_to_limit(self) -> None:
+        """Stop at the frame limit, but first demux on to the audio of the frames read: it comes
+        interleaved later in the file (or the stream) than their video."""
+        if self.audio is None:
+            return
+        while (packet := self._next_packet()) is not None:
+            if packet.stream is not self._vs:
+                self._stash_audio(packet)
+                if packet.pts is not None and packet.pts - self._audio_shift >= self._audio_end():
+                    return
+
     def take_audio(self) -> list[AudioPacket]:
         """Audio packets demuxed so far, in demux order; the list is emptied on each call. Their
         times count from the first video frame; when that is not at 0, packets that end by it
         are left out and one that overlaps it keeps a negative time. (A first frame at 0 leaves
-        every packet as it was, AAC's priming packet before 0 included.)"""
+        every packet as it was, AAC's priming packet before 0 included.) With a frame ``limit``,
+        packets that start after the last frame read are left out."""
         packets, self._audio_packets = self._audio_packets, []
         shift = self._audio_shift
-        if not shift:
-            return packets
-        moved = [replace(p, pts=None if p.pts is None else p.pts - shift, dts=None if p.dts is None else p.dts - shift)
-                 for p in packets]
-        return [p for p in moved if p.pts is None or p.pts + (p.duration or 0) > 0]
+        if shift:
+            packets = [replace(p, pts=None if p.pts is None else p.pts - shift, dts=None if p.dts is None else p.dts - shift)
+                       for p in packets]
+            packets = [p for p in packets if p.pts is None or p.pts + (p.duration or 0) > 0]
+        if self.limit is not None and self.audio is not None:  # none past the last frame read
+            packets = [p for p in packets if p.pts is None or p.pts < self._audio_end()]
+        return packets
 
     def close(self) -> None:
         self._container.close()
