@@ -557,7 +557,7 @@ class Codec:
         level = self._level(model)
         s = model.spatial
         with VideoReader(src, limit=frames) as reader:
-            src = reader.path  # for messages: the file, or what names a stream
+            name = reader.path  # the input in messages: the file, or what names a stream
             info = reader.info
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
             steady = self.camera if self.camera is not None else level is not None
@@ -574,7 +574,7 @@ class Codec:
             pw, ph = canvas or (cw, ch)  # the picture the model codes
             hp, wp = -(-ph // s) * s, -(-pw // s) * s
             if min(hp, wp) // s < model.min_latent:
-                raise UsageError(f"{src}: a {cw}x{ch} picture is {wp // s}x{hp // s} latent cells; {model.model_id} "
+                raise UsageError(f"{name}: a {cw}x{ch} picture is {wp // s}x{hp // s} latent cells; {model.model_id} "
                                  f"decodes at least {model.min_latent}x{model.min_latent} "
                                  f"({model.min_latent * s} px: raise --scale)")
             tiling = self._tiling(model, hp, wp)
@@ -599,10 +599,10 @@ class Codec:
                 "tiling": tiling.to_dict(),
                 "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
-                "source": {"name": src.name, "bytes": reader.input_bytes},
+                "source": {"name": name.name, "bytes": reader.input_bytes},
             }
             if progress:
-                progress.start(info.frames, f"encode {src.name}")
+                progress.start(info.frames, f"encode {name.name}")
             enc = encoder_for(runner, model.temporal)
             n_lat = 0
             with VlatWriter(dst, header, overwrite=overwrite, level=self.zstd_level, threads=self.zstd_threads,
@@ -674,7 +674,7 @@ class Codec:
                         progress.advance(chunk.shape[0])
                 n_frames = reader.frames_read
                 if n_frames == 0:
-                    raise InputError(f"{src}: no video frames could be decoded")
+                    raise InputError(f"{name}: no video frames could be decoded")
                 if steadier:
                     steadied(steadier.finish())
                 for z in latents(enc.finish()):

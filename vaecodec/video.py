@@ -349,7 +349,6 @@ class VideoReader:
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
         self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
-        self.path = Path("<stdin>" if str(path) == "-" else path)
         self.chunk_frames = chunk_frames
         self.frames_read = 0
         self._audio_packets: list[AudioPacket] = []
@@ -362,17 +361,19 @@ class VideoReader:
         raw = str(path)
         fmt = None
         self._piped = raw == "-"
+        self.input_bytes = 0  # what the input occupies on disk, for compression ratios (0: no file)
+        # ``path`` names the input in messages: the file, or the stream
         if raw.startswith("lavfi:"):  # a filter-graph source, e.g. lavfi:testsrc2=size=320x240
+            self.path = Path(raw)
             url, options, fmt = raw[len("lavfi:") :], {}, "lavfi"
-            self.input_bytes = 0  # what the input occupies on disk, for compression ratios
         elif self._piped:  # a stream FFmpeg demuxes without seeking (Matroska, NUT, MPEG-TS; MP4 only faststart)
+            self.path = Path("<stdin>")
             url, options = sys.stdin.buffer, {}
-            self.input_bytes = 0
         elif is_url(raw):  # what FFmpeg's protocols open: https://, rtsp://, file://, ...
+            self.path = Path(raw.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or raw)
             url, options = raw, {}
-            self.path = Path(raw.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or raw)  # messages name the stream
-            self.input_bytes = 0
         else:
+            self.path = Path(path)
             url, options = self._resolve(self.path)
             self.input_bytes = self.path.stat().st_size if self.path.is_file() else _sequence_bytes(Path(url))
         try:
@@ -589,10 +590,11 @@ class VideoReader:
         interleaved later in the file (or the stream) than their video."""
         if self.audio is None:
             return
+        end = self._audio_end() + self._audio_shift  # in the stream's own times
         while (packet := self._next_packet()) is not None:
             if packet.stream is not self._vs:
                 self._stash_audio(packet)
-                if packet.pts is not None and packet.pts - self._audio_shift >= self._audio_end():
+                if packet.pts is not None and packet.pts >= end:
                     return
 
     def take_audio(self) -> list[AudioPacket]:
@@ -608,7 +610,8 @@ class VideoReader:
                        for p in packets]
             packets = [p for p in packets if p.pts is None or p.pts + (p.duration or 0) > 0]
         if self.limit is not None and self.audio is not None:  # none past the last frame read
-            packets = [p for p in packets if p.pts is None or p.pts < self._audio_end()]
+            end = self._audio_end()
+            packets = [p for p in packets if p.pts is None or p.pts < end]
         return packets
 
     def close(self) -> None:
