@@ -116,7 +116,11 @@ def test_non_rgb_and_high_bit_depth_inputs_become_correct_rgb(tmp_path: Path, pi
         src = np.repeat(src[..., 1:2], 3, axis=-1)
     path = tmp_path / "in.mkv"
     write_with_pyav(path, src, Fraction(25), "ffv1", pix_fmt)
-    got, r = read_all(path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got, r = read_all(path)
+    # an input with transparency is told that it goes; the others hear nothing
+    assert [str(w.message).split(": ", 1)[1][:18] for w in seen] == (["its alpha channel "] if pix_fmt == "bgra" else [])
     assert r.info.pix_fmt == pix_fmt
     assert got.shape == src.shape
     # A 10/12-bit frame read as 8-bit bytes, or a wrong matrix, is off by tens of levels.

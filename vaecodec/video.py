@@ -440,6 +440,9 @@ class VideoReader:
         if self.audio is not None and first.pts and self._vs.time_base:
             self._audio_shift = round(first.pts * Fraction(self._vs.time_base) / self.audio.time_base)
 
+        if any(c.is_alpha for c in first.format.components):
+            warnings.warn(f"{self.path}: its alpha channel (transparency) is dropped: the model codes colour only, "
+                          "and transparent pixels keep the colour they store", stacklevel=3)
         self._crop = self._size_tag(first)
         self._rot = round((first.rotation or 0) / 90) % 4  # np.rot90 turns counter-clockwise, as does rotation
         w, h = self._crop or (first.width, first.height)
