@@ -34,6 +34,7 @@ from vaecodec.errors import FormatError, InputError, UsageError
 SIZE_TAG = "vaecodec_size"
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
+_NUMBER_FIELD = re.compile(r"%0?\d*d")  # the frame number in an image-sequence pattern ("%05d")
 _REORDER_DEPTH = 16  # the most frames H.264/H.265 may reorder
 # swscale's default RGB<->YUV 4:2:0 path is biased (about -1.2 levels per channel on a round
 # trip, with ~4x the mean abs error); accurate rounding + full chroma interpolation is not.
@@ -316,13 +317,12 @@ def _is_vlat(path: Path) -> bool:
 
 def _is_pattern(name: str) -> bool:
     """Whether a file name is an image-sequence pattern (``%d``, ``%05d``); a plain ``%`` is not."""
-    return re.search(r"%0?\d*d", name) is not None
+    return _NUMBER_FIELD.search(name) is not None
 
 
 def _sequence_bytes(pattern: Path) -> int:
-    """Bytes of the files an image-sequence pattern names (``%d`` any number, ``%04d`` four digits)."""
-    digits = lambda m: r"\d{%s}" % m.group(1) if m.group(1) else r"\d+"  # noqa: E731
-    name = re.compile(re.sub(r"%0(\d+)d|%d", digits, re.escape(pattern.name)))
+    """Bytes of the files an image-sequence pattern names."""
+    name = _pattern_regex(pattern.name)
     return sum(f.stat().st_size for f in pattern.parent.iterdir() if name.fullmatch(f.name) and f.is_file())
 
 
@@ -956,7 +956,7 @@ class VideoWriter:
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """image2 pattern ('%05d.png') -> regex matching the names it produces."""
-    parts = re.split(r"%0?\d*d", pattern, maxsplit=1)
+    parts = _NUMBER_FIELD.split(pattern, maxsplit=1)
     return re.compile(re.escape(parts[0]) + r"\d+" + (re.escape(parts[1]) if len(parts) > 1 else ""))
 
 
