@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -21,7 +23,7 @@ from vaecodec.container import VlatReader
 from vaecodec.models import ModelRef, resolve
 from vaecodec.models.tiny import WEIGHTS
 
-from conftest import make_video
+from conftest import make_video, read_all
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -148,6 +150,21 @@ def test_decode_and_info(encoded):
     assert {c["kind"] for c in info["chunks"]} >= {"latent", "summary"}
     p = run("info", d / "out.vlat")  # for people: the quality level asked for (the default)
     assert p.returncode == 0 and re.search(r"quantization\s*│ quality 5, ", p.stdout), p.stdout
+
+
+def test_decode_a_part_or_one_still(encoded):
+    """--start/--frames pick the frames; a single .png is one frame; mistakes are one line."""
+    d, _, _ = encoded
+    p = run("decode", d / "out.vlat", d / "part.mkv", "--codec", "ffv1", "--start", "0:00.1", "--frames", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["frames"] == 3 and read_all(d / "part.mkv").shape[0] == 3
+    assert run("decode", d / "out.vlat", d / "still.png", "--start", "0.2", "-q").returncode == 0
+    with av.open(str(d / "still.png")) as c:  # frame 5 of the three from 0.1 s (frames 3, 4, 5)
+        assert np.array_equal(next(c.decode(video=0)).to_ndarray(format="rgb24"), read_all(d / "part.mkv")[2])
+    one_line_error(invoke("decode", d / "out.vlat", d / "two.png", "--frames", "2"), 2, "one frame")
+    one_line_error(invoke("decode", d / "out.vlat", d / "x.mp4", "--start", "9"), 2, "past the last frame", "9 frames")
+    one_line_error(invoke("decode", d / "out.vlat", d / "x.mp4", "--start", "soon"), 2, "'soon'")
+    assert not list(d.glob("*two*")) and not list(d.glob("*x.mp4*"))
 
 
 def test_info_names_the_level_and_its_table_set(encoded):

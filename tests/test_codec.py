@@ -241,12 +241,8 @@ def _flash_and_beep(path: Path) -> tuple[float, float]:
     raise AssertionError("no sound")
 
 
-@pytest.mark.parametrize("video_start", [1.0, 0.0])
-def test_audio_stays_in_sync_when_the_video_starts_late(codec, tmp_path, video_start):
-    """The decoded video starts at 0, so the audio moves with it: a stream whose first frame is
-    at 1 s (video after its audio, or an MPEG-TS timeline) kept its audio times and came back
-    with the sound 1 s late. A white frame and a beep, both at 2 s, must stay together."""
-    src = tmp_path / "late.mkv"
+def _flash_at_2s(src: Path, video_start: float) -> Path:
+    """A 4 s Matroska file with a white frame and a beep at 2 s, its video from ``video_start``."""
     with av.open(str(src), "w") as out:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
@@ -264,6 +260,15 @@ def test_audio_stays_in_sync_when_the_video_starts_late(codec, tmp_path, video_s
             f.pts, f.time_base = i, Fraction(1, 25)
             out.mux(vs.encode(f))
         out.mux(vs.encode(None))
+    return src
+
+
+@pytest.mark.parametrize("video_start", [1.0, 0.0])
+def test_audio_stays_in_sync_when_the_video_starts_late(codec, tmp_path, video_start):
+    """The decoded video starts at 0, so the audio moves with it: a stream whose first frame is
+    at 1 s (video after its audio, or an MPEG-TS timeline) kept its audio times and came back
+    with the sound 1 s late. A white frame and a beep, both at 2 s, must stay together."""
+    src = _flash_at_2s(tmp_path / "late.mkv", video_start)
     flash, beep = _flash_and_beep(src)
     assert (flash, beep) == (2.0, 2.0)
     codec.encode(src, tmp_path / "late.vlat")
@@ -272,6 +277,41 @@ def test_audio_stays_in_sync_when_the_video_starts_late(codec, tmp_path, video_s
         flash, beep = _flash_and_beep(tmp_path / f"back{suffix}")
         assert flash == pytest.approx(2.0 - video_start, abs=0.05)
         assert abs(beep - flash) < 0.02, (suffix, flash, beep)
+
+
+def test_a_part_decodes_as_the_whole_file_does_with_its_audio_in_sync(codec, tmp_path):
+    """decode(start=, frames=) gives exactly the frames a full decode gives there, from the
+    first frame shown at or after ``start``, with the audio of those frames and no more, moved
+    with them; a single .png takes the one frame shown at ``start``."""
+    codec.encode(_flash_at_2s(tmp_path / "beep.mkv", 0.0), tmp_path / "beep.vlat")
+    codec.decode(tmp_path / "beep.vlat", tmp_path / "full.mkv", codec="ffv1")
+    full = read_all(tmp_path / "full.mkv")
+    for start, frames, first, n in (("1.5", 20, 38, 20), (1.5, None, 38, 62), ("0:01.52", 5, 38, 5), (Fraction(3), 99, 75, 25)):
+        out = tmp_path / f"part{first}_{n}.mkv"
+        r = codec.decode(tmp_path / "beep.vlat", out, codec="ffv1", start=start, frames=frames)
+        assert r.frames == n and np.array_equal(read_all(out), full[first:first + n]), (start, frames)
+    flash, beep = _flash_and_beep(tmp_path / "full.mkv")
+    assert abs(flash - 2) <= 0.04 and abs(beep - flash) < 0.02, (flash, beep)
+    flash_part, beep = _flash_and_beep(tmp_path / "part38_62.mkv")  # both moved 38 frames earlier
+    with av.open(str(tmp_path / "part38_62.mkv")) as c:  # (Matroska starts the video late by the
+        shown = float(next(c.decode(video=0)).time)  # audio packet that began before its first frame)
+    assert flash_part - shown == pytest.approx(flash - 38 / 25) and abs(beep - flash_part) < 0.02, (flash_part, beep, shown)
+    for part, n in (("part38_20.mkv", 20), ("part38_62.mkv", 62)):  # audio from the first frame to the last one's end
+        with av.open(str(tmp_path / part)) as c:
+            a, v = c.streams.audio[0], c.streams.video[0]
+            times = [(p.pts * a.time_base, (p.pts + p.duration) * a.time_base) for p in c.demux(a) if p.size]
+            video = v.start_time * v.time_base, v.start_time * v.time_base + Fraction(n, 25)
+        assert times[0][0] <= video[0] < times[0][1] and times[-1][0] < video[1] <= times[-1][1], (times, video)
+    codec.decode(tmp_path / "beep.vlat", tmp_path / "still.png", start=2)
+    with av.open(str(tmp_path / "still.png")) as c:
+        assert np.array_equal(next(c.decode(video=0)).to_ndarray(format="rgb24"), full[50])
+    with pytest.raises(UsageError, match="one frame"):
+        codec.decode(tmp_path / "beep.vlat", tmp_path / "two.png", start=2, frames=2)
+    with pytest.raises(UsageError, match="past the last frame"):
+        codec.decode(tmp_path / "beep.vlat", tmp_path / "late.mkv", start="0:04")
+    with pytest.raises(UsageError, match="not seconds"):
+        codec.decode(tmp_path / "beep.vlat", tmp_path / "late.mkv", start="1:2x")
+    assert sorted(p.name for p in tmp_path.iterdir() if "two" in p.name or "late" in p.name) == []
 
 
 def test_mpeg_ts_timeline_is_rebased_for_audio_too(codec, tmp_path):

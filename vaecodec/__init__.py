@@ -44,7 +44,7 @@ def encode(src, dst, **kwargs) -> EncodeResult:
 
 def decode(src, dst, **kwargs) -> DecodeResult:
     """Decode ``src`` to the video ``dst``; kwargs split between Codec and Codec.decode."""
-    run = {k: kwargs.pop(k) for k in ("overwrite", "progress", "codec", "crf", "preset", "conceal") if k in kwargs}
+    run = {k: kwargs.pop(k) for k in ("overwrite", "progress", "codec", "crf", "preset", "conceal", "start", "frames") if k in kwargs}
     from .codec import Codec
 
     return Codec(**kwargs).decode(src, dst, **run)

@@ -310,10 +310,12 @@ def encode(
 @guarded
 def decode(
     src: Annotated[Path, typer.Argument(help="Input .vlat file.")],
-    dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, or a PNG pattern.")],
+    dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, a PNG pattern (out/%05d.png) or directory, or one .png image (one frame).")],
     codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | vp9 | ffv1 | png (default: by extension: VP9 for .webm, else H.264).")] = None,
     crf: Annotated[int, typer.Option(help="CRF for H.264/H.265 output.")] = 18,
     preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset of the output, ultrafast … veryslow (default: veryfast).")] = None,
+    start: Annotated[str, typer.Option(help="Decode from the first frame shown at or after this time: seconds (90.5) or [HH:]MM:SS[.frac]; only the chunks needed are read, the audio is cut to match.")] = "0",
+    frames: Annotated[Optional[int], typer.Option(help="Decode at most this many frames, at least 1 (default: to the end; 1 for a single .png).")] = None,
     model_path: Annotated[Optional[Path], typer.Option(help="Weights of the model the file names (for non-embedded models).")] = None,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
@@ -324,13 +326,14 @@ def decode(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decode a .vlat file back to video (same size, frame count and fps; audio copied)."""
+    """Decode a .vlat file back to video (same size, frame count and fps; audio copied), or a part of it."""
     if str(dst) == "-":
         raise UsageError("decode writes a video file or PNG frames, not a stream: name the output (e.g. back.mp4)")
     _setup(threads)
     c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype, entropy_workers=entropy_workers)
     with RichProgress(not quiet and not as_json) as progress:
-        r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, preset=preset, progress=progress)
+        r = c.decode(src, dst, overwrite=overwrite, codec=codec, crf=crf, preset=preset, progress=progress,
+                     start=start, frames=frames)
     for w in r.warnings:
         err.print(f"[yellow]vaecodec: warning:[/] {w}", highlight=False, soft_wrap=True)
     if as_json:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import os
 import resource
 import time
@@ -740,32 +741,45 @@ class Codec:
         preset: str | None = None,
         progress: Progress | None = None,
         conceal: bool = True,
+        start: Fraction | float | str = 0,
+        frames: int | None = None,
     ) -> DecodeResult:
         """Decode the .vlat ``src`` to the video ``dst`` (same size, frame count, fps; audio copied).
 
         ``preset`` is the x264/x265 speed preset of ``dst`` (default ``video.DECODE_PRESET``).
         A video keeps its timeline, so by default lost latent frames of a damaged file are
         concealed (``LatentFile.iter_latents``) and listed in ``warnings``; ``conceal=False``
-        raises FormatError instead.
+        raises FormatError instead. ``start`` (seconds) and ``frames`` decode a part: from the
+        first frame shown at or after ``start``, at most ``frames`` frames, with their audio;
+        only the chunks that part needs are read. A single ``.png`` takes one frame.
         """
         src, dst = Path(src), Path(dst)
         if dst.exists() and not overwrite:
             raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
+        check_limit(frames)
         t_start = time.perf_counter()
         timings: dict[str, float] = defaultdict(float)
         with LatentFile(src, self) as f, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            first = f.frame_at(start)
+            if first >= f.frames:
+                raise UsageError(f"start {start} s is past the last frame ({f.frames} frames, {float(f.frames / f.fps):.3f} s)")
             writer = VideoWriter(
                 dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
                 preset=preset or DECODE_PRESET, sar=f.sar,
             )
             with writer:
-                audio = f.iter_audio()
+                if writer.single_image:
+                    if frames not in (None, 1):
+                        raise UsageError(f"{dst}: one PNG image holds one frame, not {frames} (use a pattern like out/%05d.png)")
+                    frames = 1
+                stop = f.frames if frames is None else min(f.frames, first + frames)
+                audio = f.iter_audio(first / f.fps, None if stop == f.frames else stop / f.fps)  # to the end: all of it
                 written = 0
-                for frames in f.iter_frames(0, None, timings=timings, progress=progress, conceal=conceal):
+                for chunk in f.iter_frames(first, stop, timings=timings, progress=progress, conceal=conceal):
                     t0 = time.perf_counter()
-                    writer.write(frames)
-                    written += frames.shape[0]
+                    writer.write(chunk)
+                    written += chunk.shape[0]
                     # keep audio muxed roughly alongside the video written so far
                     writer.write_audio(audio.until(written / float(f.fps)))
                     timings["write"] += time.perf_counter() - t0
@@ -784,6 +798,23 @@ class Codec:
             model_id=model_id,
             warnings=[str(w.message) for w in caught] + f.problems,
         )
+
+
+def seconds(at: Fraction | float | str) -> Fraction:
+    """A time, exactly: a number of seconds or text as ffmpeg writes it ("90", "1:30.5", "1:02:03")."""
+    try:
+        if isinstance(at, str):
+            parts = [Fraction(p) for p in at.strip().split(":")]
+            if len(parts) > 3 or any(p < 0 for p in parts) or any(p >= 60 for p in parts[1:]):
+                raise ValueError
+            t = sum((p * 60**i for i, p in enumerate(reversed(parts))), Fraction(0))
+        else:
+            t = Fraction(str(at)) if isinstance(at, float) else Fraction(at)
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        raise UsageError(f"time {at!r} is not seconds or [HH:]MM:SS[.frac]") from None
+    if t < 0:
+        raise UsageError(f"time {at} is negative")
+    return t
 
 
 def _latent_of(frame: int, temporal: int) -> int:
@@ -807,22 +838,37 @@ class _Loss:
 
 
 class _AudioFeed:
-    """Audio packets of a .vlat in file order, handed out up to a presentation time."""
+    """Audio packets of a .vlat in file order, handed out up to a presentation time.
 
-    def __init__(self, f: "LatentFile") -> None:
+    A feed for a part of the file, from ``start`` to ``stop`` seconds of its timeline, counts
+    times from ``start`` and leaves out the packets that end by it (one that overlaps it keeps a
+    negative time, as an encode's first packet does) and those that begin at ``stop`` or later.
+    """
+
+    def __init__(self, f: "LatentFile", start: Fraction = Fraction(0), stop: Fraction | None = None) -> None:
         self.f = f
         self.chunks = iter(f.reader.chunks_of("audio"))
         self.pending: list = []
         self.tb = f.audio.time_base if f.audio else Fraction(1)
+        self.shift = round(start / self.tb)  # in the track's ticks
+        self.end = None if stop is None else stop / self.tb
 
     def until(self, seconds: float) -> list:
         out = []
         while True:
             while self.pending:
                 p = self.pending[0]
-                if p.pts is not None and float(p.pts * self.tb) > seconds:
+                if p.pts is not None and float((p.pts - self.shift) * self.tb) > seconds:
                     return out
-                out.append(self.pending.pop(0))
+                self.pending.pop(0)
+                if p.pts is None:
+                    out.append(p)
+                elif self.end is not None and p.pts >= self.end:
+                    self.chunks, self.pending = iter(()), []  # the rest is past the part decoded
+                elif not self.shift:  # from the start every packet stays as it was, AAC's priming one included
+                    out.append(p)
+                elif p.pts + (p.duration or 0) > self.shift:
+                    out.append(replace(p, pts=p.pts - self.shift, dts=None if p.dts is None else p.dts - self.shift))
             entry = next(self.chunks, None)
             if entry is None:
                 return out
@@ -1210,5 +1256,11 @@ class LatentFile:
         """Decoded frames [start, stop) as one uint8 tensor [n, H, W, 3]; ``conceal`` as in ``iter_latents``."""
         return torch.from_numpy(np.concatenate(list(self.iter_frames(start, stop, conceal=conceal))))
 
-    def iter_audio(self) -> _AudioFeed:
-        return _AudioFeed(self)
+    def iter_audio(self, start: Fraction = Fraction(0), stop: Fraction | None = None) -> _AudioFeed:
+        """The audio of seconds [start, stop) of the file, its times counted from ``start``."""
+        return _AudioFeed(self, start, stop)
+
+    def frame_at(self, at: Fraction | float | str) -> int:
+        """The first frame shown at or after time ``at`` (frame i is shown at i / fps)."""
+        # a time printed to the millisecond still finds its frame
+        return math.ceil(seconds(at) * self.fps - Fraction(1, 1000))

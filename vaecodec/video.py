@@ -721,6 +721,7 @@ class VideoWriter:
         self._reformatter = VideoReformatter()
         self._audio_track = audio
         self._audio_dropped = False  # PNG frames: the track given is dropped, its packets ignored
+        self.single_image = False  # one PNG file (out.png): a single frame
         self._astream: av.audio.stream.AudioStream | None = None
         self._transcoder: _AudioTranscoder | None = None
 
@@ -731,12 +732,12 @@ class VideoWriter:
         is_png_target = _is_pattern(self.path.name) or suffix in ("", ".png")
         if wanted == "png" or (wanted is None and is_png_target):
             if suffix in _FORMATS:
-                raise UsageError(f"{self.path}: PNG frames go to a directory or a pattern like out/%05d.png")
+                raise UsageError(f"{self.path}: PNG goes to one image (out.png), a directory or a pattern like out/%05d.png")
             self._open_png()
             return
         fmt = _FORMATS.get(suffix)
         if fmt is None:
-            raise UsageError(f"{self.path}: unsupported output extension {suffix!r} (use .mp4, .mov, .mkv, .webm or a PNG directory)")
+            raise UsageError(f"{self.path}: unsupported output extension {suffix!r} (use .mp4, .mov, .mkv, .webm, .png or a PNG directory)")
         self._codec = wanted or ("vp9" if fmt == "webm" else "h264")
         encoder, self._pix_fmt, containers = _ENCODERS[self._codec]
         if fmt not in containers:
@@ -819,16 +820,24 @@ class VideoWriter:
         self._transcoder = _AudioTranscoder(self._container, track, target)
 
     def _open_png(self) -> None:
-        """PNG frames: path is a directory (frames %06d.png) or a pattern like out/%05d.png."""
+        """PNG frames: path is a directory (frames %06d.png), a pattern like out/%05d.png, or
+        one image (out.png), which holds a single frame."""
         self._codec = "png"
+        self.single_image = not _is_pattern(self.path.name) and self.path.suffix.lower() == ".png"
+        if self.single_image:
+            self._check_target_file()
+            self._audio_track, self._audio_dropped = None, self._audio_track is not None  # a still has no sound to lose
+            fd, tmp = create_temp(self.path)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._open_image2(tmp, {"update": "1"})  # image2 rewrites one file instead of numbering
+            return
         if _is_pattern(self.path.name):
             self._png_dir, self._png_pattern = self.path.parent, self.path.name
             try:
                 self._png_pattern % 1
             except (TypeError, ValueError):
                 raise UsageError(f"{self.path}: bad frame pattern (use e.g. out/%05d.png)") from None
-        elif self.path.suffix.lower() == ".png":
-            raise UsageError(f"{self.path}: PNG output needs a directory or a pattern like out/%05d.png")
         else:
             self._png_dir, self._png_pattern = self.path, "%06d.png"
         if not self._png_dir.parent.is_dir() or (self._png_dir.exists() and not self._png_dir.is_dir()):
@@ -843,8 +852,11 @@ class VideoWriter:
             self._audio_track, self._audio_dropped = None, True
         parent = self._png_dir if self._png_dir.is_dir() else self._png_dir.parent
         self._tmp = Path(create_temp(parent / self._png_dir.name, directory=True)[1])
+        self._open_image2(str(self._tmp / self._png_pattern), {})
+
+    def _open_image2(self, target: str, options: dict[str, str]) -> None:
         try:
-            self._container = av.open(str(self._tmp / self._png_pattern), mode="w", format="image2")
+            self._container = av.open(target, mode="w", format="image2", options=options)
             # zlib level 1: 8x faster than the default for 11 % more bytes (a 480p frame in 12 ms,
             # not 100: PNG frames feed pipelines, where the default made decoding 4x slower)
             vs = self._container.add_stream("png", rate=self.fps, options={"compression_level": "1"})
@@ -864,6 +876,8 @@ class VideoWriter:
         pad_h, pad_w = self._enc_h - self.height, self._enc_w - self.width
         if pad_h or pad_w:  # replicate the edge so the hidden rows/columns cost ~no bits
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        if self.single_image and self.frames_written + frames.shape[0] > 1:
+            raise UsageError(f"{self.path}: one PNG image holds one frame (use a pattern like out/%05d.png for more)")
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if self._pix_fmt != "rgb24":
@@ -915,7 +929,7 @@ class VideoWriter:
             raise
 
     def _publish(self) -> None:
-        if self._codec != "png":
+        if self._codec != "png" or self.single_image:
             os.replace(self._tmp, self.path)
             return
         if not self._png_dir.exists():
