@@ -229,6 +229,35 @@ def test_anamorphic_video_decodes_with_its_pixel_aspect(codec, tmp_path):
         assert (v.width, v.height, v.sample_aspect_ratio) == (64, 48, Fraction(4, 3))
 
 
+def test_hdr_video_comes_back_saying_what_its_colours_are(codec, tmp_path):
+    """A BT.2020 HLG phone clip's RGB is not BT.709's; it used to come back tagged BT.709 (washed
+    out, hues off). The header keeps primaries and transfer, and every output carries them; a
+    BT.709 source's header stays as it was."""
+    src = tmp_path / "hlg.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=error"})
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p10le"
+        s.codec_context.colorspace, s.codec_context.color_primaries, s.codec_context.color_trc = 9, 9, 18
+        with av.open("testsrc2=size=64x64:rate=25:duration=0.36", format="lavfi") as lavfi:
+            for frame in lavfi.decode(video=0):
+                out.mux(s.encode(frame.reformat(format="yuv420p10le", dst_colorspace="bt2020")))
+        out.mux(s.encode(None))
+    codec.encode(src, tmp_path / "hlg.vlat")
+    with vaecodec.open(tmp_path / "hlg.vlat") as f:
+        assert f.header["video"]["color"] == {"primaries": 9, "transfer": 18}
+    for name, options in (("back.mp4", {}), ("back.mkv", {"codec": "ffv1"}), ("back.webm", {})):
+        codec.decode(tmp_path / "hlg.vlat", tmp_path / name, **options)
+        with av.open(str(tmp_path / name)) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.color_primaries, cc.color_trc) == (9, 18), name
+            assert cc.colorspace == (2 if options else 9), name  # FFV1 stores RGB: no matrix
+    r = codec.decode(tmp_path / "hlg.vlat", tmp_path / "still.png")
+    assert any("PNG does not record the source's colours" in w for w in r.warnings), r.warnings
+    codec.encode(make_video(tmp_path / "sdr.mp4", size=(64, 48), frames=5), tmp_path / "sdr.vlat")
+    with vaecodec.open(tmp_path / "sdr.vlat") as f:
+        assert "color" not in f.header["video"]
+
+
 def _flash_and_beep(path: Path) -> tuple[float, float]:
     """Seconds at which a video's brightest frame shows and its audio first sounds."""
     with av.open(str(path)) as c:

@@ -19,6 +19,7 @@ from vaecodec.video import (
     SIZE_TAG,
     AudioPacket,
     AudioTrack,
+    Color,
     VideoReader,
     VideoWriter,
     pack_packets,
@@ -315,18 +316,27 @@ def test_lossy_roundtrip_keeps_odd_size_and_ntsc_rate(tmp_path: Path, codec: str
     assert psnr(got, src) > 36
 
 
-def test_h264_keeps_flat_colours(tmp_path: Path) -> None:
+@pytest.mark.parametrize("color", [None, Color(9, 18), Color(6, 6)], ids=["bt709", "bt2020-hlg", "smpte170m"])
+def test_h264_keeps_flat_colours(tmp_path: Path, color: Color | None) -> None:
     """Saturated flat patches come back within a level or two: the RGB<->YUV matrix, range and
     rounding match on both sides (BT.601/709 or range mix-ups are off by 5-30 levels, and
-    swscale's default fast path is biased by about -1.2 on every channel)."""
+    swscale's default fast path is biased by about -1.2 on every channel). The stream says
+    what the RGB means: BT.709, or the source's primaries and transfer (HDR takes the BT.2020
+    matrix, which HDR players expect)."""
     colours = np.array([[200, 30, 40], [20, 180, 60], [40, 50, 210], [128, 128, 128], [250, 240, 20], [15, 15, 15]])
     src = np.zeros((2, 32, 96, 3), np.uint8)
     for i, c in enumerate(colours):
         src[:, (i // 3) * 16 : (i // 3 + 1) * 16, (i % 3) * 32 : (i % 3 + 1) * 32] = c
     path = tmp_path / "flat.mp4"
-    with VideoWriter(path, 96, 32, Fraction(25)) as w:
+    with VideoWriter(path, 96, 32, Fraction(25), color=color) as w:
         w.write(src)
-    got = read_all(path)[0].astype(int)
+    got, r = read_all(path)
+    got = got.astype(int)
+    assert r.info.color == color
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        primaries, transfer = (color.primaries, color.transfer) if color else (1, 1)
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc) == (9 if primaries == 9 else 1, primaries, transfer)
     errors = []
     for i, c in enumerate(colours):
         y, x = (i // 3) * 16 + 8, (i % 3) * 32 + 16

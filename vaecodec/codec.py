@@ -39,7 +39,7 @@ from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fi
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
-from .video import DECODE_PRESET, AudioTrack, VideoReader, VideoWriter, check_limit, is_url, pack_packets, unpack_packets
+from .video import DECODE_PRESET, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, unpack_packets
 from .workers import CoderPool
 
 class Progress(Protocol):
@@ -766,7 +766,7 @@ class Codec:
                 raise UsageError(f"start {start} s is past the last frame ({f.frames} frames, {float(f.frames / f.fps):.3f} s)")
             writer = VideoWriter(
                 dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
-                preset=preset or DECODE_PRESET, sar=f.sar,
+                preset=preset or DECODE_PRESET, sar=f.sar, color=f.color,
             )
             with writer:
                 if writer.single_image:
@@ -910,6 +910,7 @@ class LatentFile:
             self.sar = Fraction(video.get("sar", "1"))  # the pixels' aspect on screen (absent: square)
             if not Fraction(1, 16) <= self.sar <= 16:
                 raise ValueError(f"sar {self.sar} is out of range")
+            self.color = Color.from_dict(video["color"]) if "color" in video else None  # absent: BT.709
             self.tiling = Tiling(**h["tiling"])
             self.quant_info: dict = h["quantization"]
             self.audio = AudioTrack.from_dict(h["audio"]) if h.get("audio") else None

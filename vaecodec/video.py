@@ -59,6 +59,7 @@ class VideoInfo:
     codec: str
     rotation: int  # counter-clockwise degrees (0/90/180/270) applied to the decoded pixels
     sar: Fraction = Fraction(1)  # pixel width / height on screen (anamorphic video: not 1), after rotation
+    color: Color | None = None  # the RGB's primaries and transfer, where they are not BT.709's
 
     def to_dict(self) -> dict:
         d = {
@@ -72,7 +73,39 @@ class VideoInfo:
         }
         if self.sar != 1:  # square pixels keep the header as it was
             d["sar"] = f"{self.sar.numerator}/{self.sar.denominator}"
+        if self.color is not None:
+            d["color"] = {"primaries": self.color.primaries, "transfer": self.color.transfer}
         return d
+
+
+# H.273 code points (FFmpeg's AVCOL_PRI_* / AVCOL_TRC_* share them)
+_BT709, _UNSPECIFIED, _BT2020 = 1, 2, 9
+
+
+@dataclass(frozen=True)
+class Color:
+    """What the RGB values mean: their primaries and transfer curve as H.273 code points.
+
+    swscale turns any matrix into RGB but keeps primaries and transfer as they are, so the
+    decoded RGB of an HDR (BT.2020, PQ/HLG) or other non-BT.709 source is only shown right if
+    the output says what it is. (1, 1), BT.709 both, is what an untagged output means.
+    """
+
+    primaries: int
+    transfer: int
+
+    @classmethod
+    def of(cls, primaries: int | None, transfer: int | None) -> Color | None:
+        """The pair a source tags, or None where it tags BT.709 or nothing."""
+        p, t = primaries or _UNSPECIFIED, transfer or _UNSPECIFIED
+        return None if {p, t} <= {_BT709, _UNSPECIFIED} else cls(p, t)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Color:
+        p, t = d["primaries"], d["transfer"]
+        if not all(type(v) is int and 0 <= v <= 255 for v in (p, t)):
+            raise ValueError(f"color {d} is not a pair of H.273 code points")
+        return cls(p, t)
 
 
 @dataclass(frozen=True)
@@ -459,6 +492,7 @@ class VideoReader:
             codec=cc.name,
             rotation=self._rot * 90,
             sar=self._sar(),
+            color=Color.of(first.color_primaries or cc.color_primaries, first.color_trc or cc.color_trc),
         )
 
     def _sar(self) -> Fraction:
@@ -703,6 +737,7 @@ class VideoWriter:
         overwrite: bool = False,
         preset: str = "medium",
         sar: Fraction = Fraction(1),
+        color: Color | None = None,
     ) -> None:
         if width < 1 or height < 1:
             raise UsageError(f"output size {width}x{height} is not positive")
@@ -714,6 +749,9 @@ class VideoWriter:
         self.width, self.height = width, height
         self.fps = Fraction(fps)
         self.sar = Fraction(sar)  # the pixels' aspect on screen, tagged on the stream (not on PNG frames)
+        self.color = color  # the RGB's primaries and transfer, tagged on the stream (not on PNG frames)
+        # BT.2020 pictures take the BT.2020 matrix, which HDR players expect; others BT.709's
+        self._matrix = Colorspace.BT2020 if color and color.primaries == _BT2020 else Colorspace.ITU709
         self.frames_written = 0
         self._overwrite = overwrite
         self._crf, self._preset = crf, preset
@@ -786,9 +824,12 @@ class VideoWriter:
                               "pixel aspect here (the container's field is out of PyAV's reach); players will show "
                               "the picture with square pixels (use h264 or h265 to keep it)", stacklevel=3)
         vs.thread_type = "AUTO"
-        if self._pix_fmt.startswith("yuv"):  # tag what _to_yuv produces so decoders invert it exactly
-            cc = vs.codec_context
-            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
+        cc = vs.codec_context
+        if self._pix_fmt.startswith("yuv"):  # tag what write() produces so decoders invert it exactly
+            cc.colorspace, cc.color_range = int(self._matrix), 1  # limited range
+            cc.color_primaries = cc.color_trc = _BT709
+        if self.color is not None:
+            cc.color_primaries, cc.color_trc = self.color.primaries, self.color.transfer
         if self._codec == "h265" and self._container.format.name in ("mp4", "mov"):
             vs.codec_tag = "hvc1"  # the tag Apple players require
         if (self._enc_w, self._enc_h) != (self.width, self.height):
@@ -824,6 +865,9 @@ class VideoWriter:
         one image (out.png), which holds a single frame."""
         self._codec = "png"
         self.single_image = not _is_pattern(self.path.name) and self.path.suffix.lower() == ".png"
+        if self.color is not None:
+            warnings.warn(f"{self.path}: PNG does not record the source's colours (primaries {self.color.primaries}, "
+                          f"transfer {self.color.transfer}, e.g. HDR): viewers will show its RGB as sRGB", stacklevel=3)
         if self.single_image:
             self._check_target_file()
             self._audio_track, self._audio_dropped = None, self._audio_track is not None  # a still has no sound to lose
@@ -884,7 +928,7 @@ class VideoWriter:
                 frame = self._reformatter.reformat(
                     frame,
                     format=self._pix_fmt,
-                    dst_colorspace=Colorspace.ITU709,
+                    dst_colorspace=self._matrix,
                     dst_color_range=ColorRange.MPEG if self._pix_fmt.startswith("yuv") else None,
                     interpolation=_SWS_FLAGS,
                 )
