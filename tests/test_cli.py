@@ -152,9 +152,14 @@ def test_decode_and_info(encoded):
     assert p.returncode == 0 and re.search(r"quantization\s*│ quality 5, ", p.stdout), p.stdout
 
 
-def test_decode_a_part_or_one_still(encoded):
-    """--start/--frames pick the frames; a single .png is one frame; mistakes are one line."""
-    d, _, _ = encoded
+def test_a_part_or_one_still(encoded):
+    """--start/--frames pick the frames to decode or encode; a single .png is one frame;
+    mistakes are one line."""
+    d, src, _ = encoded
+    p = run("encode", src, d / "tail.vlat", "--start", "0.2", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["frames"] == 4, p.stderr  # frames 5..8 of 9
+    one_line_error(invoke("encode", src, d / "none.vlat", "--start", "0.36"), 1, "past its last frame")
+    one_line_error(invoke("encode", src, d / "none.vlat", "--start", "-1"), 2, "'-1'")
     p = run("decode", d / "out.vlat", d / "part.mkv", "--codec", "ffv1", "--start", "0:00.1", "--frames", "3", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["frames"] == 3 and read_all(d / "part.mkv").shape[0] == 3
@@ -164,7 +169,7 @@ def test_decode_a_part_or_one_still(encoded):
     one_line_error(invoke("decode", d / "out.vlat", d / "two.png", "--frames", "2"), 2, "one frame")
     one_line_error(invoke("decode", d / "out.vlat", d / "x.mp4", "--start", "9"), 2, "past the last frame", "9 frames")
     one_line_error(invoke("decode", d / "out.vlat", d / "x.mp4", "--start", "soon"), 2, "'soon'")
-    assert not list(d.glob("*two*")) and not list(d.glob("*x.mp4*"))
+    assert not list(d.glob("*two*")) and not list(d.glob("*x.mp4*")) and not list(d.glob("*none*"))
 
 
 def test_info_names_the_level_and_its_table_set(encoded):

@@ -434,6 +434,17 @@ def test_frames_limits_the_encode_and_its_audio(codec, tmp_path):
         codec.encode(src, tmp_path / "none.vlat", frames=0)
 
 
+def test_start_skips_the_beginning_and_its_audio(codec, tmp_path):
+    """``start`` encodes from the frame shown then: a white frame and a beep at 2 s come back
+    together at 0.5 s when encoding from 1.5 s."""
+    codec.encode(_flash_at_2s(tmp_path / "beep.mkv", 0.0), tmp_path / "late.vlat", start="1.5", frames=40)
+    codec.decode(tmp_path / "late.vlat", tmp_path / "back.mp4")
+    flash, beep = _flash_and_beep(tmp_path / "back.mp4")
+    assert flash == pytest.approx(0.5, abs=0.05) and abs(beep - flash) < 0.02, (flash, beep)
+    with av.open(str(tmp_path / "back.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 40
+
+
 def test_interrupted_encode_leaves_nothing(codec, photo_clip, tmp_path):
     class Interrupt:
         def start(self, total, description):

@@ -316,6 +316,32 @@ def test_lossy_roundtrip_keeps_odd_size_and_ntsc_rate(tmp_path: Path, codec: str
     assert psnr(got, src) > 36
 
 
+def test_start_skips_to_the_frame_shown_then_in_files_and_streams(tmp_path: Path) -> None:
+    """``start`` makes the frame shown at that time the first: a file is seeked to the keyframe
+    before it (short GOPs with B-frames, so the seek lands mid-file) and decoded on from there;
+    a filter source, which cannot seek, is decoded up to it. Either way the frames are those
+    a full read gives from there, and the count estimate and truncation check know it."""
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25, options={"g": "6", "bf": "2", "crf": "10", "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for frame in smooth_frames(40, 48, 64):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        out.mux(s.encode(None))
+    lavfi = "lavfi:testsrc2=size=64x48:rate=25:duration=1.6"
+    for src in (path, lavfi):
+        full, _ = read_all(src)
+        for start, first in (("0.5", 13), (Fraction(13, 25), 13), ("0:01.52", 38), (0, 0)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no "decoded 27 of the 40 frames" warning
+                with VideoReader(src, start=start) as r:
+                    got = np.concatenate(list(r.chunks()))
+            assert np.array_equal(got, full[first:]), (src, start)
+            assert r.info.frames in (None, 40 - first)
+        with pytest.raises(InputError, match="past its last frame"):
+            VideoReader(src, start=2)
+
+
 @pytest.mark.parametrize("color", [None, Color(9, 18), Color(6, 6)], ids=["bt709", "bt2020-hlg", "smpte170m"])
 def test_h264_keeps_flat_colours(tmp_path: Path, color: Color | None) -> None:
     """Saturated flat patches come back within a level or two: the RGB<->YUV matrix, range and

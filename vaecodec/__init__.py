@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
 def encode(src, dst, **kwargs) -> EncodeResult:
     """Encode ``src`` to ``dst`` with a one-off Codec; kwargs split between Codec and Codec.encode."""
-    run = {k: kwargs.pop(k) for k in ("overwrite", "progress") if k in kwargs}
+    run = {k: kwargs.pop(k) for k in ("overwrite", "progress", "frames", "start") if k in kwargs}
     from .codec import Codec
 
     return Codec(**kwargs).encode(src, dst, **run)

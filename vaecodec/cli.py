@@ -259,6 +259,7 @@ def encode(
     tile_overlap: Annotated[Optional[int], typer.Option(help="Latent frames shared by neighbouring temporal tiles, 0 to --tile-frames minus 1 (models without a carried causal state, e.g. LTX; the embedded model streams its state and takes none).")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Spatial tile edge in pixels, a positive multiple of the model's spatial factor (tiny: 8, LTX: 32); bigger frames are split.")] = None,
     tile_overlap_px: Annotated[Optional[int], typer.Option(help="Spatial tile overlap in pixels, a multiple of the spatial factor below --tile-px.")] = None,
+    start: Annotated[str, typer.Option(help="Begin at the frame shown this long after the input's first one: seconds (90.5) or [HH:]MM:SS[.frac]; a file is seeked, a stream read up to it; the audio is cut to match.")] = "0",
     frames: Annotated[Optional[int], typer.Option(help="Encode at most this many frames, at least 1 (a live stream or camera URL has no end of its own; Ctrl-C discards the whole encode).")] = None,
     chunk_frames: Annotated[Optional[int], typer.Option(help="Latent frames per chunk, at least (entropy coding; default 64, about 10 s at 25 fps, fewer for big frames): longer costs fewer bits, shorter gives finer random access and loses less to damage.")] = None,
     zstd_level: Annotated[int, typer.Option(help="zstd level for the container's chunks (1-22).")] = 9,
@@ -287,7 +288,7 @@ def encode(
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
     with RichProgress(not quiet and not as_json) as progress:
-        r = codec.encode(src, dst, overwrite=overwrite, progress=progress, frames=frames)
+        r = codec.encode(src, dst, overwrite=overwrite, progress=progress, frames=frames, start=start)
     if as_json:
         _print_json(r.to_dict())
     elif not quiet:

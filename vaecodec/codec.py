@@ -39,7 +39,9 @@ from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fi
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
-from .video import DECODE_PRESET, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, unpack_packets
+from .video import (
+    DECODE_PRESET, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, seconds, unpack_packets,
+)
 from .workers import CoderPool
 
 class Progress(Protocol):
@@ -538,13 +540,15 @@ class Codec:
     # -- encode --------------------------------------------------------------------------
     def encode(
         self, src: str | Path, dst: str | Path, *, overwrite: bool = False, progress: Progress | None = None,
-        frames: int | None = None,
+        frames: int | None = None, start: Fraction | float | str = 0,
     ) -> EncodeResult:
         """Encode the video ``src`` into the .vlat ``dst`` (written atomically). ``src`` is a file,
         an image sequence, ``lavfi:...``, ``-`` (stdin) or a URL string (``https://``, ``rtsp://``);
+        ``start`` (seconds after its first frame) skips to the frame shown then, with its audio;
         ``frames`` stops after that many (a live stream has no end of its own)."""
         dst = Path(dst)
         check_limit(frames)
+        start = seconds(start)
         if not is_url(src) and Path(src).resolve() == dst.resolve():
             raise UsageError("input and output are the same file")
         if dst.exists() and not overwrite:
@@ -557,7 +561,7 @@ class Codec:
         model = self.model
         level = self._level(model)
         s = model.spatial
-        with VideoReader(src, limit=frames) as reader:
+        with VideoReader(src, limit=frames, start=start) as reader:
             name = reader.path  # the input in messages: the file, or what names a stream
             info = reader.info
             frames = sw.iterate(reader.chunks(), "read")  # at the source size
@@ -798,23 +802,6 @@ class Codec:
             model_id=model_id,
             warnings=[str(w.message) for w in caught] + f.problems,
         )
-
-
-def seconds(at: Fraction | float | str) -> Fraction:
-    """A time, exactly: a number of seconds or text as ffmpeg writes it ("90", "1:30.5", "1:02:03")."""
-    try:
-        if isinstance(at, str):
-            parts = [Fraction(p) for p in at.strip().split(":")]
-            if len(parts) > 3 or any(p < 0 for p in parts) or any(p >= 60 for p in parts[1:]):
-                raise ValueError
-            t = sum((p * 60**i for i, p in enumerate(reversed(parts))), Fraction(0))
-        else:
-            t = Fraction(str(at)) if isinstance(at, float) else Fraction(at)
-    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-        raise UsageError(f"time {at!r} is not seconds or [HH:]MM:SS[.frac]") from None
-    if t < 0:
-        raise UsageError(f"time {at} is negative")
-    return t
 
 
 def _latent_of(frame: int, temporal: int) -> int:

@@ -9,6 +9,7 @@ carries the audio packets through untouched, so the writer can re-mux them bit-e
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -333,6 +334,23 @@ def check_limit(frames: int | None) -> int | None:
     return frames
 
 
+def seconds(at: Fraction | float | str) -> Fraction:
+    """A time, exactly: a number of seconds or text as ffmpeg writes it ("90", "1:30.5", "1:02:03")."""
+    try:
+        if isinstance(at, str):
+            parts = [Fraction(p) for p in at.strip().split(":")]
+            if len(parts) > 3 or any(p < 0 for p in parts) or any(p >= 60 for p in parts[1:]):
+                raise ValueError
+            t = sum((p * 60**i for i, p in enumerate(reversed(parts))), Fraction(0))
+        else:
+            t = Fraction(str(at)) if isinstance(at, float) else Fraction(at)
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        raise UsageError(f"time {at!r} is not seconds or [HH:]MM:SS[.frac]") from None
+    if t < 0:
+        raise UsageError(f"time {at} is negative")
+    return t
+
+
 def is_url(source: str | Path) -> bool:
     """Whether an input names a URL (``scheme://...``) rather than a file; a Path has lost its
     double slash already, so URLs must be passed as strings."""
@@ -378,10 +396,13 @@ class VideoReader:
     numbered images, or ``lavfi:<filter source>`` (e.g. ``lavfi:testsrc2=size=320x240``).
     """
 
-    def __init__(self, path: str | Path, chunk_frames: int = 16, limit: int | None = None) -> None:
+    def __init__(self, path: str | Path, chunk_frames: int = 16, limit: int | None = None,
+                 start: Fraction | float | str = 0) -> None:
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
         self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
+        self.start = seconds(start)  # begin at the frame shown this long after the first one
+        self._skipped = 0  # frames before ``start``
         self.chunk_frames = chunk_frames
         self.frames_read = 0
         self._audio_packets: list[AudioPacket] = []
@@ -446,7 +467,8 @@ class VideoReader:
         audio = self._container.streams.audio
         self._as = audio[0] if audio else None
         self.audio: AudioTrack | None = AudioTrack.from_stream(self._as) if self._as is not None else None
-        self._demux = self._container.demux(*([self._vs] + ([self._as] if self._as is not None else [])))
+        self._streams = [self._vs] + ([self._as] if self._as is not None else [])
+        self._demux = self._container.demux(*self._streams)
 
         pts: list[int] = []
         while len(pts) < _PEEK_PACKETS:
@@ -466,6 +488,8 @@ class VideoReader:
 
         if not self._fill():
             raise InputError(f"{self.path} has no video frames")
+        if self.start:
+            self._skip_to(self.start, fps)
         first = self._frames[0]
         # the output shows the first frame at t = 0, so the audio moves by the same amount: an
         # MPEG-TS stream starting at 1.4 s, or video that starts after its audio, stays in sync
@@ -495,6 +519,31 @@ class VideoReader:
             color=Color.of(first.color_primaries or cc.color_primaries, first.color_trc or cc.color_trc),
         )
 
+    def _skip_to(self, start: Fraction, fps: Fraction) -> None:
+        """Make the frame shown ``start`` s after the first one the first: seek to the keyframe
+        before it where the input can seek (files), else decode on to it (pipes, filters), and
+        drop what comes before it (its audio goes with the shift that the new first frame sets)."""
+        tb = Fraction(self._vs.time_base)
+        origin = self._frames[0].pts or 0
+        target = origin + (start - Fraction(1, 1000)) / tb  # a time printed to the millisecond still finds its frame
+        if not self._piped:
+            try:
+                self._container.seek(math.floor(target), stream=self._vs, backward=True)
+                self._demux = self._container.demux(*self._streams)  # the peek may have ended the last one
+                self._pending.clear()
+                self._frames.clear()
+                self._audio_packets.clear()
+                self._flushed = False
+            except (av.error.FFmpegError, OSError, ValueError):
+                pass  # not seekable (a filter source): decoding on to the frame gets there too
+        while True:
+            if not self._fill():
+                raise InputError(f"{self.path}: --start {float(start):g} s is past its last frame")
+            if self._frames[0].pts is None or self._frames[0].pts >= target:
+                break
+            self._frames.popleft()
+        self._skipped = round(((self._frames[0].pts or origin) - origin) * tb * fps)
+
     def _sar(self) -> Fraction:
         """The pixels' aspect on screen (DVD and HDV store wide pictures in narrow pixels);
         a quarter turn swaps the pixels' sides. Unset or implausible values mean square."""
@@ -517,6 +566,8 @@ class VideoReader:
         """The container's idea of the frame count, capped by ``limit`` (which bounds a stream
         that has none)."""
         known = self._container_frames(fps)
+        if known is not None:
+            known = max(known - self._skipped, 0)
         return known if self.limit is None else min(known or self.limit, self.limit)
 
     def _container_frames(self, fps: Fraction) -> int | None:
@@ -610,7 +661,7 @@ class VideoReader:
                 buf, n = np.empty(shape, np.uint8), 0
         if n:
             yield buf[:n]
-        declared = self._vs.frames
+        declared = self._vs.frames and self._vs.frames - self._skipped
         if declared and self.frames_read < min(declared, self.limit or declared):
             warnings.warn(
                 f"{self.path}: decoded {self.frames_read} of the {declared} frames the stream declares"
