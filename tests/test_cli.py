@@ -172,6 +172,32 @@ def test_a_part_or_one_still(encoded):
     assert not list(d.glob("*two*")) and not list(d.glob("*x.mp4*")) and not list(d.glob("*none*"))
 
 
+def test_several_inputs_encode_into_a_folder(encoded, tmp_path):
+    """A training set is many clips: one command (one model load) encodes each into FOLDER/NAME.vlat,
+    the same bytes as one at a time; an unreadable input is named and the rest go on (exit 1);
+    clashes are refused before any work; --skip-existing resumes a batch."""
+    d, src, _ = encoded
+    other = make_video(tmp_path / "other.mkv", size=(48, 32), frames=5)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "latents"
+    out.mkdir()
+    p = run("encode", src, tmp_path / "broken.mp4", other, out)
+    assert p.returncode == 1, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 2 and "broken.mp4: cannot open as video" in errors[0] and "1 of 3 inputs" in errors[1], p.stderr
+    assert sorted(f.name for f in out.iterdir()) == ["in.vlat", "other.vlat"]
+    assert (out / "in.vlat").read_bytes() == (d / "out.vlat").read_bytes()  # as encode in.mp4 out.vlat wrote it
+    before = {f: f.stat().st_mtime_ns for f in out.iterdir()}
+    one_line_error(invoke("encode", src, other, out), 2, "in.vlat and 1 more exist", "--skip-existing")
+    one_line_error(invoke("encode", src, d / "in.mkv", out), 2, "would both be encoded to")
+    one_line_error(invoke("encode", src, other, d / "x.vlat"), 2, "not a folder")
+    (out / "other.vlat").unlink()
+    p = run("encode", src, other, out, "--skip-existing", "--json")
+    assert p.returncode == 0, p.stderr
+    assert [r["input"] for r in json.loads(p.stdout)] == [str(other)] and (out / "other.vlat").exists()
+    assert (out / "in.vlat").stat().st_mtime_ns == before[out / "in.vlat"]
+
+
 def test_info_names_the_level_and_its_table_set(encoded):
     """A top level codes other tables than its number; info says both, the header keeps both."""
     d, src, _ = encoded

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from . import __version__
 from .container import output_name, remove_partial_outputs
-from .errors import UsageError, VaecodecError
+from .errors import FormatError, InputError, UsageError, VaecodecError
 
 app = typer.Typer(
     name="vaecodec",
@@ -234,7 +234,7 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     out.print(table)
 
 
-def _print_json(obj: dict) -> None:
+def _print_json(obj: dict | list) -> None:
     out.print_json(json.dumps(obj, default=str))
 
 
@@ -242,8 +242,8 @@ def _print_json(obj: dict) -> None:
 @app.command()
 @guarded
 def encode(
-    src: Annotated[str, typer.Argument(help="Input video: a file PyAV opens, a numbered-image pattern (frames/%04d.png) or directory, lavfi:SOURCE, a URL (https://, rtsp://), or - for a stream on stdin (Matroska, NUT, MPEG-TS).")],
-    dst: Annotated[Path, typer.Argument(help="Output .vlat file.")],
+    srcs: Annotated[list[str], typer.Argument(metavar="src", help="Input video: a file PyAV opens, a numbered-image pattern (frames/%04d.png) or directory, lavfi:SOURCE, a URL (https://, rtsp://), or - for a stream on stdin (Matroska, NUT, MPEG-TS). Several files: each is encoded into DST, a folder, with one model load.")],
+    dst: Annotated[Path, typer.Argument(help="Output .vlat file, or an existing folder that gets NAME.vlat for each input.")],
     model: ModelOpt = "tiny",
     model_dir: ModelDirOpt = None,
     bits: Annotated[Optional[int], typer.Option(help="Uniform quantization bits 4-8 (default for models without an entropy coder: 8).")] = None,
@@ -267,13 +267,15 @@ def encode(
     threads: ThreadsOpt = None,
     entropy_workers: EntropyWorkersOpt = None,
     overwrite: OverwriteOpt = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Into a folder: leave inputs whose .vlat exists alone (resume a batch).")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Encode a video into a .vlat file of quantized VAE latents."""
+    """Encode a video (or several) into a .vlat file of quantized VAE latents."""
     from .codec import check_entropy_options
     from .video import VIDEO_SUFFIXES
 
+    jobs, skipped = _encode_jobs(srcs, dst, overwrite, skip_existing)
     if str(dst) == "-":
         raise UsageError("encode writes a .vlat file, not a stream: name the output file (stdin can be the input: -)")
     if dst.suffix.lower() in VIDEO_SUFFIXES:  # a .vlat is no video: a player would fail on it, and a user too
@@ -287,6 +289,9 @@ def encode(
         scale=scale, refine=refine, device=device, dtype=dtype, tile_frames=tile_frames, tile_overlap=tile_overlap, tile_px=tile_px, tile_overlap_px=tile_overlap_px,
         chunk_latents=chunk_frames, zstd_level=zstd_level, zstd_threads=zstd_threads, entropy_workers=entropy_workers,
     )
+    if len(jobs) != 1 or jobs[0][1] != dst:
+        return _encode_batch(codec, jobs, skipped, dst, quiet, as_json, overwrite=overwrite, frames=frames, start=start)
+    src = jobs[0][0]
     with RichProgress(not quiet and not as_json) as progress:
         r = codec.encode(src, dst, overwrite=overwrite, progress=progress, frames=frames, start=start)
     if as_json:
@@ -305,6 +310,69 @@ def encode(
             ("bits/pixel", f"{r.bpp:.4f}" + (f" (video; audio {_human(r.audio_bytes)})" if r.audio_bytes else "")),
             ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
         ])
+
+
+def _encode_jobs(srcs: list[str], dst: Path, overwrite: bool, skip_existing: bool) -> tuple[list[tuple[str, Path]], int]:
+    """(input, output) pairs and how many were skipped: one input to a file, or each input to
+    FOLDER/NAME.vlat. Every clash is found before any work, so a batch never stops half-way
+    on something it could have said at the start."""
+    if len(srcs) == 1 and not dst.is_dir():
+        if skip_existing:
+            raise UsageError("--skip-existing is for encoding into a folder; for one file, -y or not")
+        return [(srcs[0], dst)], 0
+    if not dst.is_dir():
+        raise UsageError(f"{dst} is not a folder: several inputs are encoded into one, as FOLDER/NAME.vlat")
+    from urllib.parse import urlsplit
+
+    from .video import is_pattern, is_url
+
+    jobs: dict[Path, str] = {}
+    for src in srcs:
+        if src == "-" or src.startswith("lavfi:"):
+            raise UsageError(f"{src} has no name to give its .vlat: encode it on its own, naming the output")
+        if is_url(src):
+            name = Path(urlsplit(src).path).stem
+        else:
+            path = Path(src)
+            name = path.parent.name if is_pattern(path.name) else path.name if path.is_dir() else path.stem
+        out = dst / f"{name or 'video'}.vlat"
+        if out in jobs:
+            raise UsageError(f"{jobs[out]} and {src} would both be encoded to {out}: encode one of them on its own")
+        jobs[out] = src
+    existing = [out for out in jobs if out.exists()]
+    if existing and not (overwrite or skip_existing):
+        more = f" and {len(existing) - 1} more exist" if len(existing) > 1 else " exists"
+        raise UsageError(f"{existing[0]}{more} (use -y/--overwrite to replace, --skip-existing to keep them)")
+    if skip_existing:
+        jobs = {out: src for out, src in jobs.items() if out not in existing}
+    return [(src, out) for out, src in jobs.items()], len(existing) if skip_existing else 0
+
+
+def _encode_batch(codec, jobs: list[tuple[str, Path]], skipped: int, folder: Path, quiet: bool, as_json: bool,
+                  **kwargs) -> None:
+    """Encode each input with one codec (one model load); an input that cannot be read is
+    reported in one line and the rest go on; the exit code says whether any failed."""
+    results, failed = [], 0
+    for i, (src, dst) in enumerate(jobs, 1):
+        try:
+            with RichProgress(not quiet and not as_json) as progress:
+                r = codec.encode(src, dst, progress=progress, **kwargs)
+        except (InputError, FormatError) as e:
+            err.print(f"[bold red]vaecodec: error:[/] {e}", highlight=False, soft_wrap=True)
+            results.append({"input": src, "error": str(e)})
+            failed += 1
+            continue
+        results.append({"input": src, **r.to_dict()})
+        if not quiet and not as_json:
+            out.print(f"[{i}/{len(jobs)}] {Path(src).name} → {dst}: {r.frames} frames, {r.bpp:.4f} bits/pixel, "
+                      f"{_human(r.file_bytes)}, {r.fps_processed:.1f} fps", highlight=False, soft_wrap=True)
+    if as_json:
+        _print_json(results)
+    elif not quiet:
+        out.print(f"encoded {len(jobs) - failed} of {len(jobs)} inputs into {folder}"
+                  + (f" ({skipped} skipped: their .vlat exists)" if skipped else ""), highlight=False)
+    if failed:
+        fail(f"{failed} of {len(jobs)} inputs could not be encoded (each is named above)", 1)
 
 
 @app.command()

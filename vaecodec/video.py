@@ -366,7 +366,7 @@ def _is_vlat(path: Path) -> bool:
         return False
 
 
-def _is_pattern(name: str) -> bool:
+def is_pattern(name: str) -> bool:
     """Whether a file name is an image-sequence pattern (``%d``, ``%05d``); a plain ``%`` is not."""
     return _NUMBER_FIELD.search(name) is not None
 
@@ -447,7 +447,7 @@ class VideoReader:
     @staticmethod
     def _resolve(path: Path) -> tuple[str, dict[str, str]]:
         """Map the user's path to what av.open takes (directories become image2 patterns)."""
-        if _is_pattern(path.name) and not path.is_file():  # image sequence pattern; the demuxer checks the files
+        if is_pattern(path.name) and not path.is_file():  # image sequence pattern; the demuxer checks the files
             if not path.parent.is_dir():
                 raise InputError(f"{path}: directory {path.parent} does not exist")
             return str(path), {}
@@ -818,7 +818,7 @@ class VideoWriter:
         if codec is not None and wanted is None:
             raise UsageError(f"unsupported output codec {codec!r} (use h264, h265, vp9, ffv1 or png)")
         suffix = self.path.suffix.lower()
-        is_png_target = _is_pattern(self.path.name) or suffix in ("", ".png")
+        is_png_target = is_pattern(self.path.name) or suffix in ("", ".png")
         if wanted == "png" or (wanted is None and is_png_target):
             if suffix in _FORMATS:
                 raise UsageError(f"{self.path}: PNG goes to one image (out.png), a directory or a pattern like out/%05d.png")
@@ -915,7 +915,7 @@ class VideoWriter:
         """PNG frames: path is a directory (frames %06d.png), a pattern like out/%05d.png, or
         one image (out.png), which holds a single frame."""
         self._codec = "png"
-        self.single_image = not _is_pattern(self.path.name) and self.path.suffix.lower() == ".png"
+        self.single_image = not is_pattern(self.path.name) and self.path.suffix.lower() == ".png"
         if self.color is not None:
             warnings.warn(f"{self.path}: PNG does not record the source's colours (primaries {self.color.primaries}, "
                           f"transfer {self.color.transfer}, e.g. HDR): viewers will show its RGB as sRGB", stacklevel=3)
@@ -927,7 +927,7 @@ class VideoWriter:
             self._tmp = Path(tmp)
             self._open_image2(tmp, {"update": "1"})  # image2 rewrites one file instead of numbering
             return
-        if _is_pattern(self.path.name):
+        if is_pattern(self.path.name):
             self._png_dir, self._png_pattern = self.path.parent, self.path.name
             try:
                 self._png_pattern % 1
@@ -938,7 +938,7 @@ class VideoWriter:
         if not self._png_dir.parent.is_dir() or (self._png_dir.exists() and not self._png_dir.is_dir()):
             raise UsageError(f"{self._png_dir}: cannot create frames there")
         occupied = (self._png_dir / (self._png_pattern % 1)).exists() or (
-            not _is_pattern(self.path.name) and self._png_dir.is_dir() and any(self._png_dir.iterdir())
+            not is_pattern(self.path.name) and self._png_dir.is_dir() and any(self._png_dir.iterdir())
         )
         if occupied and not self._overwrite:
             raise UsageError(f"{self.path} already exists (use -y/--overwrite to replace it)")
