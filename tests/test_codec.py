@@ -10,8 +10,10 @@ import av
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import vaecodec
+from vaecodec.cli import app
 from vaecodec.codec import Codec
 from vaecodec.container import VlatReader
 from vaecodec.errors import InputError, UsageError
@@ -245,6 +247,8 @@ def test_hdr_video_comes_back_saying_what_its_colours_are(codec, tmp_path):
     codec.encode(src, tmp_path / "hlg.vlat")
     with vaecodec.open(tmp_path / "hlg.vlat") as f:
         assert f.header["video"]["color"] == {"primaries": 9, "transfer": 18}
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "hlg.vlat")], env={"COLUMNS": "200"}).stdout
+    assert "colour BT.2020, HLG (HDR)" in shown, shown
     for name, options in (("back.mp4", {}), ("back.mkv", {"codec": "ffv1"}), ("back.webm", {})):
         codec.decode(tmp_path / "hlg.vlat", tmp_path / name, **options)
         with av.open(str(tmp_path / name)) as c:

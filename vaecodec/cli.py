@@ -217,6 +217,18 @@ def _quantization_line(q: dict) -> str:
     return f"quality {q['level']} (table set {q['quality']}), {rest}"
 
 
+# H.273 code points people know by name
+_PRIMARIES = {1: "BT.709", 4: "BT.470M", 5: "BT.601 PAL", 6: "BT.601 NTSC", 7: "SMPTE 240M", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+_TRANSFERS = {1: "BT.709", 4: "gamma 2.2", 5: "gamma 2.8", 6: "BT.601", 8: "linear", 13: "sRGB", 14: "BT.2020", 15: "BT.2020",
+              16: "PQ (HDR)", 18: "HLG (HDR)"}
+
+
+def _colour(c: dict) -> str:
+    """A header's ``video.color`` for people: "BT.2020, HLG (HDR)"."""
+    p, t = c.get("primaries"), c.get("transfer")
+    return f"{_PRIMARIES.get(p, f'primaries {p}')}, {_TRANSFERS.get(t, f'transfer {t}')}"
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -440,7 +452,8 @@ def info(
             ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"
                       + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")
                       + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas" if "canvas_width" in v else "")
-                      + (f"; pixels {str(v.get('sar')).replace('/', ':')} (not square)" if "sar" in v else "")),
+                      + (f"; pixels {str(v.get('sar')).replace('/', ':')} (not square)" if "sar" in v else "")
+                      + (f"; colour {_colour(v['color'])}" if isinstance(v.get("color"), dict) else "")),
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
             ("latents", f"{lat.get('channels')} ch x {summary.get('latent_frames', '?')} t x {lat.get('height')} x {lat.get('width')}, "
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
