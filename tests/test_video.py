@@ -110,6 +110,53 @@ def test_lavfi_source_streams_in_chunks_with_exact_ntsc_rate() -> None:
     assert sizes[0] == (4, 48, 64, 3) and all(s[0] <= 4 for s in sizes)
 
 
+def test_of_several_audio_tracks_the_default_one_is_kept_and_the_rest_named(tmp_path: Path) -> None:
+    """A film with an English and a French track (French marked default): the reader keeps
+    the one a player would start with and says the other goes."""
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        tracks = [out.add_stream("aac", rate=rate) for rate in (44100, 48000)]
+        for track, language, default in zip(tracks, ("eng", "fra"), (0, 1)):
+            track.metadata["language"] = language
+            track.disposition = av.stream.Disposition(default)
+        for frame in smooth_frames(10, 48, 64):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        out.mux(v.encode(None))
+        for track in tracks:
+            with av.open(f"sine=duration=0.4:sample_rate={track.rate}", format="lavfi") as sine:
+                for f in sine.decode(audio=0):
+                    f.pts = None
+                    out.mux(track.encode(f))
+            out.mux(track.encode(None))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with VideoReader(path) as r:
+            assert r.audio.sample_rate == 48000
+            list(r.chunks())
+            assert r.take_audio()  # the kept track's packets come through
+    assert [str(w.message).split(": ", 1)[1] for w in seen] == ["2 audio tracks; only track 2 (fra) is kept"]
+
+
+def test_transparency_is_named_once_when_a_frame_has_it(tmp_path: Path) -> None:
+    """Only a frame with see-through pixels makes the reader say the alpha channel goes (here
+    the third; an opaque alpha channel says nothing, above), and only once."""
+    path = tmp_path / "rgba.mkv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 16, "bgra"
+        for i in range(5):
+            rgba = np.full((16, 32, 4), 255, np.uint8)
+            rgba[:4, :4, 3] = 128 if i >= 2 else 255
+            out.mux(s.encode(av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format="bgra")))
+        out.mux(s.encode(None))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        read_all(path)
+    assert [str(w.message).split(": ", 1)[1][:18] for w in seen] == ["its alpha channel "]
+
+
 @pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "gray", "bgra", "yuv444p12le"])
 def test_non_rgb_and_high_bit_depth_inputs_become_correct_rgb(tmp_path: Path, pix_fmt: str) -> None:
     src = smooth_frames(3, 48, 64)
@@ -120,8 +167,7 @@ def test_non_rgb_and_high_bit_depth_inputs_become_correct_rgb(tmp_path: Path, pi
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         got, r = read_all(path)
-    # an input with transparency is told that it goes; the others hear nothing
-    assert [str(w.message).split(": ", 1)[1][:18] for w in seen] == (["its alpha channel "] if pix_fmt == "bgra" else [])
+    assert not seen, [str(w.message) for w in seen]  # an opaque alpha channel (most GIFs, RGBA exports) loses nothing
     assert r.info.pix_fmt == pix_fmt
     assert got.shape == src.shape
     # A 10/12-bit frame read as 8-bit bytes, or a wrong matrix, is off by tens of levels.

@@ -464,8 +464,12 @@ class VideoReader:
             raise InputError(f"{self.path}: no video stream")
         self._vs = video[0]
         self._vs.thread_type = "AUTO"
-        audio = self._container.streams.audio
-        self._as = audio[0] if audio else None
+        audio = list(self._container.streams.audio)
+        # the track a player starts with: the one marked default, else the first
+        self._as = next((a for a in audio if a.disposition & av.stream.Disposition.default), audio[0] if audio else None)
+        if len(audio) > 1:
+            warnings.warn(f"{self.path}: {len(audio)} audio tracks; only track {audio.index(self._as) + 1} "
+                          f"({self._as.language or self._as.codec_context.name}) is kept", stacklevel=3)
         self.audio: AudioTrack | None = AudioTrack.from_stream(self._as) if self._as is not None else None
         self._streams = [self._vs] + ([self._as] if self._as is not None else [])
         self._demux = self._container.demux(*self._streams)
@@ -497,9 +501,8 @@ class VideoReader:
         if self.audio is not None and first.pts and self._vs.time_base:
             self._audio_shift = round(first.pts * Fraction(self._vs.time_base) / self.audio.time_base)
 
-        if any(c.is_alpha for c in first.format.components):
-            warnings.warn(f"{self.path}: its alpha channel (transparency) is dropped: the model codes colour only, "
-                          "and transparent pixels keep the colour they store", stacklevel=3)
+        # checked frame by frame until one is seen: GIFs and many RGBA files are opaque throughout
+        self._alpha_unseen = any(c.is_alpha for c in first.format.components)
         self._crop = self._size_tag(first)
         self._rot = round((first.rotation or 0) / 90) % 4  # np.rot90 turns counter-clockwise, as does rotation
         w, h = self._crop or (first.width, first.height)
@@ -637,6 +640,10 @@ class VideoReader:
         if (frame.width, frame.height) != (w, h) and not self._warned_resize:
             warnings.warn(f"{self.path}: frame size changes mid-stream; scaling to {w}x{h}", stacklevel=3)
             self._warned_resize = True
+        if self._alpha_unseen and frame.reformat(format="rgba").to_ndarray()[..., 3].min() < 255:
+            warnings.warn(f"{self.path}: its alpha channel (transparency) is dropped: the model codes colour only, "
+                          "and transparent pixels keep the colour they store", stacklevel=3)
+            self._alpha_unseen = False
         rgb = self._reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=_SWS_FLAGS).to_ndarray()
         if self._crop:
             rgb = rgb[: self._crop[1], : self._crop[0]]
