@@ -139,6 +139,23 @@ def test_of_several_audio_tracks_the_default_one_is_kept_and_the_rest_named(tmp_
     assert [str(w.message).split(": ", 1)[1] for w in seen] == ["2 audio tracks; only track 2 (fra) is kept"]
 
 
+def test_interlaced_video_is_named(tmp_path: Path) -> None:
+    """Broadcast and camcorder video in fields would come back combed without a word."""
+    path = tmp_path / "fields.mkv"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25, options={"x264-params": "interlaced=1:tff=1"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for frame in smooth_frames(4, 48, 64):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        out.mux(v.encode(None))
+    with pytest.warns(UserWarning, match="interlaced video .* deinterlace it first"):
+        VideoReader(path).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and progressive video hears nothing
+        write_with_pyav(tmp_path / "p.mkv", smooth_frames(4, 48, 64), Fraction(25), "ffv1", "bgr0")
+        VideoReader(tmp_path / "p.mkv").close()
+
+
 def test_transparency_is_named_once_when_a_frame_has_it(tmp_path: Path) -> None:
     """Only a frame with see-through pixels makes the reader say the alpha channel goes (here
     the third; an opaque alpha channel says nothing, above), and only once."""

@@ -501,6 +501,9 @@ class VideoReader:
         if self.audio is not None and first.pts and self._vs.time_base:
             self._audio_shift = round(first.pts * Fraction(self._vs.time_base) / self.audio.time_base)
 
+        if first.interlaced_frame:
+            warnings.warn(f"{self.path}: interlaced video (two fields a frame) is coded as whole frames, so what moves "
+                          "keeps its comb-like edges; deinterlace it first (e.g. ffmpeg -vf bwdif)", stacklevel=3)
         # checked frame by frame until one is seen: GIFs and many RGBA files are opaque throughout
         self._alpha_unseen = any(c.is_alpha for c in first.format.components)
         self._crop = self._size_tag(first)
