@@ -403,6 +403,10 @@ def test_start_skips_to_the_frame_shown_then_in_files_and_streams(tmp_path: Path
             assert r.info.frames in (None, 40 - first)
         with pytest.raises(InputError, match="past its last frame"):
             VideoReader(src, start=2)
+    # frame 45 of 29.97 fps video is shown at 1.5015 s, printed to the millisecond as 1.502
+    with VideoReader("lavfi:testsrc2=size=64x48:rate=30000/1001:duration=2", start="1.502") as r:
+        later = np.concatenate(list(r.chunks()))
+    assert np.array_equal(later, read_all("lavfi:testsrc2=size=64x48:rate=30000/1001:duration=2")[0][45:])
 
 
 @pytest.mark.parametrize("color", [None, Color(9, 18), Color(6, 6)], ids=["bt709", "bt2020-hlg", "smpte170m"])
@@ -433,6 +437,17 @@ def test_h264_keeps_flat_colours(tmp_path: Path, color: Color | None) -> None:
     errors = np.array(errors)  # [patch, channel]
     assert np.abs(errors).max() < 2.5, errors  # 8-bit YUV quantisation only
     assert np.abs(errors.mean(0)).max() < 0.8, errors.mean(0)  # the fast path is ~-1.2 here
+
+
+def test_png_warns_only_for_colours_that_srgb_would_show_wrong(tmp_path: Path) -> None:
+    """PNG has no field for HDR or wide-gamut colours: such frames warn; BT.601's primaries,
+    a shade off sRGB, do not."""
+    for color, warned in ((Color(9, 18), True), (Color(12, 13), True), (Color(6, 6), False), (None, False)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with VideoWriter(tmp_path / f"{color}.png".replace(" ", ""), 8, 8, Fraction(25), color=color, overwrite=True) as w:
+                w.write(np.zeros((1, 8, 8, 3), np.uint8))
+        assert [("wide-gamut or HDR" in str(m.message)) for m in seen] == ([True] if warned else []), color
 
 
 def test_ffv1_roundtrip_is_bit_exact(tmp_path: Path) -> None:

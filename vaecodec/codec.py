@@ -40,7 +40,8 @@ from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
 from .video import (
-    DECODE_PRESET, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, seconds, unpack_packets,
+    DECODE_PRESET, TIME_SLACK, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, seconds,
+    unpack_packets,
 )
 from .workers import CoderPool
 
@@ -1250,5 +1251,4 @@ class LatentFile:
 
     def frame_at(self, at: Fraction | float | str) -> int:
         """The first frame shown at or after time ``at`` (frame i is shown at i / fps)."""
-        # a time printed to the millisecond still finds its frame
-        return math.ceil(seconds(at) * self.fps - Fraction(1, 1000))
+        return math.ceil((seconds(at) - TIME_SLACK) * self.fps)

@@ -79,8 +79,11 @@ class VideoInfo:
         return d
 
 
-# H.273 code points (FFmpeg's AVCOL_PRI_* / AVCOL_TRC_* share them)
+# H.273 code points (FFmpeg's AVCOL_PRI_* / AVCOL_TRC_* / AVCOL_SPC_* share them): BT.709 and
+# BT.2020 (the non-constant-luminance matrix, for matrix coefficients) share their numbers
 _BT709, _UNSPECIFIED, _BT2020 = 1, 2, 9
+_WIDE_PRIMARIES = {9, 10, 11, 12}  # BT.2020, XYZ, DCI-P3, Display P3
+_HDR_TRANSFERS = {16, 18}  # PQ, HLG
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class Color:
         """The pair a source tags, or None where it tags BT.709 or nothing."""
         p, t = primaries or _UNSPECIFIED, transfer or _UNSPECIFIED
         return None if {p, t} <= {_BT709, _UNSPECIFIED} else cls(p, t)
+
+    @property
+    def wide(self) -> bool:
+        """Whether shown as sRGB it would look plainly wrong (wide gamut or HDR), not just a
+        shade off as BT.601's primaries do."""
+        return self.primaries in _WIDE_PRIMARIES or self.transfer in _HDR_TRANSFERS
 
     @classmethod
     def from_dict(cls, d: dict) -> Color:
@@ -334,6 +343,11 @@ def check_limit(frames: int | None) -> int | None:
     return frames
 
 
+#: How far a time may fall short of a frame's and still name it: half a millisecond, so that
+#: a frame time printed to the millisecond (29.97 fps frame 45, 1.5015 s, as "1.502") finds it.
+TIME_SLACK = Fraction(1, 2000)
+
+
 def seconds(at: Fraction | float | str) -> Fraction:
     """A time, exactly: a number of seconds or text as ffmpeg writes it ("90", "1:30.5", "1:02:03")."""
     try:
@@ -531,7 +545,7 @@ class VideoReader:
         drop what comes before it (its audio goes with the shift that the new first frame sets)."""
         tb = Fraction(self._vs.time_base)
         origin = self._frames[0].pts or 0
-        target = origin + (start - Fraction(1, 1000)) / tb  # a time printed to the millisecond still finds its frame
+        target = origin + (start - TIME_SLACK) / tb
         if not self._piped:
             try:
                 self._container.seek(math.floor(target), stream=self._vs, backward=True)
@@ -887,7 +901,8 @@ class VideoWriter:
         vs.thread_type = "AUTO"
         cc = vs.codec_context
         if self._pix_fmt.startswith("yuv"):  # tag what write() produces so decoders invert it exactly
-            cc.colorspace, cc.color_range = int(self._matrix), 1  # limited range
+            cc.colorspace = _BT2020 if self._matrix is Colorspace.BT2020 else _BT709
+            cc.color_range = 1  # limited
             cc.color_primaries = cc.color_trc = _BT709
         if self.color is not None:
             cc.color_primaries, cc.color_trc = self.color.primaries, self.color.transfer
@@ -926,9 +941,10 @@ class VideoWriter:
         one image (out.png), which holds a single frame."""
         self._codec = "png"
         self.single_image = not is_pattern(self.path.name) and self.path.suffix.lower() == ".png"
-        if self.color is not None:
-            warnings.warn(f"{self.path}: PNG does not record the source's colours (primaries {self.color.primaries}, "
-                          f"transfer {self.color.transfer}, e.g. HDR): viewers will show its RGB as sRGB", stacklevel=3)
+        if self.color is not None and self.color.wide:
+            warnings.warn(f"{self.path}: PNG does not record the source's wide-gamut or HDR colours (primaries "
+                          f"{self.color.primaries}, transfer {self.color.transfer}): viewers will show its RGB as sRGB",
+                          stacklevel=3)
         if self.single_image:
             self._check_target_file()
             self._audio_track, self._audio_dropped = None, self._audio_track is not None  # a still has no sound to lose
