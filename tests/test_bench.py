@@ -17,6 +17,7 @@ from rich.console import Console
 from vaecodec.baselines import BASELINES, check_baselines, decode, encode, match_rate
 from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, bits_per_pixel, score
+from vaecodec.video import VideoReader
 
 FPS = Fraction(25)
 
@@ -185,6 +186,34 @@ def test_run_bench_takes_an_image_sequence(tmp_path, random_tiny):
     assert len(ours["quality"]["per_frame_psnr"]) == 5
     on_disk = sum(f.stat().st_size for f in (tmp_path / "seq").iterdir())
     assert ours["ratio_vs_input"] == pytest.approx(on_disk / ours["file_bytes"])
+
+
+def test_run_bench_takes_a_part_of_each_input(tmp_path, random_tiny):
+    """start/frames bench a part of a long input: vaecodec codes exactly the file ``encode
+    --start --frames`` writes, every codec is scored on those frames, and no ratio to the input
+    file's size is claimed for a part of it."""
+    from vaecodec.bench import run_bench
+    from vaecodec.codec import Codec
+
+    clip = _clip(tmp_path / "clip.mp4", _lavfi((64, 48), 20))
+    report = run_bench(
+        [clip], codec_kwargs={"model": random_tiny, "device": "cpu"}, sweep=None, baselines=["x264"], threads=1,
+        json_path=None, plot_path=None, console=Console(file=io.StringIO()), start="0.2", frames=9,
+    )
+    assert report["inputs"][0]["frames"] == 9 and report["inputs"][0]["start"] == 0.2
+    ours, x264 = report["codecs"]
+    alone = Codec(model=random_tiny, device="cpu").encode(clip, tmp_path / "part.vlat", start="0.2", frames=9)
+    assert ours["file_bytes"] == alone.file_bytes and alone.input_bytes == 0
+    weights = random_tiny.split(":", 1)[1]
+    decoded = np.concatenate(list(Codec(model_path=weights, device="cpu").decode_frames(tmp_path / "part.vlat")))
+    with VideoReader(clip) as r:
+        original = np.concatenate(list(r.chunks()))
+    assert ours["psnr"] == pytest.approx(score([original[5:14]], [decoded]).psnr)  # scored on that part
+    assert len(ours["quality"]["per_frame_psnr"]) == len(x264["quality"]["per_frame_psnr"]) == 9
+    assert ours["ratio_vs_input"] == x264["ratio_vs_input"] == 0
+    with pytest.raises(UsageError, match="not seconds"):
+        run_bench([clip], codec_kwargs={}, sweep=None, baselines=[], threads=1, json_path=None, plot_path=None,
+                  console=Console(file=io.StringIO()), start="soon")
 
 
 def test_run_bench_sweep_gives_bd_figures(tmp_path, random_tiny):

@@ -426,14 +426,15 @@ def test_frames_limits_the_encode_and_its_audio(codec, tmp_path):
     so the reader demuxes on to it, and no further."""
     src = make_video(tmp_path / "a.mkv", size=(48, 32), frames=40, audio=True)
     r = codec.encode(src, tmp_path / "a.vlat", frames=13)
-    assert r.frames == 13
+    assert r.frames == 13 and r.input_bytes == 0  # no ratio to the whole file's size for a part of it
     codec.decode(tmp_path / "a.vlat", tmp_path / "back.mkv")
     with av.open(str(tmp_path / "back.mkv")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 13
     with av.open(str(tmp_path / "back.mkv")) as c:
         heard = sum(f.samples for f in c.decode(audio=0)) / 44100
     assert abs(heard - 13 / 25) < 0.05, heard  # within an AAC frame or two of the video's 0.52 s
-    assert codec.encode(src, tmp_path / "all.vlat", frames=1000).frames == 40
+    whole = codec.encode(src, tmp_path / "all.vlat", frames=1000)
+    assert whole.frames == 40 and whole.input_bytes == src.stat().st_size
     with pytest.raises(UsageError, match="--frames must be a whole number of at least 1"):
         codec.encode(src, tmp_path / "none.vlat", frames=0)
 

@@ -36,7 +36,7 @@ from vaecodec.codec import Codec
 from vaecodec.container import create_temp
 from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, score
-from vaecodec.video import DECODE_PRESET, VideoReader, VideoWriter
+from vaecodec.video import DECODE_PRESET, VideoReader, VideoWriter, check_limit, seconds
 
 # "camera": estimating the camera's motion and warping frames into the canvas; "view":
 # cutting each frame out of the decoded canvas (steadied files only; 0 s elsewhere)
@@ -57,6 +57,7 @@ class Source:
     fps: Fraction
     frames: int
     file_bytes: int
+    start: Fraction = Fraction(0)  # the part benchmarked: from this time, ``frames`` frames
 
 
 class Frames:
@@ -68,9 +69,11 @@ class Frames:
     stays off while vaecodec runs so its peak-memory figures do not include the cache.
     """
 
-    def __init__(self, path: Path, limit_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, path: Path, limit_bytes: int = CACHE_BYTES, start: Fraction = Fraction(0),
+                 frames: int | None = None) -> None:
         self.path = path
         self.limit = limit_bytes
+        self.part = {"start": start, "limit": frames}  # the frames benchmarked
         self.keep = False
         self._cache: list[np.ndarray] | None = None
 
@@ -80,7 +83,7 @@ class Frames:
             return
         kept: list[np.ndarray] | None = [] if self.keep else None
         size = 0
-        with VideoReader(self.path) as reader:
+        with VideoReader(self.path, **self.part) as reader:
             for chunk in reader.chunks():
                 if kept is not None:
                     size += chunk.nbytes
@@ -92,9 +95,10 @@ class Frames:
         self._cache = kept
 
 
-def probe_source(path: Path) -> tuple[Source, Frames]:
-    """Count the frames by decoding once (container frame counts are only estimates)."""
-    frames = Frames(path)
+def probe_source(path: Path, start: Fraction = Fraction(0), limit: int | None = None) -> tuple[Source, Frames]:
+    """Count the frames by decoding once (container frame counts are only estimates); with
+    ``start`` and ``limit``, those of that part."""
+    frames = Frames(path, start=start, frames=limit)
     n = 0
     for chunk in frames():
         n += chunk.shape[0]
@@ -102,7 +106,8 @@ def probe_source(path: Path) -> tuple[Source, Frames]:
         raise InputError(f"{path}: no video frames")
     with VideoReader(path) as reader:
         info = reader.info
-    return Source(path, info.width, info.height, info.fps, n, reader.input_bytes), frames
+    whole = not start and (limit is None or n < limit)  # a part's share of the file's bytes is unknown
+    return Source(path, info.width, info.height, info.fps, n, reader.input_bytes if whole else 0, start), frames
 
 
 def _machine() -> dict:
@@ -178,7 +183,7 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     codec.model  # noqa: B018 - load weights before the clock starts
     vlat = work / "coded.vlat"  # one input at a time; its name may be a pattern or a lavfi source
     _reset_peaks(codec.device)
-    res = codec.encode(src.path, vlat, overwrite=True)
+    res = codec.encode(src.path, vlat, overwrite=True, start=src.start, frames=src.frames)
     if "scale" not in setting and res.scale != 1.0:  # a per-quality default
         setting = {**setting, "scale": res.scale}
     memory = {"encode_peak_rss_bytes": _peak_rss(), "encode_peak_gpu_bytes": _gpu_peak(codec.device)}
@@ -319,7 +324,8 @@ def _print(console: Console, report: dict) -> None:
     for src in report["inputs"]:
         rows = [c for c in report["codecs"] if c["input"] == src["path"]]
         t = Table(
-            title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames",
+            title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames"
+                  + (f" from {src['start']:g} s" if src.get("start") else ""),
             box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
             caption="setting: vaecodec options or the baseline's CRF. worst: lowest frame PSNR. flick: mean "
             "|Δerror| between frames. @rate: PSNR interpolated to vaecodec's bpp. Δ: vaecodec PSNR − @rate.",
@@ -505,8 +511,11 @@ def run_bench(
     plot_path: Path | None,
     console: Console,
     overwrite: bool = False,
+    start: Fraction | float | str = 0,
+    frames: int | None = None,
 ) -> dict:
     """Benchmark every input at each sweep point (or once at ``codec_kwargs``); returns the report.
+    ``start`` and ``frames`` benchmark a part of each input (a long film, say).
 
     ``sweep`` items override ``codec_kwargs`` (e.g. ``{"bits": 4}``); every baseline is
     rate-matched to every vaecodec point, and with >= 4 points BD figures are computed.
@@ -522,11 +531,13 @@ def run_bench(
         unknown = set(point) - set(SWEEP_KEYS)
         if unknown:
             raise UsageError(f"a sweep point may set only {', '.join(SWEEP_KEYS)}, got {', '.join(sorted(unknown))}")
+    start = seconds(start)
+    check_limit(frames)
     _check_report_paths(inputs, json_path, plot_path, overwrite)  # fail before the slow part, not after
     for path in inputs:  # all of them: the second one must not fail after the first one's run
         if str(path) == "-":
             raise UsageError("bench reads each input several times: name a file, not stdin (-)")
-        with VideoReader(path):  # a file, an image sequence or a lavfi source that opens as video
+        with VideoReader(path, start=start):  # a file, an image sequence or a lavfi source that opens as video
             pass
     torch.set_num_threads(threads)
     codec = Codec(**codec_kwargs)
@@ -535,10 +546,11 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="vaecodec-bench-") as tmp:
         work = Path(tmp)
         for n_input, path in enumerate(inputs):
-            src, frames = probe_source(Path(path))
+            src, originals = probe_source(Path(path), start, frames)
             report["inputs"].append(
                 {"path": str(src.path), "width": src.width, "height": src.height, "frames": src.frames,
-                 "fps": f"{src.fps.numerator}/{src.fps.denominator}", "file_bytes": src.file_bytes}
+                 "fps": f"{src.fps.numerator}/{src.fps.denominator}", "file_bytes": src.file_bytes,
+                 "start": float(src.start)}
             )
             if n_input == 0:
                 _warm_up(codec, src.path, work)
@@ -546,15 +558,15 @@ def run_bench(
             for point in points:
                 console.print(f"[dim]{src.path.name}: vaecodec {_setting(point)}[/]")
                 with _settings(codec, point):
-                    ours.append(run_vaecodec(codec, src, frames, work, point))
+                    ours.append(run_vaecodec(codec, src, originals, work, point))
             report["codecs"].extend(ours)
-            frames.keep = True
+            originals.keep = True
             for spec in specs:
                 runs = []
                 for mine in ours:
                     hint = (runs[-1]["crf"], runs[-1]["bpp"]) if runs else None
                     r = match_rate(
-                        frames, spec, mine["bpp"], width=src.width, height=src.height, fps=src.fps,
+                        originals, spec, mine["bpp"], width=src.width, height=src.height, fps=src.fps,
                         threads=threads, device=_score_device(codec), hint=hint,
                     )
                     console.print(

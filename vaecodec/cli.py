@@ -493,6 +493,8 @@ def bench(
     scale: ScaleOpt = None,
     refine: RefineOpt = 0,
     baselines: Annotated[str, typer.Option(help="Classic codecs at matched rate (comma list, or 'none').")] = "x264,x264-444,x265,svtav1",
+    start: Annotated[str, typer.Option(help="Benchmark each input from the frame shown at this time: seconds or [HH:]MM:SS[.frac].")] = "0",
+    frames: Annotated[Optional[int], typer.Option(help="Benchmark at most this many frames of each input (a part of a long film).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     threads: ThreadsOpt = None,
@@ -534,6 +536,8 @@ def bench(
         plot_path=plot,
         overwrite=overwrite,
         console=out,
+        start=start,
+        frames=frames,
     )
 
 

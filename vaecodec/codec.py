@@ -159,7 +159,7 @@ def _check_types(**options: tuple[object, type]) -> None:
 class EncodeResult(Result):
     file_bytes: int = 0
     audio_bytes: int = 0  # the audio chunks' stored payloads, inside file_bytes
-    input_bytes: int = 0
+    input_bytes: int = 0  # what the input occupies on disk; 0 for a filter source or a part of a file
     latent_shape: tuple[int, ...] = ()
     quantization: dict = field(default_factory=dict)
     scale: float = 1.0  # the picture was coded at about this fraction of its width and height
@@ -707,7 +707,7 @@ class Codec:
             model_id=model.model_id,
             file_bytes=dst.stat().st_size,
             audio_bytes=sum(c.stored_size for c in out.chunks if c.kind == "audio"),
-            input_bytes=reader.input_bytes,
+            input_bytes=reader.input_bytes if reader.whole else 0,  # a part's share of the file is unknown
             latent_shape=(model.latent_channels, n_lat, hp // s, wp // s),
             quantization=described,
             scale=scale,

@@ -417,6 +417,7 @@ class VideoReader:
         self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
         self.start = seconds(start)  # begin at the frame shown this long after the first one
         self._skipped = 0  # frames before ``start``
+        self.cut = False  # whether ``limit`` left frames unread
         self.chunk_frames = chunk_frames
         self.frames_read = 0
         self._audio_packets: list[AudioPacket] = []
@@ -675,6 +676,7 @@ class VideoReader:
         n = 0
         for frame in self._decoded():
             if self.frames_read == self.limit:
+                self.cut = True
                 self._audio_to_limit()
                 break
             buf[n] = self._to_rgb(frame)
@@ -692,6 +694,11 @@ class VideoReader:
                 " (truncated or damaged input)",
                 stacklevel=2,
             )
+
+    @property
+    def whole(self) -> bool:
+        """Whether what was read is all of the input (not a part cut by ``start`` or ``limit``)."""
+        return not self.start and not self.cut
 
     def _audio_end(self) -> Fraction:
         """Where the frame ``limit`` ends, in audio time_base units of the shifted timeline."""
