@@ -443,6 +443,8 @@ def test_start_skips_the_beginning_and_its_audio(codec, tmp_path):
     """``start`` encodes from the frame shown then: a white frame and a beep at 2 s come back
     together at 0.5 s when encoding from 1.5 s."""
     codec.encode(_flash_at_2s(tmp_path / "beep.mkv", 0.0), tmp_path / "late.vlat", start="1.5", frames=40)
+    with vaecodec.open(tmp_path / "late.vlat") as f:  # frame 38 is the first, at 1.52 s
+        assert f.header["source"]["start"] == "38/25"
     codec.decode(tmp_path / "late.vlat", tmp_path / "back.mp4")
     flash, beep = _flash_and_beep(tmp_path / "back.mp4")
     assert flash == pytest.approx(0.5, abs=0.05) and abs(beep - flash) < 0.02, (flash, beep)

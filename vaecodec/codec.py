@@ -605,7 +605,8 @@ class Codec:
                 "tiling": tiling.to_dict(),
                 "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
-                "source": {"name": name.name, "bytes": reader.input_bytes},
+                "source": {"name": name.name, "bytes": reader.input_bytes,
+                           **({"start": f"{reader.started.numerator}/{reader.started.denominator}"} if reader.started else {})},
             }
             if progress:
                 progress.start(info.frames, f"encode {name.name}")

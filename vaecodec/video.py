@@ -417,6 +417,7 @@ class VideoReader:
         self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
         self.start = seconds(start)  # begin at the frame shown this long after the first one
         self._skipped = 0  # frames before ``start``
+        self.started = Fraction(0)  # the first frame read: seconds after the input's first one
         self.cut = False  # whether ``limit`` left frames unread
         self.chunk_frames = chunk_frames
         self.frames_read = 0
@@ -563,7 +564,8 @@ class VideoReader:
             if self._frames[0].pts is None or self._frames[0].pts >= target:
                 break
             self._frames.popleft()
-        self._skipped = round(((self._frames[0].pts or origin) - origin) * tb * fps)
+        self.started = ((self._frames[0].pts or origin) - origin) * tb
+        self._skipped = round(self.started * fps)
 
     def _sar(self) -> Fraction:
         """The pixels' aspect on screen (DVD and HDV store wide pictures in narrow pixels);
