@@ -198,6 +198,32 @@ def test_several_inputs_encode_into_a_folder(encoded, tmp_path):
     assert (out / "in.vlat").stat().st_mtime_ns == before[out / "in.vlat"]
 
 
+def test_info_checks_several_files_in_one_call(encoded, tmp_path):
+    """A latent cache is checked in one call: a row per file, each damaged chunk named, a file
+    that is no .vlat at all a row of its own, exit 1 when any has a problem (0 when none)."""
+    d, _, _ = encoded
+    damaged = bytearray((d / "out.vlat").read_bytes())
+    with VlatReader(d / "out.vlat") as r:  # a byte in the middle of the first latent chunk's payload
+        victim = next(c for c in r.chunks if c.kind == "latent")
+        damaged[r.chunks[victim.index + 1].offset - victim.stored_size // 2 - 1] ^= 0xFF
+    (tmp_path / "damaged.vlat").write_bytes(bytes(damaged))
+    (tmp_path / "notes.vlat").write_text("not a vlat")
+    (tmp_path / "good.vlat").write_bytes((d / "out.vlat").read_bytes())
+    p = run("info", "good.vlat", "good.vlat", "--verify", cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.count("verified") == 2, p.stdout + p.stderr
+    p = run("info", "good.vlat", "damaged.vlat", "notes.vlat", "--verify", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    rows = {ln.split()[0]: ln for ln in p.stdout.splitlines() if ".vlat" in ln}
+    assert "verified" in rows["good.vlat"] and "1 problem(s)" in rows["damaged.vlat"], p.stdout
+    assert "too short to be a .vlat" in rows["notes.vlat"], p.stdout
+    assert re.search(r"problem: damaged.vlat: chunk \d+ at byte \d+", p.stderr), p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "vaecodec: error: 2 of 3 files have problems"
+    listed = json.loads(run("info", "good.vlat", "damaged.vlat", "--json", cwd=tmp_path).stdout)
+    assert [len(x["problems"]) for x in listed] == [0, 0]  # damage shows when the chunks are read
+    listed = json.loads(run("info", "good.vlat", "damaged.vlat", "--json", "--verify", cwd=tmp_path).stdout)
+    assert [len(x["problems"]) for x in listed] == [0, 1]
+
+
 def test_info_names_the_level_and_its_table_set(encoded):
     """A top level codes other tables than its number; info says both, the header keeps both."""
     d, src, _ = encoded

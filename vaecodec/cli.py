@@ -432,13 +432,16 @@ def decode(
 @app.command()
 @guarded
 def info(
-    path: Annotated[Path, typer.Argument(help="A .vlat file.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="path", help="A .vlat file, or several (a table, a row each: check a latent cache with --verify).")],
     verify: Annotated[bool, typer.Option(help="Read and check every chunk.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a .vlat file holds: header, model, latent shape, chunks, sizes, problems."""
     from .container import describe
 
+    if len(paths) > 1:
+        return _info_many(paths, verify, as_json)
+    path = paths[0]
     d = describe(path, verify=verify)
     if as_json:
         _print_json(d)
@@ -477,6 +480,45 @@ def info(
             err.print(f"[yellow]problem:[/] {p}", highlight=False, soft_wrap=True)
     if d["problems"]:
         raise typer.Exit(1)
+
+
+def _info_many(paths: list[Path], verify: bool, as_json: bool) -> None:
+    """A row per file; a file that cannot be read at all is a row with its reason. Exit 1 when
+    any file has a problem, so a script can check a whole latent cache in one call."""
+    from .container import describe
+
+    described, bad = [], 0
+    for path in paths:
+        try:
+            d = describe(path, verify=verify)
+        except (InputError, FormatError) as e:
+            d = {"path": str(path), "problems": [str(e)]}
+        bad += bool(d["problems"])
+        described.append(d)
+    if as_json:
+        _print_json(described)
+    else:
+        table = Table(box=None, pad_edge=False)
+        for name in ("file", "frames", "size", "bits/pixel", "model", "status"):
+            table.add_column(name, justify="right" if name in ("frames", "size", "bits/pixel") else "left")
+        for d in described:
+            if "header" not in d:  # the reason, less the file's name that the row begins with
+                table.add_row(d["path"], "", "", "", "", f"[red]{d['problems'][0].removeprefix(d['path'] + ': ')}[/]")
+                continue
+            v = d["header"].get("video", {})
+            frames = next((c["meta"].get("frames") for c in d["chunks"] if c["kind"] == "summary"), None)
+            audio = d["by_kind"].get("audio", {}).get("stored_bytes", 0)
+            bpp = f"{8 * (d['file_size'] - audio) / (frames * v['width'] * v['height']):.4f}" if frames and v.get("width") else "?"
+            status = (f"[red]{len(d['problems'])} problem(s)[/]" if d["problems"]
+                      else "verified" if d["verified_chunks"] is not None else "ok")
+            table.add_row(d["path"], str(frames or "?"), _human(d["file_size"]), bpp,
+                          str(d["header"].get("model", {}).get("id")), status)
+        out.print(table)
+        for d in described:
+            for p in d["problems"][1 if "header" not in d else 0:]:
+                err.print(f"[yellow]problem:[/] {d['path']}: {p}", highlight=False, soft_wrap=True)
+    if bad:
+        fail(f"{bad} of {len(paths)} files have problems", 1)
 
 
 @app.command()
