@@ -63,8 +63,8 @@ SMOOTH_LADDER = {7: Level(6, 1.5), 8: Level(7, 1.5)}
 # Thresholds on ``fine_detail_db``: on 14 pans the smooth rung was as good or better than the
 # 2x one from 39.1 dB up and worse from 36.6 dB down; the busy rung 0.2-1.2 dB better than the
 # 2x one on the six pans at 26.0-29.6 dB, 0.1-0.4 dB better at 31.0, 1-2.6 dB worse at 31.3,
-# and from 32.6 dB up worse by up to 3.6 dB on seven pans, better by at most 0.34 on two
-# (docs/MODEL.md, "Seven more photos"). A busy rung wrongly taken costs more than one missed.
+# and from 32.6 dB up mostly worse, by up to 3.6 dB, never better by more than 0.34 (25 pans,
+# docs/MODEL.md, "Seven more photos"). A busy rung wrongly taken costs more than one missed.
 SMOOTH_DB, BUSY_DB = 38.0, 30.5
 
 
