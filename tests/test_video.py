@@ -139,6 +139,21 @@ def test_of_several_audio_tracks_the_default_one_is_kept_and_the_rest_named(tmp_
     assert [str(w.message).split(": ", 1)[1] for w in seen] == ["2 audio tracks; only track 2 (fra) is kept"]
 
 
+def test_an_mp4_cut_short_says_so(tmp_path: Path) -> None:
+    """A recording or copy that did not finish has its media but not the index MP4 writes at
+    the end: "Invalid data found" would leave the user guessing."""
+    path = tmp_path / "whole.mp4"
+    write_with_pyav(path, smooth_frames(20, 48, 64), Fraction(25), "libx264", "yuv420p")
+    data = path.read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")  # PyAV's MP4 muxer writes the index last
+    (tmp_path / "cut.mp4").write_bytes(data[: data.index(b"moov") - 4])
+    with pytest.raises(InputError, match=r"cut\.mp4: the MP4 has no index \(moov box\): the file was cut short"):
+        VideoReader(tmp_path / "cut.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"\0\0\0\x18ftypisom" + bytes(300))  # not cut short: just not a video
+    with pytest.raises(InputError, match="cannot open as video"):
+        VideoReader(tmp_path / "junk.mp4")
+
+
 def test_interlaced_video_is_named(tmp_path: Path) -> None:
     """Broadcast and camcorder video in fields would come back combed without a word."""
     path = tmp_path / "fields.mkv"

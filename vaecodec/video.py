@@ -380,6 +380,28 @@ def _is_vlat(path: Path) -> bool:
         return False
 
 
+def _mp4_without_index(path: Path) -> bool:
+    """Whether ``path`` is an MP4/MOV whose media data has no index (``moov`` box) before the end
+    of the file: a recording or a download cut short, which no demuxer can open."""
+    try:
+        with path.open("rb") as f:
+            boxes, size = set(), path.stat().st_size
+            while (start := f.tell()) + 8 <= size:  # the top-level boxes: 32-bit size, 4-letter type
+                head = f.read(8)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if length == 1:  # a 64-bit size follows
+                    length = int.from_bytes(f.read(8), "big")
+                elif length == 0:  # to the end of the file
+                    length = size - start
+                if length < 8 or not kind.isalnum():
+                    break
+                boxes.add(kind)
+                f.seek(start + length)
+            return b"ftyp" in boxes and b"mdat" in boxes and b"moov" not in boxes
+    except OSError:
+        return False
+
+
 def is_pattern(name: str) -> bool:
     """Whether a file name is an image-sequence pattern (``%d``, ``%05d``); a plain ``%`` is not."""
     return _NUMBER_FIELD.search(name) is not None
@@ -453,6 +475,9 @@ class VideoReader:
         except av.error.FFmpegError as e:
             if _is_vlat(self.path):
                 raise InputError(f"{self.path} is a .vlat file, not a video (decode it: vaecodec decode)") from None
+            if _mp4_without_index(self.path):
+                raise InputError(f"{self.path}: the MP4 has no index (moov box): the file was cut short (a recording "
+                                 "or copy that did not finish); tools like untrunc can rebuild it") from None
             raise InputError(f"{self.path}: cannot open as video ({_reason(e)})") from None
         try:
             self._setup()
