@@ -262,6 +262,34 @@ def test_hdr_video_comes_back_saying_what_its_colours_are(codec, tmp_path):
         assert "color" not in f.header["video"]
 
 
+def test_the_recordings_tags_come_back(codec, tmp_path):
+    """A phone clip's date and place (and a title, a comment) are what a gallery sorts and maps
+    it by; the decoded file keeps them, in any container, while the muxer's own tags are not
+    carried over as if they were the recording's."""
+    src = tmp_path / "phone.mp4"
+    tags = {"title": "Holiday", "creation_time": "2024-05-01T10:00:00.000000Z", "comment": "first day",
+            "com.apple.quicktime.location.ISO6709": "+48.8584+002.2945/"}
+    with av.open(str(src), "w", options={"movflags": "+use_metadata_tags"}) as out:
+        out.metadata.update(tags)
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        with av.open("testsrc2=size=64x48:rate=25:duration=0.2", format="lavfi") as lavfi:
+            for frame in lavfi.decode(video=0):
+                out.mux(s.encode(frame.reformat(format="yuv420p")))
+        out.mux(s.encode(None))
+    codec.encode(src, tmp_path / "phone.vlat")
+    with vaecodec.open(tmp_path / "phone.vlat") as f:
+        assert f.header["source"]["tags"] == tags  # not major_brand, encoder, ...
+    for name in ("back.mp4", "back.mkv"):
+        codec.decode(tmp_path / "phone.vlat", tmp_path / name, start="0.08")
+        with av.open(str(tmp_path / name)) as c:
+            kept = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases tag names
+        assert {k.lower(): v for k, v in tags.items()}.items() <= kept.items(), (name, kept)
+    codec.encode(make_video(tmp_path / "plain.mp4", size=(48, 32), frames=3), tmp_path / "plain.vlat")
+    with vaecodec.open(tmp_path / "plain.vlat") as f:
+        assert "tags" not in f.header["source"]  # a file with only its muxer's tags: the header as before
+
+
 def _flash_and_beep(path: Path) -> tuple[float, float]:
     """Seconds at which a video's brightest frame shows and its audio first sounds."""
     with av.open(str(path)) as c:

@@ -606,7 +606,8 @@ class Codec:
                 "video": {**info.to_dict(), **coded, "padded_width": wp, "padded_height": hp},
                 "audio": reader.audio.to_dict() if reader.audio else None,
                 "source": {"name": name.name, "bytes": reader.input_bytes,
-                           **({"start": f"{reader.started.numerator}/{reader.started.denominator}"} if reader.started else {})},
+                           **({"start": f"{reader.started.numerator}/{reader.started.denominator}"} if reader.started else {}),
+                           **({"tags": reader.tags} if reader.tags else {})},
             }
             if progress:
                 progress.start(info.frames, f"encode {name.name}")
@@ -772,7 +773,7 @@ class Codec:
                 raise UsageError(f"start {start} s is past the last frame ({f.frames} frames, {float(f.frames / f.fps):.3f} s)")
             writer = VideoWriter(
                 dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
-                preset=preset or DECODE_PRESET, sar=f.sar, color=f.color,
+                preset=preset or DECODE_PRESET, sar=f.sar, color=f.color, tags=f.tags,
             )
             with writer:
                 if writer.single_image:
@@ -900,6 +901,9 @@ class LatentFile:
             if not Fraction(1, 16) <= self.sar <= 16:
                 raise ValueError(f"sar {self.sar} is out of range")
             self.color = Color.from_dict(video["color"]) if "color" in video else None  # absent: BT.709
+            self.tags = h.get("source", {}).get("tags", {})  # the recording's title, date, place, ...
+            if not isinstance(self.tags, dict) or not all(isinstance(v, str) for v in [*self.tags, *self.tags.values()]):
+                raise ValueError("source.tags is not a map of strings")
             self.tiling = Tiling(**h["tiling"])
             self.quant_info: dict = h["quantization"]
             self.audio = AudioTrack.from_dict(h["audio"]) if h.get("audio") else None

@@ -33,6 +33,9 @@ from vaecodec.errors import FormatError, InputError, UsageError
 # for libx265; even sides for 4:2:0 in files of earlier versions): the stored picture is padded
 # at the right/bottom with replicated edge pixels and VideoReader crops it back.
 SIZE_TAG = "vaecodec_size"
+# Container tags that describe the file rather than the recording: the muxer writes its own
+_MUXER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration", SIZE_TAG}
+_MAX_TAGS_BYTES = 16384  # a header field, not a place for cover art or logs
 # Video packets demuxed ahead at open time to measure the frame rate from timestamps.
 _PEEK_PACKETS = 48
 _NUMBER_FIELD = re.compile(r"%0?\d*d")  # the frame number in an image-sequence pattern ("%05d")
@@ -380,6 +383,14 @@ def _is_vlat(path: Path) -> bool:
         return False
 
 
+def _recording_tags(metadata: dict[str, str]) -> dict[str, str]:
+    """The container's tags about the recording (title, creation_time, location, comment, ...),
+    which a decoded file should keep, without those each muxer writes for itself; none when
+    together they are too large for a header."""
+    tags = {k: v for k, v in metadata.items() if k.lower() not in _MUXER_TAGS and isinstance(v, str)}
+    return tags if sum(len(k) + len(v) for k, v in tags.items()) <= _MAX_TAGS_BYTES else {}
+
+
 def _mp4_without_index(path: Path) -> bool:
     """Whether ``path`` is an MP4/MOV whose media data has no index (``moov`` box) before the end
     of the file: a recording or a download cut short, which no demuxer can open."""
@@ -553,6 +564,7 @@ class VideoReader:
         if self._rot % 2:
             w, h = h, w
         self._size = (first.width, first.height)
+        self.tags = _recording_tags(self._container.metadata)
         cc = self._vs.codec_context
         self.info = VideoInfo(
             width=w,
@@ -847,6 +859,7 @@ class VideoWriter:
         preset: str = "medium",
         sar: Fraction = Fraction(1),
         color: Color | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         if width < 1 or height < 1:
             raise UsageError(f"output size {width}x{height} is not positive")
@@ -859,6 +872,7 @@ class VideoWriter:
         self.fps = Fraction(fps)
         self.sar = Fraction(sar)  # the pixels' aspect on screen, tagged on the stream (not on PNG frames)
         self.color = color  # the RGB's primaries and transfer, tagged on the stream (not on PNG frames)
+        self.tags = tags or {}  # the source's tags about the recording (not on PNG frames)
         # BT.2020 pictures take the BT.2020 matrix, which HDR players expect; others BT.709's
         self._matrix = Colorspace.BT2020 if color and color.primaries == _BT2020 else Colorspace.ITU709
         self.frames_written = 0
@@ -942,6 +956,7 @@ class VideoWriter:
             cc.color_primaries, cc.color_trc = self.color.primaries, self.color.transfer
         if self._codec == "h265" and self._container.format.name in ("mp4", "mov"):
             vs.codec_tag = "hvc1"  # the tag Apple players require
+        self._container.metadata.update(self.tags)
         if (self._enc_w, self._enc_h) != (self.width, self.height):
             self._container.metadata[SIZE_TAG] = f"{self.width}x{self.height}"
         self._vstream = vs
