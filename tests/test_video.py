@@ -135,8 +135,18 @@ def test_of_several_audio_tracks_the_default_one_is_kept_and_the_rest_named(tmp_
         with VideoReader(path) as r:
             assert r.audio.sample_rate == 48000
             list(r.chunks())
-            assert r.take_audio()  # the kept track's packets come through
+            packets = r.take_audio()
+            assert packets  # the kept track's packets come through
     assert [str(w.message).split(": ", 1)[1] for w in seen] == ["2 audio tracks; only track 2 (fra) is kept"]
+    assert r.audio.language == "fra" and AudioTrack.from_dict(r.audio.to_dict()) == r.audio
+    for out in ("back.mp4", "back.webm"):  # copied, and transcoded to Opus: the language stays
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "transcoding to libopus"
+            with VideoWriter(tmp_path / out, 64, 48, Fraction(25), audio=r.audio) as w:
+                w.write(smooth_frames(10, 48, 64))
+                w.write_audio(packets)
+        with av.open(str(tmp_path / out)) as c:
+            assert c.streams.audio[0].language == "fra", out
 
 
 def test_an_mp4_cut_short_says_so(tmp_path: Path) -> None:

@@ -132,9 +132,10 @@ class AudioTrack:
     time_base: Fraction  # of the packets' pts/dts/duration
     bit_rate: int | None
     extradata: bytes | None
+    language: str | None = None  # ISO 639-2 ("fra"), as the source tagged it; None: not said
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "codec": self.codec,
             "sample_rate": self.sample_rate,
             "channels": self.channels,
@@ -143,6 +144,9 @@ class AudioTrack:
             "bit_rate": self.bit_rate,
             "extradata": None if self.extradata is None else base64.b64encode(self.extradata).decode("ascii"),
         }
+        if self.language:
+            d["language"] = self.language
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioTrack:
@@ -156,6 +160,7 @@ class AudioTrack:
                 time_base=_rational(str(d["time_base"])),
                 bit_rate=None if d.get("bit_rate") is None else int(d["bit_rate"]),
                 extradata=None if extradata is None else base64.b64decode(extradata),
+                language=None if d.get("language") is None else str(d["language"]),
             )
         except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
             raise FormatError(f"audio track description is malformed: {e!r}") from None
@@ -174,6 +179,7 @@ class AudioTrack:
             time_base=Fraction(stream.time_base),
             bit_rate=cc.bit_rate or None,
             extradata=cc.extradata,
+            language=stream.language if stream.language not in (None, "", "und") else None,
         )
 
 
@@ -975,6 +981,8 @@ class VideoWriter:
                 cc.open()
                 cc.extradata = track.extradata
                 self._astream = stream
+                if track.language:
+                    stream.metadata["language"] = track.language
                 return
             except (av.error.FFmpegError, ValueError):
                 pass  # no usable encoder context to describe this codec: transcode below
@@ -1160,6 +1168,8 @@ class _AudioTranscoder:
         rate = 48000 if encoder == "libopus" else track.sample_rate
         layout = track.layout if track.channels <= 2 else "stereo"  # keep AAC/Opus setups simple
         self._stream = container.add_stream(encoder, rate=rate, layout=layout)
+        if track.language:
+            self._stream.metadata["language"] = track.language
         cc = self._stream.codec_context
         cc.time_base = Fraction(1, rate)
         cc.open()  # now frame_size is known
