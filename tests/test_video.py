@@ -110,9 +110,10 @@ def test_lavfi_source_streams_in_chunks_with_exact_ntsc_rate() -> None:
     assert sizes[0] == (4, 48, 64, 3) and all(s[0] <= 4 for s in sizes)
 
 
-def test_of_several_audio_tracks_the_default_one_is_kept_and_the_rest_named(tmp_path: Path) -> None:
+def test_of_several_audio_tracks_the_default_one_is_kept_with_its_language(tmp_path: Path) -> None:
     """A film with an English and a French track (French marked default): the reader keeps
-    the one a player would start with and says the other goes."""
+    the one a player would start with and says the other goes; written out, copied or
+    transcoded, the track still says it is French."""
     path = tmp_path / "two.mkv"
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=25)
