@@ -150,6 +150,21 @@ def test_of_several_audio_tracks_the_default_one_is_kept_with_its_language(tmp_p
             assert c.streams.audio[0].language == "fra", out
 
 
+def test_dropped_subtitles_are_named(tmp_path: Path) -> None:
+    """A film's subtitle tracks cannot come back; the reader says so instead of losing them."""
+    path = tmp_path / "film.mkv"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(2):
+            out.add_stream("ass").codec_context.extradata = b"[Script Info]\nScriptType: v4.00+\n"
+        for frame in smooth_frames(3, 48, 64):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        out.mux(v.encode(None))
+    with pytest.warns(UserWarning, match="film.mkv: 2 subtitle tracks dropped"):
+        VideoReader(path).close()
+
+
 def test_an_mp4_cut_short_says_so(tmp_path: Path) -> None:
     """A recording or copy that did not finish has its media but not the index MP4 writes at
     the end: "Invalid data found" would leave the user guessing."""

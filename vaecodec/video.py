@@ -525,6 +525,10 @@ class VideoReader:
         audio = list(self._container.streams.audio)
         # the track a player starts with: the one marked default, else the first
         self._as = next((a for a in audio if a.disposition & av.stream.Disposition.default), audio[0] if audio else None)
+        subtitles = len(self._container.streams.subtitles)
+        if subtitles:
+            warnings.warn(f"{self.path}: {subtitles} subtitle track{'s' if subtitles > 1 else ''} dropped "
+                          "(vaecodec keeps video and one audio track)", stacklevel=3)
         if len(audio) > 1:
             warnings.warn(f"{self.path}: {len(audio)} audio tracks; only track {audio.index(self._as) + 1} "
                           f"({self._as.language or self._as.codec_context.name}) is kept", stacklevel=3)
