@@ -177,6 +177,25 @@ def test_a_steadied_pan_costs_far_fewer_bits(pan, tmp_path):
     assert p_steadied > p_plain - 0.2, (p_steadied, p_plain)
 
 
+def test_a_canvas_outgrows_the_tile_where_the_picture_fits_in_one(photo, tmp_path):
+    """A 768 px wide picture panning 8 px a frame wants a canvas wider than the 896 px tile.
+    Clamped to the tile (what --tile-px asks for), the window has to move along the pan and
+    costs many more bits; by default the canvas gets its margin and the file's tile grows
+    with it, so the canvas is still coded in one tile."""
+    n = 25
+    clip = _lossless(render(photo, 768, 96, [10 + 8 / 2.2 * t for t in range(n)], [100.0] * n, [2.2] * n),
+                     tmp_path / "wide.mkv")
+    got = {}
+    for name, tile in (("grown", None), ("fitted", 896)):
+        r = Codec(device="cpu", quality=5, tile_px=tile).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            got[name] = (r.file_bytes, psnr(f.frames_tensor().numpy(), read_all(clip)), r.canvas, f.tiling.tile_px)
+    (grown, p_grown, canvas, tile), (fitted, p_fitted, fitted_canvas, fitted_tile) = got.values()
+    assert canvas[0] > 896 and tile == max(canvas), (canvas, tile)
+    assert fitted_canvas[0] <= 896 and fitted_tile == 896, (fitted_canvas, fitted_tile)
+    assert grown < 0.9 * fitted and p_grown > p_fitted - 0.1, (grown, fitted, p_grown, p_fitted)
+
+
 def test_a_pan_after_a_still_start_is_steadied_and_a_still_camera_costs_little(photo, tmp_path):
     """The first frames decide the canvas, so a still start gets one too, with the least margin:
     while the camera stands still its frames go in as they are (a moving object is not the

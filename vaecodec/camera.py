@@ -341,9 +341,9 @@ def estimate_path(frames: np.ndarray, coded: tuple[int, int] | None = None) -> l
     return [_to_coded(estimate(a, b), fx, fy) for a, b in zip(patches, patches[1:])]
 
 
-def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | None = None,
+def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | None] | None = None,
                 coded: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    """Canvas size (multiples of 8, sides at most ``most`` where the picture's are) for a video
+    """Canvas size (multiples of 8; sides at most ``most``, if given, where the picture's are) for a video
     whose first frames are ``frames`` [n, h, w, 3], coded at ``coded`` (width, height; default
     their own size; ``path``: their ``estimate_path`` if known), or None when their motion
     cannot be followed or zooms too fast. A camera still or slow in them gets a canvas with the
@@ -368,7 +368,7 @@ def plan_canvas(frames: np.ndarray, most: int, path: list[np.ndarray | None] | N
     sides = []
     for side, grow in ((w, grow_w), (h, grow_h)):
         want = -(-math.ceil(side + min(MAX_MARGIN * side, 1.25 * grow + 8)) // 8) * 8
-        sides.append(want if side > most else max(-(-side // 8) * 8, min(want, most // 8 * 8)))
+        sides.append(want if most is None or side > most else max(-(-side // 8) * 8, min(want, most // 8 * 8)))
     return sides[0], sides[1]
 
 

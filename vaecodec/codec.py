@@ -573,10 +573,11 @@ class Codec:
             scale = self.scale if self.scale is not None else rung.scale if rung else 1.0
             cw, ch = coded_size(info.width, info.height, scale)
             canvas = None
+            fitted = self.tile_overrides["tile_px"]  # a canvas within the tile asked for, or as large as it pays
             if steady:
-                with sw("camera"):  # a canvas that fits the model's spatial tile where the picture does
+                with sw("camera"):
                     path = cam.estimate_path(first, (cw, ch)) if len(first) > 1 else []
-                    canvas = cam.plan_canvas(first, self._tiling(model, ch, cw).tile_px, path, (cw, ch))
+                    canvas = cam.plan_canvas(first, fitted and self._tiling(model, ch, cw).tile_px, path, (cw, ch))
             pw, ph = canvas or (cw, ch)  # the picture the model codes
             hp, wp = -(-ph // s) * s, -(-pw // s) * s
             if min(hp, wp) // s < model.min_latent:
@@ -584,6 +585,10 @@ class Codec:
                                  f"decodes at least {model.min_latent}x{model.min_latent} "
                                  f"({model.min_latent * s} px: raise --scale)")
             tiling = self._tiling(model, hp, wp)
+            if canvas and not fitted and max(cw, ch) <= tiling.tile_px < max(wp, hp):
+                # a picture in one tile keeps its canvas in one: the tile grows by the canvas's margin (at
+                # most a quarter a side), where clamping the canvas to it cost up to a quarter more bits
+                tiling = replace(tiling, tile_px=max(wp, hp))
             runner = self._runner(model, tiling)
             described = quant.describe()
             if level and self.tables is None:  # the rung of the quality ladder: the tables above plus a picture size
