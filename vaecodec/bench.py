@@ -57,7 +57,8 @@ class Source:
     fps: Fraction
     frames: int
     file_bytes: int
-    start: Fraction = Fraction(0)  # the part benchmarked: from this time, ``frames`` frames
+    start: Fraction = Fraction(0)  # the part benchmarked: from this time, at most ``limit`` frames
+    limit: int | None = None
 
 
 class Frames:
@@ -107,7 +108,7 @@ def probe_source(path: Path, start: Fraction = Fraction(0), limit: int | None = 
     with VideoReader(path) as reader:
         info = reader.info
     whole = not start and (limit is None or n < limit)  # a part's share of the file's bytes is unknown
-    return Source(path, info.width, info.height, info.fps, n, reader.input_bytes if whole else 0, start), frames
+    return Source(path, info.width, info.height, info.fps, n, reader.input_bytes if whole else 0, start, limit), frames
 
 
 def _machine() -> dict:
@@ -183,7 +184,7 @@ def run_vaecodec(codec: Codec, src: Source, frames: Frames, work: Path, setting:
     codec.model  # noqa: B018 - load weights before the clock starts
     vlat = work / "coded.vlat"  # one input at a time; its name may be a pattern or a lavfi source
     _reset_peaks(codec.device)
-    res = codec.encode(src.path, vlat, overwrite=True, start=src.start, frames=src.frames)
+    res = codec.encode(src.path, vlat, overwrite=True, start=src.start, frames=src.limit)
     if "scale" not in setting and res.scale != 1.0:  # a per-quality default
         setting = {**setting, "scale": res.scale}
     memory = {"encode_peak_rss_bytes": _peak_rss(), "encode_peak_gpu_bytes": _gpu_peak(codec.device)}
