@@ -280,6 +280,8 @@ def test_the_recordings_tags_come_back(codec, tmp_path):
     codec.encode(src, tmp_path / "phone.vlat")
     with vaecodec.open(tmp_path / "phone.vlat") as f:
         assert f.header["source"]["tags"] == tags  # not major_brand, encoder, ...
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "phone.vlat")], env={"COLUMNS": "250"}).stdout
+    assert re.search(r"source\s*│ phone.mp4 \([\d.]+ KiB\); tags: .*creation_time", shown), shown
     for name in ("back.mp4", "back.mkv"):
         codec.decode(tmp_path / "phone.vlat", tmp_path / name, start="0.08")
         with av.open(str(tmp_path / name)) as c:
@@ -473,6 +475,8 @@ def test_start_skips_the_beginning_and_its_audio(codec, tmp_path):
     codec.encode(_flash_at_2s(tmp_path / "beep.mkv", 0.0), tmp_path / "late.vlat", start="1.5", frames=40)
     with vaecodec.open(tmp_path / "late.vlat") as f:  # frame 38 is the first, at 1.52 s
         assert f.header["source"]["start"] == "38/25"
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "late.vlat")], env={"COLUMNS": "200"}).stdout
+    assert re.search(r"source\s*│ beep.mkv \([\d.]+ KiB\), from 1.52 s", shown), shown
     codec.decode(tmp_path / "late.vlat", tmp_path / "back.mp4")
     flash, beep = _flash_and_beep(tmp_path / "back.mp4")
     assert flash == pytest.approx(0.5, abs=0.05) and abs(beep - flash) < 0.02, (flash, beep)

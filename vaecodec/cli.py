@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
@@ -227,6 +228,20 @@ def _colour(c: dict) -> str:
     """A header's ``video.color`` for people: "BT.2020, HLG (HDR)"."""
     p, t = c.get("primaries"), c.get("transfer")
     return f"{_PRIMARIES.get(p, f'primaries {p}')}, {_TRANSFERS.get(t, f'transfer {t}')}"
+
+
+def _source_line(src: object) -> str:
+    """A header's ``source`` for people: "phone.mp4 (1.9 MiB), from 90 s; tags: title, creation_time"."""
+    if not isinstance(src, dict):
+        return "?"
+    line = str(src.get("name")) + (f" ({_human(src['bytes'])})" if isinstance(src.get("bytes"), int) and src["bytes"] else "")
+    try:
+        line += f", from {float(Fraction(src['start'])):g} s" if "start" in src else ""
+    except (TypeError, ValueError, ZeroDivisionError):
+        line += f", from {src['start']!r}"
+    if isinstance(src.get("tags"), dict) and src["tags"]:
+        line += "; tags: " + ", ".join(map(str, src["tags"]))
+    return line
 
 
 def _human(n: float) -> str:
@@ -462,6 +477,7 @@ def info(
                         f"{m.get('spatial')}x{m.get('spatial')}x{m.get('temporal')} compression"),
             ("quantization", _quantization_line(h.get("quantization", {}))),
             ("tiling", json.dumps(h.get("tiling"))),
+            ("source", _source_line(h.get("source"))),
             ("audio", f"{h['audio']['codec']} {h['audio']['sample_rate']} Hz, {h['audio']['channels']} ch" if h.get("audio") else "none"),
             ("written by", f"vaecodec {h.get('vaecodec')}"),
         ]
