@@ -28,6 +28,19 @@ def codec() -> Codec:
     return Codec(device="cpu")
 
 
+def _testsrc_h264(path: Path, seconds: float, prepare=lambda out, stream: None, **options) -> Path:
+    """testsrc2 as 64x48 H.264; ``prepare(container, stream)`` first sets what a test is about."""
+    with av.open(str(path), "w", **options) as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        prepare(out, s)
+        with av.open(f"testsrc2=size=64x48:rate=25:duration={seconds}", format="lavfi") as lavfi:
+            for frame in lavfi.decode(video=0):
+                out.mux(s.encode(frame.reformat(format="yuv420p")))
+        out.mux(s.encode(None))
+    return path
+
+
 def _lossless(frames: np.ndarray, path: Path) -> Path:
     """uint8 [n, H, W, 3] frames as an FFV1 file (lossless, no audio), 25 fps."""
     with av.open(str(path), "w") as c:
@@ -213,16 +226,10 @@ def test_image_sequences_and_filter_sources_encode(codec, tmp_path):
 def test_anamorphic_video_decodes_with_its_pixel_aspect(codec, tmp_path):
     """A wide picture stored in narrow pixels (SAR 4:3) must not come back squeezed: the header
     keeps the aspect and the decoded H.264 carries it."""
-    src = tmp_path / "dvd.mp4"
-    with av.open(str(src), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.sample_aspect_ratio = Fraction(4, 3)
-        with av.open("testsrc2=size=64x48:rate=25:duration=0.32", format="lavfi") as lavfi:
-            for frame in lavfi.decode(video=0):
-                out.mux(s.encode(frame.reformat(format="yuv420p")))
-        out.mux(s.encode(None))
-    codec.encode(src, tmp_path / "dvd.vlat")
+    def narrow_pixels(out, stream):
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+
+    codec.encode(_testsrc_h264(tmp_path / "dvd.mp4", 0.32, narrow_pixels), tmp_path / "dvd.vlat")
     with vaecodec.open(tmp_path / "dvd.vlat") as f:
         assert f.header["video"]["sar"] == "4/3"
     codec.decode(tmp_path / "dvd.vlat", tmp_path / "back.mp4")
@@ -266,17 +273,10 @@ def test_the_recordings_tags_come_back(codec, tmp_path):
     """A phone clip's date and place (and a title, a comment) are what a gallery sorts and maps
     it by; the decoded file keeps them, in any container, while the muxer's own tags are not
     carried over as if they were the recording's."""
-    src = tmp_path / "phone.mp4"
     tags = {"title": "Holiday", "creation_time": "2024-05-01T10:00:00.000000Z", "comment": "first day",
             "com.apple.quicktime.location.ISO6709": "+48.8584+002.2945/"}
-    with av.open(str(src), "w", options={"movflags": "+use_metadata_tags"}) as out:
-        out.metadata.update(tags)
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        with av.open("testsrc2=size=64x48:rate=25:duration=0.2", format="lavfi") as lavfi:
-            for frame in lavfi.decode(video=0):
-                out.mux(s.encode(frame.reformat(format="yuv420p")))
-        out.mux(s.encode(None))
+    src = _testsrc_h264(tmp_path / "phone.mp4", 0.2, lambda out, stream: out.metadata.update(tags),
+                        options={"movflags": "+use_metadata_tags"})
     codec.encode(src, tmp_path / "phone.vlat")
     with vaecodec.open(tmp_path / "phone.vlat") as f:
         assert f.header["source"]["tags"] == tags  # not major_brand, encoder, ...
