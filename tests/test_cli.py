@@ -117,7 +117,7 @@ def test_encoding_a_vlat_or_decoding_a_video_says_which_it_is(encoded):
 def test_encode_reads_a_stream_from_stdin(tmp_path):
     """``-`` reads the input from a pipe (ffmpeg ... -f matroska - | vaecodec encode - out.vlat):
     every frame, the rate and the audio arrive; an MP4 whose index comes last cannot be read
-    from a pipe and is refused in one line that says what to do; the outputs cannot be pipes."""
+    from a pipe and is refused in one line that says what to do; a .vlat cannot go to a pipe."""
     src = make_video(tmp_path / "in.mkv", size=(64, 48), frames=30, rate=24, audio=True)
     p = _piped(src, "encode", "-", tmp_path / "piped.vlat", "--json")
     assert p.returncode == 0, p.stderr
@@ -128,7 +128,6 @@ def test_encode_reads_a_stream_from_stdin(tmp_path):
     one_line_error(_piped(mp4, "encode", "-", tmp_path / "no.vlat"), 1, "<stdin>", "faststart")
     assert not (tmp_path / "no.vlat").exists()
     one_line_error(invoke("encode", src, "-"), 2, "not a stream")
-    one_line_error(invoke("decode", tmp_path / "piped.vlat", "-"), 2, "not a stream")
 
 
 def test_encode_json_reports_the_figures(encoded):
@@ -222,6 +221,34 @@ def test_info_checks_several_files_in_one_call(encoded, tmp_path):
     assert [len(x["problems"]) for x in listed] == [0, 0]  # damage shows when the chunks are read
     listed = json.loads(run("info", "good.vlat", "damaged.vlat", "--json", "--verify", cwd=tmp_path).stdout)
     assert [len(x["problems"]) for x in listed] == [0, 1]
+
+
+def test_decode_to_stdout_streams_matroska(encoded, tmp_path):
+    """`vaecodec decode x.vlat - | ffplay -`: the video (FFV1 here, so exact) goes to stdout as
+    Matroska, the summary to stderr; a reader that quits early ends it with one line."""
+    import io
+
+    d, _, _ = encoded
+    env = {**os.environ, "COLUMNS": "120", "VAECODEC_DEBUG": ""}
+    cmd = [sys.executable, "-m", "vaecodec", "decode"]
+    p = subprocess.run([*cmd, str(d / "out.vlat"), "-", "--codec", "ffv1"], capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0 and p.stdout[:4] == b"\x1a\x45\xdf\xa3", p.stderr  # EBML: Matroska
+    assert b"decoded out.vlat" in p.stderr and b"stdout" in p.stderr
+    assert run("decode", d / "out.vlat", d / "file.mkv", "--codec", "ffv1", "-q").returncode == 0
+    with av.open(io.BytesIO(p.stdout)) as c:
+        piped = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert np.array_equal(piped, read_all(d / "file.mkv"))
+    one_line_error(invoke("decode", d / "out.vlat", "-", "--json"), 2, "--json")
+    one_line_error(invoke("decode", d / "out.vlat", "-", "--codec", "png"), 2, "PNG frames need a file")
+    big = make_video(tmp_path / "big.mp4", size=(320, 240), frames=30)  # FFV1 frames far beyond a pipe's buffer
+    assert run("encode", big, tmp_path / "big.vlat", "-q").returncode == 0
+    with subprocess.Popen([*cmd, str(tmp_path / "big.vlat"), "-", "--codec", "ffv1", "-q"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env) as proc:
+        proc.stdout.read(1000)
+        proc.stdout.close()  # the player quits
+        stderr = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+    one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), 141, "stdout closed")
 
 
 def test_info_names_the_level_and_its_table_set(encoded):

@@ -8,6 +8,7 @@ weights), 2 usage error (bad option, output exists), 130 interrupted (Ctrl-C), 1
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -123,6 +124,9 @@ def guarded(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except OSError as e:  # disk full, permission denied: the writers already removed their temp files
+            if e.errno == errno.EPIPE:  # `decode x.vlat - | player`: the player quit first
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more goes to the pipe
+                fail("stdout closed before the video ended (whatever read it quit)", 128 + signal.SIGPIPE)
             where = f"{output_name(str(e.filename))}: " if e.filename else ""
             fail(f"{where}{e.strerror or e} (no partial output was left behind)", 1)
         except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
@@ -252,13 +256,13 @@ def _human(n: float) -> str:
     return ""
 
 
-def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+def _summary(title: str, rows: list[tuple[str, str]], console: Console | None = None) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for k, v in rows:
         table.add_row(k, v)
-    out.print(table)
+    (console or out).print(table)
 
 
 def _print_json(obj: dict | list) -> None:
@@ -406,7 +410,7 @@ def _encode_batch(codec, jobs: list[tuple[str, Path]], skipped: int, folder: Pat
 @guarded
 def decode(
     src: Annotated[Path, typer.Argument(help="Input .vlat file.")],
-    dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, a PNG pattern (out/%05d.png) or directory, or one .png image (one frame).")],
+    dst: Annotated[Path, typer.Argument(help="Output video: .mp4/.mov (H.264), .mkv (H.264, or FFV1 with --codec ffv1), .webm, a PNG pattern (out/%05d.png) or directory, one .png image (one frame), or - for Matroska on stdout.")],
     codec: Annotated[Optional[str], typer.Option("--codec", help="h264 | h265 | vp9 | ffv1 | png (default: by extension: VP9 for .webm, else H.264).")] = None,
     crf: Annotated[int, typer.Option(help="CRF for H.264/H.265 output.")] = 18,
     preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset of the output, ultrafast … veryslow (default: veryfast).")] = None,
@@ -423,8 +427,11 @@ def decode(
     as_json: JsonOpt = False,
 ) -> None:
     """Decode a .vlat file back to video (same size, frame count and fps; audio copied), or a part of it."""
-    if str(dst) == "-":
-        raise UsageError("decode writes a video file or PNG frames, not a stream: name the output (e.g. back.mp4)")
+    streamed = str(dst) == "-"  # Matroska on stdout: `vaecodec decode x.vlat - | ffplay -`
+    if streamed and as_json:
+        raise UsageError("--json prints on stdout, where - sends the video: leave one of them out")
+    if streamed and sys.stdout.isatty():
+        raise UsageError("- sends the video to stdout, which is a terminal: pipe it (vaecodec decode x.vlat - | ffplay -) or name a file")
     _setup(threads)
     c = _codec(model_path=model_path, model_dir=model_dir, device=device, dtype=dtype, entropy_workers=entropy_workers)
     with RichProgress(not quiet and not as_json) as progress:
@@ -437,11 +444,11 @@ def decode(
     elif not quiet:
         from .device import DTYPE_NAMES
 
-        _summary(f"decoded {src.name} → {dst.name}", [
+        _summary(f"decoded {src.name} → {'stdout' if streamed else dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"),
             ("model", f"{r.model_id} ({c.device.type}, {DTYPE_NAMES[c.decode_dtype]})"),
             ("speed", f"{r.fps_processed:.2f} fps ({r.seconds:.1f} s)"),
-        ])
+        ], console=err if streamed else out)  # stdout carries the video
 
 
 @app.command()

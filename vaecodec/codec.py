@@ -763,10 +763,12 @@ class Codec:
         concealed (``LatentFile.iter_latents``) and listed in ``warnings``; ``conceal=False``
         raises FormatError instead. ``start`` (seconds) and ``frames`` decode a part: from the
         first frame shown at or after ``start``, at most ``frames`` frames, with their audio;
-        only the chunks that part needs are read. A single ``.png`` takes one frame.
+        only the chunks that part needs are read. A single ``.png`` takes one frame; ``"-"``
+        streams Matroska to stdout.
         """
+        streamed = str(dst) == "-"  # Matroska on stdout
         src, dst = Path(src), Path(dst)
-        if dst.exists() and not overwrite:
+        if dst.exists() and not overwrite and not streamed:
             raise UsageError(f"{dst} exists (use -y/--overwrite to replace it)")
         check_limit(frames)
         t_start = time.perf_counter()
@@ -777,7 +779,7 @@ class Codec:
             if first >= f.frames:
                 raise UsageError(f"start {start} s is past the last frame ({f.frames} frames, {float(f.frames / f.fps):.3f} s)")
             writer = VideoWriter(
-                dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
+                "-" if streamed else dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
                 preset=preset or DECODE_PRESET, sar=f.sar, color=f.color, tags=f.tags,
             )
             with writer:

@@ -899,11 +899,14 @@ class VideoWriter:
         wanted = None if codec is None else _CODEC_ALIASES.get(codec.lower())
         if codec is not None and wanted is None:
             raise UsageError(f"unsupported output codec {codec!r} (use h264, h265, vp9, ffv1 or png)")
-        suffix = self.path.suffix.lower()
-        is_png_target = is_pattern(self.path.name) or suffix in ("", ".png")
+        self.streamed = str(path) == "-"  # Matroska on stdout, for a player or ffmpeg: no file to publish
+        suffix = ".mkv" if self.streamed else self.path.suffix.lower()
+        is_png_target = not self.streamed and (is_pattern(self.path.name) or suffix in ("", ".png"))
+        if self.streamed and wanted == "png":
+            raise UsageError("- sends a video stream (Matroska) to stdout: PNG frames need a file, a folder or a pattern")
         if wanted == "png" or (wanted is None and is_png_target):
             if suffix in _FORMATS:
-                raise UsageError(f"{self.path}: PNG goes to one image (out.png), a directory or a pattern like out/%05d.png")
+                raise UsageError(f"{path}: PNG goes to one image (out.png), a directory or a pattern like out/%05d.png")
             self._open_png()
             return
         fmt = _FORMATS.get(suffix)
@@ -913,14 +916,16 @@ class VideoWriter:
         encoder, self._pix_fmt, containers = _ENCODERS[self._codec]
         if fmt not in containers:
             raise UsageError(f"{self.path}: codec {self._codec} cannot be stored in a {suffix} file")
-        self._check_target_file()
-
-        fd, tmp = create_temp(self.path)  # not mkstemp: its 0600 would make the video private
-        os.close(fd)
-        self._tmp = Path(tmp)
+        if self.streamed:
+            target = sys.stdout.buffer
+        else:
+            self._check_target_file()
+            fd, target = create_temp(self.path)  # not mkstemp: its 0600 would make the video private
+            os.close(fd)
+            self._tmp = Path(target)
         options = {"movflags": "+faststart+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
         try:
-            self._container = av.open(tmp, mode="w", format=fmt, options=options)
+            self._container = av.open(target, mode="w", format=fmt, options=options)
             self._setup_video(encoder)
             if audio is not None:
                 self._setup_audio(audio, fmt)
@@ -1111,6 +1116,8 @@ class VideoWriter:
             raise
 
     def _publish(self) -> None:
+        if self.streamed:
+            return
         if self._codec != "png" or self.single_image:
             os.replace(self._tmp, self.path)
             return
@@ -1134,6 +1141,8 @@ class VideoWriter:
                 container.close()
             except (av.error.FFmpegError, ValueError, OSError):
                 pass  # the output is discarded anyway
+        if self.streamed:
+            return  # what went out cannot be called back; the reader of the pipe sees it end early
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)
         else:
