@@ -3,7 +3,7 @@
 Results go to stdout (a rich table, or JSON with ``--json``); progress bars, warnings and
 errors go to stderr. Exit codes: 0 success, 1 failure (bad or damaged input, missing
 weights), 2 usage error (bad option, output exists), 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM), 129 hung up (SIGHUP).
+(SIGTERM), 129 hung up (SIGHUP), 141 the reader of a video sent to stdout quit (broken pipe).
 """
 
 from __future__ import annotations
