@@ -309,7 +309,7 @@ def encode(
     jobs, skipped = _encode_jobs(srcs, dst, overwrite, skip_existing)
     if str(dst) == "-":
         raise UsageError("encode writes a .vlat file, not a stream: name the output file (stdin can be the input: -)")
-    if dst.suffix.lower() in VIDEO_SUFFIXES:  # a .vlat is no video: a player would fail on it, and a user too
+    if dst.suffix.lower() in VIDEO_SUFFIXES and not dst.is_dir():  # a .vlat is no video: a player would fail on it
         raise UsageError(f"{dst}: {dst.suffix} names a video, but encode writes a .vlat file (try {dst.with_suffix('.vlat')})")
     if zstd_threads < 0:
         raise UsageError(f"--zstd-threads must be 0 or more, got {zstd_threads}")
