@@ -40,8 +40,8 @@ from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
 from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
 from .video import (
-    DECODE_PRESET, TIME_SLACK, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, seconds,
-    unpack_packets,
+    DECODE_PRESET, TIME_SLACK, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, rebase,
+    seconds, unpack_packets,
 )
 from .workers import CoderPool
 
@@ -856,19 +856,15 @@ class _AudioFeed:
             while self.pending:
                 p = self.pending[0]
                 if p.pts is not None and float((p.pts - self.shift) * self.tb) > seconds:
-                    return out
+                    return rebase(out, self.shift)
                 self.pending.pop(0)
-                if p.pts is None:
-                    out.append(p)
-                elif self.end is not None and p.pts >= self.end:
+                if self.end is not None and p.pts is not None and p.pts >= self.end:
                     self.chunks, self.pending = iter(()), []  # the rest is past the part decoded
-                elif not self.shift:  # from the start every packet stays as it was, AAC's priming one included
+                else:
                     out.append(p)
-                elif p.pts + (p.duration or 0) > self.shift:
-                    out.append(replace(p, pts=p.pts - self.shift, dts=None if p.dts is None else p.dts - self.shift))
             entry = next(self.chunks, None)
             if entry is None:
-                return out
+                return rebase(out, self.shift)
             try:
                 self.pending = unpack_packets(self.f.reader.read(entry.index))
             except FormatError as e:

@@ -202,6 +202,16 @@ _PACK_VERSION = 1
 _KEY, _HAS_PTS, _HAS_DTS, _HAS_DUR, _DTS_IS_PTS, _DUR_REPEATS = 1, 2, 4, 8, 16, 32
 
 
+def rebase(packets: list[AudioPacket], shift: int) -> list[AudioPacket]:
+    """Packets with their times counted from ``shift`` (in their time base), as a video that
+    starts there shows them: those that end by it are left out, one that overlaps it keeps a
+    negative time; a shift of 0 leaves every packet as it was (AAC's priming one included)."""
+    if not shift:
+        return packets
+    return [replace(p, pts=None if p.pts is None else p.pts - shift, dts=None if p.dts is None else p.dts - shift)
+            for p in packets if p.pts is None or p.pts + (p.duration or 0) > shift]
+
+
 def _put_varint(out: bytearray, value: int) -> None:
     value = value * 2 if value >= 0 else -value * 2 - 1  # zig-zag: small magnitudes, small codes
     while value >= 0x80:
@@ -771,12 +781,7 @@ class VideoReader:
         are left out and one that overlaps it keeps a negative time. (A first frame at 0 leaves
         every packet as it was, AAC's priming packet before 0 included.) With a frame ``limit``,
         packets that start after the last frame read are left out."""
-        packets, self._audio_packets = self._audio_packets, []
-        shift = self._audio_shift
-        if shift:
-            packets = [replace(p, pts=None if p.pts is None else p.pts - shift, dts=None if p.dts is None else p.dts - shift)
-                       for p in packets]
-            packets = [p for p in packets if p.pts is None or p.pts + (p.duration or 0) > 0]
+        packets, self._audio_packets = rebase(self._audio_packets, self._audio_shift), []
         if self.limit is not None and self.audio is not None:  # none past the last frame read
             end = self._audio_end()
             packets = [p for p in packets if p.pts is None or p.pts < end]
