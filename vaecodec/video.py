@@ -465,7 +465,6 @@ class VideoReader:
             raise ValueError("chunk_frames must be >= 1")
         self.limit = check_limit(limit)  # read at most this many frames (a live stream, a clip's start)
         self.start = seconds(start)  # begin at the frame shown this long after the first one
-        self._skipped = 0  # frames before ``start``
         self.started = Fraction(0)  # the first frame read: seconds after the input's first one
         self.cut = False  # whether ``limit`` left frames unread
         self.chunk_frames = chunk_frames
@@ -565,7 +564,7 @@ class VideoReader:
         if not self._fill():
             raise InputError(f"{self.path} has no video frames")
         if self.start:
-            self._skip_to(self.start, fps)
+            self._skip_to(self.start)
         first = self._frames[0]
         # the output shows the first frame at t = 0, so the audio moves by the same amount: an
         # MPEG-TS stream starting at 1.4 s, or video that starts after its audio, stays in sync
@@ -598,7 +597,7 @@ class VideoReader:
             color=Color.of(first.color_primaries or cc.color_primaries, first.color_trc or cc.color_trc),
         )
 
-    def _skip_to(self, start: Fraction, fps: Fraction) -> None:
+    def _skip_to(self, start: Fraction) -> None:
         """Make the frame shown ``start`` s after the first one the first: seek to the keyframe
         before it where the input can seek (files), else decode on to it (pipes, filters), and
         drop what comes before it (its audio goes with the shift that the new first frame sets)."""
@@ -622,7 +621,6 @@ class VideoReader:
                 break
             self._frames.popleft()
         self.started = ((self._frames[0].pts or origin) - origin) * tb
-        self._skipped = round(self.started * fps)
 
     def _sar(self) -> Fraction:
         """The pixels' aspect on screen (DVD and HDV store wide pictures in narrow pixels);
@@ -647,7 +645,7 @@ class VideoReader:
         that has none)."""
         known = self._container_frames(fps)
         if known is not None:
-            known = max(known - self._skipped, 0)
+            known = max(known - round(self.started * fps), 0)  # less the frames before ``start``
         return known if self.limit is None else min(known or self.limit, self.limit)
 
     def _container_frames(self, fps: Fraction) -> int | None:
@@ -746,7 +744,7 @@ class VideoReader:
                 buf, n = np.empty(shape, np.uint8), 0
         if n:
             yield buf[:n]
-        declared = self._vs.frames and self._vs.frames - self._skipped
+        declared = self._vs.frames and self._vs.frames - round(self.started * self.info.fps)
         if declared and self.frames_read < min(declared, self.limit or declared):
             warnings.warn(
                 f"{self.path}: decoded {self.frames_read} of the {declared} frames the stream declares"
