@@ -353,16 +353,14 @@ def _encode_jobs(srcs: list[str], dst: Path, overwrite: bool, skip_existing: boo
         return [(srcs[0], dst)], 0
     if not dst.is_dir():
         raise UsageError(f"{dst} is not a folder: several inputs are encoded into one, as FOLDER/NAME.vlat")
-    from urllib.parse import urlsplit
-
-    from .video import is_pattern, is_url
+    from .video import is_pattern, is_url, url_name
 
     jobs: dict[Path, str] = {}
     for src in srcs:
         if src == "-" or src.startswith("lavfi:"):
             raise UsageError(f"{src} has no name to give its .vlat: encode it on its own, naming the output")
         if is_url(src):
-            name = Path(urlsplit(src).path).stem
+            name = url_name(src).stem
         else:
             path = Path(src)
             name = path.parent.name if is_pattern(path.name) else path.name if path.is_dir() else path.stem

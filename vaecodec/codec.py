@@ -779,7 +779,7 @@ class Codec:
             if first >= f.frames:
                 raise UsageError(f"start {start} s is past the last frame ({f.frames} frames, {float(f.frames / f.fps):.3f} s)")
             writer = VideoWriter(
-                "-" if streamed else dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
+                dst, f.width, f.height, f.fps, codec=codec, crf=crf, audio=f.audio, overwrite=overwrite,
                 preset=preset or DECODE_PRESET, sar=f.sar, color=f.color, tags=f.tags,
             )
             with writer:

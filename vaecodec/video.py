@@ -390,6 +390,11 @@ def is_url(source: str | Path) -> bool:
     return isinstance(source, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
 
 
+def url_name(url: str) -> Path:
+    """What names a URL input in messages and files: the last part of its path (no query)."""
+    return Path(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or url)
+
+
 def _is_vlat(path: Path) -> bool:
     """Whether ``path`` begins like a .vlat file: what a user who encodes one is told."""
     try:
@@ -488,7 +493,7 @@ class VideoReader:
             self.path = Path("<stdin>")
             url, options = sys.stdin.buffer, {}
         elif is_url(raw):  # what FFmpeg's protocols open: https://, rtsp://, file://, ...
-            self.path = Path(raw.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or raw)
+            self.path = url_name(raw)
             url, options = raw, {}
         else:
             self.path = Path(path)
@@ -923,9 +928,7 @@ class VideoWriter:
             target = sys.stdout.buffer
         else:
             self._check_target_file()
-            fd, target = create_temp(self.path)  # not mkstemp: its 0600 would make the video private
-            os.close(fd)
-            self._tmp = Path(target)
+            target = self._temp_file()
         options = {"movflags": "+faststart+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
         try:
             self._container = av.open(target, mode="w", format=fmt, options=options)
@@ -937,6 +940,13 @@ class VideoWriter:
             raise
 
     # -- setup --
+    def _temp_file(self) -> str:
+        """The hidden file written in place of the output until close() publishes it."""
+        fd, tmp = create_temp(self.path)  # not mkstemp: its 0600 would make the video private
+        os.close(fd)
+        self._tmp = Path(tmp)
+        return tmp
+
     def _check_target_file(self) -> None:
         if not self.path.parent.is_dir():
             raise UsageError(f"{self.path}: output directory {self.path.parent} does not exist")
@@ -1017,10 +1027,7 @@ class VideoWriter:
         if self.single_image:
             self._check_target_file()
             self._audio_track, self._audio_dropped = None, self._audio_track is not None  # a still has no sound to lose
-            fd, tmp = create_temp(self.path)
-            os.close(fd)
-            self._tmp = Path(tmp)
-            self._open_image2(tmp, {"update": "1"})  # image2 rewrites one file instead of numbering
+            self._open_image2(self._temp_file(), {"update": "1"})  # image2 rewrites one file instead of numbering
             return
         if is_pattern(self.path.name):
             self._png_dir, self._png_pattern = self.path.parent, self.path.name
