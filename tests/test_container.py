@@ -156,7 +156,7 @@ def test_wrong_version_and_flags(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="byte 8: unsupported .vlat version 2"):
         VlatReader(path)
-    data[8:12] = struct.pack("<HH", 1, 4)
+    data[8:12] = struct.pack("<HH", 1, 8)
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="byte 10: unknown flags"):
         VlatReader(path)
@@ -173,6 +173,30 @@ def test_known_flags_round_trip_and_unknown_ones_are_refused(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="unknown .vlat flags"):
         VlatWriter(tmp_path / "g.vlat", HEADER, flags=0x8000)
     assert not list(tmp_path.glob("*g.vlat*"))  # refused before any file was made
+
+
+def test_flags_found_while_writing_land_in_the_preamble(tmp_path: Path) -> None:
+    """A flag the chunks turn out to need (the shift flag, set by the first chunk that lists a
+    memory move) is rewritten into the preamble at close, with a header CRC that checks; the
+    chunks are untouched. An unfinished file never shows it (it is never renamed into place)."""
+    from vaecodec.container import FLAG_CANVAS, FLAG_SHIFT
+
+    plain, late = tmp_path / "plain.vlat", tmp_path / "late.vlat"
+    _write(plain, flags=FLAG_CANVAS)
+    with VlatWriter(late, HEADER, flags=FLAG_CANVAS) as w:
+        for i, (k, p, m, c) in enumerate(_payloads()):
+            w.add_chunk(k, p, m, coding=c)
+            if i == 1:
+                w.add_flags(FLAG_SHIFT)
+                with pytest.raises(ValueError, match="unknown .vlat flags"):
+                    w.add_flags(0x8000)
+    a, b = plain.read_bytes(), late.read_bytes()
+    assert b[10:12] == b"\x06\x00" and a[10:12] == b"\x02\x00" and a[:10] + a[12:] != b[:10] + b[12:]
+    hend = 16 + struct.unpack_from("<I", b, 12)[0]
+    assert a[hend + 4 :] == b[hend + 4 :]  # chunks, footer and trailer as written
+    with VlatReader(late) as r:
+        assert r.flags == FLAG_CANVAS | FLAG_SHIFT and r.complete and not r.problems
+        assert [r.read(c.index) for c in r.chunks] == [p for _, p, _, _ in _payloads()]
 
 
 def test_header_length_limits(tmp_path: Path) -> None:

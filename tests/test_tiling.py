@@ -77,7 +77,7 @@ def test_streaming_decode_equals_untiled_and_supports_ranges(n_latents):
 
 
 def tiny_runner(model, tiling: Tiling) -> TileRunner:
-    return TileRunner(None, None, 8, tiling, lambda x, st: model.encode_step(x, st), lambda z, st: model.decode_step(z, st))
+    return TileRunner(None, None, 8, tiling, lambda x, st, moves=None: model.encode_step(x, st, moves), lambda z, st, moves=None: model.decode_step(z, st, moves))
 
 
 @pytest.mark.parametrize("L", [1, 2, 5])

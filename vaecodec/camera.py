@@ -372,14 +372,19 @@ def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | No
     return sides[0], sides[1]
 
 
+# a segment of canvas frames: (frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift)
+Segment = tuple[np.ndarray, np.ndarray, bool, tuple[int, int] | None]
+
+
 class Steadier:
     """Turns the picture's frames into canvas frames, segment by segment (encoder side).
 
     ``push`` takes uint8 frames [n, h, w, 3] in order (at ``source`` (width, height), resized
     to the coded ``width`` x ``height`` in the same pass as the warp) and yields finished segments as
-    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved), ``moved`` telling whether
+    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift): ``moved`` tells whether
     the canvas's content moved before the segment's first frame (the window moved, or a new
-    reference followed another); ``finish`` yields the last one.
+    reference followed another), ``shift`` by how many whole pixels (dx, dy) when the window
+    moved (the content of canvas pixel p went to p + shift), else None; ``finish`` yields the last one.
 
     Views map each frame into the coordinates of a *reference*: the first frame, or the
     first after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
@@ -417,14 +422,14 @@ class Steadier:
         self.jumped = False  # whether the open segment's reference follows another one
         self.closed = 0  # frames of the segments closed so far
 
-    def push(self, frames: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    def push(self, frames: np.ndarray) -> Iterator[Segment]:
         for frame in frames:
             self.group.append(frame)
             self.seen += 1
             if self.seen == 1 or (self.seen - 1) % self.temporal == 0:  # a latent frame is complete
                 yield from self._add_group()
 
-    def finish(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    def finish(self) -> Iterator[Segment]:
         if self.group:
             yield from self._add_group()
         if self.frames:
@@ -459,7 +464,7 @@ class Steadier:
         last = Patches(group[-1])
         return _to_coded(estimate(self.last or Patches(self.prev), last), self.fx, self.fy), last
 
-    def _add_group(self) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    def _add_group(self) -> Iterator[Segment]:
         group, self.group = self.group, []
         last = None
         if not self.steady and self.seen > len(group):  # has the camera left alone started to move?
@@ -510,7 +515,7 @@ class Steadier:
         box = _bbox(views, self.width, self.height)
         return box[2] - box[0] + 1 + slack <= self.canvas_w and box[3] - box[1] + 1 + slack <= self.canvas_h
 
-    def _close(self) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _close(self) -> Segment:
         """Warp the open segment into the canvas, centred if it starts a reference, else
         moved from the last segment's place by the fewest whole cells; returns its frames and
         params."""
@@ -532,7 +537,8 @@ class Steadier:
         frames, self.frames, self.views = self.frames, [], []
         alone, self.closed = max(0, self.alone - self.closed), self.closed + len(frames)
         moved, self.jumped = self.jumped or (shift is not None and bool(shift.any())), False
-        return self._warp(np.stack(frames), params, shift, alone), params, moved
+        pictures = self._warp(np.stack(frames), params, shift, alone)
+        return pictures, params, moved, (int(shift[0]), int(shift[1])) if moved and shift is not None else None
 
     def _warp(self, frames: np.ndarray, params: np.ndarray, shift: np.ndarray | None, alone: int) -> np.ndarray:
         """Canvas frames of a segment: each frame where it reaches, else what the canvas held

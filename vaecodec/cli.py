@@ -474,7 +474,8 @@ def info(
             ("file", f"{d['path']} ({_human(d['file_size'])}, format v{d['version']}, {'complete' if d['complete'] else 'INCOMPLETE'})"),
             ("video", f"{v.get('width')}x{v.get('height')} @ {v.get('fps')} fps, {frames} frames, from {v.get('codec')} {v.get('pix_fmt')}"
                       + (f"; coded at {v.get('coded_width')}x{v.get('coded_height')}" if "coded_width" in v else "")
-                      + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas" if "canvas_width" in v else "")
+                      + (f"; steadied on a {v.get('canvas_width')}x{v.get('canvas_height')} canvas{_moves(d['chunks'])}"
+                         if "canvas_width" in v else "")
                       + (f"; pixels {str(v.get('sar')).replace('/', ':')} (not square)" if "sar" in v else "")
                       + (f"; colour {_colour(v['color'])}" if isinstance(v.get("color"), dict) else "")),
             ("model", f"{m.get('id')} ({m.get('kind')}, sha256 {str(m.get('sha256'))[:16]}…)"),
@@ -501,6 +502,14 @@ def info(
             err.print(f"[yellow]problem:[/] {p}", highlight=False, soft_wrap=True)
     if d["problems"]:
         raise typer.Exit(1)
+
+
+def _moves(chunks: list[dict]) -> str:
+    """How often a steadied file's window moved over its canvas (the chunks' ``camera_shift``
+    and ``camera_moved`` lists), as a phrase for ``info``."""
+    n = sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
+            for key in ("camera_shift", "camera_moved") if isinstance(c["meta"].get(key), list))
+    return f", its window moved {n} time{'s' * (n != 1)}" if n else ""
 
 
 def _info_many(paths: list[Path], verify: bool, as_json: bool) -> None:

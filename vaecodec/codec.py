@@ -30,7 +30,7 @@ import torch
 
 from . import __version__
 from . import camera as cam
-from .container import FLAG_CANVAS, FLAG_RESAMPLED, VlatReader, VlatWriter
+from .container import FLAG_CANVAS, FLAG_RESAMPLED, FLAG_SHIFT, VlatReader, VlatWriter
 from .device import DTYPE_NAMES, autotuned_convs, codec_dtypes, keep_freed_memory, pick_device
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
@@ -233,21 +233,30 @@ class _Views:
     def __init__(self) -> None:
         self.params: deque[np.ndarray] = deque()
         self.start = self.end = 0  # frames [start, end) are held
-        self.moved: list[int] = []  # frames held whose window moved
+        self.moved: list[int] = []  # frames held whose window moved, the model's memory not with it
+        self.shifts: list[list[int]] = []  # [frame, dx, dy]: frames held whose window moved, the memory with it
 
-    def add(self, params: np.ndarray, moved: bool) -> None:
-        if moved:
+    def add(self, params: np.ndarray, moved: bool, shift: tuple[int, int] | None = None) -> None:
+        if shift is not None:
+            self.shifts.append([self.end, *shift])
+        elif moved:
             self.moved.append(self.end)
         self.params.extend(params)
         self.end += len(params)
 
-    def take(self, first: int, end: int) -> np.ndarray:
-        """Params of frames [first, end): first must be the oldest held."""
+    def take(self, first: int, end: int) -> tuple[np.ndarray, dict]:
+        """Params of frames [first, end) and the chunk meta of their moves: first must be the oldest held."""
         assert first == self.start and end <= self.end, (first, end, self.start, self.end)
         out = [self.params.popleft() for _ in range(end - first)]
         self.start = end
+        meta = {"camera": cam.pack(np.stack(out) if out else np.zeros((0, 3), np.int64))}
+        if moved := [f for f in self.moved if f < end]:  # decoders cut these from the next canvas frame
+            meta["camera_moved"] = moved
+        if shifts := [m for m in self.shifts if m[0] < end]:  # decoders move their memory with these
+            meta["camera_shift"] = shifts
         self.moved = [f for f in self.moved if f >= end]
-        return np.stack(out) if out else np.zeros((0, 3), np.int64)
+        self.shifts = [m for m in self.shifts if m[0] >= end]
+        return meta
 
 
 def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
@@ -481,11 +490,11 @@ class Codec:
         if not model.streams:
             return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
-        def encode_step(x: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
-            return model.encode_step(x.to(dtype, copy=True).div_(127.5).sub_(1), state)
+        def encode_step(x: torch.Tensor, state: object, moves: dict | None) -> tuple[torch.Tensor, object]:
+            return model.encode_step(x.to(dtype, copy=True).div_(127.5).sub_(1), state, moves)
 
-        def decode_step(z: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
-            return model.decode_step(z.to(dtype), state)
+        def decode_step(z: torch.Tensor, state: object, moves: dict | None) -> tuple[torch.Tensor, object]:
+            return model.decode_step(z.to(dtype), state, moves)
 
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling, encode_step, decode_step)
 
@@ -636,11 +645,9 @@ class Codec:
                         meta = {"t0": n_lat, "t": z.shape[1]}
                         if views is not None:  # each frame's view of the canvas (padding frames have none)
                             end = min(_first_frame(n_lat + z.shape[1], model.temporal), views.end)
-                            start = _first_frame(n_lat, model.temporal)
-                            moved = [f for f in views.moved if start <= f < end]
-                            meta["camera"] = cam.pack(views.take(start, end))
-                            if moved:  # frames whose window moved: decoders cut them from the next canvas frame
-                                meta["camera_moved"] = moved
+                            meta |= views.take(_first_frame(n_lat, model.temporal), end)
+                            if "camera_shift" in meta:  # readers before the flag would not move their memory
+                                out.add_flags(FLAG_SHIFT)
                         if queue:  # coded by a worker; written in order when it is back
                             queue.latent(z, quant, meta)
                         else:
@@ -672,9 +679,16 @@ class Codec:
                     for z in latents(enc.push(x)):
                         emit(gather.add(z))
 
-                def steadied(segments: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
-                    for pictures, params, moved in sw.iterate(segments, "camera"):
-                        views.add(params, moved)
+                def steadied(segments: Iterator[cam.Segment]) -> None:
+                    for pictures, params, moved, shift in sw.iterate(segments, "camera"):
+                        if shift is not None and model.streams and not (shift[0] % s or shift[1] % s):
+                            # the window moved by whole latent cells: the model's memory moves with it
+                            latent, cells = _latent_of(views.end, model.temporal), (shift[0] // s, shift[1] // s)
+                            for stream in (enc, refiner) if refiner else (enc,):
+                                stream.move(latent, *cells)
+                            views.add(params, moved, shift)
+                        else:
+                            views.add(params, moved)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
@@ -899,6 +913,9 @@ class LatentFile:
             self.canvas = bool(self.reader.flags & FLAG_CANVAS)
             if self.canvas:
                 self.canvas_size = int(video["canvas_width"]), int(video["canvas_height"])
+            self.shifts = bool(self.reader.flags & FLAG_SHIFT)  # the memory moves with the canvas's window
+            if self.shifts and not self.canvas:
+                raise ValueError("the shift flag (0x0004) needs the canvas flag (0x0002)")
             self.fps = Fraction(video["fps"])
             self.sar = Fraction(video.get("sar", "1"))  # the pixels' aspect on screen (absent: square)
             if not Fraction(1, 16) <= self.sar <= 16:
@@ -917,6 +934,7 @@ class LatentFile:
         self._views: dict[int, np.ndarray] = {}  # latent chunk index -> its frames' camera params
         self._bad_views: dict[int, str] = {}  # offset -> why a chunk's camera motion is unusable
         self._moved: set[int] = set()  # frames after a move of the canvas window
+        self._shifts: dict[int, tuple[int, int]] = {}  # latent frame -> latent cells the memory moves before it
         if self.canvas:
             self._latent_chunks = [e for e in self._latent_chunks if self._read_views(e)]
         self._t0s = [int(e.meta["t0"]) for e in self._latent_chunks]
@@ -1027,15 +1045,32 @@ class LatentFile:
         t0, t = int(entry.meta["t0"]), int(entry.meta["t"])
         first, end = _first_frame(t0, self.temporal), _first_frame(t0 + t, self.temporal)
         try:
-            self._views[entry.index] = cam.unpack(entry.meta.get("camera"), end - first)
+            views = cam.unpack(entry.meta.get("camera"), end - first)
             moved = entry.meta.get("camera_moved", [])
             if not (isinstance(moved, list) and all(type(f) is int and first <= f < end for f in moved)):
                 raise FormatError(f"camera_moved {str(moved)[:40]} does not list frames {first}..{end - 1}")
-            self._moved.update(moved)
-            return True
+            shifts = entry.meta.get("camera_shift", [])
+            latents = [self._shift_latent(m, first, end) for m in (shifts if isinstance(shifts, list) else [shifts])]
         except FormatError as e:
             self._bad_views[entry.offset] = f"chunk {entry.index} at byte {entry.offset}: {e}"
             return False
+        self._views[entry.index] = views
+        self._moved.update(moved)
+        self._shifts.update({j: (m[1] // self.spatial, m[2] // self.spatial) for j, m in zip(latents, shifts)})
+        return True
+
+    def _shift_latent(self, m: object, first: int, end: int) -> int:
+        """The latent frame a ``camera_shift`` entry [frame, dx, dy] moves the memory before,
+        checked: a latent frame's first frame within the chunk's, a move by whole latent cells."""
+        t, s = self.temporal, self.spatial
+        if not self.shifts:
+            raise FormatError("camera_shift in a file without the shift flag (0x0004)")
+        if not (isinstance(m, list) and len(m) == 3 and all(type(v) is int for v in m)
+                and first <= m[0] < end and m[0] > 0 and (m[0] - 1) % t == 0 and not (m[1] % s or m[2] % s)
+                and abs(m[1]) <= self.canvas_size[0] and abs(m[2]) <= self.canvas_size[1]):
+            raise FormatError(f"camera_shift entry {str(m)[:40]} is not [first frame of a latent frame in "
+                              f"{first}..{end - 1}, dx, dy] with whole {s} px cells within the canvas")
+        return _latent_of(m[0], t)
 
     def _canvas_frames(self, lo: int, hi: int, f0: int, n: int) -> list[int]:
         """Which decoded canvas frame (index into a tile's output of frames f0..f0+n-1) shows
@@ -1221,7 +1256,9 @@ class LatentFile:
         if model.streams:  # the result does not depend on the temporal tile: this decoder picks its own
             s = model.spatial
             tiling = replace(tiling, latent_frames=codec._tiling(model, self.lat_h * s, self.lat_w * s).latent_frames)
-        dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach)
+        if self._shifts and not model.streams:
+            raise FormatError(f"{self.reader.path}: camera_shift moves a memory that {model.model_id} does not carry")
+        dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach, self._shifts)
         lat_start, lat_stop = dec.seek(start, stop)
         request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"
         if progress:

@@ -55,7 +55,8 @@ _CRC = struct.Struct("<I")
 # Preamble flags: features a reader must understand to read the file right (docs/FORMAT.md).
 FLAG_RESAMPLED = 0x0001  # the picture was coded at the header's video.coded_* size
 FLAG_CANVAS = 0x0002  # the model coded a steadied canvas; latent chunks carry each frame's view
-KNOWN_FLAGS = FLAG_RESAMPLED | FLAG_CANVAS
+FLAG_SHIFT = 0x0004  # the decoder's memory moves with the canvas where latent chunks list camera_shift
+KNOWN_FLAGS = FLAG_RESAMPLED | FLAG_CANVAS | FLAG_SHIFT
 
 _CODINGS = {"raw": 0, "zstd": 1}
 _CODING_NAMES = {v: k for k, v in _CODINGS.items()}
@@ -242,12 +243,23 @@ class VlatWriter:
         self._offsets: list[int] = []
         self.bytes_written = 0
         self._closed = False
+        self.flags = self._flags_written = flags
+        self._header_bytes = header_bytes
         try:
-            pre = _PREAMBLE.pack(MAGIC, VERSION, flags, len(header_bytes)) + header_bytes
-            self._write(pre + _CRC.pack(_crc(pre)))
+            self._write(self._preamble())
         except BaseException:
             self.abort()
             raise
+
+    def _preamble(self) -> bytes:
+        pre = _PREAMBLE.pack(MAGIC, VERSION, self.flags, len(self._header_bytes)) + self._header_bytes
+        return pre + _CRC.pack(_crc(pre))
+
+    def add_flags(self, flags: int) -> None:
+        """Set flags that the chunks written turned out to need; ``close`` rewrites the preamble."""
+        if flags & ~KNOWN_FLAGS:
+            raise ValueError(f"unknown .vlat flags 0x{flags:04x}")
+        self.flags |= flags
 
     def _write(self, data: bytes) -> None:
         with _named(self.path):
@@ -302,6 +314,9 @@ class VlatWriter:
             self._write(footer + _CRC.pack(_crc(footer)))
             self._write(_TRAILER.pack(footer_offset, END_MAGIC))
             with _named(self.path):  # buffered bytes meet a full disk here too
+                if self.flags != self._flags_written:  # flags found while writing (the file is ours alone)
+                    self._fh.seek(0)
+                    self._fh.write(self._preamble())
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
                 self._fh.close()

@@ -38,7 +38,7 @@ import torch
 from . import motion as mc
 from .errors import UsageError
 from .quant import chunk_symbols
-from .tiling import TileRunner, crossfade
+from .tiling import TileRunner, crossfade, moves_in
 
 # Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): over
 # qualities 2-7, rate weight 0.5 beat 1 on both a smooth and a busy pan, and 0.25 matched 0.5
@@ -115,6 +115,12 @@ class LatentRefiner:
         self.symbols: torch.Tensor | None = None  # held symbols of latent ``final`` [C, h, w]
         self.tail: torch.Tensor | None = None  # decoded frames the next tile cross-fades with
         self.frames_in = 0  # real frames seen; padding beyond them is not scored
+        self.moves: dict[int, tuple[int, int]] = {}  # latent frame -> cells the content moved by before it
+        self.tile_moves: dict[int, tuple[int, int]] = {}  # those of the tile being refined, by its latent frames
+
+    def move(self, latent: int, dx: int, dy: int) -> None:
+        """As ``CausalEncoder.move``: the decoder's memory moves before latent frame ``latent``."""
+        self.moves[latent] = (dx, dy)
 
     def add_frames(self, x: torch.Tensor) -> None:
         """x: uint8 [3, n, H, W], the frames the encoder was given."""
@@ -151,6 +157,8 @@ class LatentRefiner:
         f_lo = max(0, (a - 1) * t + 1) if self.streams else a * t
         x = torch.stack(self.frames[f_lo - self.f0 : (end - 1) * t + 1 - self.f0], dim=1).float().div_(127.5).sub_(1)
         real = max(1, min(x.shape[1], self.frames_in - f_lo))  # padding frames are not scored
+        self.tile_moves = moves_in(self.moves, lo + n_fixed, end)
+        self.moves = {j: mv for j, mv in self.moves.items() if j >= end}
         free = self._optimise(fixed, free, x[:, :real])
         q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality)
         with torch.no_grad():
@@ -180,7 +188,7 @@ class LatentRefiner:
         grad = torch.is_grad_enabled()
         if self.streams:
             states = dict(self.states or {})  # a copy: every step starts from the same state
-            x = self.runner.decode((u[:, n_fixed:] * self.step)[None], grad=grad, states=states)[0]
+            x = self.runner.decode((u[:, n_fixed:] * self.step)[None], grad=grad, states=states, moves=self.tile_moves)[0]
             if keep:
                 self.states = states
             return x

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -175,17 +176,19 @@ class TileRunner:
         return self.decode_step is not None
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, states: dict | None = None) -> torch.Tensor:
-        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32 (a continued stream: m*t frames -> m)."""
+    def encode(self, x: torch.Tensor, states: dict | None = None, moves: dict | None = None) -> torch.Tensor:
+        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32 (a continued stream: m*t frames -> m);
+        ``moves``: the call's ``VideoVAE.encode_step`` moves (a continued stream only)."""
         t = self.tiling
-        fn = self.encode_fn if states is None else self.encode_step
+        fn = self.encode_fn if states is None else partial(self.encode_step, moves=moves)
         return _tiled_2d(fn, x, t.tile_px, t.overlap_px, 1 / self.spatial, states).float()
 
-    def decode(self, z: torch.Tensor, grad: bool = False, states: dict | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, grad: bool = False, states: dict | None = None,
+               moves: dict | None = None) -> torch.Tensor:
         """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32 (a continued stream: m -> m*t frames);
         ``grad``: differentiable in ``z`` (for the encoder's latent refinement, ``vaecodec.refine``)."""
         s, t = self.spatial, self.tiling
-        fn = self.decode_fn if states is None else self.decode_step
+        fn = self.decode_fn if states is None else partial(self.decode_step, moves=moves)
         with torch.set_grad_enabled(grad):
             return _tiled_2d(fn, z, t.tile_px // s, t.overlap_px // s, s, states).float()
 
@@ -320,6 +323,11 @@ class StreamingDecoder:
             yield f0, out
 
 
+def moves_in(moves: dict[int, tuple[int, int]], first: int, end: int) -> dict[int, tuple[int, int]]:
+    """The moves of latent frames [first, end), by their index in that call."""
+    return {j - first: m for j, m in moves.items() if first <= j < end}
+
+
 class CausalEncoder:
     """``StreamingEncoder`` for a streaming model (``TileRunner.streams``): tiles of
     ``latent_frames`` latent frames run one after another, each continuing the causal state
@@ -331,6 +339,13 @@ class CausalEncoder:
         self.frames: list[torch.Tensor] = []  # pending pixel frames, each [3, H, W]
         self.states: dict | None = None  # per spatial tile, once the stream has started
         self.frames_in = 0
+        self.latents_out = 0
+        self.moves: dict[int, tuple[int, int]] = {}  # latent frame -> cells its content moved by
+
+    def move(self, latent: int, dx: int, dy: int) -> None:
+        """The picture's content moves by (dx, dy) whole latent cells before latent frame
+        ``latent`` (not yet encoded): the stream's state moves with it."""
+        self.moves[latent] = (dx, dy)
 
     def _need(self, m: int) -> int:
         """Frames that ``m`` more latent frames take: the stream's first latent takes one."""
@@ -355,10 +370,13 @@ class CausalEncoder:
     def _run(self, m: int) -> torch.Tensor:
         n = self._need(m)
         clip = torch.stack(self.frames[:n], dim=1)[None]  # [1, 3, n, H, W]
+        first, self.latents_out = self.latents_out, self.latents_out + m + (self.states is None)
         if self.states is None:
             self.states = {}
         del self.frames[:n]
-        return self.runner.encode(clip, self.states)[0]
+        moves = moves_in(self.moves, first, self.latents_out)
+        self.moves = {j: mv for j, mv in self.moves.items() if j >= self.latents_out}
+        return self.runner.encode(clip, self.states, moves)[0]
 
 
 class CausalDecoder:
@@ -372,9 +390,11 @@ class CausalDecoder:
     frames, tile by tile and bit for bit. Same interface.
     """
 
-    def __init__(self, runner: TileRunner, temporal: int, n_latents: int, reach: int) -> None:
+    def __init__(self, runner: TileRunner, temporal: int, n_latents: int, reach: int,
+                 moves: dict[int, tuple[int, int]] | None = None) -> None:
         self.runner, self.t, self.L, self.reach = runner, temporal, runner.tiling.latent_frames, reach
         self.n = n_latents
+        self.moves = moves or {}  # latent frame -> cells the content moved by before it (as encoded)
         self.latents: list[torch.Tensor] = []  # pending latent frames, each [C, h, w]
         self.next, self.stop = 0, n_latents  # global index of latents[0]; the end of the stream
         self.states: dict | None = None
@@ -410,8 +430,9 @@ class CausalDecoder:
         f0 = self.next * self.t if self.states is None else (self.next - 1) * self.t + 1
         if self.states is None:
             self.states = {}
+        moves = moves_in(self.moves, self.next, self.next + m)
         self.next += m
-        return f0, self.runner.decode(z, states=self.states)[0]
+        return f0, self.runner.decode(z, states=self.states, moves=moves)[0]
 
 
 def encoder_for(runner: TileRunner, temporal: int) -> StreamingEncoder | CausalEncoder:
@@ -419,6 +440,10 @@ def encoder_for(runner: TileRunner, temporal: int) -> StreamingEncoder | CausalE
     return CausalEncoder(runner, temporal) if runner.streams else StreamingEncoder(runner, temporal)
 
 
-def decoder_for(runner: TileRunner, temporal: int, n_latents: int, reach: int) -> StreamingDecoder | CausalDecoder:
-    """The decode stream a model takes (``encoder_for``'s counterpart)."""
-    return CausalDecoder(runner, temporal, n_latents, reach) if runner.streams else StreamingDecoder(runner, temporal, n_latents)
+def decoder_for(runner: TileRunner, temporal: int, n_latents: int, reach: int,
+                moves: dict[int, tuple[int, int]] | None = None) -> StreamingDecoder | CausalDecoder:
+    """The decode stream a model takes (``encoder_for``'s counterpart); ``moves`` as
+    ``CausalEncoder.move`` made them (a streaming model only)."""
+    if runner.streams:
+        return CausalDecoder(runner, temporal, n_latents, reach, moves)
+    return StreamingDecoder(runner, temporal, n_latents)
