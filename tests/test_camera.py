@@ -349,8 +349,10 @@ def test_the_decoders_memory_moves_with_the_window(photo, tmp_path):
         assert f.reader.flags == FLAG_CANVAS | FLAG_SHIFT and f._shifts and not f._moved, f.header["video"]
         moved = [1 + 4 * (j - 1) for j in sorted(f._shifts)]  # the first frames of the latent frames
         out = f.frames_tensor().numpy()
+        part = f.frames_tensor(moved[-1] - 2, moved[-1] + 6).numpy()  # a seek: a cold start, then the move
         f._shifts.clear()  # a decoder that does not move its memory
         stayed = f.frames_tensor().numpy()
+    assert (part == out[moved[-1] - 2 : moved[-1] + 6]).all()
     per_frame = np.array([psnr(a, b) for a, b in zip(out, src)])
     assert per_frame[moved].min() > np.median(per_frame) - 1.0, (moved, per_frame.round(1))
     worse = np.array([psnr(a, b) for a, b in zip(stayed, src)])[moved]

@@ -244,7 +244,7 @@ class _Views:
         self.params.extend(params)
         self.end += len(params)
 
-    def take(self, first: int, end: int) -> tuple[np.ndarray, dict]:
+    def take(self, first: int, end: int) -> dict:
         """Params of frames [first, end) and the chunk meta of their moves: first must be the oldest held."""
         assert first == self.start and end <= self.end, (first, end, self.start, self.end)
         out = [self.params.popleft() for _ in range(end - first)]
