@@ -334,17 +334,19 @@ def test_a_pan_across_a_cut(photo, tmp_path):
     assert got["steadied"][0] < got["plain"][0], got
 
 
-def test_the_decoders_memory_moves_with_the_window(photo, tmp_path):
+@pytest.mark.parametrize("tile", [None, 96])
+def test_the_decoders_memory_moves_with_the_window(photo, tmp_path, tile):
     """A pan that speeds up after the 33 frames that sized the canvas makes the window move by
     whole cells. The chunk lists each move (frame, dx, dy), the file carries the shift flag
     (older readers refuse it), and the model's memory moves with the canvas's content on both
     sides: the frames right after a move decode as well as their neighbours, while a decoder
-    that left its memory where it was decodes them worse (it remembers the old window). A
-    listed move that is not a whole-cell move before a latent frame loses its chunk alone."""
+    that left its memory where it was decodes them worse (it remembers the old window); also
+    in small spatial tiles, whose memory moves across their edges. A listed move that is not a
+    whole-cell move before a latent frame loses its chunk alone."""
     xs = np.cumsum([0.0] + [0.5] * 32 + [3.0] * 12) + 30
     src = render(photo, 160, 128, list(xs), [40] * len(xs), [1.0] * len(xs))
     clip = _lossless(src, tmp_path / "faster.mkv")
-    Codec(device="cpu", quality=5, chunk_latents=2).encode(clip, tmp_path / "f.vlat")
+    Codec(device="cpu", quality=5, chunk_latents=2, tile_px=tile).encode(clip, tmp_path / "f.vlat")
     with vaecodec.open(tmp_path / "f.vlat", device="cpu") as f:
         assert f.reader.flags == FLAG_CANVAS | FLAG_SHIFT and f._shifts and not f._moved, f.header["video"]
         moved = [1 + 4 * (j - 1) for j in sorted(f._shifts)]  # the first frames of the latent frames

@@ -89,8 +89,8 @@ def test_refined_latents_are_whole_symbols_that_decode_closer(frames, piece, mot
 class SkewedTiny(TinyVAE):
     """A random embedded model whose encoder is off (70 % of its latents), streaming."""
 
-    def encode_step(self, x, state, moves=None):
-        z, state = super().encode_step(x, state, moves)
+    def encode_step(self, x, state):
+        z, state = super().encode_step(x, state)
         return 0.7 * z, state
 
 
@@ -104,7 +104,7 @@ def test_streamed_refinement_decodes_closer_through_the_causal_decoder(frames, p
     for p in model.parameters():
         p.requires_grad_(False)
     runner = TileRunner(None, None, 8, Tiling(latent_frames=2, overlap_latents=0, tile_px=64, overlap_px=0),
-                        lambda x, st, moves=None: model.encode_step(x.float() / 127.5 - 1, st, moves), model.decode_step)
+                        lambda x, st: model.encode_step(x.float() / 127.5 - 1, st), model.decode_step)
     with torch.no_grad():  # a picture this random decoder can make: its own decode of some latents
         n = 1 + 4 * -(-(frames - 1) // 4)
         z = TinyVAE.encode(model, torch.rand(1, 3, n, 16, 24) * 2 - 1)[0] + torch.randn(1, 4, 1 + (n - 1) // 4, 2, 3)

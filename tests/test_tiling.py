@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vaecodec import tiling
 from vaecodec.models.base import Tiling
 from vaecodec.models.tiny import Arch, TinyVAE
-from vaecodec.tiling import (StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling, decoder_for,
-                             encoder_for, temporal_tiles)
+from vaecodec.tiling import (CausalEncoder, StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling,
+                             decoder_for, encoder_for, temporal_tiles)
 
 from conftest import PoolVAE
 
@@ -77,7 +78,59 @@ def test_streaming_decode_equals_untiled_and_supports_ranges(n_latents):
 
 
 def tiny_runner(model, tiling: Tiling) -> TileRunner:
-    return TileRunner(None, None, 8, tiling, lambda x, st, moves=None: model.encode_step(x, st, moves), lambda z, st, moves=None: model.decode_step(z, st, moves))
+    return TileRunner(None, None, 8, tiling, lambda x, st: model.encode_step(x, st), lambda z, st: model.decode_step(z, st))
+
+
+@torch.inference_mode()
+def test_a_moved_state_is_the_state_of_the_moved_content():
+    """A steadied canvas whose window moves by whole cells before latent frame j: the streams
+    move their state with it (``CausalEncoder.move``, ``CausalDecoder``'s moves). In one spatial
+    tile the latents and frames from j on are then, away from the edges the move uncovers,
+    exactly those of a stream that saw the moved content all along, wherever the move falls in
+    a temporal tile; without the move they are not. With spatial tiles the state is moved on
+    the whole picture, each tile taking what crosses its edge from its neighbour: closer to the
+    untiled stream than moving each tile's state on its own (its edges repeated) or not at all."""
+    torch.manual_seed(0)
+    model = TinyVAE(Arch()).eval()
+    j, dx, dy = 2, 2, -1  # cells; the content of cell p goes to p + (dx, dy)
+    f = 4 * j - 3  # latent j's first frame
+    wide = torch.rand(3, 1 + 4 * 5, 8 * 34, 8 * 44, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    def window(x: torch.Tensor, cx: int, cy: int, s: int) -> torch.Tensor:  # 24 x 36 cells of the scene
+        return x[..., s * cy : s * (cy + 24), s * cx : s * (cx + 36)]
+    new = window(wide, 4 - dx, 4 - dy, 8)  # the old window's content moved by (dx, dy)
+    seen = torch.cat([window(wide, 4, 4, 8)[:, :f], new[:, f:]], 1)
+    def encoded(x: torch.Tensor, L: int, tile: int, move: bool) -> torch.Tensor:
+        enc = CausalEncoder(tiny_runner(model, Tiling(latent_frames=L, overlap_latents=0, tile_px=tile, overlap_px=64)), 4)
+        if move:
+            enc.move(j, dx, dy)
+        return torch.cat(list(enc.push(x)) + list(enc.finish()), 1)[:, j:]
+    exact, inner = encoded(new, 2, 896, False), (..., slice(11, 13), slice(11, 25))  # cells far from every edge
+    for L in (1, 3):  # the move at a temporal tile's first latent frame, then inside one (the call is cut there)
+        torch.testing.assert_close(encoded(seen, L, 896, True)[inner], exact[inner], rtol=0, atol=1e-4)
+        assert (encoded(seen, L, 896, False)[inner] - exact[inner]).abs().max() > 1e-2
+    away = (..., slice(3, 21), slice(3, 33))
+    err = {how: (encoded(seen, 2, 128, how != "still") - exact)[away].abs().mean().item() for how in ("whole", "still")}
+    with pytest.MonkeyPatch.context() as mp:  # each spatial tile's state moved on its own
+        mp.setattr(tiling, "move_states", lambda states, dx, dy, unit=1: states.update(
+            {k: [tiling.shifted(t, dx, dy) for t in v] for k, v in states.items()}))
+        err["each tile"] = (encoded(seen, 2, 128, True) - exact)[away].abs().mean().item()
+    assert err["whole"] < err["each tile"] < err["still"], err
+
+    z = torch.randn(16, 9, 34, 44, generator=torch.Generator().manual_seed(7))
+    lat = torch.cat([window(z, 4, 4, 1)[:, :j], window(z, 4 - dx, 4 - dy, 1)[:, j:]], 1)
+    def decoded(latents: torch.Tensor, L: int, moves: dict | None, frames: tuple[int, int] = (0, 33)) -> torch.Tensor:
+        dec = decoder_for(tiny_runner(model, Tiling(latent_frames=L, overlap_latents=0, tile_px=896, overlap_px=64)),
+                          4, latents.shape[1], model.reach, moves)
+        a, b = dec.seek(*frames)
+        parts = [(f0, x) for f0, x in dec.push(latents[:, a:b])]
+        return torch.cat([x for _, x in parts], 1)[:, frames[0] - parts[0][0] : frames[1] - parts[0][0]]
+    exact, px = decoded(window(z, 4 - dx, 4 - dy, 1), 2, None)[:, f:], (..., slice(8 * 11, 8 * 13), slice(8 * 11, 8 * 25))
+    for L in (1, 3):
+        torch.testing.assert_close(decoded(lat, L, {j: (dx, dy)})[:, f:][px], exact[px], rtol=0, atol=1e-4)
+        assert (decoded(lat, L, None)[:, f:][px] - exact[px]).abs().max() > 1e-2
+    # a seek whose cold start falls on the move's latent frame decodes what the full decode gives
+    full = decoded(lat, 1, {j: (dx, dy)})
+    torch.testing.assert_close(decoded(lat, 1, {j: (dx, dy)}, (21, 25)), full[:, 21:25], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("L", [1, 2, 5])

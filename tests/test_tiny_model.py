@@ -108,40 +108,6 @@ def test_streamed_calls_equal_one_whole_clip_call(random_model):
 
 
 @torch.inference_mode()
-def test_memory_moved_with_the_content_is_the_memory_of_the_moved_content(random_model):
-    """A steadied canvas whose window moves by whole cells before latent frame j: streamed
-    with that move, the encoder's latents and the decoder's frames from j on are, away from
-    the edges the move uncovers, exactly those of a stream that saw the moved content all
-    along; without the move they are not (the memory still shows the old window)."""
-    m, j, dx, dy = random_model, 2, 2, -1  # cells; the content of cell p goes to p + (dx, dy)
-    wide = _clip(1 + 4 * 3, 8 * 34, 8 * 44, seed=6)  # the scene; windows of 8x24 x 8x36 cells
-    def window(x: torch.Tensor, cx: int, cy: int, s: int) -> torch.Tensor:
-        return x[..., s * cy : s * (cy + 24), s * cx : s * (cx + 36)]
-    f = 4 * j - 3  # latent j's first frame
-    old, new = window(wide, 4, 4, 8), window(wide, 4 - dx, 4 - dy, 8)  # new: the old window's content moved
-    seen = torch.cat([old[:, :, :f], new[:, :, f:]], 2)
-    inner = (..., slice(11, 13), slice(11, 25))  # cells far from every edge of the 24x36-cell window
-    always = m.encode(new)[0]
-    for calls in ([f, 8], [f - 4, 12]):  # the move at a call's first latent frame, then within a call
-        def encoded(moves: bool) -> torch.Tensor:
-            a, state = m.encode_step(seen[:, :, : calls[0]], None)
-            at = {j - 1 - (calls[0] - 1) // 4: (dx, dy)} if moves else None  # j's index in the second call
-            return torch.cat([a, m.encode_step(seen[:, :, calls[0] :], state, at)[0]], 2)
-        torch.testing.assert_close(encoded(True)[:, :, j:][inner], always[:, :, j:][inner], rtol=0, atol=1e-4)
-        assert (encoded(False)[:, :, j:][inner] - always[:, :, j:][inner]).abs().max() > 1e-2
-    z = torch.randn(1, m.latent_channels, 4, 34, 44, generator=torch.Generator().manual_seed(7))
-    lat = torch.cat([window(z, 4, 4, 1)[:, :, :j], window(z, 4 - dx, 4 - dy, 1)[:, :, j:]], 2)
-    always = m.decode(window(z, 4 - dx, 4 - dy, 1))
-    px = (..., slice(8 * 11, 8 * 13), slice(8 * 11, 8 * 25))
-    for first in (j, j - 1):  # latent frames in the first call
-        def decoded(moves: bool) -> torch.Tensor:
-            a, state = m.decode_step(lat[:, :, :first], None)
-            return torch.cat([a, m.decode_step(lat[:, :, first:], state, {j - first: (dx, dy)} if moves else None)[0]], 2)
-        torch.testing.assert_close(decoded(True)[:, :, f:][px], always[:, :, f:][px], rtol=0, atol=1e-4)
-        assert (decoded(False)[:, :, f:][px] - always[:, :, f:][px]).abs().max() > 1e-2
-
-
-@torch.inference_mode()
 def test_a_cold_decode_is_exact_after_the_reach_and_not_before(shipped):
     """A decode started cold at latent s (a seek) is exact from latent s + reach on, and the
     reach is the decoder's real memory, no longer than it needs to be (the shipped weights:

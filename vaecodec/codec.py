@@ -490,11 +490,11 @@ class Codec:
         if not model.streams:
             return TileRunner(encode_fn, decode_fn, model.spatial, tiling)
 
-        def encode_step(x: torch.Tensor, state: object, moves: dict | None) -> tuple[torch.Tensor, object]:
-            return model.encode_step(x.to(dtype, copy=True).div_(127.5).sub_(1), state, moves)
+        def encode_step(x: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+            return model.encode_step(x.to(dtype, copy=True).div_(127.5).sub_(1), state)
 
-        def decode_step(z: torch.Tensor, state: object, moves: dict | None) -> tuple[torch.Tensor, object]:
-            return model.decode_step(z.to(dtype), state, moves)
+        def decode_step(z: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+            return model.decode_step(z.to(dtype), state)
 
         return TileRunner(encode_fn, decode_fn, model.spatial, tiling, encode_step, decode_step)
 
@@ -681,7 +681,7 @@ class Codec:
 
                 def steadied(segments: Iterator[cam.Segment]) -> None:
                     for pictures, params, moved, shift in sw.iterate(segments, "camera"):
-                        if shift is not None and model.streams and not (shift[0] % s or shift[1] % s):
+                        if shift is not None and model.state_on_grid and not (shift[0] % s or shift[1] % s):
                             # the window moved by whole latent cells: the model's memory moves with it
                             latent, cells = _latent_of(views.end, model.temporal), (shift[0] // s, shift[1] // s)
                             for stream in (enc, refiner) if refiner else (enc,):
@@ -1256,7 +1256,7 @@ class LatentFile:
         if model.streams:  # the result does not depend on the temporal tile: this decoder picks its own
             s = model.spatial
             tiling = replace(tiling, latent_frames=codec._tiling(model, self.lat_h * s, self.lat_w * s).latent_frames)
-        if self._shifts and not model.streams:
+        if self._shifts and not model.state_on_grid:
             raise FormatError(f"{self.reader.path}: camera_shift moves a memory that {model.model_id} does not carry")
         dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach, self._shifts)
         lat_start, lat_stop = dec.seek(start, stop)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -176,19 +175,28 @@ class TileRunner:
         return self.decode_step is not None
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, states: dict | None = None, moves: dict | None = None) -> torch.Tensor:
-        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32 (a continued stream: m*t frames -> m);
-        ``moves``: the call's ``VideoVAE.encode_step`` moves (a continued stream only)."""
+    def encode(self, x: torch.Tensor, states: dict | None = None) -> torch.Tensor:
+        """[1,3,1+m*t,H,W] -> [1,C,1+m,H/s,W/s] float32 (a continued stream: m*t frames -> m)."""
         t = self.tiling
-        fn = self.encode_fn if states is None else partial(self.encode_step, moves=moves)
+        fn = self.encode_fn if states is None else self.encode_step
         return _tiled_2d(fn, x, t.tile_px, t.overlap_px, 1 / self.spatial, states).float()
 
     def decode(self, z: torch.Tensor, grad: bool = False, states: dict | None = None,
-               moves: dict | None = None) -> torch.Tensor:
+               moves: dict[int, tuple[int, int]] | None = None) -> torch.Tensor:
         """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32 (a continued stream: m -> m*t frames);
-        ``grad``: differentiable in ``z`` (for the encoder's latent refinement, ``vaecodec.refine``)."""
+        ``grad``: differentiable in ``z`` (for the encoder's latent refinement, ``vaecodec.refine``);
+        ``moves`` ({latent frame of z: (dx, dy) cells}): the stream's state moves before those
+        latent frames (``move_states``), the call split there."""
+        if moves and states is not None:
+            cuts = sorted({0, *moves, z.shape[2]})
+            parts = []
+            for a, b in zip(cuts, cuts[1:]):
+                if a in moves:
+                    move_states(states, *moves[a])
+                parts.append(self.decode(z[:, :, a:b], grad, states))
+            return torch.cat(parts, 2)
         s, t = self.spatial, self.tiling
-        fn = self.decode_fn if states is None else partial(self.decode_step, moves=moves)
+        fn = self.decode_fn if states is None else self.decode_step
         with torch.set_grad_enabled(grad):
             return _tiled_2d(fn, z, t.tile_px // s, t.overlap_px // s, s, states).float()
 
@@ -323,8 +331,58 @@ class StreamingDecoder:
             yield f0, out
 
 
+def shifted(f: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """[..., h, w] with its content moved by whole cells (what was at p goes to p + (dx, dy)),
+    the edges repeated into what the move uncovers."""
+    h, w = f.shape[-2:]
+    iy = (torch.arange(h, device=f.device) - dy).clamp_(0, h - 1)
+    ix = (torch.arange(w, device=f.device) - dx).clamp_(0, w - 1)
+    return f.index_select(-2, iy).index_select(-1, ix)
+
+
+def _depth(n: int, device: torch.device) -> torch.Tensor:
+    """How far each of ``n`` cells lies from the nearer end of its tile."""
+    i = torch.arange(n, device=device)
+    return torch.minimum(i, n - 1 - i)
+
+
+def move_states(states: dict, dx: int, dy: int, unit: int = 1) -> None:
+    """Move a stream's state (``VideoVAE.state_on_grid``: per spatial tile, a list of tensors
+    [B, C, h, w] on the tile's latent grid) by (dx, dy) whole latent cells, in place, as the
+    picture's content moved; ``unit``: the tiles' keys (their places in ``_tiled_2d``'s input)
+    are in units of 1/unit latent cell (pixels of the encoder's input: the spatial factor).
+
+    With several spatial tiles the move is made on the whole picture: each state is put together
+    from the tiles, every cell taken from the tile it lies deepest in (where that tile's state is
+    least touched by its edges), moved, and cut back into the tiles, so a tile takes what moves
+    in across its edge from its neighbour. The picture's edges are repeated into what the move
+    uncovers."""
+    if not states:  # a stream that starts cold here (a seek) has nothing to move
+        return
+    if len(states) == 1:
+        key = next(iter(states))
+        states[key] = [shifted(f, dx, dy) for f in states[key]]
+        return
+    boxes = {key: (key[0] // unit, key[1] // unit, *st[0].shape[-2:]) for key, st in states.items()}
+    H = max(y + h for y, _, h, _ in boxes.values())
+    W = max(x + w for _, x, _, w in boxes.values())
+    moved: dict = {key: [] for key in states}
+    for i, ref in enumerate(next(iter(states.values()))):
+        whole = ref.new_zeros(*ref.shape[:-2], H, W)
+        depth = torch.full((H, W), -1, device=ref.device)
+        for key, (y, x, h, w) in boxes.items():
+            d = torch.minimum(_depth(h, ref.device)[:, None], _depth(w, ref.device)[None])
+            deeper = d > depth[y : y + h, x : x + w]
+            whole[..., y : y + h, x : x + w] = torch.where(deeper, states[key][i], whole[..., y : y + h, x : x + w])
+            depth[y : y + h, x : x + w] = torch.maximum(d, depth[y : y + h, x : x + w])
+        whole = shifted(whole, dx, dy)
+        for key, (y, x, h, w) in boxes.items():
+            moved[key].append(whole[..., y : y + h, x : x + w].clone())
+    states.update(moved)
+
+
 def moves_in(moves: dict[int, tuple[int, int]], first: int, end: int) -> dict[int, tuple[int, int]]:
-    """The moves of latent frames [first, end), by their index in that call."""
+    """The moves of latent frames [first, end), by their index from ``first``."""
     return {j - first: m for j, m in moves.items() if first <= j < end}
 
 
@@ -368,15 +426,18 @@ class CausalEncoder:
             yield self._run(min(self.L, (len(self.frames) - (self.states is None)) // self.t))
 
     def _run(self, m: int) -> torch.Tensor:
+        start, first = self.states is None, self.latents_out
+        # a call ends before a move, so that the state moves between calls
+        m = min([m] + [j - first - start for j in self.moves if first < j])
         n = self._need(m)
         clip = torch.stack(self.frames[:n], dim=1)[None]  # [1, 3, n, H, W]
-        first, self.latents_out = self.latents_out, self.latents_out + m + (self.states is None)
-        if self.states is None:
+        self.latents_out += m + start
+        if start:
             self.states = {}
+        elif first in self.moves:
+            move_states(self.states, *self.moves.pop(first), unit=self.runner.spatial)
         del self.frames[:n]
-        moves = moves_in(self.moves, first, self.latents_out)
-        self.moves = {j: mv for j, mv in self.moves.items() if j >= self.latents_out}
-        return self.runner.encode(clip, self.states, moves)[0]
+        return self.runner.encode(clip, self.states)[0]
 
 
 class CausalDecoder:
@@ -387,7 +448,9 @@ class CausalDecoder:
     A seek starts the stream cold at a tile boundary at least ``reach`` latent frames before
     the first one it needs (``VideoVAE.reach``: from there on the output no longer depends on
     the cold start) and runs whole tiles, so it computes what a full decode computes for those
-    frames, tile by tile and bit for bit. Same interface.
+    frames, tile by tile and bit for bit. ``moves`` ({latent frame: (dx, dy) cells}) are the
+    moves ``CausalEncoder.move`` made: the state moves before those latent frames as it did
+    there. Same interface.
     """
 
     def __init__(self, runner: TileRunner, temporal: int, n_latents: int, reach: int,

@@ -76,20 +76,19 @@ class VideoVAE(nn.Module):
     # starts that far before the first frame it needs).
     streams: bool = False
     reach: int = 0
+    # A streaming model whose state is a list of tensors [B, C, h, w] on its tile's latent grid
+    # sets ``state_on_grid``: the pipeline can then move that state by whole latent cells when
+    # the picture's content moves (a steadied canvas's window: ``tiling.move_states``).
+    state_on_grid: bool = False
 
-    def encode_step(self, x: torch.Tensor, state: object | None,
-                    moves: dict[int, tuple[int, int]] | None = None) -> tuple[torch.Tensor, object]:
+    def encode_step(self, x: torch.Tensor, state: object | None) -> tuple[torch.Tensor, object]:
         """Continue an encode stream (``state`` None starts one): [B,3,1+k*temporal,H,W] at the
-        start, [B,3,k*temporal,H,W] after it -> (mean [B,C,1+k or k,h,w], the next call's state).
-        ``moves`` maps a latent frame of the call to the whole latent cells (dx, dy) the picture's
-        content moved by just before it (a steadied canvas's window moved): the state moves too."""
+        start, [B,3,k*temporal,H,W] after it -> (mean [B,C,1+k or k,h,w], the next call's state)."""
         raise NotImplementedError
 
-    def decode_step(self, z: torch.Tensor, state: object | None,
-                    moves: dict[int, tuple[int, int]] | None = None) -> tuple[torch.Tensor, object]:
+    def decode_step(self, z: torch.Tensor, state: object | None) -> tuple[torch.Tensor, object]:
         """Continue a decode stream (``state`` None starts one): [B,C,t,h,w] -> (frames
-        [B,3,1+(t-1)*temporal at the start or t*temporal after it,H,W], the next call's state);
-        ``moves`` as ``encode_step``'s, by latent frame of ``z``."""
+        [B,3,1+(t-1)*temporal at the start or t*temporal after it,H,W], the next call's state)."""
         raise NotImplementedError
 
     @property

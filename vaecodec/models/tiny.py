@@ -156,25 +156,12 @@ class MemBlock(nn.Module):
             prev = F.conv2d(x, wa[:, c:], None, padding=self.a.padding)
         cur5, prev5 = cur.view(n // t, t, c, h, w), prev.view(n // t, t, c, h, w)
         cur5[:, 1:] += prev5[:, :-1]  # frame i also sees frame i-1
-        moves = carry.at_rate(t) if carry is not None else {}
-        for i, (dx, dy) in moves.items():  # the content moved before frame i: so does its memory
-            if i:
-                cur5[:, i] += shifted(prev5[:, i - 1], dx, dy) - prev5[:, i - 1]
         if carry is not None:
             before = carry.take()
             if before is not None:
-                cur5[:, 0] += shifted(before, *moves[0]) if 0 in moves else before
+                cur5[:, 0] += before
             carry.keep(prev5[:, -1].clone())  # what the next call's first frame sees of this one's last
         return x + self.b(F.relu(cur, inplace=True))
-
-
-def shifted(f: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """[..., h, w] with its content moved by whole cells (what was at p goes to p + (dx, dy)),
-    the edges repeated into what the move uncovers."""
-    h, w = f.shape[-2:]
-    iy = (torch.arange(h, device=f.device) - dy).clamp_(0, h - 1)
-    ix = (torch.arange(w, device=f.device) - dx).clamp_(0, w - 1)
-    return f.index_select(-2, iy).index_select(-1, ix)
 
 
 class Carry:
@@ -185,27 +172,11 @@ class Carry:
     the previous one stopped: tiles decoded one after another with a carry give the frames of
     one whole-clip call, with no overlap to recompute and no seams to blend. ``Carry()`` starts
     a stream (its first call gets the causal warm-up); ``Carry(previous.kept)`` continues it.
-
-    ``moves`` ({latent frame of the call: (dx, dy) latent cells}) says where the picture's
-    content moved by whole cells before a latent frame's first pixel frame (a steadied canvas
-    whose window moved): every memory block moves its view of the frame before by as much, so
-    the memory matches the moved content. The state lives on the latent grid at every block,
-    so the move is exact but for the cells it uncovers.
     """
 
-    def __init__(self, given: list[torch.Tensor] | None = None,
-                 moves: dict[int, tuple[int, int]] | None = None) -> None:
+    def __init__(self, given: list[torch.Tensor] | None = None) -> None:
         self.given = given or []
         self.kept: list[torch.Tensor] = []
-        self.moves = moves or {}
-        self.latents = 0  # latent frames of the call, set by the model once known
-
-    def at_rate(self, t: int) -> dict[int, tuple[int, int]]:
-        """The moves by the frame index of a block that sees ``t`` frames in this call: a latent
-        frame j's first frame is frame (t / latents) * j at the latent rate and the pixel rate
-        alike (a stream's start pools 3 warm-up frames with its first frame)."""
-        rate = t // self.latents if self.latents else 0
-        return {rate * j: m for j, m in self.moves.items()}
 
     @property
     def starts(self) -> bool:
@@ -248,8 +219,6 @@ class TinyEncoder(nn.Module):
                 f5[i, lead + j : lead + j + n] = _nhwc(self._features(x[i, :, j : j + n]))
         f5[:, :lead] = f5[:, lead : lead + 1]
         tp = t + lead
-        if carry is not None:
-            carry.latents = tp // 4
         f = F.relu(self.mem(_nchw(f5.reshape(b * tp, h8, w8, C2)), tp, carry), inplace=True)
         tl = tp // 4
         # fold groups of 4 frames into channels (frame-major): [B*t_lat, 4*C2, h, w]
@@ -322,8 +291,6 @@ class TinyDecoder(nn.Module):
     def forward(self, z: torch.Tensor, carry: Carry | None = None) -> torch.Tensor:
         """[B, latent, t, h, w] -> [B, 3, 1+4(t-1), 8h, 8w] (4t frames continuing a ``carry``)."""
         b, _, tl, h, w = z.shape
-        if carry is not None:
-            carry.latents = tl
         f = _nchw(z.permute(0, 2, 3, 4, 1).reshape(b * tl, h, w, self.latent))  # [B*t, latent, h, w] channels_last
         f = F.relu(self.inp(f), inplace=True)
         for blk in self.blocks:
@@ -384,6 +351,7 @@ class TinyVAE(VideoVAE):
     # a latent frame's pixels depend on the 4 latent frames before it, no further.
     streams = True
     reach = 4
+    state_on_grid = True  # every memory block works at 1/8 resolution (``Carry``)
     # tiling_for picks the temporal tile (8 latent frames is only a fallback). 896 px keeps 480p
     # (854x480) in one spatial tile (no seams, no overlap work) while 1080p tiles stay ~1 GB of activations;
     # 64 px overlap covers most of the ~70 px receptive field of the 1/8-resolution stack.
@@ -410,19 +378,17 @@ class TinyVAE(VideoVAE):
         """[B,latent,1+k,h,w] -> [B,3,1+4k,8h,8w]."""
         return self.decoder(z)
 
-    def encode_step(self, x: torch.Tensor, state: list[torch.Tensor] | None,
-                    moves: dict[int, tuple[int, int]] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode_step(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         start = state is None
         t, h, w = x.shape[2:]
         if (t - start) % 4 or t < (1 if start else 4) or h % 8 or w % 8:
             raise ValueError(f"a tiny encode stream takes {'1+4k' if start else '4k'} frames per call and H, W "
                              f"multiples of 8, got {tuple(x.shape)}")
-        carry = Carry(state, moves)
+        carry = Carry(state)
         return self.encoder(x, carry)[0], carry.kept
 
-    def decode_step(self, z: torch.Tensor, state: list[torch.Tensor] | None,
-                    moves: dict[int, tuple[int, int]] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        carry = Carry(state, moves)  # a new one per call: a checkpointed call may run twice
+    def decode_step(self, z: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        carry = Carry(state)  # a new one per call: a checkpointed call may run twice
         return self.decoder(z, carry), carry.kept
 
     @property
