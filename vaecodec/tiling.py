@@ -11,7 +11,9 @@ frames (cross-faded on decode). The warm-up end of each tile always gets the low
 A model that streams (``VideoVAE.streams``: its causal state between calls is a small carry,
 as in the embedded model) needs none of that in time: ``CausalEncoder``/``CausalDecoder`` run
 tiles one after another with no overlap, each continuing the state the previous one left, and
-give exactly what one whole-clip call gives.
+give exactly what one whole-clip call gives. When the picture's content moves by whole latent
+cells (a steadied canvas's window), a model whose state lies on the latent grid has that state
+moved with it between calls (``move_states``).
 
 Spatial tiles split frames larger than ``tile_px`` into overlapping tiles whose results are
 blended with separable linear ramps, in latent space on encode and pixel space on decode
