@@ -378,6 +378,24 @@ def test_the_decoders_memory_moves_with_the_window(photo, tmp_path, tile):
             assert len(f.problems) == 1
 
 
+def test_refinement_follows_the_window_moves(photo, tmp_path):
+    """--refine searches the latents through a decoder whose memory moves where the window
+    moves, as the real decoder's does: the refined file keeps its moves, and decodes as well as
+    the plain one, the frames after a move included."""
+    xs = np.cumsum([0.0] + [0.5] * 32 + [3.0] * 12) + 30
+    src = render(photo, 160, 128, list(xs), [40] * len(xs), [1.0] * len(xs))
+    clip = _lossless(src, tmp_path / "faster.mkv")
+    got = {}
+    for name, refine in (("plain", 0), ("refined", 2)):
+        Codec(device="cpu", quality=5, refine=refine).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            moved = [1 + 4 * (j - 1) for j in sorted(f._shifts)]
+            out = f.frames_tensor().numpy()
+        got[name] = (moved, psnr(out, src), min(psnr(out[m], src[m]) for m in moved))
+    assert got["refined"][0] == got["plain"][0] and got["plain"][0], got
+    assert got["refined"][1] > got["plain"][1] - 0.1 and got["refined"][2] > got["plain"][2] - 0.3, got
+
+
 def test_refinement_works_on_the_canvas(photo, tmp_path):
     """--refine searches the latents of the canvas (the model's input), all of it: the file
     is steadied, decodes, and is no worse than without the search."""
