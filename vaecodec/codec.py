@@ -681,14 +681,13 @@ class Codec:
 
                 def steadied(segments: Iterator[cam.Segment]) -> None:
                     for pictures, params, moved, shift in sw.iterate(segments, "camera"):
-                        if shift is not None and model.state_on_grid and not (shift[0] % s or shift[1] % s):
-                            # the window moved by whole latent cells: the model's memory moves with it
-                            latent, cells = _latent_of(views.end, model.temporal), (shift[0] // s, shift[1] // s)
+                        # a window moved by whole latent cells: the model's memory moves with it
+                        follows = shift is not None and model.state_on_grid and not (shift[0] % s or shift[1] % s)
+                        if follows:
+                            latent = _latent_of(views.end, model.temporal)
                             for stream in (enc, refiner) if refiner else (enc,):
-                                stream.move(latent, *cells)
-                            views.add(params, moved, shift)
-                        else:
-                            views.add(params, moved)
+                                stream.move(latent, shift[0] // s, shift[1] // s)
+                        views.add(params, moved, shift if follows else None)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
@@ -913,8 +912,8 @@ class LatentFile:
             self.canvas = bool(self.reader.flags & FLAG_CANVAS)
             if self.canvas:
                 self.canvas_size = int(video["canvas_width"]), int(video["canvas_height"])
-            self.shifts = bool(self.reader.flags & FLAG_SHIFT)  # the memory moves with the canvas's window
-            if self.shifts and not self.canvas:
+            self._shift_flag = bool(self.reader.flags & FLAG_SHIFT)  # the memory moves with the canvas's window
+            if self._shift_flag and not self.canvas:
                 raise ValueError("the shift flag (0x0004) needs the canvas flag (0x0002)")
             self.fps = Fraction(video["fps"])
             self.sar = Fraction(video.get("sar", "1"))  # the pixels' aspect on screen (absent: square)
@@ -1063,7 +1062,7 @@ class LatentFile:
         """The latent frame a ``camera_shift`` entry [frame, dx, dy] moves the memory before,
         checked: a latent frame's first frame within the chunk's, a move by whole latent cells."""
         t, s = self.temporal, self.spatial
-        if not self.shifts:
+        if not self._shift_flag:
             raise FormatError("camera_shift in a file without the shift flag (0x0004)")
         if not (isinstance(m, list) and len(m) == 3 and all(type(v) is int for v in m)
                 and first <= m[0] < end and m[0] > 0 and (m[0] - 1) % t == 0 and not (m[1] % s or m[2] % s)

@@ -368,15 +368,19 @@ def move_states(states: dict, dx: int, dy: int, unit: int = 1) -> None:
     boxes = {key: (key[0] // unit, key[1] // unit, *st[0].shape[-2:]) for key, st in states.items()}
     H = max(y + h for y, _, h, _ in boxes.values())
     W = max(x + w for _, x, _, w in boxes.values())
+    first = next(iter(states.values()))[0]
+    depth = torch.full((H, W), -1, device=first.device)
+    deeper = {}  # per tile, the cells it lies deeper in than the tiles before it
+    for key, (y, x, h, w) in boxes.items():
+        d = torch.minimum(_depth(h, first.device)[:, None], _depth(w, first.device)[None])
+        deeper[key] = d > depth[y : y + h, x : x + w]
+        depth[y : y + h, x : x + w] = torch.maximum(d, depth[y : y + h, x : x + w])
     moved: dict = {key: [] for key in states}
     for i, ref in enumerate(next(iter(states.values()))):
         whole = ref.new_zeros(*ref.shape[:-2], H, W)
-        depth = torch.full((H, W), -1, device=ref.device)
         for key, (y, x, h, w) in boxes.items():
-            d = torch.minimum(_depth(h, ref.device)[:, None], _depth(w, ref.device)[None])
-            deeper = d > depth[y : y + h, x : x + w]
-            whole[..., y : y + h, x : x + w] = torch.where(deeper, states[key][i], whole[..., y : y + h, x : x + w])
-            depth[y : y + h, x : x + w] = torch.maximum(d, depth[y : y + h, x : x + w])
+            part = whole[..., y : y + h, x : x + w]
+            whole[..., y : y + h, x : x + w] = torch.where(deeper[key], states[key][i], part)
         whole = shifted(whole, dx, dy)
         for key, (y, x, h, w) in boxes.items():
             moved[key].append(whole[..., y : y + h, x : x + w].clone())
