@@ -346,7 +346,7 @@ def test_the_decoders_memory_moves_with_the_window(photo, tmp_path, tile):
     xs = np.cumsum([0.0] + [0.5] * 32 + [3.0] * 12) + 30
     src = render(photo, 160, 128, list(xs), [40] * len(xs), [1.0] * len(xs))
     clip = _lossless(src, tmp_path / "faster.mkv")
-    Codec(device="cpu", quality=5, chunk_latents=2, tile_px=tile).encode(clip, tmp_path / "f.vlat")
+    result = Codec(device="cpu", quality=5, chunk_latents=2, tile_px=tile).encode(clip, tmp_path / "f.vlat")
     with vaecodec.open(tmp_path / "f.vlat", device="cpu") as f:
         assert f.reader.flags == FLAG_CANVAS | FLAG_SHIFT and f._shifts and not f._moved, f.header["video"]
         moved = [1 + 4 * (j - 1) for j in sorted(f._shifts)]  # the first frames of the latent frames
@@ -363,6 +363,7 @@ def test_the_decoders_memory_moves_with_the_window(photo, tmp_path, tile):
         header, flags = r.header, r.flags
         chunks = [(c.kind, r.read(c.index), dict(c.meta), c.coding) for c in r.chunks]
     n_moves = sum(len(c[2].get("camera_shift", [])) for c in chunks)
+    assert result.window_moves == n_moves == len(moved)
     info = invoke("info", tmp_path / "f.vlat")
     assert info.returncode == 0 and f"its window moved {n_moves} time" in info.stdout, info.stdout
     victim = next(i for i, c in enumerate(chunks) if "camera_shift" in c[2])

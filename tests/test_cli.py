@@ -561,6 +561,7 @@ def test_encode_steadies_a_pan_unless_told_not_to(tmp_path):
     assert steadied.returncode == 0 and plain.returncode == 0, steadied.stderr + plain.stderr
     canvas = json.loads(steadied.stdout)["canvas"]
     assert canvas[0] > 160 and canvas[1] >= 128 and json.loads(plain.stdout)["canvas"] is None
+    assert json.loads(steadied.stdout)["window_moves"] == 0  # the margin holds this pan
     info = run("info", tmp_path / "a.vlat")
     assert info.returncode == 0 and f"steadied on a {canvas[0]}x{canvas[1]} canvas" in info.stdout, info.stdout
     assert "window moved" not in info.stdout  # the margin holds this pan

@@ -333,7 +333,7 @@ def encode(
         _summary(f"encoded {Path(src).name} → {dst.name}", [
             ("frames", f"{r.frames} @ {float(r.fps):.3f} fps, {r.width}x{r.height}"
                        + (" (coded at {}x{})".format(*r.coded_size) if r.coded_size != (r.width, r.height) else "")
-                       + (" (steadied on a {}x{} canvas)".format(*r.canvas) if r.canvas else "")),
+                       + (" (steadied on a {}x{} canvas{})".format(*r.canvas, _times(r.window_moves)) if r.canvas else "")),
             ("model", f"{r.model_id} ({codec.device.type}, {DTYPE_NAMES[codec.encode_dtype]})"),
             ("latents", "x".join(map(str, r.latent_shape)) + f" ({r.quantization.get('scheme')})"),
             ("size", _human(r.file_bytes) + (f" (input {_human(r.input_bytes)})" if r.input_bytes else "")),
@@ -507,9 +507,13 @@ def info(
 def _moves(chunks: list[dict]) -> str:
     """How often a steadied file's window moved over its canvas (the chunks' ``camera_shift``
     and ``camera_moved`` lists), as a phrase for ``info``."""
-    n = sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
-            for key in ("camera_shift", "camera_moved") if isinstance(c["meta"].get(key), list))
-    return f", its window moved {n} time{'s' * (n != 1)}" if n else ""
+    return _times(sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
+                      for key in ("camera_shift", "camera_moved") if isinstance(c["meta"].get(key), list)))
+
+
+def _times(moves: int) -> str:
+    """The phrase that follows a canvas's size: how often its window moved (nothing for never)."""
+    return f", its window moved {moves} time{'s' * (moves != 1)}" if moves else ""
 
 
 def _info_many(paths: list[Path], verify: bool, as_json: bool) -> None:

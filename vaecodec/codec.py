@@ -165,6 +165,7 @@ class EncodeResult(Result):
     scale: float = 1.0  # the picture was coded at about this fraction of its width and height
     coded_size: tuple[int, int] = (0, 0)  # (width, height) the model coded: even numbers
     canvas: tuple[int, int] | None = None  # (width, height) of the steadied canvas, if the camera moved
+    window_moves: int = 0  # how often the window over the canvas moved (the pan outran its margin)
 
     @property
     def bpp(self) -> float:
@@ -235,12 +236,14 @@ class _Views:
         self.start = self.end = 0  # frames [start, end) are held
         self.moved: list[int] = []  # frames held whose window moved, the model's memory not with it
         self.shifts: list[list[int]] = []  # [frame, dx, dy]: frames held whose window moved, the memory with it
+        self.moves = 0  # window moves so far
 
     def add(self, params: np.ndarray, moved: bool, shift: tuple[int, int] | None = None) -> None:
         if shift is not None:
             self.shifts.append([self.end, *shift])
         elif moved:
             self.moved.append(self.end)
+        self.moves += moved
         self.params.extend(params)
         self.end += len(params)
 
@@ -733,6 +736,7 @@ class Codec:
             scale=scale,
             coded_size=(cw, ch),
             canvas=canvas,
+            window_moves=views.moves if views is not None else 0,
         )
 
     # -- decode --------------------------------------------------------------------------
