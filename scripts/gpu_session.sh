@@ -6,34 +6,32 @@
 #   1. installs the carried wheels (.whl/, made by `scripts/gpu_session.sh --prepare` here);
 #   2. measures the model and the entropy coder at 480p in bf16 and fp16, and entropy decoding
 #      on 1, 4 and 8 worker processes (speed.txt; SPEED=0 skips it);
-#   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, copying
-#      the run's checkpoints and logs to $OUT every 20 s, so a cut-off call still returns them.
+#   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, one run per
+#      entry of VARIANTS side by side (default one, "run:"), copying each run's best checkpoint,
+#      state and logs to $OUT/NAME every 20 s, so a cut-off call still returns them.
 # `pipeline`: whole-file encode and decode of a 10 s 480p clip (benchmarks/gpu_pipeline.py,
-#   pipeline.txt): the end-to-end decode fps, and the encode with --refine 20. Needs PyAV, whose wheel (35 MB) does not fit
-#   the 64 MiB carry beside the photos, hence its own call (on the warm machine: no start-up).
+#   pipeline.txt): the end-to-end decode fps, and the encode with --refine 20. Needs PyAV, whose
+#   wheel (35 MB) does not fit the 64 MiB carry beside the photos, hence its own call.
 #
 # Here, once:   bash scripts/gpu_session.sh --prepare   (wheels for the GPU machine's Python, the clip)
-# There:        run(command="bash scripts/gpu_session.sh", carry=[".whl", "data/photos"], timeout_s=590)
-#               run(command="bash scripts/gpu_session.sh pipeline", carry=[".whl", ".whl-av", "data/gpu"], timeout_s=180)
-#   v8's session (15 min of device time): SPEED=0 TRAIN_SECONDS=530 for the first call (562 s of command,
-#   595 s of device time with the start), then at once on the warm machine the pipeline call with
-#   PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0" (59 s; a 60 s clip's
-#   decode throughput: a 10 s clip had two chunks (one since chunks are 64 latent frames), its figure is latency), then give_back.
-#   2026-11-27's session ran TRAIN_EXTRA="--blocks8 3" (no better than more training of v8, not
-#   shipped) and then the pipeline with "--qualities 5 8", which ran out of its 240 s in quality 8's
-#   encode (the camera stage on the host, since halved). Next session, pipeline first, one quality
-#   per call on the warm machine:
-#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0 --qualities 5"  (timeout_s 200)
-#     PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 2 --no-mp4 --workers 12 --qualities 8"       (timeout_s 300)
-#   (the first checks the one-pass cut-out and the streaming tiles against the 856-895 fps of 2026-11-27; since the ladder
-#   went to 3.5x, quality 8 codes this busy clip at 3x, 2.25x the pixels of the 2x it had: use
-#   --loop 2 there, or `--qualities 7` for 2.5x), then train with what is left, e.g.
-#   TRAIN_EXTRA="--flicker 1" (docs/MODEL.md: halved the boundary flicker on the CPU).
+# There (15 min of device time, start-up included; the machine stays warm 30 s after a call):
+#   1. run(command='PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 6 --no-mp4 --workers 8 12 0 --qualities 5"
+#          bash scripts/gpu_session.sh pipeline', carry=[".whl", ".whl-av", "data/gpu"], timeout_s=200)
+#      94 s of command on 2026-11-27 (15:29 UTC), 128 s of device time with the start;
+#   2. at once, on the warm machine: run(command='SPEED=0 TRAIN_SECONDS=S VARIANTS="a:;b:--flag x"
+#          bash scripts/gpu_session.sh', carry=[".whl", "data/photos"], timeout_s=600), with S at most
+#      about 560 (a call runs 600 s at most, and the runs need ~30 s to start and to finish; the
+#      2026-11-27 call set 640, was cut at 600 s, and a third call fetched the finished runs);
+#   3. give_back.
+#   Two runs side by side took 147-151 ms a step each, as one run alone did (160 ms in v8's run):
+#   a step of this model leaves most of an H200 idle, so a comparison costs no steps.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
-#   TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" bash scripts/gpu_session.sh
+#   VARIANTS="a:;b:--flicker 1" TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" \
+#   bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
 #   bash scripts/gpu_session.sh pipeline
-# Afterwards:   copy the returned files to runs/gpu and `python -m vaecodec.train export --run runs/gpu`.
+# Afterwards:   copy $OUT/NAME to runs/NAME here and `python -m vaecodec.train export --run runs/NAME`.
+# The history of each lease is in docs/MODEL.md ("A leased GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,27 +91,44 @@ fi
     $PY benchmarks/entropy_threads.py --device "$DEVICE" --threads 1 --processes $WORKER_COUNTS
 } > "$OUT/speed.txt" 2>&1 || echo "speed measurement failed (see speed.txt)"
 
-copy_run() {
-    for f in last.safetensors best.safetensors state.json log.txt val.jsonl; do
-        [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/" || true
+# VARIANTS: runs trained side by side on the one GPU (a step of this small model leaves most of an
+# H200 idle), ";"-separated "name:extra flags", each from the shipped weights in $RUN/name, its
+# files (best checkpoint, state, log, stdout) copied to $OUT/name every 20 s, so a cut-off call
+# still returns them; 2 variants fill the 8 files a call returns.
+VARIANTS=${VARIANTS:-"run:"}
+copy_run() {  # NAME
+    for f in best.safetensors state.json log.txt; do
+        [ -f "$RUN/$1/$f" ] && cp "$RUN/$1/$f" "$OUT/$1/" || true
     done
 }
-train() {  # EXTRA...: one training process in its own session, its files copied out every 20 s
-    setsid $PY -m vaecodec.train train --run "$RUN" --device "$DEVICE" \
+train() {  # NAME EXTRA...: one training process in its own session
+    local name=$1; shift
+    mkdir -p "$OUT/$name"
+    # shellcheck disable=SC2086
+    setsid $PY -m vaecodec.train train --run "$RUN/$name" --device "$DEVICE" \
         --init vaecodec/models/weights/tiny-v8.safetensors --refine --blocks8 2 \
         --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
         --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
-        >> "$OUT/train.txt" 2>&1 &
-    local trainer=$!
-    while kill -0 "$trainer" 2>/dev/null; do
-        sleep 20
-        copy_run
-    done
-    wait "$trainer"
+        >> "$OUT/$name/train.txt" 2>&1
 }
-# the clip prefetch thread (CUDA stream of its own) is new since the last GPU run: if training
-# fails, go on from its last checkpoint with the clips made in line, as the v5 run did
-train || { echo "training exited with an error (see train.txt); retrying with --no-prefetch"; train --no-prefetch; } \
-    || echo "training exited with an error again (see train.txt)"
-copy_run
-ls -l "$OUT"
+# the clip prefetch thread (CUDA stream of its own) is new since v5's run: if training fails, go on
+# from its last checkpoint with the clips made in line, as the v5 run did
+variant() {  # NAME EXTRA...
+    train "$@" || { echo "$1 exited with an error (see $1/train.txt); retrying with --no-prefetch"; train "$@" --no-prefetch; } \
+        || echo "$1 exited with an error again (see $1/train.txt)"
+}
+names=()
+IFS=';' read -ra specs <<< "$VARIANTS"
+for spec in "${specs[@]}"; do
+    name=${spec%%:*}
+    names+=("$name")
+    # shellcheck disable=SC2086
+    variant "$name" ${spec#*:} &
+done
+while [ -n "$(jobs -rp)" ]; do
+    sleep 20
+    for name in "${names[@]}"; do copy_run "$name"; done
+done
+wait
+for name in "${names[@]}"; do copy_run "$name"; done
+ls -lR "$OUT"
