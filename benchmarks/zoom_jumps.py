@@ -1,0 +1,159 @@
+"""What a zoom past ``camera.MAX_ZOOM`` costs: the bytes of each latent frame around the new
+reference it starts, and how much of it a prediction from the old latents, resampled by the
+zoom, could save (docs/MODEL.md, "What a zoom jump costs").
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py [--qualities 3,5,8] [--work DIR]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --headroom
+
+A 4 s 640x360 zoom into each of two held-out photos (1.5x, with a slow drift) is rendered
+losslessly; the steadier starts one new reference in it. Each clip is encoded whole and cut
+after 49, 53, ..., 65 frames (the steadier decides causally, so the cut files share their
+segments); the differences of their latent bytes are the bytes of latent frames 12-15, the
+new reference's first latent frame among them.
+
+``--headroom`` encodes one 640x360 view of each photo and the same view zoomed 1.2x (and
+1/1.2x) about its centre, rounds the latents at the steps of qualities 3, 5 and 8, and prices
+the zoomed view's symbols by their order-0 entropy per channel (a proxy, not the coder) as
+they are (intra), as residuals against the first view's symbols in place, and against its
+latents resampled by the zoom (bilinear on the latent grid); a 3 px shift in place, the
+kind of residual the coder meets on a pan, is the yardstick.
+Needs the photos (scripts/fetch_training_data.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_benchmarks import load_photo  # noqa: E402
+
+from vaecodec.codec import Codec  # noqa: E402
+from vaecodec.container import VlatReader  # noqa: E402
+from vaecodec.video import VideoWriter  # noqa: E402
+
+PHOTOS = ("mate:LadyBird", "lomiri:life_by_Aitzol_Berasategi")
+CUTS = (49, 53, 57, 61, 65)
+
+
+def view(photo: np.ndarray, zoom: float, cx: float, cy: float, width: int = 640, height: int = 360) -> np.ndarray:
+    """uint8 [height, width, 3]: the photo around (cx, cy), its pixels 1/zoom photo pixels
+    apart (bicubic)."""
+    img = torch.from_numpy(photo).permute(2, 0, 1)[None].float()
+    H, W = photo.shape[:2]
+    px = cx - width / 2 / zoom + torch.arange(width, dtype=torch.float64) / zoom
+    py = cy - height / 2 / zoom + torch.arange(height, dtype=torch.float64) / zoom
+    grid = torch.stack(torch.meshgrid((2 * py + 1) / H - 1, (2 * px + 1) / W - 1, indexing="ij")[::-1], -1)
+    f = F.grid_sample(img, grid[None].float(), mode="bicubic", padding_mode="border", align_corners=False)
+    return f[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def zoom_clip(photo: np.ndarray, n: int = 100) -> np.ndarray:
+    """uint8 [n, 360, 640, 3]: a 1.5x zoom over n frames towards a point drifting right and down."""
+    H, W = photo.shape[:2]
+    return np.stack([view(photo, 1.5 ** (t / (n - 1)), W / 2 + 60 * t / (n - 1), H / 2 + 20 * t / (n - 1))
+                     for t in range(n)])
+
+
+def latent_bytes(clip: Path, out: Path, quality: int) -> tuple[int, list]:
+    """Latent chunk bytes of the clip's file and the frames its chunks list as moved."""
+    Codec("tiny", device="cpu", quality=quality).encode(clip, out, overwrite=True)
+    with VlatReader(out) as f:
+        chunks = list(f.chunks_of("latent"))
+        return sum(c.stored_size for c in chunks), sum((c.meta.get("camera_moved", []) for c in chunks), [])
+
+
+def order0_bytes(symbols: torch.Tensor) -> float:
+    """Order-0 entropy of integer symbols [C, h, w], per channel, summed, in bytes."""
+    total = 0.0
+    for plane in symbols:
+        counts = torch.unique(plane, return_counts=True)[1].double()
+        total -= float((counts * torch.log2(counts / counts.sum())).sum())
+    return total / 8
+
+
+def zoomed(latent: torch.Tensor, zoom: float, width: int, height: int) -> torch.Tensor:
+    """[C, h, w] latents of a width x height picture, resampled as the picture zoomed by
+    ``zoom`` about its centre: cell j (pixel centre 8j + 3.5) reads the old picture's pixel
+    c + (8j + 3.5 - c) / zoom."""
+    _, h, w = latent.shape
+    def axis(n: int, size: int) -> torch.Tensor:
+        centre = size / 2 - 0.5
+        old = centre + (torch.arange(n, dtype=torch.float64) * 8 + 3.5 - centre) / zoom  # old pixels
+        return (2 * ((old - 3.5) / 8) + 1) / n - 1  # grid_sample's coordinates of old cells
+    grid = torch.stack(torch.meshgrid(axis(h, height), axis(w, width), indexing="ij")[::-1], -1)[None].float()
+    return F.grid_sample(latent[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+@torch.inference_mode()
+def headroom(data: Path) -> None:
+    from vaecodec.models.tiny import load
+
+    model = load(None, torch.device("cpu"), torch.float32).eval()
+
+    def latent(frame: np.ndarray) -> torch.Tensor:  # [C, h, w] means of a one-frame clip
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+        return model.encode(x)[0][0, :, 0]
+
+    for key in PHOTOS:
+        photo = load_photo(key, data)
+        cx, cy = photo.shape[1] / 2, photo.shape[0] / 2
+        first = latent(view(photo, 1.0, cx, cy))
+        for quality, step in ((3, 1.7), (5, 0.722), (8, 0.2)):
+            sym = lambda z: torch.round(z / step)  # noqa: E731
+            row = {"photo": key, "quality": quality, "step": step,
+                   "pan 3 px, in place": order0_bytes(sym(latent(view(photo, 1.0, cx + 3, cy))) - sym(first))}
+            for zoom in (1.2, 1 / 1.2):
+                later = sym(latent(view(photo, zoom, cx, cy)))
+                name = f"zoom {zoom:.3f}"
+                row[f"{name}, intra"] = order0_bytes(later)
+                row[f"{name}, in place"] = order0_bytes(later - sym(first))
+                row[f"{name}, resampled"] = order0_bytes(later - sym(zoomed(first, zoom, 640, 360)))
+            print(json.dumps({k: round(v) if isinstance(v, float) and k != "step" else v for k, v in row.items()}),
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qualities", default="3,5,8")
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--work", type=Path, default=None, help="keep the clips here (default: a temporary folder)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--headroom", action="store_true", help="price a resampled prediction instead")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.headroom:
+        headroom(a.data)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = a.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for key in PHOTOS:
+            frames = zoom_clip(load_photo(key, a.data))
+            height, width = frames.shape[1:3]
+            clips = {}
+            for n in (*CUTS, len(frames)):
+                clips[n] = work / f"{key.split(':')[1]}_zoom_{n}.mkv"
+                with VideoWriter(clips[n], width, height, Fraction(25), codec="ffv1", overwrite=True) as w:
+                    w.write(frames[:n])
+            for q in (int(v) for v in a.qualities.split(",")):
+                whole, moved = latent_bytes(clips[len(frames)], work / "x.vlat", q)
+                sizes = [latent_bytes(clips[n], work / "x.vlat", q)[0] for n in CUTS]
+                print(json.dumps({"photo": key, "quality": q, "file_bytes": whole, "new_reference_at": moved,
+                                  "bytes_to_frame": dict(zip(CUTS, sizes)),
+                                  "latent_frame_bytes": {f"{m}-{m + 3}": later - sooner for m, sooner, later
+                                                         in zip(CUTS, sizes, sizes[1:])}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
