@@ -7,8 +7,8 @@
 #   2. measures the model and the entropy coder at 480p in bf16 and fp16, and entropy decoding
 #      on 1, 4 and 8 worker processes (speed.txt; SPEED=0 skips it);
 #   3. trains from the shipped weights for TRAIN_SECONDS with clips made on the GPU, one run per
-#      entry of VARIANTS side by side (default one, "run:"), copying each run's best checkpoint,
-#      state and logs to $OUT/NAME every 20 s, so a cut-off call still returns them.
+#      entry of VARIANTS side by side (default one, "run:"), packing each run's best checkpoint,
+#      state and logs into $OUT/NAME.tar every 20 s, so a cut-off call still returns them.
 # `pipeline`: whole-file encode and decode of a 10 s 480p clip (benchmarks/gpu_pipeline.py,
 #   pipeline.txt): the end-to-end decode fps, and the encode with --refine 20. Needs PyAV, whose
 #   wheel (35 MB) does not fit the 64 MiB carry beside the photos, hence its own call.
@@ -30,11 +30,12 @@
 #   if the minutes allow, then VARIANTS="plain:;b32:--batch 32;b48:--batch 48" (whether larger
 #   batches cost little more per step on an idle GPU, i.e. more clips per second for the same lease).
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
-#   VARIANTS="a:;b:--flicker 1" TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" \
+#   VARIANTS="a:;b:--flicker 1;c:--batch 2" TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" \
 #   bash scripts/gpu_session.sh
 #               OUT=/tmp/out DEVICE=cpu PIPELINE_EXTRA="--dtypes fp32 --workers 0 2 --refine 1" PY=.venv/bin/python \
 #   bash scripts/gpu_session.sh pipeline
-# Afterwards:   copy $OUT/NAME to runs/NAME here and `python -m vaecodec.train export --run runs/NAME`.
+# Afterwards:   `mkdir -p runs/NAME && tar -xf NAME.tar -C runs/NAME` here, then
+#               `python -m vaecodec.train export --run runs/NAME ...`.
 # The history of each lease is in docs/MODEL.md ("A leased GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,29 +98,31 @@ fi
 
 # VARIANTS: runs trained side by side on the one GPU (a step of this small model leaves most of an
 # H200 idle), ";"-separated "name:extra flags", each from the shipped weights in $RUN/name, its
-# files (best checkpoint, state, log, stdout) copied to $OUT/name every 20 s, so a cut-off call
-# still returns them; 2 variants fill the 8 files a call returns.
+# files (best checkpoint, state, log, stdout) packed into $OUT/name.tar every 20 s, so a cut-off
+# call still returns them (one file per run: a call returns 8 files at most).
 VARIANTS=${VARIANTS:-"run:"}
 copy_run() {  # NAME
-    for f in best.safetensors state.json log.txt; do
-        [ -f "$RUN/$1/$f" ] && cp "$RUN/$1/$f" "$OUT/$1/" || true
+    local files=()
+    for f in best.safetensors state.json log.txt train.txt; do
+        [ -f "$RUN/$1/$f" ] && files+=("$f")
     done
+    [ ${#files[@]} = 0 ] || { tar -cf "$OUT/.$1.tar" -C "$RUN/$1" "${files[@]}" && mv "$OUT/.$1.tar" "$OUT/$1.tar"; }
 }
 train() {  # NAME EXTRA...: one training process in its own session
     local name=$1; shift
-    mkdir -p "$OUT/$name"
+    mkdir -p "$RUN/$name"
     # shellcheck disable=SC2086
     setsid $PY -m vaecodec.train train --run "$RUN/$name" --device "$DEVICE" \
         --init vaecodec/models/weights/tiny-v9.safetensors --refine --blocks8 2 \
         --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
         --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
-        >> "$OUT/$name/train.txt" 2>&1
+        >> "$RUN/$name/train.txt" 2>&1
 }
 # the clip prefetch thread (CUDA stream of its own) is new since v5's run: if training fails, go on
 # from its last checkpoint with the clips made in line, as the v5 run did
 variant() {  # NAME EXTRA...
-    train "$@" || { echo "$1 exited with an error (see $1/train.txt); retrying with --no-prefetch"; train "$@" --no-prefetch; } \
-        || echo "$1 exited with an error again (see $1/train.txt)"
+    train "$@" || { echo "$1 exited with an error (see train.txt in $1.tar); retrying with --no-prefetch"; train "$@" --no-prefetch; } \
+        || echo "$1 exited with an error again (see train.txt in $1.tar)"
 }
 names=()
 IFS=';' read -ra specs <<< "$VARIANTS"
