@@ -87,6 +87,7 @@ def zoomed(latent: torch.Tensor, zoom: float, width: int, height: int) -> torch.
     ``zoom`` about its centre: cell j (pixel centre 8j + 3.5) reads the old picture's pixel
     c + (8j + 3.5 - c) / zoom."""
     _, h, w = latent.shape
+
     def axis(n: int, size: int) -> torch.Tensor:
         centre = size / 2 - 0.5
         old = centre + (torch.arange(n, dtype=torch.float64) * 8 + 3.5 - centre) / zoom  # old pixels
@@ -110,7 +111,9 @@ def headroom(data: Path) -> None:
         cx, cy = photo.shape[1] / 2, photo.shape[0] / 2
         first = latent(view(photo, 1.0, cx, cy))
         for quality, step in ((3, 1.7), (5, 0.722), (8, 0.2)):
-            sym = lambda z: torch.round(z / step)  # noqa: E731
+            def sym(z: torch.Tensor) -> torch.Tensor:  # the symbols at this quality's step
+                return torch.round(z / step)
+
             row = {"photo": key, "quality": quality, "step": step,
                    "pan 3 px, in place": order0_bytes(sym(latent(view(photo, 1.0, cx + 3, cy))) - sym(first))}
             for zoom in (1.2, 1 / 1.2):
