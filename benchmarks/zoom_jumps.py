@@ -9,7 +9,9 @@ A 4 s 640x360 zoom into each of two held-out photos (1.5x, with a slow drift) is
 losslessly; the steadier starts one new reference in it. Each clip is encoded whole and cut
 after 49, 53, ..., 65 frames (the steadier decides causally, so the cut files share their
 segments); the differences of their latent bytes are the bytes of latent frames 12-15, the
-new reference's first latent frame among them.
+new reference's first latent frame among them. The whole file is decoded too, for its PSNR;
+since the coder predicts that frame through the zoom, each row lists it
+(``predicted_through_zoom``, the chunks' ``camera_zoom``).
 
 ``--headroom`` encodes one 640x360 view of each photo and the same view zoomed 1.2x (and
 1/1.2x) about its centre, rounds the latents at the steps of qualities 3, 5 and 8, and prices
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from run_benchmarks import load_photo  # noqa: E402
 
 from vaecodec.codec import Codec  # noqa: E402
+from vaecodec.metrics import score  # noqa: E402
 from vaecodec.container import VlatReader  # noqa: E402
 from vaecodec.video import VideoWriter  # noqa: E402
 
@@ -65,12 +68,14 @@ def zoom_clip(photo: np.ndarray, n: int = 100) -> np.ndarray:
                      for t in range(n)])
 
 
-def latent_bytes(clip: Path, out: Path, quality: int) -> tuple[int, list]:
-    """Latent chunk bytes of the clip's file and the frames its chunks list as moved."""
+def latent_bytes(clip: Path, out: Path, quality: int) -> tuple[int, list, list]:
+    """Latent chunk bytes of the clip's file, the frames its chunks list as moved, and those
+    predicted through a zoom (``camera_zoom``)."""
     Codec("tiny", device="cpu", quality=quality).encode(clip, out, overwrite=True)
     with VlatReader(out) as f:
         chunks = list(f.chunks_of("latent"))
-        return sum(c.stored_size for c in chunks), sum((c.meta.get("camera_moved", []) for c in chunks), [])
+        return (sum(c.stored_size for c in chunks), sum((c.meta.get("camera_moved", []) for c in chunks), []),
+                [m[0] for c in chunks for m in c.meta.get("camera_zoom", [])])
 
 
 def order0_bytes(symbols: torch.Tensor) -> float:
@@ -150,9 +155,11 @@ def main() -> None:
                 with VideoWriter(clips[n], width, height, Fraction(25), codec="ffv1", overwrite=True) as w:
                     w.write(frames[:n])
             for q in (int(v) for v in a.qualities.split(",")):
-                whole, moved = latent_bytes(clips[len(frames)], work / "x.vlat", q)
+                whole, moved, zooms = latent_bytes(clips[len(frames)], work / "x.vlat", q)
+                back = np.concatenate(list(Codec(device="cpu").decode_frames(work / "x.vlat")))
                 sizes = [latent_bytes(clips[n], work / "x.vlat", q)[0] for n in CUTS]
-                print(json.dumps({"photo": key, "quality": q, "file_bytes": whole, "new_reference_at": moved,
+                print(json.dumps({"photo": key, "quality": q, "file_bytes": whole, "psnr": round(score([frames], [back], with_ssim=False).psnr, 3),
+                                  "new_reference_at": moved, "predicted_through_zoom": zooms,
                                   "bytes_to_frame": dict(zip(CUTS, sizes)),
                                   "latent_frame_bytes": {f"{m}-{m + 3}": later - sooner for m, sooner, later
                                                          in zip(CUTS, sizes, sizes[1:])}}), flush=True)

@@ -25,10 +25,11 @@
 #   3. give_back.
 #   Two runs side by side took 147-151 ms a step each, as one run alone did (160 ms in v8's run):
 #   a step of this model leaves most of an H200 idle, so a comparison costs no steps.
-#   Next session: the pipeline at quality 8 (never measured on a GPU since the ladder:
-#   PIPELINE_EXTRA="--dtypes bf16 --refine 0 --loop 2 --no-mp4 --workers 12 --qualities 8", timeout_s 300)
-#   if the minutes allow, then VARIANTS="plain:;b32:--batch 32;b48:--batch 48" (whether larger
-#   batches cost little more per step on an idle GPU, i.e. more clips per second for the same lease).
+#   2026-11-27 17:27 UTC: the pipeline at quality 8 (124 s of command; busy pan: 96 fps decode,
+#   6 fps encode), then VARIANTS="plain:;b32:--batch 32;b48:--batch 48" with TRAIN_SECONDS=530
+#   (564 s of command): three runs slow each other (190/340/440 ms a step) and none beat v9.
+#   Next session: more steps of this network have stopped paying; train a changed one (e.g.
+#   `--blocks8 3`, or a wider latent at the top qualities) from v9 for the whole call, or measure.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   VARIANTS="a:;b:--flicker 1;c:--batch 2" TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" \
 #   bash scripts/gpu_session.sh

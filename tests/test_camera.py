@@ -17,7 +17,7 @@ from test_codec import SAMPLE, _lossless
 from test_cli import invoke
 from vaecodec import camera as cam
 from vaecodec.codec import Codec
-from vaecodec.container import FLAG_CANVAS, FLAG_SHIFT, VlatReader, VlatWriter
+from vaecodec.container import FLAG_CANVAS, FLAG_SHIFT, FLAG_ZOOM, VlatReader, VlatWriter
 from vaecodec.errors import FormatError
 
 
@@ -85,7 +85,7 @@ def test_a_canvas_wherever_the_motion_can_be_followed(photo):
     def views(frames: np.ndarray) -> np.ndarray:
         path = cam.estimate_path(frames)
         st = cam.Steadier(224, 160, cam.plan_canvas(frames, 896, path), 4, torch.device("cpu"), path)
-        return np.concatenate([p for _, p, _, _ in list(st.push(frames)) + list(st.finish())])
+        return np.concatenate([p for _, p, *_ in list(st.push(frames)) + list(st.finish())])
 
     slow, fast = cam.plan_canvas(pan(0.2), 896), cam.plan_canvas(pan(0.8), 896)
     assert slow is not None and fast is not None and 224 < slow[0] < fast[0]
@@ -411,3 +411,78 @@ def test_refinement_works_on_the_canvas(photo, tmp_path):
             got[name] = (r.canvas, psnr(f.frames_tensor().numpy(), src))
     assert got["plain"][0] is not None and got["refined"][0] == got["plain"][0]
     assert got["refined"][1] > got["plain"][1] - 0.2, got
+
+
+def _canvas_read(canvas: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """float [H, W, 3]: ``canvas`` [H, W, 3] read at m(Q) for every pixel Q (bilinear, edges repeated)."""
+    H, W = canvas.shape[:2]
+    qy, qx = np.mgrid[0:H, 0:W].astype(np.float64)
+    x, y = m[0, 0] * qx + m[0, 1] * qy + m[0, 2], m[1, 0] * qx + m[1, 1] * qy + m[1, 2]
+    grid = torch.from_numpy(np.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1))[None].float()
+    img = torch.from_numpy(canvas).permute(2, 0, 1)[None].float()
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
+
+
+def test_a_new_reference_after_a_zoom_says_where_its_canvas_was_before(photo):
+    """A zoom past 20 % starts a new reference; its segment gives the transform from its canvas
+    pixels to the canvas before, and the old canvas read through it shows the new one's first
+    frame (far closer than the old canvas in place)."""
+    n, w, h = 40, 224, 160
+    frames = render(photo, w, h, [120 - 1.0 * t for t in range(n)], [80 - 0.6 * t for t in range(n)],
+                    [1.012**t for t in range(n)])
+    st = cam.Steadier(w, h, (w + 32, h + 32), 4, torch.device("cpu"))
+    segments = list(st.push(frames)) + list(st.finish())
+    jumps = [i for i, s in enumerate(segments) if s[4] is not None]
+    assert jumps and jumps[0] > 0 and all(segments[i][2] for i in jumps), [s[2:] for s in segments]
+    for i in jumps:
+        m, old, new = segments[i][4], segments[i - 1][0][-1], segments[i][0][0].astype(np.float64)
+        assert 0.75 < m[0, 0] < 0.9 and m[0, 0] == m[1, 1] and m[0, 1] == m[1, 0] == 0  # a zoom in, about 1.2x
+        inner = (slice(24, -24), slice(24, -24))  # within the picture: the canvas's margin holds older views
+        followed, in_place = psnr(_canvas_read(old, m)[inner], new[inner]), psnr(old[inner], new[inner])
+        assert followed > 32 and followed > in_place + 8, (followed, in_place)
+
+
+def test_a_zoom_past_its_reference_is_predicted_through_the_zoom(photo, tmp_path):
+    """The chunk lists the new reference's first latent frame with the zoom on the latent grid
+    (camera_zoom, under the zoom flag that older readers refuse), the coder predicts it from
+    the frame before resampled, and it decodes as well as its neighbours; a decoder that
+    ignores the zoom gets those frames wrong. A bad entry, or one in a file without the flag,
+    loses its chunk alone."""
+    steady = render(photo, 224, 160, [40] * 36, [30] * 36, [1.0] * 36)
+    zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(28)], [30 + 0.3 * t for t in range(28)],
+                  [1.012**t for t in range(28)])
+    src = np.concatenate([steady, zoom])
+    clip = _lossless(src, tmp_path / "zoom.mkv")
+    Codec(device="cpu", quality=5, chunk_latents=4).encode(clip, tmp_path / "z.vlat")
+    with vaecodec.open(tmp_path / "z.vlat", device="cpu") as f:
+        assert f.reader.flags & (FLAG_CANVAS | FLAG_ZOOM) == FLAG_CANVAS | FLAG_ZOOM and f._zooms
+        (index, zooms), = f._zooms.items()
+        entry = next(e for e in f.reader.chunks_of("latent") if e.index == index)
+        j, (a, _, _) = next(iter(zooms.items()))
+        jump = 1 + 4 * (entry.meta["t0"] + j - 1)  # the new reference's first frame
+        assert entry.meta["camera_zoom"][0][0] == jump and 0.75 * (1 << 16) < a < 0.9 * (1 << 16)
+        out = f.frames_tensor().numpy()
+        f._zooms.clear()  # a decoder that predicts the frame from the old latents in place
+        wrong = f.frames_tensor().numpy()
+    per_frame = np.array([psnr(a, b) for a, b in zip(out, src)])
+    assert per_frame[jump:jump + 4].min() > np.median(per_frame) - 1.5, (jump, per_frame.round(1))
+    assert (wrong[:jump] == out[:jump]).all()
+    assert psnr(wrong[jump:jump + 4], src[jump:jump + 4]) < per_frame[jump:jump + 4].min() - 3
+    info = invoke("info", tmp_path / "z.vlat")
+    assert info.returncode == 0 and "(1 predicted through the zoom)" in info.stdout, info.stdout
+    with VlatReader(tmp_path / "z.vlat") as r:
+        header, flags = r.header, r.flags
+        chunks = [(c.kind, r.read(c.index), dict(c.meta), c.coding) for c in r.chunks]
+    victim = next(i for i, c in enumerate(chunks) if "camera_zoom" in c[2])
+    frame, a, bx, by = chunks[victim][2]["camera_zoom"][0]
+    for bad, bad_flags in (([frame + 1, a, bx, by], flags), ([frame, 0, bx, by], flags), ([frame, a, bx], flags),
+                           ([frame, a, bx, by], flags & ~FLAG_ZOOM)):
+        chunks[victim][2]["camera_zoom"] = [bad]
+        with VlatWriter(tmp_path / "bad.vlat", header, flags=bad_flags, overwrite=True) as w:
+            for kind, payload, meta, coding in chunks:
+                w.add_chunk(kind, payload, meta, coding=coding)
+        with vaecodec.open(tmp_path / "bad.vlat", device="cpu") as f:
+            assert len(f.problems) == 1 and f"chunk {victim} at byte" in f.problems[0], f.problems
+            assert "camera_zoom" in f.problems[0] and ("zoom flag" in f.problems[0]) == (bad_flags != flags)
+            frames = f.frames_tensor(conceal=True).numpy()
+        assert frames.shape == src.shape

@@ -156,7 +156,7 @@ def test_wrong_version_and_flags(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="byte 8: unsupported .vlat version 2"):
         VlatReader(path)
-    data[8:12] = struct.pack("<HH", 1, 8)
+    data[8:12] = struct.pack("<HH", 1, 0x10)
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="byte 10: unknown flags"):
         VlatReader(path)

@@ -333,3 +333,71 @@ def test_banks_fitted_with_prices_count_the_held_blocks(coder):
     priced = latent_histograms(x[None].numpy(), steps, deadzones=[0.05], motion=True, rates=[coder.residual_bits(1)])
     zeros = [h[..., K].sum() for h in (plain[1], priced[1])]
     assert zeros[1] > zeros[0] and priced[1].sum() == plain[1].sum(), zeros
+
+
+def _reference_resample(prev: np.ndarray, a: int, bx: int, by: int) -> np.ndarray:
+    """Independent statement of the zoom's rule, cell by cell: new cell (y, x) reads the old
+    position ((a x + bx) / 2^16, (a y + by) / 2^16) from its floor cell and the next (edges
+    clamped), weighted by the position's 64ths, with one rounding (floor of (sum + 2048) / 4096)."""
+    c, h, w = prev.shape
+    p, out = prev.astype(np.int64), np.empty(prev.shape, np.int64)
+    for y in range(h):
+        y0, fy = divmod(a * y + by, 1 << 16)
+        fy //= 1 << 10
+        for x in range(w):
+            x0, fx = divmod(a * x + bx, 1 << 16)
+            fx //= 1 << 10
+            ys, xs = np.clip([y0, y0 + 1], 0, h - 1), np.clip([x0, x0 + 1], 0, w - 1)
+            total = (p[:, ys[0], xs[0]] * (64 - fy) * (64 - fx) + p[:, ys[0], xs[1]] * (64 - fy) * fx
+                     + p[:, ys[1], xs[0]] * fy * (64 - fx) + p[:, ys[1], xs[1]] * fy * fx)
+            out[:, y, x] = (total + 2048) // 4096
+    return out
+
+
+@pytest.mark.parametrize("zoom", [(52700, 581929, 287563), (80000, -300000, 123457), (98304, -7, 99999),
+                                  (65536, 40000, -70000)])
+def test_a_zoom_resamples_by_the_stated_integer_rule(zoom):
+    prev = np.random.default_rng(3).integers(-60, 60, (C, H, W)).astype(np.int32)
+    np.testing.assert_array_equal(mc.resample(prev, zoom), _reference_resample(prev, *zoom))
+    np.testing.assert_array_equal(mc.resample(prev, (1 << 16, 0, 0)), prev)  # no zoom, no shift: a copy
+    # a zoom of 1 by whole cells is the block motion's whole-cell move (content from 2 cells right, 1 up)
+    np.testing.assert_array_equal(mc.resample(prev, (1 << 16, 2 << 16, -1 << 16)), _reference_predict(prev, -8, 16))
+
+
+def _zoomed(x: torch.Tensor, zoom: tuple[int, int, int]) -> torch.Tensor:
+    """Float latents [C, h, w] resampled as ``mc.resample`` reads them (bilinear, in float)."""
+    a, bx, by = (v / (1 << 16) for v in zoom)
+    _, h, w = x.shape
+    gy = (2 * (a * torch.arange(h) + by) + 1) / h - 1
+    gx = (2 * (a * torch.arange(w) + bx) + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].float()
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+def test_a_frame_after_a_zoom_is_coded_against_the_frame_before_resampled(coder):
+    """The latents of a zoomed picture are close to the old ones resampled by the zoom: listed
+    in ``zooms``, that frame's residual is small and the chunk much smaller, and it decodes
+    exactly only with the same zooms (the prediction depends on them); workers code and decode
+    the same bytes."""
+    from vaecodec.quant import chunk_symbols
+    from vaecodec.workers import CoderPool
+
+    zoom = (54613, 120000, 90000)  # 1.2x in, about (3, 2) cells off the corner
+    f0 = _field(7)[:, 12:12 + H, 12:12 + W]
+    g = torch.Generator().manual_seed(8)
+    x = torch.stack([f0, _zoomed(f0, zoom) + 0.05 * torch.randn(C, H, W, generator=g)], 1)  # [C, 2, H, W]
+    plain = chunk_symbols(x, 0.1, BLOCK, coder, 2)
+    q, mv = chunk_symbols(x, 0.1, BLOCK, coder, 2, {1: zoom})
+    without, data = coder.encode(plain[0], 2, plain[1]), coder.encode(q, 2, mv, {1: zoom})
+    assert len(data) < 0.75 * len(without), (len(data), len(without))
+    np.testing.assert_array_equal(coder.decode(data, q.shape, 2, {1: zoom}), q)
+    assert not np.array_equal(coder.decode(data, q.shape, 2), q)
+    assert np.abs(q - x.round().numpy()).max() <= 1  # held within the deadzone, as without a zoom
+    pool = CoderPool(1, coder)
+    try:
+        pool.quantize(x, 2, 0.1, BLOCK, {1: zoom})
+        assert pool.result() == data
+        pool.decode(data, q.shape, 2, {1: zoom})
+        np.testing.assert_array_equal(pool.result(), q)
+    finally:
+        pool.close()

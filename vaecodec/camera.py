@@ -372,8 +372,8 @@ def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | No
     return sides[0], sides[1]
 
 
-# a segment of canvas frames: (frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift)
-Segment = tuple[np.ndarray, np.ndarray, bool, tuple[int, int] | None]
+# a segment of canvas frames: (frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift, zoom)
+Segment = tuple[np.ndarray, np.ndarray, bool, tuple[int, int] | None, np.ndarray | None]
 
 
 class Steadier:
@@ -381,10 +381,13 @@ class Steadier:
 
     ``push`` takes uint8 frames [n, h, w, 3] in order (at ``source`` (width, height), resized
     to the coded ``width`` x ``height`` in the same pass as the warp) and yields finished segments as
-    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift): ``moved`` tells whether
-    the canvas's content moved before the segment's first frame (the window moved, or a new
-    reference followed another), ``shift`` by how many whole pixels (dx, dy) when the window
-    moved (the content of canvas pixel p went to p + shift), else None; ``finish`` yields the last one.
+    (canvas frames uint8 [m, H, W, 3], params int64 [m, 3], moved, shift, zoom): ``moved`` tells
+    whether the canvas's content moved before the segment's first frame (the window moved, or a
+    new reference followed another), ``shift`` by how many whole pixels (dx, dy) when the window
+    moved (the content of canvas pixel p went to p + shift), else None, and ``zoom`` where a new
+    reference followed another: the 2x3 transform from its canvas pixels to where the same
+    point of the scene was in the canvas before (a zoom and a shift), else None; ``finish``
+    yields the last one.
 
     Views map each frame into the coordinates of a *reference*: the first frame, or the
     first after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
@@ -420,6 +423,7 @@ class Steadier:
         self.steady = not path or _speed(path, width, height) >= MIN_SPEED
         self.alone = 0  # frames taken while the camera was left alone (they come first)
         self.jumped = False  # whether the open segment's reference follows another one
+        self.jump: np.ndarray | None = None  # then: its first frame -> the canvas before, 2x3
         self.closed = 0  # frames of the segments closed so far
 
     def push(self, frames: np.ndarray) -> Iterator[Segment]:
@@ -495,8 +499,11 @@ class Steadier:
                     yield self._close()
                     self.frames, self.views, self.fresh = list(group), views, False
                     return
+        # where the group's first frame lies in the reference before (its steps after the last frame's)
+        first = _inverse(_then(steps[0], _inverse(self.views[-1]))) if self.frames else None
         if self.frames:
             yield self._close()
+        self.jump = None if first is None else np.hstack([first[:, :2], first[:, 2:] + self.offset[:, None]])
         self.offset = self.canvas = None  # a new reference: its first frame
         views, m = [_STILL], _STILL
         for s in steps[1:]:
@@ -507,7 +514,7 @@ class Steadier:
         # window move does: listed with those
         self.jumped = self.closed > 0
         if not self._fits(views, slack=0):  # faster than the canvas holds: this latent frame as it is
-            views, self.jumped = [_STILL] * len(group), False
+            views, self.jumped, self.jump = [_STILL] * len(group), False, None
         self.frames, self.views, self.fresh = list(group), views, True
 
     def _fits(self, views: list[np.ndarray], slack: int) -> bool:
@@ -536,9 +543,12 @@ class Steadier:
         params = np.stack([to_params(np.hstack([v[:, :2], v[:, 2:] + off[:, None]])) for v in self.views])
         frames, self.frames, self.views = self.frames, [], []
         alone, self.closed = max(0, self.alone - self.closed), self.closed + len(frames)
-        moved, self.jumped = self.jumped or (shift is not None and bool(shift.any())), False
+        # a reference after another: new canvas pixel Q is its first frame's pixel Q - off
+        zoom = None if not self.jumped or self.jump is None else np.hstack(
+            [self.jump[:, :2], self.jump[:, 2:] - self.jump[:, :2] @ off[:, None]])
+        moved, self.jumped, self.jump = self.jumped or (shift is not None and bool(shift.any())), False, None
         pictures = self._warp(np.stack(frames), params, shift, alone)
-        return pictures, params, moved, (int(shift[0]), int(shift[1])) if moved and shift is not None else None
+        return pictures, params, moved, (int(shift[0]), int(shift[1])) if moved and shift is not None else None, zoom
 
     def _warp(self, frames: np.ndarray, params: np.ndarray, shift: np.ndarray | None, alone: int) -> np.ndarray:
         """Canvas frames of a segment: each frame where it reaches, else what the canvas held

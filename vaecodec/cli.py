@@ -506,9 +506,14 @@ def info(
 
 def _moves(chunks: list[dict]) -> str:
     """How often a steadied file's window moved over its canvas (the chunks' ``camera_shift``
-    and ``camera_moved`` lists), as a phrase for ``info``."""
-    return _times(sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
-                      for key in ("camera_shift", "camera_moved") if isinstance(c["meta"].get(key), list)))
+    and ``camera_moved`` lists), and how many of those new references are predicted through
+    their zoom (``camera_zoom``), as a phrase for ``info``."""
+    def count(*keys: str) -> int:
+        return sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
+                   for key in keys if isinstance(c["meta"].get(key), list))
+
+    zooms = count("camera_zoom")
+    return _times(count("camera_shift", "camera_moved")) + (f" ({zooms} predicted through the zoom)" if zooms else "")
 
 
 def _times(moves: int) -> str:

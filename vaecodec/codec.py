@@ -30,7 +30,8 @@ import torch
 
 from . import __version__
 from . import camera as cam
-from .container import FLAG_CANVAS, FLAG_RESAMPLED, FLAG_SHIFT, VlatReader, VlatWriter
+from . import motion as mc
+from .container import FLAG_CANVAS, FLAG_RESAMPLED, FLAG_SHIFT, FLAG_ZOOM, VlatReader, VlatWriter
 from .device import DTYPE_NAMES, autotuned_convs, codec_dtypes, keep_freed_memory, pick_device
 from .errors import FormatError, InputError, UsageError
 from .models import KINDS, VideoVAE, check_weights, load_model, ref_for_file, resolve
@@ -236,13 +237,17 @@ class _Views:
         self.start = self.end = 0  # frames [start, end) are held
         self.moved: list[int] = []  # frames held whose window moved, the model's memory not with it
         self.shifts: list[list[int]] = []  # [frame, dx, dy]: frames held whose window moved, the memory with it
+        self.zooms: list[list[int]] = []  # [frame, a, bx, by]: frames held whose latents are predicted through a zoom
         self.moves = 0  # window moves so far
 
-    def add(self, params: np.ndarray, moved: bool, shift: tuple[int, int] | None = None) -> None:
+    def add(self, params: np.ndarray, moved: bool, shift: tuple[int, int] | None = None,
+            zoom: tuple[int, int, int] | None = None) -> None:
         if shift is not None:
             self.shifts.append([self.end, *shift])
         elif moved:
             self.moved.append(self.end)
+        if zoom is not None:
+            self.zooms.append([self.end, *zoom])
         self.moves += moved
         self.params.extend(params)
         self.end += len(params)
@@ -257,9 +262,27 @@ class _Views:
             meta["camera_moved"] = moved
         if shifts := [m for m in self.shifts if m[0] < end]:  # decoders move their memory with these
             meta["camera_shift"] = shifts
+        # decoders predict these latent frames through the zoom; a chunk's first latent frame has no
+        # frame before it in the chunk to predict from
+        if zooms := [m for m in self.zooms if first < m[0] < end]:
+            meta["camera_zoom"] = zooms
         self.moved = [f for f in self.moved if f >= end]
         self.shifts = [m for m in self.shifts if m[0] >= end]
+        self.zooms = [m for m in self.zooms if m[0] >= end]
         return meta
+
+
+def latent_zoom(m: np.ndarray, s: int) -> tuple[int, int, int]:
+    """A canvas zoom (2x3: new canvas pixel -> old canvas pixel, ``camera.Steadier``) on the
+    latent grid of a model with spatial factor ``s``, as ``motion.resample`` takes it: cell c's
+    centre is pixel s c + (s - 1) / 2, so new cell c reads old cell z c + ((z - 1)(s - 1) / 2 + t) / s."""
+    z, one = float(m[0, 0]), 1 << mc.ZOOM_BITS
+    return (round(z * one), *(round(((z - 1) * (s - 1) / 2 + float(t)) / s * one) for t in m[:, 2]))
+
+
+def chunk_zooms(meta: dict, t0: int, temporal: int) -> mc.Zooms:
+    """A latent chunk's ``camera_zoom`` entries as ``motion.Zooms`` (chunk latent frame -> zoom)."""
+    return {_latent_of(m[0], temporal) - t0: tuple(m[1:]) for m in meta.get("camera_zoom", [])}
 
 
 def default_chunk_latents(quant: Quantizer, latent_frame_bytes: int) -> int:
@@ -337,11 +360,11 @@ class _ChunkQueue:
         self.items.append((kind, payload, meta, coding))
         self._write_ready(wait=0)
 
-    def latent(self, z: torch.Tensor, quant: Quantizer, meta: dict) -> None:
+    def latent(self, z: torch.Tensor, quant: Quantizer, meta: dict, zooms: mc.Zooms) -> None:
         """Hand a chunk's float latents [C, t, h, w] to a worker, which quantizes and codes them."""
         if not self.pool.idle:  # results come back in order: the oldest frees the next worker
             self._write_ready(wait=1)
-        self.pool.quantize(quant.scaled(z), quant.quality, quant.deadzone, quant.motion_block)
+        self.pool.quantize(quant.scaled(z), quant.quality, quant.deadzone, quant.motion_block, zooms)
         self.items.append(("latent", None, meta, "raw"))
         self._write_ready(wait=0)
 
@@ -651,10 +674,13 @@ class Codec:
                             meta |= views.take(_first_frame(n_lat, model.temporal), end)
                             if "camera_shift" in meta:  # readers before the flag would not move their memory
                                 out.add_flags(FLAG_SHIFT)
+                            if "camera_zoom" in meta:  # readers before the flag would mispredict
+                                out.add_flags(FLAG_ZOOM)
+                        zooms = chunk_zooms(meta, n_lat, model.temporal)
                         if queue:  # coded by a worker; written in order when it is back
-                            queue.latent(z, quant, meta)
+                            queue.latent(z, quant, meta, zooms)
                         else:
-                            p = quant.pack(z)
+                            p = quant.pack(z, zooms)
                             out.add_chunk("latent", p.payload, {**meta, **p.meta}, coding=p.coding)
                     n_lat += z.shape[1]
 
@@ -683,14 +709,17 @@ class Codec:
                         emit(gather.add(z))
 
                 def steadied(segments: Iterator[cam.Segment]) -> None:
-                    for pictures, params, moved, shift in sw.iterate(segments, "camera"):
+                    for pictures, params, moved, shift, zoom in sw.iterate(segments, "camera"):
                         # a window moved by whole latent cells: the model's memory moves with it
                         follows = shift is not None and model.state_on_grid and not (shift[0] % s or shift[1] % s)
                         if follows:
                             latent = _latent_of(views.end, model.temporal)
                             for stream in (enc, refiner) if refiner else (enc,):
                                 stream.move(latent, shift[0] // s, shift[1] // s)
-                        views.add(params, moved, shift if follows else None)
+                        # a new reference after another: its first latent frame is predicted from
+                        # the one before resampled by the zoom (motion-compensated coding only)
+                        zoomed = zoom is not None and quant.motion and views.end > 0
+                        views.add(params, moved, shift if follows else None, latent_zoom(zoom, s) if zoomed else None)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
@@ -919,6 +948,9 @@ class LatentFile:
             self._shift_flag = bool(self.reader.flags & FLAG_SHIFT)  # the memory moves with the canvas's window
             if self._shift_flag and not self.canvas:
                 raise ValueError("the shift flag (0x0004) needs the canvas flag (0x0002)")
+            self._zoom_flag = bool(self.reader.flags & FLAG_ZOOM)  # latent frames predicted through a zoom
+            if self._zoom_flag and not self.canvas:
+                raise ValueError("the zoom flag (0x0008) needs the canvas flag (0x0002)")
             self.fps = Fraction(video["fps"])
             self.sar = Fraction(video.get("sar", "1"))  # the pixels' aspect on screen (absent: square)
             if not Fraction(1, 16) <= self.sar <= 16:
@@ -938,6 +970,7 @@ class LatentFile:
         self._bad_views: dict[int, str] = {}  # offset -> why a chunk's camera motion is unusable
         self._moved: set[int] = set()  # frames after a move of the canvas window
         self._shifts: dict[int, tuple[int, int]] = {}  # latent frame -> latent cells the memory moves before it
+        self._zooms: dict[int, mc.Zooms] = {}  # latent chunk index -> its camera_zoom entries
         if self.canvas:
             self._latent_chunks = [e for e in self._latent_chunks if self._read_views(e)]
         self._t0s = [int(e.meta["t0"]) for e in self._latent_chunks]
@@ -1054,9 +1087,14 @@ class LatentFile:
                 raise FormatError(f"camera_moved {str(moved)[:40]} does not list frames {first}..{end - 1}")
             shifts = entry.meta.get("camera_shift", [])
             latents = [self._shift_latent(m, first, end) for m in (shifts if isinstance(shifts, list) else [shifts])]
+            zooms = entry.meta.get("camera_zoom", [])
+            for m in zooms if isinstance(zooms, list) else [zooms]:
+                self._check_zoom(m, first, end)
         except FormatError as e:
             self._bad_views[entry.offset] = f"chunk {entry.index} at byte {entry.offset}: {e}"
             return False
+        if zooms:
+            self._zooms[entry.index] = chunk_zooms(entry.meta, t0, self.temporal)
         self._views[entry.index] = views
         self._moved.update(moved)
         self._shifts.update({j: (m[1] // self.spatial, m[2] // self.spatial) for j, m in zip(latents, shifts)})
@@ -1074,6 +1112,18 @@ class LatentFile:
             raise FormatError(f"camera_shift entry {str(m)[:40]} is not [first frame of a latent frame in "
                               f"{first}..{end - 1}, dx, dy] with whole {s} px cells within the canvas")
         return _latent_of(m[0], t)
+
+    def _check_zoom(self, m: object, first: int, end: int) -> None:
+        """A ``camera_zoom`` entry [frame, a, bx, by]: a latent frame's first frame after the
+        chunk's first latent frame, a zoom between 1/4x and 4x, a shift within 2^20 cells."""
+        if not self._zoom_flag:
+            raise FormatError("camera_zoom in a file without the zoom flag (0x0008)")
+        one = 1 << mc.ZOOM_BITS
+        if not (isinstance(m, list) and len(m) == 4 and all(type(v) is int for v in m)
+                and first < m[0] < end and (m[0] - 1) % self.temporal == 0
+                and one // 4 <= m[1] <= 4 * one and abs(m[2]) < one << 20 and abs(m[3]) < one << 20):
+            raise FormatError(f"camera_zoom entry {str(m)[:40]} is not [first frame of a latent frame in "
+                              f"{first + 1}..{end - 1}, a, bx, by] with a zoom a / 2^16 from 1/4 to 4")
 
     def _canvas_frames(self, lo: int, hi: int, f0: int, n: int) -> list[int]:
         """Which decoded canvas frame (index into a tile's output of frames f0..f0+n-1) shows
@@ -1123,7 +1173,8 @@ class LatentFile:
     def _chunk_latents(self, entry) -> torch.Tensor | _Loss:
         """One latent chunk dequantized to [C, t, h, w], or its loss if it is damaged."""
         try:
-            return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, self._chunk_shape(entry))
+            return self.quantizer.unpack(self.reader.read(entry.index), entry.meta, self._chunk_shape(entry),
+                                         self._zooms.get(entry.index))
         except FormatError as e:
             return self._read_loss(entry, e)
 
@@ -1145,7 +1196,8 @@ class LatentFile:
         def refill() -> None:
             while pool.idle and (entry := next(todo, None)) is not None:
                 try:
-                    pool.decode(self.reader.read(entry.index), self._chunk_shape(entry), quant.quality)
+                    pool.decode(self.reader.read(entry.index), self._chunk_shape(entry), quant.quality,
+                                self._zooms.get(entry.index))
                     pending.append((entry, None))
                 except FormatError as e:  # the container chunk itself is damaged
                     pending.append((entry, e))

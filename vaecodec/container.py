@@ -56,7 +56,8 @@ _CRC = struct.Struct("<I")
 FLAG_RESAMPLED = 0x0001  # the picture was coded at the header's video.coded_* size
 FLAG_CANVAS = 0x0002  # the model coded a steadied canvas; latent chunks carry each frame's view
 FLAG_SHIFT = 0x0004  # the decoder's memory moves with the canvas where latent chunks list camera_shift
-KNOWN_FLAGS = FLAG_RESAMPLED | FLAG_CANVAS | FLAG_SHIFT
+FLAG_ZOOM = 0x0008  # latent chunks that list camera_zoom predict those latent frames through the zoom
+KNOWN_FLAGS = FLAG_RESAMPLED | FLAG_CANVAS | FLAG_SHIFT | FLAG_ZOOM
 
 _CODINGS = {"raw": 0, "zstd": 1}
 _CODING_NAMES = {v: k for k, v in _CODINGS.items()}

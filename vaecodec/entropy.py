@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from vaecodec import motion as mc
+from vaecodec.motion import Zooms
 from vaecodec.errors import FormatError, UsageError
 from vaecodec.quant import entropy_symbols
 
@@ -486,7 +487,7 @@ class EntropyCoder:
 
     # ------------------------------------------------------------ coding
 
-    def _choose(self, q: np.ndarray, quality: int, motion: np.ndarray | None
+    def _choose(self, q: np.ndarray, quality: int, motion: np.ndarray | None, zooms: Zooms | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """The cheapest choice of every block [C, t*nb], what each cell codes [C, t*h*w] (q
         where intra, the residual where inter, 0 in zero blocks), the cells' block ids and the
@@ -501,11 +502,11 @@ class EntropyCoder:
         wide = q.size and max(int(q.max()), -int(q.min())) >= 1 << 30
         q = q.astype(np.int64 if wide else np.int32, copy=False)  # read only below
         res = np.zeros_like(q)
-        if motion is None:
+        if motion is None and not zooms:
             res[:, 1:] = q[:, 1:] - q[:, :-1]
         else:
             for j in range(1, t):
-                res[:, j] = q[:, j] - mc.predict(q[:, j - 1], motion[j], BLOCK)
+                res[:, j] = q[:, j] - self._prediction(q[:, j - 1], j, motion, zooms)
         q, res = q.reshape(c, -1), res.reshape(c, -1)
         ids, nb = _blocks(t, h, w, BLOCK)
         # exact code length of every block under every choice (+ verbatim bits per escape)
@@ -540,10 +541,19 @@ class EntropyCoder:
             out[i] = hist.reshape(nblocks, CONTEXTS * ALPHABET) @ bits[i].T
         return out
 
-    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None) -> bytes:
+    @staticmethod
+    def _prediction(prev: np.ndarray, j: int, motion: np.ndarray | None, zooms: Zooms | None) -> np.ndarray:
+        """Latent frame j's prediction from frame j - 1's symbols: resampled by the chunk's
+        zoom before frame j, if it lists one, then moved by frame j's vectors, if any."""
+        ref = mc.reference(prev, zooms.get(j) if zooms else None)
+        return ref if motion is None else mc.predict(ref, motion[j], BLOCK)
+
+    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None, zooms: Zooms | None = None) -> bytes:
         """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. ``motion``:
-        int [t, nby, nbx, 2] from ``vaecodec.motion``. Chunk version 5 with context tables,
-        else version 4 with motion, 3 without."""
+        int [t, nby, nbx, 2] from ``vaecodec.motion``; ``zooms``: latent frame j -> the zoom
+        (``motion.resample``) its prediction first carries frame j - 1 through (chunk meta
+        ``camera_zoom``; a decoder needs the same). Chunk version 5 with context tables, else
+        version 4 with motion, 3 without."""
         q = np.asarray(q)
         if not np.issubdtype(q.dtype, np.integer):
             raise UsageError(f"latent symbols must be integers, got {q.dtype}")
@@ -552,7 +562,7 @@ class EntropyCoder:
         s = self.tables
         if motion is not None:
             motion = self._check_motion(motion, t, h, w)
-        choice, coded, ids, nb = self._choose(q, quality, motion)
+        choice, coded, ids, nb = self._choose(q, quality, motion, zooms)
         enc = constriction.stream.queue.RangeEncoder()
 
         def put(model, sym: np.ndarray) -> np.ndarray:
@@ -637,8 +647,10 @@ class EntropyCoder:
             raise FormatError("latent chunk names a table the model does not have")
         return choice, ids, nb, 2 + (n + 1) // 2
 
-    def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int) -> np.ndarray:
-        """Exact inverse of ``encode`` (chunk versions 1 to 5): bytes -> int32 [C, t, h, w]."""
+    def decode(self, data: bytes, shape: tuple[int, int, int, int], quality: int, zooms: Zooms | None = None
+               ) -> np.ndarray:
+        """Exact inverse of ``encode`` (chunk versions 1 to 5) given the same ``zooms``:
+        bytes -> int32 [C, t, h, w]."""
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
         models, _ = self._prepared(quality)
@@ -701,7 +713,7 @@ class EntropyCoder:
         q, inter = vals.reshape(c, t, h, w), (choice >= s)[:, ids].reshape(c, t, h, w)
         for j in range(1, t):  # add residuals in time order
             if inter[:, j].any():
-                ref = q[:, j - 1] if motion is None else mc.predict(q[:, j - 1], motion[j], BLOCK)
+                ref = self._prediction(q[:, j - 1], j, motion, zooms)
                 q[:, j] += np.where(inter[:, j], ref, 0)
         if (q < np.iinfo(np.int32).min).any() or (q > np.iinfo(np.int32).max).any():
             raise FormatError("latent chunk decodes to values outside int32")

@@ -78,6 +78,41 @@ def _window(pad, y0: int, y1: int, x0: int, x1: int, dy: int, dx: int, mix: Call
     return mix(total, PRECISION * PRECISION)
 
 
+ZOOM_BITS = 16  # a zoom's map from new to old latent cells, in 2^-16 cells (chunk meta "camera_zoom")
+Zooms = dict[int, tuple[int, int, int]]  # a chunk's latent frame j -> the zoom (a, bx, by) before it
+_ZOOM_FRAC = 6  # the bilinear weights of ``resample``, in 64ths of a cell
+
+
+def resample(prev: np.ndarray, zoom: tuple[int, int, int]) -> np.ndarray:
+    """The previous frame's symbols [C, h, w] carried through a zoom of the canvas (a new
+    reference that follows another): new cell (y, x) reads old cell ``((a x + bx) / 2^16,
+    (a y + by) / 2^16)`` for ``zoom = (a, bx, by)``, bilinear with integer weights in 64ths and
+    one rounding, edges repeated, so encoder and decoder compute it bit for bit (int64)."""
+    a, bx, by = (int(v) for v in zoom)
+    _, h, w = prev.shape
+
+    def taps(n: int, size: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = a * np.arange(n, dtype=np.int64) + b  # in 2^-16 cells
+        whole = pos >> ZOOM_BITS
+        frac = (pos >> (ZOOM_BITS - _ZOOM_FRAC)) & ((1 << _ZOOM_FRAC) - 1)
+        return np.clip(whole, 0, size - 1), np.clip(whole + 1, 0, size - 1), frac
+
+    y0, y1, fy = taps(h, h, by)
+    x0, x1, fx = taps(w, w, bx)
+    one = 1 << _ZOOM_FRAC
+    gy, gx, fy, fx = (one - fy)[:, None], (one - fx)[None], fy[:, None], fx[None]
+    src = prev.astype(np.int64, copy=False)
+    total = (src[:, y0[:, None], x0[None]] * (gy * gx) + src[:, y0[:, None], x1[None]] * (gy * fx)
+             + src[:, y1[:, None], x0[None]] * (fy * gx) + src[:, y1[:, None], x1[None]] * (fy * fx))
+    return _round_mix(total, one * one)
+
+
+def reference(prev: np.ndarray, zoom: tuple[int, int, int] | None) -> np.ndarray:
+    """What a latent frame is predicted from: the previous frame's symbols, resampled where the
+    chunk lists a zoom before this frame."""
+    return prev if zoom is None else resample(prev, zoom)
+
+
 def _block_edges(n: int, block: int) -> list[tuple[int, int]]:
     return [(a, min(a + block, n)) for a in range(0, n, block)]
 
@@ -192,21 +227,24 @@ def _hold_cheap_blocks(x: np.ndarray, q: np.ndarray, ref: np.ndarray, block: int
 
 
 def quantize(x: torch.Tensor, deadzone: float, block: int,
-             rate: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+             rate: Callable[[np.ndarray], np.ndarray] | None = None,
+             zooms: Zooms | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Latents in steps ``x`` [C, t, h, w] -> (symbols int32 [C, t, h, w], vectors int16
     [t, nby, nbx, 2]; frame 0's are zero). Frame 0 is rounded; every later frame is rounded
     and then, with a deadzone, holds its motion-compensated prediction wherever the latent is
     within ``0.5 + deadzone`` steps of it, and, given the coder's ``rate`` (residual [C, h, w]
     -> bits per channel and block [C, nby, nbx]), in every block whose residual costs more
-    than it is worth (``_hold_cheap_blocks``)."""
+    than it is worth (``_hold_cheap_blocks``). A frame that ``zooms`` lists is predicted from
+    the frame before resampled (``reference``)."""
     x = x.float().cpu().numpy()
     c, t, h, w = x.shape
     q = np.round(x).astype(np.int64)
     mv = np.zeros((t, -(-h // block), -(-w // block), 2), np.int16)
     for j in range(1, t if h and w else 1):  # an empty frame has nothing to search
-        mv[j] = search(x[:, j], q[:, j - 1], block)
+        prev = reference(q[:, j - 1], zooms.get(j) if zooms else None)
+        mv[j] = search(x[:, j], prev, block)
         if deadzone:
-            ref = predict(q[:, j - 1], mv[j], block)
+            ref = predict(prev, mv[j], block)
             q[:, j] = np.where(np.abs(x[:, j] - ref) <= 0.5 + deadzone, ref, q[:, j])
             if rate is not None:
                 _hold_cheap_blocks(x[:, j], q[:, j], ref, block, rate)

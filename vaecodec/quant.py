@@ -157,13 +157,15 @@ def entropy_symbols(x: torch.Tensor, deadzone: float) -> torch.Tensor:
 
 
 def chunk_symbols(x: torch.Tensor, deadzone: float, motion_block: int | None,
-                  coder=None, quality: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  coder=None, quality: int | None = None, zooms: mc.Zooms | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """A chunk's latents in steps [C, t, h, w] -> its int32 symbols and, with ``motion_block``,
     its motion vectors (``motion.quantize``, which holds whole blocks where ``coder`` prices
     their residual at ``quality`` as not worth it; None without): what ``EntropyCoder.encode``
-    takes. Entropy worker processes run it on what ``Quantizer.scaled`` hands them."""
+    takes. Entropy worker processes run it on what ``Quantizer.scaled`` hands them. ``zooms``:
+    the latent frames predicted through a zoom (``motion.resample``), which needs motion."""
     if motion_block:
-        return mc.quantize(x, deadzone, motion_block, None if coder is None else coder.residual_bits(quality))
+        return mc.quantize(x, deadzone, motion_block, None if coder is None else coder.residual_bits(quality), zooms)
     return entropy_symbols(x, deadzone).to(torch.int32).numpy(), None
 
 
@@ -209,11 +211,12 @@ class Quantizer:
         return {"scheme": "entropy", "quality": self.quality, "step": [float(s) for s in step],
                 "deadzone": self.deadzone, "motion": self.motion}
 
-    def pack(self, z: torch.Tensor) -> Packed:
-        """z: float [C, t, h, w] -> payload."""
+    def pack(self, z: torch.Tensor, zooms: mc.Zooms | None = None) -> Packed:
+        """z: float [C, t, h, w] -> payload; ``zooms``: the chunk's (``motion.Zooms``, entropy
+        coding with motion only)."""
         if self.scheme == "entropy":
-            q, motion = self.symbols(z)
-            return Packed(self.coder.encode(q, self.quality, motion), {}, "raw")
+            q, motion = self.symbols(z, zooms)
+            return Packed(self.coder.encode(q, self.quality, motion, zooms), {}, "raw")
         z = z.float().cpu()
         C = z.shape[0]
         flat = z.reshape(C, -1)
@@ -237,21 +240,22 @@ class Quantizer:
         """float latents [C, t, h, w] -> float32 latents in steps, ``z / step[c]``, on the CPU."""
         return z.float().cpu() / self._step()
 
-    def symbols(self, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def symbols(self, z: torch.Tensor, zooms: mc.Zooms | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """float latents [C, t, h, w] -> the entropy coder's int32 symbols, ``round(z / step[c])``
         held across frames by the temporal deadzone, and the chunk's motion vectors (None
         without motion): what ``EntropyCoder.encode`` takes."""
-        return chunk_symbols(self.scaled(z), self.deadzone, self.motion_block, self.coder, self.quality)
+        return chunk_symbols(self.scaled(z), self.deadzone, self.motion_block, self.coder, self.quality, zooms)
 
     def dequantize(self, q: np.ndarray) -> torch.Tensor:
         """Entropy-coded symbols [C, t, h, w] -> float32 latents ``q * step[c]``."""
         return torch.from_numpy(np.asarray(q, dtype=np.float32)) * self._step()
 
-    def unpack(self, payload: bytes, meta: dict, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    def unpack(self, payload: bytes, meta: dict, shape: tuple[int, int, int, int],
+               zooms: mc.Zooms | None = None) -> torch.Tensor:
         """payload -> float32 [C, t, h, w]; raises FormatError when payload and meta disagree."""
         C = shape[0]
         if self.scheme == "entropy":
-            return self.dequantize(self.coder.decode(payload, shape, self.quality))
+            return self.dequantize(self.coder.decode(payload, shape, self.quality, zooms))
         try:
             lo = torch.tensor(meta["offset"], dtype=torch.float32)
             scale = torch.tensor(meta["scale"], dtype=torch.float32)

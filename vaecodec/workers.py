@@ -12,7 +12,8 @@ Protocol, little-endian: the parent first sends the coder tables as one safetens
 and encode), u32 quality, 4 x u32 shape [C, t, h, w], u32 length, then the chunk's bytes
 (decode), its int32 symbols (op 1), or f64 deadzone, u32 motion block edge (0: no motion
 compensation) and its float32 latents in steps (op 2, so that the motion search runs in the
-workers too, beside the GPU). Each reply is u8 status: 0 = ok, followed by the int32 symbols
+workers too, beside the GPU). Ops 0 and 2 put the chunk's zooms first (``motion.Zooms``):
+u32 count, then count x 4 i64 (latent frame, a, bx, by). Each reply is u8 status: 0 = ok, followed by the int32 symbols
 of that shape (decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any
 other error, each followed by u32 length + a UTF-8 message. Each worker has at most one
 request in flight, and results are taken in the order the requests were sent.
@@ -26,15 +27,33 @@ import subprocess
 import sys
 from collections import deque
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from .errors import FormatError, VaecodecError
 
+if TYPE_CHECKING:
+    import torch
+
+    from .motion import Zooms
+
 _REQUEST = struct.Struct("<7I")
 DECODE, ENCODE, QUANTIZE = 0, 1, 2
 _QUANTIZE = struct.Struct("<dI")
+_ZOOM = struct.Struct("<4q")
+
+
+def _pack_zooms(zooms: Zooms | None) -> bytes:
+    items = sorted((zooms or {}).items())
+    return struct.pack("<I", len(items)) + b"".join(_ZOOM.pack(j, *z) for j, z in items)
+
+
+def _unpack_zooms(data: bytes) -> tuple[Zooms, int]:
+    """(the zooms at the front of ``data``, the offset after them)"""
+    (n,) = struct.unpack_from("<I", data)
+    rows = [_ZOOM.unpack_from(data, 4 + i * _ZOOM.size) for i in range(n)]
+    return {j: (a, bx, by) for j, a, bx, by in rows}, 4 + n * _ZOOM.size
 
 
 def _read(f: BinaryIO, n: int) -> bytes:
@@ -81,19 +100,20 @@ class CoderPool:
         """Whether the next worker in turn can take a request (each holds at most one)."""
         return self.sent - self.taken < len(self.procs)
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int, int], quality: int) -> None:
+    def decode(self, payload: bytes, shape: tuple[int, int, int, int], quality: int, zooms: Zooms | None = None) -> None:
         """Queue a chunk's bytes; its ``result`` is the int32 symbols [C, t, h, w]."""
-        self._submit(DECODE, payload, shape, quality)
+        self._submit(DECODE, _pack_zooms(zooms) + payload, shape, quality)
 
     def encode(self, q: np.ndarray, quality: int) -> None:
         """Queue int32 symbols [C, t, h, w], coded without motion vectors; their ``result`` is
         the chunk's bytes."""
         self._submit(ENCODE, np.ascontiguousarray(q, np.int32).tobytes(), q.shape, quality)
 
-    def quantize(self, x: torch.Tensor, quality: int, deadzone: float, motion_block: int | None) -> None:
+    def quantize(self, x: torch.Tensor, quality: int, deadzone: float, motion_block: int | None,
+                 zooms: Zooms | None = None) -> None:
         """Queue float latents in steps [C, t, h, w] to be quantized (``quant.chunk_symbols``)
         and coded; their ``result`` is the chunk's bytes."""
-        head = _QUANTIZE.pack(deadzone, motion_block or 0)
+        head = _pack_zooms(zooms) + _QUANTIZE.pack(deadzone, motion_block or 0)
         self._submit(QUANTIZE, head + np.ascontiguousarray(x.numpy(), np.float32).tobytes(), tuple(x.shape), quality)
 
     def _submit(self, op: int, data: bytes, shape: tuple[int, ...], quality: int) -> None:
@@ -171,14 +191,16 @@ def main() -> None:
             data = _read(inp, size)
             try:
                 if op == DECODE:
-                    reply = b"\0" + coder.decode(data, (c, t, h, w), quality).tobytes()
+                    zooms, at = _unpack_zooms(data)
+                    reply = b"\0" + coder.decode(data[at:], (c, t, h, w), quality, zooms).tobytes()
                 else:
                     if op == QUANTIZE:
-                        deadzone, block = _QUANTIZE.unpack_from(data)
-                        x = np.frombuffer(data, np.float32, offset=_QUANTIZE.size).reshape(c, t, h, w)
+                        zooms, at = _unpack_zooms(data)
+                        deadzone, block = _QUANTIZE.unpack_from(data, at)
+                        x = np.frombuffer(data, np.float32, offset=at + _QUANTIZE.size).reshape(c, t, h, w)
                         x = torch.from_numpy(x.copy())  # a writable array: torch warns on read-only ones
-                        q, motion = chunk_symbols(x, deadzone, block or None, coder, quality)
-                        chunk = coder.encode(q, quality, motion)
+                        q, motion = chunk_symbols(x, deadzone, block or None, coder, quality, zooms)
+                        chunk = coder.encode(q, quality, motion, zooms)
                     else:
                         chunk = coder.encode(np.frombuffer(data, np.int32).reshape(c, t, h, w), quality)
                     reply = b"\0" + struct.pack("<I", len(chunk)) + chunk
