@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vaecodec import tiling
 from vaecodec.models.base import Tiling
 from vaecodec.models.tiny import Arch, TinyVAE
-from vaecodec.tiling import (CausalEncoder, StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling,
+from vaecodec.tiling import (CausalEncoder, Move, StreamingDecoder, StreamingEncoder, TileRunner, _spans, check_tiling,
                              decoder_for, encoder_for, temporal_tiles)
 
 from conftest import PoolVAE
@@ -102,7 +103,7 @@ def test_a_moved_state_is_the_state_of_the_moved_content():
     def encoded(x: torch.Tensor, L: int, tile: int, move: bool) -> torch.Tensor:
         enc = CausalEncoder(tiny_runner(model, Tiling(latent_frames=L, overlap_latents=0, tile_px=tile, overlap_px=64)), 4)
         if move:
-            enc.move(j, dx, dy)
+            enc.move(j, Move.by_cells(dx, dy))
         return torch.cat(list(enc.push(x)) + list(enc.finish()), 1)[:, j:]
     exact, inner = encoded(new, 2, 896, False), (..., slice(11, 13), slice(11, 25))  # cells far from every edge
     for L in (1, 3):  # the move at a temporal tile's first latent frame, then inside one (the call is cut there)
@@ -111,8 +112,8 @@ def test_a_moved_state_is_the_state_of_the_moved_content():
     away = (..., slice(3, 21), slice(3, 33))
     err = {how: (encoded(seen, 2, 128, how != "still") - exact)[away].abs().mean().item() for how in ("whole", "still")}
     with pytest.MonkeyPatch.context() as mp:  # each spatial tile's state moved on its own
-        mp.setattr(tiling, "move_states", lambda states, dx, dy, unit=1: states.update(
-            {k: [tiling.shifted(t, dx, dy) for t in v] for k, v in states.items()}))
+        mp.setattr(tiling, "move_states", lambda states, move, unit=1: states.update(
+            {k: [tiling.moved(t, move) for t in v] for k, v in states.items()}))
         err["each tile"] = (encoded(seen, 2, 128, True) - exact)[away].abs().mean().item()
     assert err["whole"] < err["each tile"] < err["still"], err
 
@@ -126,11 +127,11 @@ def test_a_moved_state_is_the_state_of_the_moved_content():
         return torch.cat([x for _, x in parts], 1)[:, frames[0] - parts[0][0] : frames[1] - parts[0][0]]
     exact, px = decoded(window(z, 4 - dx, 4 - dy, 1), 2, None)[:, f:], (..., slice(8 * 11, 8 * 13), slice(8 * 11, 8 * 25))
     for L in (1, 3):
-        torch.testing.assert_close(decoded(lat, L, {j: (dx, dy)})[:, f:][px], exact[px], rtol=0, atol=1e-4)
+        torch.testing.assert_close(decoded(lat, L, {j: Move.by_cells(dx, dy)})[:, f:][px], exact[px], rtol=0, atol=1e-4)
         assert (decoded(lat, L, None)[:, f:][px] - exact[px]).abs().max() > 1e-2
     # a seek whose cold start falls on the move's latent frame decodes what the full decode gives
-    full = decoded(lat, 1, {j: (dx, dy)})
-    torch.testing.assert_close(decoded(lat, 1, {j: (dx, dy)}, (21, 25)), full[:, 21:25], rtol=0, atol=1e-5)
+    full = decoded(lat, 1, {j: Move.by_cells(dx, dy)})
+    torch.testing.assert_close(decoded(lat, 1, {j: Move.by_cells(dx, dy)}, (21, 25)), full[:, 21:25], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("L", [1, 2, 5])
@@ -260,3 +261,51 @@ def test_causal_streams_hold_one_tile_whatever_the_length():
                 list(dec.push(torch.zeros(16, 1, 2, 2)))
                 held = max(held, len(dec.latents))
             assert held <= 3 + 1 and dec.done
+
+
+def test_a_state_follows_a_zoom():
+    """``moved`` reads each cell where a move says its content was: by whole cells exactly as
+    ``shifted``, through a zoom bilinearly (against a statement cell by cell), and in float32
+    for bf16 states too (a bf16 grid gave NaN on the CPU). A stream whose memory is resampled
+    through a zoom before latent frame j then encodes that frame much closer to a stream that
+    saw the zoomed content all along than one whose memory stayed where it was."""
+    f = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(tiling.moved(f, Move.by_cells(2, -1)), tiling.shifted(f, 2, -1))
+    a, bx, by = 0.8, 1.3, -0.4
+    want = torch.empty_like(f)
+    for y in range(9):
+        for x in range(11):
+            py, px = min(max(a * y + by, 0), 8), min(max(a * x + bx, 0), 10)  # edges repeat
+            y0, x0 = min(int(py), 7), min(int(px), 9)
+            wy, wx = py - y0, px - x0
+            want[..., y, x] = ((1 - wy) * ((1 - wx) * f[..., y0, x0] + wx * f[..., y0, x0 + 1])
+                               + wy * ((1 - wx) * f[..., y0 + 1, x0] + wx * f[..., y0 + 1, x0 + 1]))
+    torch.testing.assert_close(tiling.moved(f, Move(a, bx, by)), want, rtol=0, atol=1e-5)
+    half = tiling.moved(f.bfloat16(), Move(a, bx, by))
+    assert half.dtype == torch.bfloat16 and (half.float() - want).abs().max() < 0.05
+
+    torch.manual_seed(0)
+    model = TinyVAE(Arch()).eval()
+    j, z, cx, cy = 2, 1.2, 170.0, 120.0  # a 1.2x zoom about pixel (cx, cy) before latent frame j
+    scene = F.interpolate(torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(6)), size=(192, 256),
+                          mode="bicubic", align_corners=False)[0] * 2 - 1
+    def view(zoom: float) -> torch.Tensor:  # [3, 192, 256]: the scene zoomed by ``zoom`` about (cx, cy)
+        xs, ys = cx + (torch.arange(256) - cx) / zoom, cy + (torch.arange(192) - cy) / zoom
+        grid = torch.stack(torch.meshgrid((2 * ys + 1) / 192 - 1, (2 * xs + 1) / 256 - 1, indexing="ij")[::-1], -1)
+        return F.grid_sample(scene[None], grid[None].float(), mode="bicubic", padding_mode="border",
+                             align_corners=False)[0]
+    f0 = 4 * j - 3
+    old, new = view(1.0)[:, None].expand(-1, f0, -1, -1), view(z)[:, None].expand(-1, 1 + 4 * 3 - f0, -1, -1)
+    # new pixel X shows old pixel X / z + c (1 - 1 / z), so new cell c lies where old cell a c + b lay
+    move = Move(1 / z, ((1 / z - 1) * 3.5 + cx * (1 - 1 / z)) / 8, ((1 / z - 1) * 3.5 + cy * (1 - 1 / z)) / 8)
+    backwards = Move(z, -z * move.bx, -z * move.by)  # the inverse zoom
+    def encoded(x: torch.Tensor, how: Move | None) -> torch.Tensor:
+        enc = CausalEncoder(tiny_runner(model, Tiling(latent_frames=1, overlap_latents=0, tile_px=896, overlap_px=64)), 4)
+        if how is not None:
+            enc.move(j, how)
+        return torch.cat(list(enc.push(x)) + list(enc.finish()), 1)[:, j]
+    exact = encoded(new[:, :1].expand(-1, 1 + 4 * 3, -1, -1), None)  # the zoomed content all along
+    inner = (..., slice(4, 20), slice(4, 28))
+    err = {name: (encoded(torch.cat([old, new], 1), how) - exact)[inner].abs().mean().item()
+           for name, how in (("zoom", move), ("stayed", None), ("backwards", backwards))}
+    assert err["zoom"] < 0.7 * min(err["stayed"], err["backwards"]), err

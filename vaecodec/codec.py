@@ -39,7 +39,7 @@ from .models.base import Tiling
 from .quant import BUSY_LADDER, SMOOTH_LADDER, Level, Quantizer, check_level, fit_level, ladder_level
 from .refine import LatentRefiner, RefineSettings, check_refine
 from .resample import capped_scale, check_scale, coded_size, fine_detail_db, resize_frames, to_uint8_frames
-from .tiling import TileRunner, check_tiling, decoder_for, encoder_for
+from .tiling import Move, TileRunner, check_tiling, decoder_for, encoder_for
 from .video import (
     DECODE_PRESET, TIME_SLACK, AudioTrack, Color, VideoReader, VideoWriter, check_limit, is_url, pack_packets, rebase,
     seconds, unpack_packets,
@@ -241,10 +241,12 @@ class _Views:
         self.moves = 0  # window moves so far
 
     def add(self, params: np.ndarray, moved: bool, shift: tuple[int, int] | None = None,
-            zoom: tuple[int, int, int] | None = None) -> None:
+            zoom: tuple[int, int, int] | None = None, memory_follows: bool = False) -> None:
+        """``memory_follows``: the model's memory is resampled through ``zoom`` (no cut from
+        the next frame needed)."""
         if shift is not None:
             self.shifts.append([self.end, *shift])
-        elif moved:
+        elif moved and not memory_follows:
             self.moved.append(self.end)
         if zoom is not None:
             self.zooms.append([self.end, *zoom])
@@ -278,6 +280,11 @@ def latent_zoom(m: np.ndarray, s: int) -> tuple[int, int, int]:
     centre is pixel s c + (s - 1) / 2, so new cell c reads old cell z c + ((z - 1)(s - 1) / 2 + t) / s."""
     z, one = float(m[0, 0]), 1 << mc.ZOOM_BITS
     return (round(z * one), *(round(((z - 1) * (s - 1) / 2 + float(t)) / s * one) for t in m[:, 2]))
+
+
+def zoom_move(zoom: tuple[int, int, int]) -> Move:
+    """A ``camera_zoom``'s (a, bx, by) as the model memory's move (``tiling.Move``)."""
+    return Move(*(v / (1 << mc.ZOOM_BITS) for v in zoom))
 
 
 def chunk_zooms(meta: dict, t0: int, temporal: int) -> mc.Zooms:
@@ -712,14 +719,17 @@ class Codec:
                     for pictures, params, moved, shift, zoom in sw.iterate(segments, "camera"):
                         # a window moved by whole latent cells: the model's memory moves with it
                         follows = shift is not None and model.state_on_grid and not (shift[0] % s or shift[1] % s)
-                        if follows:
+                        # a new reference after another: its first latent frame is predicted from
+                        # the one before resampled through the zoom (motion-compensated coding
+                        # only), and a memory on the latent grid is resampled likewise
+                        grid = latent_zoom(zoom, s) if zoom is not None and quant.motion and views.end > 0 else None
+                        move = (Move.by_cells(shift[0] // s, shift[1] // s) if follows
+                                else zoom_move(grid) if grid is not None and model.state_on_grid else None)
+                        if move is not None:
                             latent = _latent_of(views.end, model.temporal)
                             for stream in (enc, refiner) if refiner else (enc,):
-                                stream.move(latent, shift[0] // s, shift[1] // s)
-                        # a new reference after another: its first latent frame is predicted from
-                        # the one before resampled by the zoom (motion-compensated coding only)
-                        zoomed = zoom is not None and quant.motion and views.end > 0
-                        views.add(params, moved, shift if follows else None, latent_zoom(zoom, s) if zoomed else None)
+                                stream.move(latent, move)
+                        views.add(params, moved, shift if follows else None, grid, model.state_on_grid)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
@@ -969,8 +979,9 @@ class LatentFile:
         self._views: dict[int, np.ndarray] = {}  # latent chunk index -> its frames' camera params
         self._bad_views: dict[int, str] = {}  # offset -> why a chunk's camera motion is unusable
         self._moved: set[int] = set()  # frames after a move of the canvas window
-        self._shifts: dict[int, tuple[int, int]] = {}  # latent frame -> latent cells the memory moves before it
+        self._shifts: dict[int, Move] = {}  # latent frame -> whole cells the memory moves by before it
         self._zooms: dict[int, mc.Zooms] = {}  # latent chunk index -> its camera_zoom entries
+        self._zoom_moves: dict[int, Move] = {}  # latent frame -> the zoom a memory on the grid is resampled through
         if self.canvas:
             self._latent_chunks = [e for e in self._latent_chunks if self._read_views(e)]
         self._t0s = [int(e.meta["t0"]) for e in self._latent_chunks]
@@ -1095,9 +1106,10 @@ class LatentFile:
             return False
         if zooms:
             self._zooms[entry.index] = chunk_zooms(entry.meta, t0, self.temporal)
+            self._zoom_moves.update({t0 + j: zoom_move(z) for j, z in self._zooms[entry.index].items()})
         self._views[entry.index] = views
         self._moved.update(moved)
-        self._shifts.update({j: (m[1] // self.spatial, m[2] // self.spatial) for j, m in zip(latents, shifts)})
+        self._shifts.update({j: Move.by_cells(m[1] // self.spatial, m[2] // self.spatial) for j, m in zip(latents, shifts)})
         return True
 
     def _shift_latent(self, m: object, first: int, end: int) -> int:
@@ -1313,7 +1325,8 @@ class LatentFile:
             tiling = replace(tiling, latent_frames=codec._tiling(model, self.lat_h * s, self.lat_w * s).latent_frames)
         if self._shifts and not model.state_on_grid:
             raise FormatError(f"{self.reader.path}: camera_shift moves a memory that {model.model_id} does not carry")
-        dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach, self._shifts)
+        moves = {**self._shifts, **(self._zoom_moves if model.state_on_grid else {})}  # as the encoder moved its memory
+        dec = decoder_for(codec._runner(model, tiling), self.temporal, self.latent_frames, model.reach, moves)
         lat_start, lat_stop = dec.seek(start, stop)
         request = f"frames {start}..{stop - 1} (their decoder tiles read latent frames {lat_start}..{lat_stop - 1})"
         if progress:

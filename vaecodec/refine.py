@@ -38,7 +38,7 @@ import torch
 from . import motion as mc
 from .errors import UsageError
 from .quant import chunk_symbols
-from .tiling import TileRunner, crossfade, moves_in
+from .tiling import Move, TileRunner, crossfade, moves_in
 
 # Measured on held-out 480p pans (docs/MODEL.md, "Encoder-side latent refinement"): over
 # qualities 2-7, rate weight 0.5 beat 1 on both a smooth and a busy pan, and 0.25 matched 0.5
@@ -115,12 +115,12 @@ class LatentRefiner:
         self.symbols: torch.Tensor | None = None  # held symbols of latent ``final`` [C, h, w]
         self.tail: torch.Tensor | None = None  # decoded frames the next tile cross-fades with
         self.frames_in = 0  # real frames seen; padding beyond them is not scored
-        self.moves: dict[int, tuple[int, int]] = {}  # latent frame -> cells the content moved by before it
-        self.tile_moves: dict[int, tuple[int, int]] = {}  # those of the tile being refined, by its latent frames
+        self.moves: dict[int, Move] = {}  # latent frame -> how the content moved before it
+        self.tile_moves: dict[int, Move] = {}  # those of the tile being refined, by its latent frames
 
-    def move(self, latent: int, dx: int, dy: int) -> None:
+    def move(self, latent: int, move: Move) -> None:
         """As ``CausalEncoder.move``: the decoder's memory moves before latent frame ``latent``."""
-        self.moves[latent] = (dx, dy)
+        self.moves[latent] = move
 
     def add_frames(self, x: torch.Tensor) -> None:
         """x: uint8 [3, n, H, W], the frames the encoder was given."""

@@ -11,9 +11,9 @@ frames (cross-faded on decode). The warm-up end of each tile always gets the low
 A model that streams (``VideoVAE.streams``: its causal state between calls is a small carry,
 as in the embedded model) needs none of that in time: ``CausalEncoder``/``CausalDecoder`` run
 tiles one after another with no overlap, each continuing the state the previous one left, and
-give exactly what one whole-clip call gives. When the picture's content moves by whole latent
-cells (a steadied canvas's window), a model whose state lies on the latent grid has that state
-moved with it between calls (``move_states``).
+give exactly what one whole-clip call gives. When the picture's content moves (a steadied
+canvas's window by whole latent cells, or a new reference's zoom), a model whose state lies on
+the latent grid has that state moved with it between calls (``Move``, ``move_states``).
 
 Spatial tiles split frames larger than ``tile_px`` into overlapping tiles whose results are
 blended with separable linear ramps, in latent space on encode and pixel space on decode
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .models.base import Tiling
@@ -184,17 +186,17 @@ class TileRunner:
         return _tiled_2d(fn, x, t.tile_px, t.overlap_px, 1 / self.spatial, states).float()
 
     def decode(self, z: torch.Tensor, grad: bool = False, states: dict | None = None,
-               moves: dict[int, tuple[int, int]] | None = None) -> torch.Tensor:
+               moves: dict[int, Move] | None = None) -> torch.Tensor:
         """[1,C,1+m,h,w] -> [1,3,1+m*t,h*s,w*s] float32 (a continued stream: m -> m*t frames);
         ``grad``: differentiable in ``z`` (for the encoder's latent refinement, ``vaecodec.refine``);
-        ``moves`` ({latent frame of z: (dx, dy) cells}): the stream's state moves before those
+        ``moves`` ({latent frame of z: ``Move``}): the stream's state moves before those
         latent frames (``move_states``), the call split there."""
         if moves and states is not None:
             cuts = sorted({0, *moves, z.shape[2]})
             parts = []
             for a, b in zip(cuts, cuts[1:]):
                 if a in moves:
-                    move_states(states, *moves[a])
+                    move_states(states, moves[a])
                 parts.append(self.decode(z[:, :, a:b], grad, states))
             return torch.cat(parts, 2)
         s, t = self.spatial, self.tiling
@@ -333,6 +335,37 @@ class StreamingDecoder:
             yield f0, out
 
 
+class Move(NamedTuple):
+    """How the picture's content moved on the latent grid before a latent frame: new cell
+    (y, x) lies where old cell (a x + bx, a y + by) lay. A window moved by whole cells is
+    ``Move.by_cells``; a zoom has a != 1."""
+
+    a: float
+    bx: float
+    by: float
+
+    @classmethod
+    def by_cells(cls, dx: int, dy: int) -> Move:
+        """The content of cell p went to p + (dx, dy)."""
+        return cls(1.0, float(-dx), float(-dy))
+
+
+def moved(f: torch.Tensor, move: Move) -> torch.Tensor:
+    """[..., h, w] read where ``move`` says each cell's content was, edges repeated: by whole
+    cells exactly (``shifted``), else bilinear."""
+    a, bx, by = move
+    if a == 1 and bx == round(bx) and by == round(by):
+        return shifted(f, -round(bx), -round(by))
+    h, w = f.shape[-2:]
+    gx = (2 * (a * torch.arange(w, device=f.device, dtype=torch.float64) + bx) + 1) / w - 1
+    gy = (2 * (a * torch.arange(h, device=f.device, dtype=torch.float64) + by) + 1) / h - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1).float()[None]
+    flat = f.reshape(-1, 1, h, w).float()  # in float32: a bf16 grid cannot place a cell (and gave NaN on the CPU)
+    out = F.grid_sample(flat, grid.expand(flat.shape[0], -1, -1, -1), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.reshape(f.shape).to(f.dtype)
+
+
 def shifted(f: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """[..., h, w] with its content moved by whole cells (what was at p goes to p + (dx, dy)),
     the edges repeated into what the move uncovers."""
@@ -348,11 +381,11 @@ def _depth(n: int, device: torch.device) -> torch.Tensor:
     return torch.minimum(i, n - 1 - i)
 
 
-def move_states(states: dict, dx: int, dy: int, unit: int = 1) -> None:
+def move_states(states: dict, move: Move, unit: int = 1) -> None:
     """Move a stream's state (``VideoVAE.state_on_grid``: per spatial tile, a list of tensors
-    [B, C, h, w] on the tile's latent grid) by (dx, dy) whole latent cells, in place, as the
-    picture's content moved; ``unit``: the tiles' keys (their places in ``_tiled_2d``'s input)
-    are in units of 1/unit latent cell (pixels of the encoder's input: the spatial factor).
+    [B, C, h, w] on the tile's latent grid) as the picture's content moved (``moved``), in
+    place; ``unit``: the tiles' keys (their places in ``_tiled_2d``'s input) are in units of
+    1/unit latent cell (pixels of the encoder's input: the spatial factor).
 
     With several spatial tiles the move is made on the whole picture: each state is put together
     from the tiles, every cell taken from the tile it lies deepest in (where that tile's state is
@@ -363,7 +396,7 @@ def move_states(states: dict, dx: int, dy: int, unit: int = 1) -> None:
         return
     if len(states) == 1:
         key = next(iter(states))
-        states[key] = [shifted(f, dx, dy) for f in states[key]]
+        states[key] = [moved(f, move) for f in states[key]]
         return
     boxes = {key: (key[0] // unit, key[1] // unit, *st[0].shape[-2:]) for key, st in states.items()}
     H = max(y + h for y, _, h, _ in boxes.values())
@@ -375,19 +408,19 @@ def move_states(states: dict, dx: int, dy: int, unit: int = 1) -> None:
         d = torch.minimum(_depth(h, first.device)[:, None], _depth(w, first.device)[None])
         deeper[key] = d > depth[y : y + h, x : x + w]
         depth[y : y + h, x : x + w] = torch.maximum(d, depth[y : y + h, x : x + w])
-    moved: dict = {key: [] for key in states}
+    out: dict = {key: [] for key in states}
     for i, ref in enumerate(next(iter(states.values()))):
         whole = ref.new_zeros(*ref.shape[:-2], H, W)
         for key, (y, x, h, w) in boxes.items():
             part = whole[..., y : y + h, x : x + w]
             whole[..., y : y + h, x : x + w] = torch.where(deeper[key], states[key][i], part)
-        whole = shifted(whole, dx, dy)
+        whole = moved(whole, move)
         for key, (y, x, h, w) in boxes.items():
-            moved[key].append(whole[..., y : y + h, x : x + w].clone())
-    states.update(moved)
+            out[key].append(whole[..., y : y + h, x : x + w].clone())
+    states.update(out)
 
 
-def moves_in(moves: dict[int, tuple[int, int]], first: int, end: int) -> dict[int, tuple[int, int]]:
+def moves_in(moves: dict[int, Move], first: int, end: int) -> dict[int, Move]:
     """The moves of latent frames [first, end), by their index from ``first``."""
     return {j - first: m for j, m in moves.items() if first <= j < end}
 
@@ -404,12 +437,12 @@ class CausalEncoder:
         self.states: dict | None = None  # per spatial tile, once the stream has started
         self.frames_in = 0
         self.latents_out = 0
-        self.moves: dict[int, tuple[int, int]] = {}  # latent frame -> cells its content moved by
+        self.moves: dict[int, Move] = {}  # latent frame -> how its content moved
 
-    def move(self, latent: int, dx: int, dy: int) -> None:
-        """The picture's content moves by (dx, dy) whole latent cells before latent frame
-        ``latent`` (not yet encoded): the stream's state moves with it."""
-        self.moves[latent] = (dx, dy)
+    def move(self, latent: int, move: Move) -> None:
+        """The picture's content moves before latent frame ``latent`` (not yet encoded): the
+        stream's state moves with it."""
+        self.moves[latent] = move
 
     def _need(self, m: int) -> int:
         """Frames that ``m`` more latent frames take: the stream's first latent takes one."""
@@ -441,7 +474,7 @@ class CausalEncoder:
         if start:
             self.states = {}
         elif first in self.moves:
-            move_states(self.states, *self.moves.pop(first), unit=self.runner.spatial)
+            move_states(self.states, self.moves.pop(first), unit=self.runner.spatial)
         del self.frames[:n]
         return self.runner.encode(clip, self.states)[0]
 
@@ -454,16 +487,16 @@ class CausalDecoder:
     A seek starts the stream cold at a tile boundary at least ``reach`` latent frames before
     the first one it needs (``VideoVAE.reach``: from there on the output no longer depends on
     the cold start) and runs whole tiles, so it computes what a full decode computes for those
-    frames, tile by tile and bit for bit. ``moves`` ({latent frame: (dx, dy) cells}) are the
-    moves ``CausalEncoder.move`` made: the state moves before those latent frames as it did
-    there. Same interface.
+    frames, tile by tile and bit for bit. ``moves`` ({latent frame: ``Move``}) are the moves
+    ``CausalEncoder.move`` made: the state moves before those latent frames as it did there.
+    Same interface.
     """
 
     def __init__(self, runner: TileRunner, temporal: int, n_latents: int, reach: int,
-                 moves: dict[int, tuple[int, int]] | None = None) -> None:
+                 moves: dict[int, Move] | None = None) -> None:
         self.runner, self.t, self.L, self.reach = runner, temporal, runner.tiling.latent_frames, reach
         self.n = n_latents
-        self.moves = moves or {}  # latent frame -> cells the content moved by before it (as encoded)
+        self.moves = moves or {}  # latent frame -> how the content moved before it (as encoded)
         self.latents: list[torch.Tensor] = []  # pending latent frames, each [C, h, w]
         self.next, self.stop = 0, n_latents  # global index of latents[0]; the end of the stream
         self.states: dict | None = None
@@ -510,7 +543,7 @@ def encoder_for(runner: TileRunner, temporal: int) -> StreamingEncoder | CausalE
 
 
 def decoder_for(runner: TileRunner, temporal: int, n_latents: int, reach: int,
-                moves: dict[int, tuple[int, int]] | None = None) -> StreamingDecoder | CausalDecoder:
+                moves: dict[int, Move] | None = None) -> StreamingDecoder | CausalDecoder:
     """The decode stream a model takes (``encoder_for``'s counterpart); ``moves`` as
     ``CausalEncoder.move`` made them (a streaming model only)."""
     if runner.streams:
