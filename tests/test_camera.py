@@ -259,7 +259,7 @@ def test_fades_and_zooms_after_a_still_start_lose_no_picture(photo, tmp_path):
     steadied, plain, _ = both(np.concatenate([fade_in, still.astype(np.uint8)]), "fade")
     assert steadied > plain - 0.3, (steadied, plain)
 
-    # still beyond the first 33 frames (a zoom among them past 20 % means no canvas at all)
+    # still beyond the first 33 frames, then a zoom past 20 %
     zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(28)], [30 + 0.3 * t for t in range(28)],
                   [1.012**t for t in range(28)])
     steady = render(photo, 224, 160, [40] * 36, [30] * 36, [1.0] * 36)
@@ -449,7 +449,7 @@ def test_a_zoom_past_its_reference_is_predicted_through_the_zoom(photo, tmp_path
     it decodes as well as its neighbours (not cut from the next frame). A decoder that leaves
     its memory where it was gets the jump's first frame worse; one that ignores the zoom gets
     the frames from there on wrong. A bad entry, or one in a file without the flag, loses its
-    chunk alone."""
+    chunk alone. Without motion compensation the jump is coded as before."""
     steady = render(photo, 224, 160, [40] * 36, [30] * 36, [1.0] * 36)
     zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(28)], [30 + 0.3 * t for t in range(28)],
                   [1.012**t for t in range(28)])
@@ -491,3 +491,25 @@ def test_a_zoom_past_its_reference_is_predicted_through_the_zoom(photo, tmp_path
             assert "camera_zoom" in f.problems[0] and ("zoom flag" in f.problems[0]) == (bad_flags != flags)
             frames = f.frames_tensor(conceal=True).numpy()
         assert frames.shape == src.shape
+    # without motion compensation nothing follows the zoom: the frame is cut from the next one, as before
+    Codec(device="cpu", quality=5, chunk_latents=4, motion=False).encode(clip, tmp_path / "still.vlat")
+    with vaecodec.open(tmp_path / "still.vlat", device="cpu") as f:
+        assert not f._zooms and not f.reader.flags & FLAG_ZOOM and jump in f._moved, (f._moved, jump)
+
+
+def test_a_fast_zoom_from_the_start_is_steadied(photo, tmp_path):
+    """A zoom out past 20 % within the frames that size the canvas still gets one (new
+    references predicted through the zoom), and costs fewer bytes than the frames coded as they
+    are (what it got before: 19 % more here), at a better PSNR."""
+    n = 40
+    src = render(photo, 224, 160, [90 - 1.2 * t for t in range(n)], [60 - 0.8 * t for t in range(n)],
+                 [1.5 * 1.5 ** (-t / (n - 1)) for t in range(n)])
+    clip = _lossless(src, tmp_path / "out.mkv")
+    got = {}
+    for camera in (None, False):
+        r = Codec(device="cpu", quality=5, camera=camera).encode(clip, tmp_path / f"{camera}.vlat")
+        with vaecodec.open(tmp_path / f"{camera}.vlat", device="cpu") as f:
+            zooms = sum(len(z) for z in f._zooms.values())
+            got[camera] = (r.file_bytes, psnr(f.frames_tensor().numpy(), src), r.canvas, zooms)
+    assert got[None][2] is not None and got[None][3] >= 1 and got[False][2] is None, got
+    assert got[None][0] < 0.85 * got[False][0] and got[None][1] > got[False][1], got

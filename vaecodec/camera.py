@@ -346,9 +346,11 @@ def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | No
     """Canvas size (multiples of 8; sides at most ``most``, if given, where the picture's are) for a video
     whose first frames are ``frames`` [n, h, w, 3], coded at ``coded`` (width, height; default
     their own size; ``path``: their ``estimate_path`` if known), or None when their motion
-    cannot be followed or zooms too fast. A camera still or slow in them gets a canvas with the
-    least margin, which ``Steadier`` fills with the frames as they are until the camera moves,
-    so that a pan starting later is steadied too."""
+    cannot be followed. A zoom past ``MAX_ZOOM`` among them gets one too: each new reference it
+    starts is predicted through the zoom (coded as they are instead, 1-2 s zooms of 2x cost
+    1.2-3.4x the bytes and 0.3-1.5 dB: docs/MODEL.md, "Fast zooms get a canvas"). A camera
+    still or slow in them gets a canvas with the least margin, which ``Steadier`` fills with
+    the frames as they are until the camera moves, so that a pan starting later is steadied too."""
     n = len(frames)
     w, h = coded or (frames.shape[2], frames.shape[1])
     if n < 2 or min(h, w) < MIN_SIDE:
@@ -363,8 +365,6 @@ def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | No
         views.append(_inverse(m))
     box = _bbox(views, w, h)
     grow_w, grow_h = box[2] - box[0] + 1 - w, box[3] - box[1] + 1 - h
-    if _zoom(views) > MAX_ZOOM:
-        return None  # a zoom this fast would need a new reference every few latent frames
     sides = []
     for side, grow in ((w, grow_w), (h, grow_h)):
         want = -(-math.ceil(side + min(MAX_MARGIN * side, 1.25 * grow + 8)) // 8) * 8

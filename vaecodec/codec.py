@@ -723,13 +723,14 @@ class Codec:
                         # the one before resampled through the zoom (motion-compensated coding
                         # only), and a memory on the latent grid is resampled likewise
                         grid = latent_zoom(zoom, s) if zoom is not None and quant.motion and views.end > 0 else None
+                        zoom_follows = grid is not None and model.state_on_grid
                         move = (Move.by_cells(shift[0] // s, shift[1] // s) if follows
-                                else zoom_move(grid) if grid is not None and model.state_on_grid else None)
+                                else zoom_move(grid) if zoom_follows else None)
                         if move is not None:
                             latent = _latent_of(views.end, model.temporal)
                             for stream in (enc, refiner) if refiner else (enc,):
                                 stream.move(latent, move)
-                        views.add(params, moved, shift if follows else None, grid, model.state_on_grid)
+                        views.add(params, moved, shift if follows else None, grid, zoom_follows)
                         code(pictures)
 
                 for chunk in itertools.chain([first] if len(first) else [], frames):
