@@ -491,6 +491,12 @@ def test_a_zoom_past_its_reference_is_predicted_through_the_zoom(photo, tmp_path
             assert "camera_zoom" in f.problems[0] and ("zoom flag" in f.problems[0]) == (bad_flags != flags)
             frames = f.frames_tensor(conceal=True).numpy()
         assert frames.shape == src.shape
+    # a jump at a chunk's first latent frame (here every chunk is one): coded on its own, the memory still follows
+    Codec(device="cpu", quality=5, chunk_latents=1).encode(clip, tmp_path / "one.vlat")
+    with vaecodec.open(tmp_path / "one.vlat", device="cpu") as f:
+        assert (jump - 1) // 4 + 1 in f._zoom_moves and not f._moved, (f._zoom_moves, f._moved)
+        each = np.array([psnr(a, b) for a, b in zip(f.frames_tensor().numpy(), src)])
+    assert each[jump:jump + 4].min() > np.median(each) - 1.5, (jump, each.round(1))
     # without motion compensation nothing follows the zoom: the frame is cut from the next one, as before
     Codec(device="cpu", quality=5, chunk_latents=4, motion=False).encode(clip, tmp_path / "still.vlat")
     with vaecodec.open(tmp_path / "still.vlat", device="cpu") as f:
@@ -513,3 +519,23 @@ def test_a_fast_zoom_from_the_start_is_steadied(photo, tmp_path):
             got[camera] = (r.file_bytes, psnr(f.frames_tensor().numpy(), src), r.canvas, zooms)
     assert got[None][2] is not None and got[None][3] >= 1 and got[False][2] is None, got
     assert got[None][0] < 0.85 * got[False][0] and got[None][1] > got[False][1], got
+
+
+def test_a_zoom_resamples_the_memory_of_small_spatial_tiles_too(photo, tmp_path):
+    """In spatial tiles of 96 px the memory is resampled through the zoom on the whole
+    picture's state, as a window move is: the jump's frames decode as well as their
+    neighbours, and better than with each tile's memory left where it was."""
+    steady = render(photo, 224, 160, [40] * 36, [30] * 36, [1.0] * 36)
+    zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(28)], [30 + 0.3 * t for t in range(28)],
+                  [1.012**t for t in range(28)])
+    src = np.concatenate([steady, zoom])
+    Codec(device="cpu", quality=5, tile_px=96).encode(_lossless(src, tmp_path / "zoom.mkv"), tmp_path / "t.vlat")
+    with vaecodec.open(tmp_path / "t.vlat", device="cpu") as f:
+        (lat,) = f._zoom_moves
+        jump = 1 + 4 * (lat - 1)
+        out = f.frames_tensor().numpy()
+        f._zoom_moves.clear()
+        stayed = f.frames_tensor().numpy()
+    per_frame = np.array([psnr(a, b) for a, b in zip(out, src)])
+    assert per_frame[jump:jump + 4].min() > np.median(per_frame) - 1.5, (jump, per_frame.round(1))
+    assert psnr(stayed[jump], src[jump]) < per_frame[jump] - 3

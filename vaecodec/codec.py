@@ -264,9 +264,9 @@ class _Views:
             meta["camera_moved"] = moved
         if shifts := [m for m in self.shifts if m[0] < end]:  # decoders move their memory with these
             meta["camera_shift"] = shifts
-        # decoders predict these latent frames through the zoom; a chunk's first latent frame has no
-        # frame before it in the chunk to predict from
-        if zooms := [m for m in self.zooms if first < m[0] < end]:
+        # decoders predict these latent frames through the zoom and resample their memory (at a
+        # chunk's first latent frame, which has no frame before it in the chunk, only the memory)
+        if zooms := [m for m in self.zooms if m[0] < end]:
             meta["camera_zoom"] = zooms
         self.moved = [f for f in self.moved if f >= end]
         self.shifts = [m for m in self.shifts if m[0] >= end]
@@ -1127,16 +1127,16 @@ class LatentFile:
         return _latent_of(m[0], t)
 
     def _check_zoom(self, m: object, first: int, end: int) -> None:
-        """A ``camera_zoom`` entry [frame, a, bx, by]: a latent frame's first frame after the
-        chunk's first latent frame, a zoom between 1/4x and 4x, a shift within 2^20 cells."""
+        """A ``camera_zoom`` entry [frame, a, bx, by]: the first frame of one of the chunk's
+        latent frames (not the stream's first), a zoom between 1/4x and 4x, a shift within 2^20 cells."""
         if not self._zoom_flag:
             raise FormatError("camera_zoom in a file without the zoom flag (0x0008)")
         one = 1 << mc.ZOOM_BITS
         if not (isinstance(m, list) and len(m) == 4 and all(type(v) is int for v in m)
-                and first < m[0] < end and (m[0] - 1) % self.temporal == 0
+                and first <= m[0] < end and m[0] > 0 and (m[0] - 1) % self.temporal == 0
                 and one // 4 <= m[1] <= 4 * one and abs(m[2]) < one << 20 and abs(m[3]) < one << 20):
             raise FormatError(f"camera_zoom entry {str(m)[:40]} is not [first frame of a latent frame in "
-                              f"{first + 1}..{end - 1}, a, bx, by] with a zoom a / 2^16 from 1/4 to 4")
+                              f"{max(first, 1)}..{end - 1}, a, bx, by] with a zoom a / 2^16 from 1/4 to 4")
 
     def _canvas_frames(self, lo: int, hi: int, f0: int, n: int) -> list[int]:
         """Which decoded canvas frame (index into a tile's output of frames f0..f0+n-1) shows
