@@ -5,6 +5,7 @@ zoom, could save (docs/MODEL.md, "What a zoom jump costs").
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py [--qualities 3,5,8] [--work DIR]
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --headroom
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --fast
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --limits 0.2,0.1,0.3
 
 A 4 s 640x360 zoom into each of two held-out photos (1.5x, with a slow drift) is rendered
 losslessly; the steadier starts one new reference in it. Each clip is encoded whole and cut
@@ -24,6 +25,9 @@ kind of residual the coder meets on a pan, is the yardstick.
 2x in over 2 s and over 1 s, 2x out over 2 s; and the 4 s 1.5x zoom played backwards, a zoom
 out) at qualities 3 and 5, steadied and with ``camera=False`` (the frames as they are: what
 vaecodec did with such zooms before their new references were predicted through the zoom).
+``--limits`` encodes the 4 s zoom and the same clip played backwards (a zoom out) at
+qualities 3, 5 and 8 with each zoom limit (``camera.MAX_ZOOM`` and ``MAX_ZOOM_OUT`` both set to
+it) and gives each limit's BD-rate and BD-PSNR against the first one's.
 Needs the photos (scripts/fetch_training_data.sh).
 """
 
@@ -164,6 +168,33 @@ def fast(data: Path, work: Path) -> None:
                 print(json.dumps(row), flush=True)
 
 
+def limits(data: Path, work: Path, values: list[float]) -> None:
+    from vaecodec import camera as cam
+    from vaecodec.metrics import bd_psnr, bd_rate
+
+    points: dict = {}
+    for key in PHOTOS:
+        frames = zoom_clip(load_photo(key, data))
+        for way, clip in (("in", frames), ("out", frames[::-1].copy())):
+            path = work / f"{way}.mkv"
+            with VideoWriter(path, clip.shape[2], clip.shape[1], Fraction(25), codec="ffv1", overwrite=True) as w:
+                w.write(clip)
+            for limit in values:
+                cam.MAX_ZOOM = cam.MAX_ZOOM_OUT = limit
+                row = points.setdefault((key, way, limit), [])
+                for q in (3, 5, 8):
+                    codec = Codec("tiny", device="cpu", quality=q)
+                    codec.encode(path, work / "x.vlat", overwrite=True)
+                    back = np.concatenate(list(codec.decode_frames(work / "x.vlat")))
+                    with VlatReader(work / "x.vlat") as f:
+                        row.append((sum(c.stored_size for c in f.chunks_of("latent")),
+                                    score([clip], [back], with_ssim=False).psnr))
+                first = points[(key, way, values[0])]
+                print(json.dumps({"photo": key, "zoom": way, "limit": limit, "points": row,
+                                  "bd_rate": round(bd_rate(*zip(*first), *zip(*row)), 2),
+                                  "bd_psnr": round(bd_psnr(*zip(*first), *zip(*row)), 3)}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qualities", default="3,5,8")
@@ -172,6 +203,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--headroom", action="store_true", help="price a resampled prediction instead")
     ap.add_argument("--fast", action="store_true", help="zooms past 20 %% from the start, steadied and as they are")
+    ap.add_argument("--limits", default=None, help="zoom limits to compare, the first the anchor (e.g. 0.2,0.1,0.3)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.headroom:
@@ -182,6 +214,9 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         if a.fast:
             fast(a.data, work)
+            return
+        if a.limits:
+            limits(a.data, work, [float(v) for v in a.limits.split(",")])
             return
         for key in PHOTOS:
             frames = zoom_clip(load_photo(key, a.data))

@@ -30,8 +30,13 @@ from vaecodec.errors import FormatError
 
 FRAC_ZOOM = 1 << 20  # zoom in 2^-20 (0.004 px at 4,096 px from the origin)
 FRAC_SHIFT = 1 << 8  # shifts in 1/256 px
-MAX_ZOOM = 0.2  # the zoom stays within 20 % of the reference's: a canvas at the reference's
-#                 scale blurs the frames it is enlarged for
+# A view's scale stays within these of its reference's (a frame -> reference scale from
+# 1 - MAX_ZOOM to 1 + MAX_ZOOM_OUT), else a new reference starts. Zoomed in, a canvas at the
+# reference's scale blurs the frames it is enlarged for: on 4 s zooms of 1.5x a limit of 0.3
+# cost 10-13 % BD-rate against 0.2 (0.1: +58-88 %, new references too often). Zoomed out, the
+# frames are shrunk from a finer canvas, and 0.3 saved 26-31 % against 0.2 (docs/MODEL.md).
+MAX_ZOOM = 0.2
+MAX_ZOOM_OUT = 0.3
 CELL = 8  # a moved window moves by whole latent cells of this many pixels
 MAX_MARGIN = 0.25  # the canvas is at most 25 % wider and taller than the picture
 LOOKAHEAD = 33  # frames that decide whether a file gets a canvas, and how large
@@ -189,8 +194,9 @@ def _speed(steps: list[np.ndarray | None], width: int, height: int) -> float:
     return float(np.mean(known)) if known else 0.0
 
 
-def _zoom(views: list[np.ndarray]) -> float:
-    return max(abs(v[0, 0] - 1) for v in views)
+def _zoom_fits(views: list[np.ndarray]) -> bool:
+    """Whether every view's scale stays within ``MAX_ZOOM`` (in) and ``MAX_ZOOM_OUT`` of the reference's."""
+    return all(1 - MAX_ZOOM <= v[0, 0] <= 1 + MAX_ZOOM_OUT for v in views)
 
 
 def to_params(m: np.ndarray) -> np.ndarray:
@@ -346,9 +352,9 @@ def plan_canvas(frames: np.ndarray, most: int | None, path: list[np.ndarray | No
     """Canvas size (multiples of 8; sides at most ``most``, if given, where the picture's are) for a video
     whose first frames are ``frames`` [n, h, w, 3], coded at ``coded`` (width, height; default
     their own size; ``path``: their ``estimate_path`` if known), or None when their motion
-    cannot be followed. A zoom past ``MAX_ZOOM`` among them gets one too: each new reference it
-    starts is predicted through the zoom (coded as they are instead, 1-2 s zooms of 2x cost
-    1.2-3.4x the bytes and 0.3-1.5 dB: docs/MODEL.md, "Fast zooms get a canvas"). A camera
+    cannot be followed. A zoom past ``MAX_ZOOM`` among them gets one too: each new reference
+    it starts is predicted through the zoom (coded as they are instead, 1-2 s zooms of 2x cost
+    1.2-3.4x the bytes and 0.3-1.6 dB: docs/MODEL.md, "Fast zooms get a canvas"). A camera
     still or slow in them gets a canvas with the least margin, which ``Steadier`` fills with
     the frames as they are until the camera moves, so that a pan starting later is steadied too."""
     n = len(frames)
@@ -390,8 +396,8 @@ class Steadier:
     yields the last one.
 
     Views map each frame into the coordinates of a *reference*: the first frame, or the
-    first after the zoom strayed over ``MAX_ZOOM`` from it. A segment is a
-    window of those coordinates at a fixed place in the canvas; when the view would leave the
+    first after the zoom strayed past ``MAX_ZOOM`` (in) or ``MAX_ZOOM_OUT`` from it. A segment
+    is a window of those coordinates at a fixed place in the canvas; when the view would leave the
     canvas, the next segment moves the window by whole latent cells (``CELL`` pixels), so the
     canvas content moves by whole cells, which the coder's block motion predicts almost
     exactly, and what the canvas showed before is carried along. Only a new reference costs
@@ -489,7 +495,7 @@ class Steadier:
             for s in steps:
                 m = _then(s, m)
                 views.append(_inverse(m))
-            if _zoom(views) <= MAX_ZOOM:
+            if _zoom_fits(views):
                 if self._fits(self.views + views, slack=0 if self.fresh else CELL) \
                         and len(self.frames) + len(group) <= self.max_frames:
                     self.frames += group
