@@ -148,7 +148,8 @@ def fast(data: Path, work: Path) -> None:
                  "in 2x / 1 s": [2.0 ** (min(t, 24) / 24) for t in range(50)],
                  "out 2x / 2 s": [2.0 ** (1 - t / 49) for t in range(50)]}
         for name, zooms in clips.items():
-            clips[name] = np.stack([view(photo, z, W / 2 + 30 * t / 49, H / 2 + 10 * t / 49) for t, z in enumerate(zooms)])
+            clips[name] = np.stack([view(photo, z, W / 2 + 30 * t / 49, H / 2 + 10 * t / 49)
+                                    for t, z in enumerate(zooms)])
         clips["out 1.5x / 4 s"] = zoom_clip(photo)[::-1].copy()
         for name, frames in clips.items():
             clip = work / "fast.mkv"
@@ -230,7 +231,8 @@ def main() -> None:
                 whole, moved, zooms = latent_bytes(clips[len(frames)], work / "x.vlat", q)
                 back = np.concatenate(list(Codec(device="cpu").decode_frames(work / "x.vlat")))
                 sizes = [latent_bytes(clips[n], work / "x.vlat", q)[0] for n in CUTS]
-                print(json.dumps({"photo": key, "quality": q, "file_bytes": whole, "psnr": round(score([frames], [back], with_ssim=False).psnr, 3),
+                psnr = round(score([frames], [back], with_ssim=False).psnr, 3)
+                print(json.dumps({"photo": key, "quality": q, "file_bytes": whole, "psnr": psnr,
                                   "new_reference_at": moved, "predicted_through_zoom": zooms,
                                   "bytes_to_frame": dict(zip(CUTS, sizes)),
                                   "latent_frame_bytes": {f"{m}-{m + 3}": later - sooner for m, sooner, later

@@ -1110,7 +1110,8 @@ class LatentFile:
             self._zoom_moves.update({t0 + j: zoom_move(z) for j, z in self._zooms[entry.index].items()})
         self._views[entry.index] = views
         self._moved.update(moved)
-        self._shifts.update({j: Move.by_cells(m[1] // self.spatial, m[2] // self.spatial) for j, m in zip(latents, shifts)})
+        s = self.spatial
+        self._shifts.update({j: Move.by_cells(m[1] // s, m[2] // s) for j, m in zip(latents, shifts)})
         return True
 
     def _shift_latent(self, m: object, first: int, end: int) -> int:

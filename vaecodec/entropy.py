@@ -548,7 +548,8 @@ class EntropyCoder:
         ref = mc.reference(prev, zooms.get(j) if zooms else None)
         return ref if motion is None else mc.predict(ref, motion[j], BLOCK)
 
-    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None, zooms: Zooms | None = None) -> bytes:
+    def encode(self, q: np.ndarray, quality: int, motion: np.ndarray | None = None,
+               zooms: Zooms | None = None) -> bytes:
         """int [C, t, h, w] -> bytes; lossless for any int32 values, deterministic. ``motion``:
         int [t, nby, nbx, 2] from ``vaecodec.motion``; ``zooms``: latent frame j -> the zoom
         (``motion.resample``) its prediction first carries frame j - 1 through (chunk meta

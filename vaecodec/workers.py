@@ -13,7 +13,8 @@ and encode), u32 quality, 4 x u32 shape [C, t, h, w], u32 length, then the chunk
 (decode), its int32 symbols (op 1), or f64 deadzone, u32 motion block edge (0: no motion
 compensation) and its float32 latents in steps (op 2, so that the motion search runs in the
 workers too, beside the GPU). Ops 0 and 2 put the chunk's zooms first (``motion.Zooms``):
-u32 count, then count x 4 i64 (latent frame, a, bx, by). Each reply is u8 status: 0 = ok, followed by the int32 symbols
+u32 count, then count x 4 i64 (latent frame, a, bx, by). Each reply is u8 status: 0 = ok,
+followed by the int32 symbols
 of that shape (decode) or u32 length + the chunk's bytes (encode); 1 = a FormatError, 2 = any
 other error, each followed by u32 length + a UTF-8 message. Each worker has at most one
 request in flight, and results are taken in the order the requests were sent.
@@ -100,7 +101,8 @@ class CoderPool:
         """Whether the next worker in turn can take a request (each holds at most one)."""
         return self.sent - self.taken < len(self.procs)
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int, int], quality: int, zooms: Zooms | None = None) -> None:
+    def decode(self, payload: bytes, shape: tuple[int, int, int, int], quality: int,
+               zooms: Zooms | None = None) -> None:
         """Queue a chunk's bytes; its ``result`` is the int32 symbols [C, t, h, w]."""
         self._submit(DECODE, _pack_zooms(zooms) + payload, shape, quality)
 
