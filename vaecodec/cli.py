@@ -505,15 +505,18 @@ def info(
 
 
 def _moves(chunks: list[dict]) -> str:
-    """How often a steadied file's window moved over its canvas (the chunks' ``camera_shift``
-    and ``camera_moved`` lists), and how many of those new references are predicted through
-    their zoom (``camera_zoom``), as a phrase for ``info``."""
-    def count(*keys: str) -> int:
-        return sum(len(c["meta"].get(key, [])) for c in chunks if c["kind"] == "latent"
-                   for key in keys if isinstance(c["meta"].get(key), list))
+    """How often a steadied file's canvas content moved (the frames its chunks' ``camera_shift``,
+    ``camera_moved`` and ``camera_zoom`` lists name, each once: what the encoder counted), and
+    how many of those were new references predicted through their zoom, as a phrase for ``info``."""
+    def frames(key: str) -> set[int]:  # the frames a key lists (camera_moved: numbers; the others: [frame, ...])
+        return {m if isinstance(m, int) else m[0] for c in chunks if c["kind"] == "latent"
+                for m in (c["meta"].get(key) if isinstance(c["meta"].get(key), list) else [])
+                if isinstance(m, int) or (isinstance(m, list) and m and isinstance(m[0], int))}
 
-    zooms = count("camera_zoom")
-    return _times(count("camera_shift", "camera_moved")) + (f" ({zooms} predicted through the zoom)" if zooms else "")
+    # a zoom whose memory follows it is in neither camera_moved nor camera_shift, yet a move
+    zooms = frames("camera_zoom")
+    moves = frames("camera_moved") | frames("camera_shift") | zooms
+    return _times(len(moves)) + (f" ({len(zooms)} predicted through the zoom)" if zooms else "")
 
 
 def _times(moves: int) -> str:
