@@ -6,6 +6,7 @@ zoom, could save (docs/MODEL.md, "What a zoom jump costs").
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --headroom
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --fast
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --limits 0.2,0.1,0.3
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --limits 0.2/0.3,0.2/0.4,0.2/0.5 --ways out
 
 A 4 s 640x360 zoom into each of two held-out photos (1.5x, with a slow drift) is rendered
 losslessly; the steadier starts one new reference in it. Each clip is encoded whole and cut
@@ -27,7 +28,8 @@ out) at qualities 3 and 5, steadied and with ``camera=False`` (the frames as the
 vaecodec did with such zooms before their new references were predicted through the zoom).
 ``--limits`` encodes the 4 s zoom and the same clip played backwards (a zoom out) at
 qualities 3, 5 and 8 with each zoom limit (``camera.MAX_ZOOM`` and ``MAX_ZOOM_OUT`` both set to
-it) and gives each limit's BD-rate and BD-PSNR against the first one's.
+it, or to IN and OUT of a pair IN/OUT) and gives each limit's BD-rate and BD-PSNR against the
+first one's; ``--ways out`` encodes the zoom out alone.
 Needs the photos (scripts/fetch_training_data.sh).
 """
 
@@ -169,7 +171,7 @@ def fast(data: Path, work: Path) -> None:
                 print(json.dumps(row), flush=True)
 
 
-def limits(data: Path, work: Path, values: list[float]) -> None:
+def limits(data: Path, work: Path, values: list[tuple[float, float]], ways: list[str]) -> None:
     from vaecodec import camera as cam
     from vaecodec.metrics import bd_psnr, bd_rate
 
@@ -177,11 +179,13 @@ def limits(data: Path, work: Path, values: list[float]) -> None:
     for key in PHOTOS:
         frames = zoom_clip(load_photo(key, data))
         for way, clip in (("in", frames), ("out", frames[::-1].copy())):
+            if way not in ways:
+                continue
             path = work / f"{way}.mkv"
             with VideoWriter(path, clip.shape[2], clip.shape[1], Fraction(25), codec="ffv1", overwrite=True) as w:
                 w.write(clip)
             for limit in values:
-                cam.MAX_ZOOM = cam.MAX_ZOOM_OUT = limit
+                cam.MAX_ZOOM, cam.MAX_ZOOM_OUT = limit
                 row = points.setdefault((key, way, limit), [])
                 for q in (3, 5, 8):
                     codec = Codec("tiny", device="cpu", quality=q)
@@ -191,7 +195,7 @@ def limits(data: Path, work: Path, values: list[float]) -> None:
                         row.append((sum(c.stored_size for c in f.chunks_of("latent")),
                                     score([clip], [back], with_ssim=False).psnr))
                 first = points[(key, way, values[0])]
-                print(json.dumps({"photo": key, "zoom": way, "limit": limit, "points": row,
+                print(json.dumps({"photo": key, "zoom": way, "limit": "/".join(map(str, limit)), "points": row,
                                   "bd_rate": round(bd_rate(*zip(*first), *zip(*row)), 2),
                                   "bd_psnr": round(bd_psnr(*zip(*first), *zip(*row)), 3)}), flush=True)
 
@@ -204,7 +208,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--headroom", action="store_true", help="price a resampled prediction instead")
     ap.add_argument("--fast", action="store_true", help="zooms past 20 %% from the start, steadied and as they are")
-    ap.add_argument("--limits", default=None, help="zoom limits to compare, the first the anchor (e.g. 0.2,0.1,0.3)")
+    ap.add_argument("--limits", default=None,
+                    help="zoom limits to compare, the first the anchor: 0.2,0.1 or IN/OUT pairs (0.2/0.3,0.2/0.5)")
+    ap.add_argument("--ways", default="in,out", help="with --limits: the zoom in, out or both")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.headroom:
@@ -217,7 +223,8 @@ def main() -> None:
             fast(a.data, work)
             return
         if a.limits:
-            limits(a.data, work, [float(v) for v in a.limits.split(",")])
+            limits(a.data, work, [(float(v.split("/")[0]), float(v.split("/")[-1])) for v in a.limits.split(",")],
+                   a.ways.split(","))
             return
         for key in PHOTOS:
             frames = zoom_clip(load_photo(key, a.data))
