@@ -503,6 +503,29 @@ def test_a_zoom_past_its_reference_is_predicted_through_the_zoom(photo, tmp_path
         assert not f._zooms and not f.reader.flags & FLAG_ZOOM and jump in f._moved, (f._moved, jump)
 
 
+def test_refinement_codes_a_zoom_jump_through_the_zoom(photo, tmp_path):
+    """--refine on a clip whose zoom starts a new reference: the refined file lists the same
+    jump, and its frames there decode as well as their neighbours and as the plain file's."""
+    steady = render(photo, 224, 160, [40] * 20, [30] * 20, [1.0] * 20)
+    zoom = render(photo, 224, 160, [40 + 0.5 * t for t in range(28)], [30 + 0.3 * t for t in range(28)],
+                  [1.012**t for t in range(28)])
+    src = np.concatenate([steady, zoom])
+    clip = _lossless(src, tmp_path / "zoom.mkv")
+    got = {}
+    for name, refine in (("plain", 0), ("refined", 2)):
+        Codec(device="cpu", quality=5, chunk_latents=4, refine=refine).encode(clip, tmp_path / f"{name}.vlat")
+        with vaecodec.open(tmp_path / f"{name}.vlat", device="cpu") as f:
+            jumps = [1 + 4 * (e.meta["t0"] + j - 1) for e in f.reader.chunks_of("latent") if e.index in f._zooms
+                     for j in f._zooms[e.index]]
+            each = np.array([psnr(a, b) for a, b in zip(f.frames_tensor().numpy(), src)])
+        got[name] = (jumps, each)
+    (jumps, plain), (refined_jumps, refined) = got["plain"], got["refined"]
+    assert jumps and refined_jumps == jumps, (jumps, refined_jumps)
+    jump = jumps[0]
+    assert refined[jump:jump + 4].min() > np.median(refined) - 1.5, (jump, refined.round(1))
+    assert refined.mean() > plain.mean() - 0.2 and refined[jump:jump + 4].mean() > plain[jump:jump + 4].mean() - 0.3
+
+
 def test_a_fast_zoom_from_the_start_is_steadied(photo, tmp_path):
     """A zoom out past 20 % within the frames that size the canvas still gets one (new
     references predicted through the zoom), and costs fewer bytes than the frames coded as they

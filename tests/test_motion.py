@@ -364,6 +364,19 @@ def test_a_zoom_resamples_by_the_stated_integer_rule(zoom):
     np.testing.assert_array_equal(mc.resample(prev, (1 << 16, 2 << 16, -1 << 16)), _reference_predict(prev, -8, 16))
 
 
+@pytest.mark.parametrize("zoom", [(52700, 581929, 287563), (80000, -300000, 123457)])
+def test_a_zoom_resamples_float_latents_as_it_resamples_symbols(zoom):
+    """Refinement's rate term after a zoom: the float resampling is the integer rule before
+    its one rounding (within half a step of it on symbols), and carries the gradient."""
+    prev = np.random.default_rng(4).integers(-60, 60, (C, H, W))
+    u = torch.from_numpy(prev).double().requires_grad_(True)
+    out = mc.resample_float(u, zoom)
+    assert np.abs(out.detach().numpy() - mc.resample(prev, zoom)).max() <= 0.5
+    assert not np.array_equal(out.detach().numpy(), prev)
+    out.sum().backward()
+    assert u.grad is not None and abs(float(u.grad.sum()) - out.numel()) < 1e-6  # each output's weights sum to 1
+
+
 def _zoomed(x: torch.Tensor, zoom: tuple[int, int, int]) -> torch.Tensor:
     """Float latents [C, h, w] resampled as ``mc.resample`` reads them (bilinear, in float)."""
     a, bx, by = (v / (1 << 16) for v in zoom)

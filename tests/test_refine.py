@@ -184,3 +184,21 @@ def test_refine_is_checked(tmp_path):
     with pytest.raises(UsageError, match="--bits .* cannot be combined with --refine"):
         Codec(device="cpu", bits=8, refine=4).encode(src, tmp_path / "c.vlat")
     assert not (tmp_path / "c.vlat").exists()
+
+
+def test_held_symbols_predict_a_frame_through_its_zoom_as_the_quantizer_does():
+    """With a zoom before the first free latent frame, the refiner holds that frame's symbols
+    against the frame before resampled, exactly as the quantizer will (same symbols and
+    vectors as ``motion.quantize`` given the zoom at that frame), not in place."""
+    from vaecodec.refine import held_symbols
+
+    g = torch.Generator().manual_seed(5)
+    zoom = (54613, 120000, 90000)
+    prev = torch.randn(4, 12, 16, generator=g) * 6
+    u = (mc.resample_float(prev.double(), zoom).float() + 0.3 * torch.randn(4, 12, 16, generator=g))[:, None]
+    u = torch.cat([u, u + 0.2 * torch.randn(4, 1, 12, 16, generator=g)], dim=1)  # [C, 2, h, w]
+    q, mv = held_symbols(u, prev.round(), 0.3, 4, zooms={0: zoom})
+    want, want_mv = mc.quantize(torch.cat([prev.round()[:, None], u], 1), 0.3, 4, zooms={1: zoom})
+    assert torch.equal(q, torch.from_numpy(want[:, 1:]).float()) and (mv == want_mv[1:]).all()
+    in_place, _ = held_symbols(u, prev.round(), 0.3, 4)
+    assert not torch.equal(in_place, q)

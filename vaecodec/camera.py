@@ -35,7 +35,8 @@ FRAC_SHIFT = 1 << 8  # shifts in 1/256 px
 # 1 - MAX_ZOOM to 1 + MAX_ZOOM_OUT), else a new reference starts. Zoomed in, a canvas at the
 # reference's scale blurs the frames it is enlarged for: on 4 s zooms of 1.5x a limit of 0.3
 # cost 10-13 % BD-rate against 0.2 (0.1: +58-88 %, new references too often). Zoomed out, the
-# frames are shrunk from a finer canvas, and 0.3 saved 26-31 % against 0.2 (docs/MODEL.md).
+# frames are shrunk from a finer canvas, and 0.3 saved 26-31 % against 0.2; 0.4 and 0.5 gave
+# the same files as 0.3, the view leaving the canvas first (docs/MODEL.md).
 MAX_ZOOM = 0.2
 MAX_ZOOM_OUT = 0.3
 CELL = 8  # a moved window moves by whole latent cells of this many pixels

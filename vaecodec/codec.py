@@ -726,10 +726,12 @@ class Codec:
                         zoom_follows = grid is not None and model.state_on_grid
                         move = (Move.by_cells(shift[0] // s, shift[1] // s) if follows
                                 else zoom_move(grid) if zoom_follows else None)
+                        latent = _latent_of(views.end, model.temporal)
                         if move is not None:
-                            latent = _latent_of(views.end, model.temporal)
                             for stream in (enc, refiner) if refiner else (enc,):
                                 stream.move(latent, move)
+                        if grid is not None and refiner:  # its rate term predicts as the coder will
+                            refiner.zoom(latent, grid)
                         views.add(params, moved, shift if follows else None, grid, zoom_follows)
                         code(pictures)
 

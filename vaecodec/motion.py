@@ -88,23 +88,37 @@ def resample(prev: np.ndarray, zoom: tuple[int, int, int]) -> np.ndarray:
     reference that follows another): new cell (y, x) reads old cell ``((a x + bx) / 2^16,
     (a y + by) / 2^16)`` for ``zoom = (a, bx, by)``, bilinear with integer weights in 64ths and
     one rounding, edges repeated, so encoder and decoder compute it bit for bit (int64)."""
-    a, bx, by = (int(v) for v in zoom)
-    _, h, w = prev.shape
+    return _resampled(prev.astype(np.int64, copy=False), zoom, _round_mix)
 
-    def taps(n: int, size: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def resample_float(u: torch.Tensor, zoom: tuple[int, int, int]) -> torch.Tensor:
+    """Float latents ``u`` [C, h, w] carried through a zoom like ``resample`` carries symbols,
+    without rounding and differentiable: refinement's rate term after a zoom."""
+    return _resampled(u, zoom, _float_mix)
+
+
+def _resampled(src, zoom: tuple[int, int, int], mix: Callable):
+    """``resample``'s bilinear blend of ``src`` (int64 numpy or float torch, [C, h, w])."""
+    a, bx, by = (int(v) for v in zoom)
+    _, h, w = src.shape
+
+    def taps(n: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = a * np.arange(n, dtype=np.int64) + b  # in 2^-16 cells
         whole = pos >> ZOOM_BITS
         frac = (pos >> (ZOOM_BITS - _ZOOM_FRAC)) & ((1 << _ZOOM_FRAC) - 1)
-        return np.clip(whole, 0, size - 1), np.clip(whole + 1, 0, size - 1), frac
+        return np.clip(whole, 0, n - 1), np.clip(whole + 1, 0, n - 1), frac
 
-    y0, y1, fy = taps(h, h, by)
-    x0, x1, fx = taps(w, w, bx)
+    y0, y1, fy = taps(h, by)
+    x0, x1, fx = taps(w, bx)
     one = 1 << _ZOOM_FRAC
     gy, gx, fy, fx = (one - fy)[:, None], (one - fx)[None], fy[:, None], fx[None]
-    src = prev.astype(np.int64, copy=False)
-    total = (src[:, y0[:, None], x0[None]] * (gy * gx) + src[:, y0[:, None], x1[None]] * (gy * fx)
-             + src[:, y1[:, None], x0[None]] * (fy * gx) + src[:, y1[:, None], x1[None]] * (fy * fx))
-    return _round_mix(total, one * one)
+    weights = [gy * gx, gy * fx, fy * gx, fy * fx]
+    if isinstance(src, torch.Tensor):
+        y0, y1, x0, x1 = (torch.from_numpy(i).to(src.device) for i in (y0, y1, x0, x1))
+        weights = [torch.from_numpy(v).to(src) for v in weights]
+    total = (src[:, y0[:, None], x0[None]] * weights[0] + src[:, y0[:, None], x1[None]] * weights[1]
+             + src[:, y1[:, None], x0[None]] * weights[2] + src[:, y1[:, None], x1[None]] * weights[3])
+    return mix(total, one * one)
 
 
 def reference(prev: np.ndarray, zoom: tuple[int, int, int] | None) -> np.ndarray:

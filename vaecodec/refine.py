@@ -21,9 +21,11 @@ whatever the chunk boundaries.
 The rate term is the mean absolute frame-to-frame change of the latents in quantization
 steps, what the coder's inter tables pay for: with motion compensation (the default), the
 change from the previous latent frame moved by the vectors the quantizer picks for the
-current latents (``motion.shift``), as the coder predicts it. Both terms are divided by their
-values before the first step, so ``rate_weight`` is a unitless trade-off: 1 weighs a 1 %
-change of the rate term like a 1 % change of the squared error (the default is 0.25).
+current latents (``motion.shift``), as the coder predicts it, and resampled first where the
+camera's zoom started a new reference (``motion.resample_float``, ``zoom``). Both terms are
+divided by their values before the first step, so ``rate_weight`` is a unitless trade-off: 1
+weighs a 1 % change of the rate term like a 1 % change of the squared error (the default is
+0.25).
 """
 
 from __future__ import annotations
@@ -73,15 +75,17 @@ def check_refine(value: int | RefineSettings | None) -> RefineSettings | None:
 
 
 def held_symbols(u: torch.Tensor, prev: torch.Tensor | None, deadzone: float, motion_block: int | None = None,
-                 coder=None, quality: int | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+                 coder=None, quality: int | None = None, zooms: mc.Zooms | None = None
+                 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """Symbols of latents ``u`` [C, k, h, w] in step units, the deadzone chain continuing from
     the previous latent frame's symbols ``prev`` [C, h, w] (None: ``u`` starts the stream),
     and with ``motion_block`` the motion vector of each of the k frames (``motion.quantize``;
     a frame that starts the stream has zeros; ``coder`` and ``quality`` price blocks as the
-    quantizer does)."""
+    quantizer does; ``zooms``: frames of ``u`` predicted through a zoom, by their index in it)."""
     x = u if prev is None else torch.cat([prev[:, None], u], dim=1)
-    q, mv = chunk_symbols(x, deadzone, motion_block, coder, quality)  # as the quantizer will store them
     first = x.shape[1] - u.shape[1]
+    zooms = {j + first: z for j, z in zooms.items()} if zooms and motion_block else None
+    q, mv = chunk_symbols(x, deadzone, motion_block, coder, quality, zooms)  # as the quantizer will store them
     return torch.from_numpy(q[:, first:]).to(u), None if mv is None else mv[first:]
 
 
@@ -117,10 +121,17 @@ class LatentRefiner:
         self.frames_in = 0  # real frames seen; padding beyond them is not scored
         self.moves: dict[int, Move] = {}  # latent frame -> how the content moved before it
         self.tile_moves: dict[int, Move] = {}  # those of the tile being refined, by its latent frames
+        self.zooms: mc.Zooms = {}  # latent frame -> the zoom the coder predicts it through
+        self.tile_zooms: mc.Zooms = {}  # those before the tile's free latents, by their index among them
 
     def move(self, latent: int, move: Move) -> None:
         """As ``CausalEncoder.move``: the decoder's memory moves before latent frame ``latent``."""
         self.moves[latent] = move
+
+    def zoom(self, latent: int, zoom: tuple[int, int, int]) -> None:
+        """Latent frame ``latent`` is predicted from the one before resampled through ``zoom``
+        (a chunk's ``camera_zoom`` on the latent grid), so the rate term prices it so too."""
+        self.zooms[latent] = zoom
 
     def add_frames(self, x: torch.Tensor) -> None:
         """x: uint8 [3, n, H, W], the frames the encoder was given."""
@@ -159,8 +170,12 @@ class LatentRefiner:
         real = max(1, min(x.shape[1], self.frames_in - f_lo))  # padding frames are not scored
         self.tile_moves = moves_in(self.moves, lo + n_fixed, end)
         self.moves = {j: mv for j, mv in self.moves.items() if j >= end}
+        # the zooms before the free latents, by their index among them
+        self.tile_zooms = {j - lo - n_fixed: z for j, z in self.zooms.items() if lo + n_fixed <= j < end}
+        self.zooms = {j: z for j, z in self.zooms.items() if j >= end}
         free = self._optimise(fixed, free, x[:, :real])
-        q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality)
+        q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality,
+                                 self.tile_zooms)
         with torch.no_grad():
             out = self._picture(torch.cat([fixed, q_free], dim=1), n_fixed, keep=True)
         # keep what the next tile needs: the latents it shares or follows (as symbols, what
@@ -198,12 +213,14 @@ class LatentRefiner:
         return torch.cat([crossfade(self.tail, x), x[:, self.tail.shape[1] :]], dim=1)
 
     def _predicted(self, prev: torch.Tensor, mv: np.ndarray | None) -> torch.Tensor:
-        """Latent frames ``prev`` [C, n, h, w] as the coder predicts the n frames after them:
-        in place, or moved by the last n of the free frames' vectors."""
+        """Latent frames ``prev`` [C, n, h, w] as the coder predicts the n frames after them, the
+        last n free ones: in place, or moved by their vectors, resampled first through a zoom."""
         if mv is None:
             return prev
-        mv = mv[len(mv) - prev.shape[1]:]
-        return torch.stack([mc.shift(p, v, self.motion_block) for p, v in zip(prev.unbind(1), mv)], dim=1)
+        first = len(mv) - prev.shape[1]  # the free frame the first prediction is for
+        return torch.stack([mc.shift(p if (z := self.tile_zooms.get(first + k)) is None else mc.resample_float(p, z),
+                                     v, self.motion_block)
+                            for k, (p, v) in enumerate(zip(prev.unbind(1), mv[first:]))], dim=1)
 
     def _optimise(self, fixed: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Adam on the free latents (step units) against the tile's first real frames ``x``
@@ -226,7 +243,7 @@ class LatentRefiner:
         for i in range(st.steps + 1):  # the last pass only scores the last step's latents
             with torch.set_grad_enabled(i < st.steps):
                 q, mv = held_symbols(free.detach(), self.symbols, self.deadzone, self.motion_block,
-                                     self.coder, self.quality)
+                                     self.coder, self.quality, self.tile_zooms)
                 u = torch.cat([fixed, free + (q - free).detach()], dim=1)  # rounded values, identity gradient
                 err = (self._picture(u, fixed.shape[1])[:, :real, :h, :w] - target).square().mean()
                 seq = u[:, max(0, fixed.shape[1] - 1):]  # the free latents and the one they follow
