@@ -7,6 +7,7 @@ zoom, could save (docs/MODEL.md, "What a zoom jump costs").
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --fast
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --limits 0.2,0.1,0.3
     PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --limits 0.2/0.3,0.2/0.4,0.2/0.5 --ways out
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/zoom_jumps.py --refine 8 --qualities 5
 
 A 4 s 640x360 zoom into each of two held-out photos (1.5x, with a slow drift) is rendered
 losslessly; the steadier starts one new reference in it. Each clip is encoded whole and cut
@@ -30,6 +31,8 @@ vaecodec did with such zooms before their new references were predicted through 
 qualities 3, 5 and 8 with each zoom limit (``camera.MAX_ZOOM`` and ``MAX_ZOOM_OUT`` both set to
 it, or to IN and OUT of a pair IN/OUT) and gives each limit's BD-rate and BD-PSNR against the
 first one's; ``--ways out`` encodes the zoom out alone.
+``--refine N`` encodes the 4 s zoom at each of ``--qualities`` plain and with ``--refine N``
+(encoder-side latent refinement, whose rate term predicts the jump through the zoom too).
 Needs the photos (scripts/fetch_training_data.sh).
 """
 
@@ -200,6 +203,27 @@ def limits(data: Path, work: Path, values: list[tuple[float, float]], ways: list
                                   "bd_psnr": round(bd_psnr(*zip(*first), *zip(*row)), 3)}), flush=True)
 
 
+def refined(data: Path, work: Path, qualities: list[int], steps: int) -> None:
+    """The 4 s zoom at each quality, plain and with ``--refine steps``."""
+    for key in PHOTOS:
+        frames = zoom_clip(load_photo(key, data))
+        path = work / "zoom.mkv"
+        with VideoWriter(path, frames.shape[2], frames.shape[1], Fraction(25), codec="ffv1", overwrite=True) as w:
+            w.write(frames)
+        for q in qualities:
+            row = {"photo": key, "quality": q}
+            for refine in (0, steps):
+                codec = Codec("tiny", device="cpu", quality=q, refine=refine)
+                codec.encode(path, work / "x.vlat", overwrite=True)
+                back = np.concatenate(list(codec.decode_frames(work / "x.vlat")))
+                with VlatReader(work / "x.vlat") as f:
+                    row[f"refine {refine}"] = {"latent_bytes": sum(c.stored_size for c in f.chunks_of("latent")),
+                                               "psnr": round(score([frames], [back], with_ssim=False).psnr, 3),
+                                               "zooms": [m for c in f.chunks_of("latent")
+                                                         for m in c.meta.get("camera_zoom", [])]}
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qualities", default="3,5,8")
@@ -211,6 +235,7 @@ def main() -> None:
     ap.add_argument("--limits", default=None,
                     help="zoom limits to compare, the first the anchor: 0.2,0.1 or IN/OUT pairs (0.2/0.3,0.2/0.5)")
     ap.add_argument("--ways", default="in,out", help="with --limits: the zoom in, out or both")
+    ap.add_argument("--refine", type=int, default=0, help="the 4 s zoom plain and with --refine N")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.headroom:
@@ -221,6 +246,9 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         if a.fast:
             fast(a.data, work)
+            return
+        if a.refine:
+            refined(a.data, work, [int(v) for v in a.qualities.split(",")], a.refine)
             return
         if a.limits:
             limits(a.data, work, [(float(v.split("/")[0]), float(v.split("/")[-1])) for v in a.limits.split(",")],
