@@ -30,6 +30,8 @@
 #   (564 s of command): three runs slow each other (190/340/440 ms a step) and none beat v9.
 #   Next session: more steps of this network have stopped paying; train a changed one (e.g.
 #   `--blocks8 3`, or a wider latent at the top qualities) from v9 for the whole call, or measure.
+#   The camera stage that bounded the GPU encode is a fifth to a third faster on the host since
+#   the twentieth session (2-core figures, docs/BENCHMARKS.md): the pipeline call re-measures it.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
 #   VARIANTS="a:;b:--flicker 1;c:--batch 2" TRAIN_EXTRA="--batch 1 --size 64 --frames 9 --val-every 10 --ckpt-every 10 --val-clips 1" \
 #   bash scripts/gpu_session.sh
