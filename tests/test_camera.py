@@ -133,11 +133,12 @@ def test_the_canvas_holds_the_pan_still_and_gives_the_frames_back(pan):
     assert psnr(back[:, 4:-4, 4:-4], pan[:, 4:-4, 4:-4]) > 40
 
 
-def test_a_chunk_is_cut_out_in_one_pass_exactly_as_frame_by_frame():
+def test_a_chunk_is_cut_out_in_one_pass_exactly_as_frame_by_frame(monkeypatch):
     """On a GPU ``unwarp`` takes a whole decoded chunk in one pass (the frames' rows and
     columns offset into one index, each frame with its own taps); on the CPU it goes frame by
-    frame in bands. Both give the same numbers, also when the frames' zooms need different
-    kernels (enlarging: 4 taps; shrinking: antialiased, wider) and the output is resized."""
+    frame in bands (here also bands of a few lines, as a large frame's are). All give the same
+    numbers, also when the frames' zooms need different kernels (enlarging: 4 taps;
+    shrinking: antialiased, wider) and the output is resized."""
     x = torch.rand(3, 4, 72, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
     params = np.stack([cam.to_params(np.array([[z, 0, tx], [0, z, ty]]))
                        for z, tx, ty in ((1.0, 3.0, 2.0), (1.07, 4.25, 1.5), (0.55, 0.6, 0.3), (0.93, 2.0, 5.75))])
@@ -148,7 +149,8 @@ def test_a_chunk_is_cut_out_in_one_pass_exactly_as_frame_by_frame():
     rows, cols = cam._taps(ys, 72, scale[:, 0] * 1.2), cam._taps(xs, 96, scale[:, 0] * 1.2)
     assert rows[0].shape[0] > 4  # the shrunk frame widened every frame's taps
     planes = x.reshape(12, 72, 96, 1)
-    for at_once in (True, False):
+    for at_once, piece in ((True, cam.PIECE_FLOATS), (False, cam.PIECE_FLOATS), (False, 300)):
+        monkeypatch.setattr(cam, "PIECE_FLOATS", piece)  # 300: bands of 3 lines in the first pass, 7 in the second
         out = torch.empty(12, 50, 40, 1)
         cam._resample(planes, tuple(t.repeat(1, 3, 1) for t in rows), tuple(t.repeat(1, 3, 1) for t in cols),
                       out, at_once=at_once)
