@@ -170,8 +170,7 @@ class LatentRefiner:
         real = max(1, min(x.shape[1], self.frames_in - f_lo))  # padding frames are not scored
         self.tile_moves = moves_in(self.moves, lo + n_fixed, end)
         self.moves = {j: mv for j, mv in self.moves.items() if j >= end}
-        # the zooms before the free latents, by their index among them
-        self.tile_zooms = {j - lo - n_fixed: z for j, z in self.zooms.items() if lo + n_fixed <= j < end}
+        self.tile_zooms = moves_in(self.zooms, lo + n_fixed, end)
         self.zooms = {j: z for j, z in self.zooms.items() if j >= end}
         free = self._optimise(fixed, free, x[:, :real])
         q_free, _ = held_symbols(free, self.symbols, self.deadzone, self.motion_block, self.coder, self.quality,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -420,8 +420,11 @@ def move_states(states: dict, move: Move, unit: int = 1) -> None:
     states.update(out)
 
 
-def moves_in(moves: dict[int, Move], first: int, end: int) -> dict[int, Move]:
-    """The moves of latent frames [first, end), by their index from ``first``."""
+_T = TypeVar("_T")
+
+
+def moves_in(moves: dict[int, _T], first: int, end: int) -> dict[int, _T]:
+    """The moves (or zooms) of latent frames [first, end), by their index from ``first``."""
     return {j - first: m for j, m in moves.items() if first <= j < end}
 
 
