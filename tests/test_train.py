@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaecodec.errors import InputError
+from vaecodec.errors import InputError, UsageError
 from vaecodec.models.tiny import WEIGHTS, load
 from vaecodec.train.data import HELD_OUT, PHOTOS, TRAIN, ClipSampler, ClipStream, load_photos, prepare
 from vaecodec.train.rate import RatePrior
@@ -46,6 +46,32 @@ def test_clip_sampler_is_seeded_and_in_range(data_dir):
     assert not torch.equal(a, c)
     with pytest.raises(InputError):
         load_photos(data_dir, ["lomiri:not_prepared"])
+
+
+def _flat(x: torch.Tensor) -> float:
+    """Share of horizontally adjacent pixels that are exactly equal."""
+    return (x[..., 1:] == x[..., :-1]).float().mean().item()
+
+
+def test_graphics_scenes_have_flat_fills_and_leave_photo_clips_alone(data_dir):
+    """Drawn scenes are mostly exact flat fills (photos resampled along a camera path almost
+    never are), are seeded, and a share of 0 draws nothing extra: the clips of a seed (the
+    validation clips among them) stay those of a sampler without the option."""
+    photos = load_photos(data_dir, TRAIN_KEYS)
+    drawn = ClipSampler(photos, frames=5, size=64, seed=3, graphics=1.0)
+    g = torch.stack([drawn._graphic() for _ in range(4)])  # [4, T, 3, S, S] in [0, 1]
+    filmed = ClipSampler(photos, frames=5, size=64, seed=3)
+    f = torch.stack([filmed._scene() for _ in range(4)])
+    assert g.shape == f.shape == (4, 5, 3, 64, 64)
+    assert g.min() >= 0 and g.max() <= 1
+    assert _flat(g) > 0.5 > 0.1 > _flat(f)
+    a, b = (ClipSampler(photos, frames=5, size=32, seed=6, graphics=0.5).batch(4) for _ in range(2))
+    assert torch.equal(a, b)
+    plain = ClipSampler(photos, frames=5, size=32, seed=6).batch(4)
+    assert torch.equal(ClipSampler(photos, frames=5, size=32, seed=6, graphics=0.0).batch(4), plain)
+    assert not torch.equal(a, plain)
+    with pytest.raises(InputError, match="graphics"):
+        ClipSampler(photos, frames=5, size=32, seed=6, graphics=1.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -260,6 +286,17 @@ def test_freeze_decoder_trains_only_the_encoder(data_dir, tmp_path):
     assert not torch.equal(new["encoder.head.weight"], old["encoder.head.weight"])
     grown = [k for k in new if k.startswith("encoder.blocks.") and k.endswith(".b.weight") and k not in old]
     assert grown and all(new[k].abs().sum() > 0 for k in grown)  # started at zero, moved
+
+
+def test_freeze_encoder_trains_only_the_decoder(data_dir, tmp_path):
+    """--freeze-encoder (on drawn scenes too): the encoder stays bit-identical, so every file's
+    latents and rate stay as they were, and the decoder learns. Freezing both halves is refused."""
+    old, new = _grow_shipped(data_dir, tmp_path, {}, freeze_encoder=True, graphics=0.5)
+    enc = [k for k in old if k.startswith("encoder.")]
+    assert enc and all(torch.equal(new[k], old[k]) for k in enc)
+    assert not torch.equal(new["decoder.inp.weight"], old["decoder.inp.weight"])
+    with pytest.raises(UsageError, match="nothing to train"):
+        _grow_shipped(data_dir, tmp_path / "both", {}, freeze_encoder=True, freeze_decoder=True)
 
 
 def test_fit_prior_learns_the_latent_statistics(data_dir):

@@ -47,6 +47,9 @@ HELP = {
     "init": "start from this smaller trained model (checkpoint or weights file); its output is kept",
     "freeze_init": "train only the parts --init lacks (and the rate prior)",
     "freeze_decoder": "train only the encoder (and the rate prior); the decoder keeps its weights",
+    "freeze_encoder": "train only the decoder: the latents, and so the rate of every file, stay as they are",
+    "graphics": "share of training scenes drawn instead of photographed: flat saturated fills, hard edges, "
+                "text (screen content, test patterns)",
 }
 
 

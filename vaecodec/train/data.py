@@ -1,7 +1,8 @@
 """Training data: real photographs turned into synthetic video clips on the fly.
 
 We have no video corpus offline, so motion is synthesised from still photos (pans, zooms,
-rotations, moving foreground patches, fades, cuts, lighting drift, noise, blur). The
+rotations, moving foreground patches, fades, cuts, lighting drift, noise, blur); a share of
+scenes can be drawn instead (``--graphics``: fills, stripes, shapes, text, scrolling). The
 photos come from Debian wallpaper packages and scikit-image's bundled images, fetched by
 ``scripts/fetch_training_data.sh``; ``HELD_OUT`` photos never enter training so the
 validation numbers (and the bench) measure generalisation.
@@ -141,13 +142,19 @@ class ClipSampler:
     seed reproduces the exact clip sequence on any ``device``. On a GPU the photos live in
     device memory and the pixel work (resampling, compositing, blur, noise) runs there, so
     the training process makes its own clips instead of waiting for CPU workers.
+
+    ``graphics`` is the share of scenes drawn instead of filmed (``_graphic``): flat saturated
+    fills, hard edges and text, which no photograph teaches. At 0 the sampler makes no extra
+    random draws, so the clips of a seed are those of before (the validation clips included).
     """
 
     def __init__(self, photos: list[torch.Tensor], frames: int, size: int, seed: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", graphics: float = 0.0) -> None:
         if not photos:
             raise InputError("no training photos")
-        self.frames, self.size, self.device = frames, size, torch.device(device)
+        if not 0.0 <= graphics <= 1.0:
+            raise InputError(f"the share of graphics scenes must be in [0, 1], got {graphics}")
+        self.frames, self.size, self.device, self.graphics = frames, size, torch.device(device), graphics
         self.g = torch.Generator().manual_seed(seed)
         # two pyramid levels so zoomed-out views are not aliased
         self.levels = []
@@ -238,7 +245,89 @@ class ClipSampler:
         out = out * (1 - a) + canvas[:, :3, ps:ps + S, ps:ps + S] * a
         return out
 
+    def _colour(self) -> tuple[int, int, int]:
+        """Half the time a corner of the RGB cube (primaries, secondaries, black, white)."""
+        if self._u() < 0.5:
+            return tuple(255 * int(self._u() < 0.5) for _ in range(3))
+        return tuple(int(self._u(0, 256)) for _ in range(3))
+
+    def _text(self, n: int) -> str:
+        return "".join(chr(int(self._u(33, 127))) for _ in range(n))
+
+    def _graphic_still(self, side: int):
+        """A PIL picture of screen or broadcast graphics: a fill or gradient, stripes, shapes,
+        checkerboards and text, all with hard edges and colours anywhere in the RGB cube."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        if self._u() < 0.4:  # a gradient between two colours, horizontal or vertical
+            a, b = (np.array(self._colour(), np.float32) for _ in range(2))
+            ramp = np.linspace(0, 1, side, dtype=np.float32)[:, None]
+            line = a + (b - a) * ramp  # [side, 3]
+            img = np.broadcast_to(line[None] if self._u() < 0.5 else line[:, None], (side, side, 3))
+            im = Image.fromarray(np.ascontiguousarray(img).astype(np.uint8))
+        else:
+            im = Image.new("RGB", (side, side), self._colour())
+        d = ImageDraw.Draw(im)
+        if self._u() < 0.35:  # stripes of random widths across the picture
+            x, vertical = 0, self._u() < 0.5
+            while x < side:
+                w = int(self._u(side / 16, side / 3))
+                box = (x, 0, x + w, side) if vertical else (0, x, side, x + w)
+                d.rectangle(box, fill=self._colour())
+                x += w
+        for _ in range(int(self._u(3, 16))):
+            x0, y0 = self._u(-side / 8, side), self._u(-side / 8, side)
+            box = (x0, y0, x0 + self._u(3, side / 2), y0 + self._u(3, side / 2))
+            kind = self._u()
+            if kind < 0.55:
+                d.rectangle(box, fill=self._colour())
+            elif kind < 0.75:
+                d.ellipse(box, fill=self._colour())
+            elif kind < 0.9:
+                d.line(box, fill=self._colour(), width=int(self._u(1, 6)))
+            else:  # a checkerboard of 1-8 px cells
+                cell = int(self._u(1, 9))
+                a, b = self._colour(), self._colour()
+                for j, y in enumerate(range(int(box[1]), int(box[3]), cell)):
+                    for i, x in enumerate(range(int(box[0]), int(box[2]), cell)):
+                        d.rectangle((x, y, x + cell - 1, y + cell - 1), fill=a if (i + j) % 2 else b)
+        for _ in range(int(self._u(0, 7))):
+            font = ImageFont.load_default(size=int(self._u(8, 41)))
+            xy, text = (self._u(-20, side), self._u(-10, side)), self._text(int(self._u(2, 20)))
+            if self._u() < 0.4:  # a caption box behind the text
+                d.rectangle(d.textbbox(xy, text, font=font), fill=self._colour())
+            d.text(xy, text, font=font, fill=self._colour())
+        return im
+
+    def _graphic(self) -> torch.Tensor:
+        """Moving graphics [T, 3, S, S] in [0, 1]: a whole-pixel scroll of a drawn picture (or a
+        still one), a sprite moving over it and, half the time, a caption that changes every frame."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        T, S = self.frames, self.size
+        vx, vy = (int(self._u(-4, 5)) if self._u() < 0.5 else 0 for _ in range(2))
+        margin = 4 * T + 1
+        base = torch.from_numpy(np.array(self._graphic_still(S + 2 * margin))).permute(2, 0, 1).to(self.device)
+        x0, y0 = margin - vx * T // 2, margin - vy * T // 2
+        clip = torch.stack([base[:, y0 + vy * t:y0 + vy * t + S, x0 + vx * t:x0 + vx * t + S] for t in range(T)])
+        sprite = torch.tensor(self._colour(), dtype=clip.dtype, device=self.device).view(3, 1, 1)
+        side = int(self._u(4, S / 3))
+        px, py, svx, svy = self._u(0, S - side), self._u(0, S - side), self._u(-6, 6), self._u(-6, 6)
+        for t in range(T):
+            x, y = int(px + svx * t) % (S - side), int(py + svy * t) % (S - side)
+            clip[t, :, y:y + side, x:x + side] = sprite
+        if self._u() < 0.5:  # a counter or clock whose digits change every frame
+            font, (bx, by) = ImageFont.load_default(size=int(self._u(10, 33))), (self._u(0, S / 2), self._u(0, S / 2))
+            ink, start = self._colour(), int(self._u(0, 1e6))
+            for t in range(T):
+                im = Image.fromarray(clip[t].permute(1, 2, 0).cpu().numpy())
+                ImageDraw.Draw(im).text((bx, by), f"{start + t:07d}", font=font, fill=ink)
+                clip[t] = torch.from_numpy(np.array(im)).permute(2, 0, 1).to(self.device)
+        return clip.float() / 255.0
+
     def _scene(self) -> torch.Tensor:
+        if self.graphics and self._u() < self.graphics:
+            return self._graphic()
         for _ in range(3):  # flat sky crops teach little: retry a couple of times
             clip = self._camera(self._pick(), self.size)
             if float(clip.std()) > 0.05:
@@ -291,13 +380,16 @@ class ClipStream(torch.utils.data.IterableDataset):
     worker count, but a resumed run draws new ones (only the in-process sampler resumes exactly).
     """
 
-    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, batch: int, seed: int) -> None:
+    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, batch: int, seed: int,
+                 graphics: float = 0.0) -> None:
         self.photos, self.frames, self.size, self.n, self.seed = photos, frames, size, batch, seed
+        self.graphics = graphics
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         torch.set_num_threads(1)
-        sampler = ClipSampler(self.photos, self.frames, self.size, self.seed + 1000 * ((info.id if info else 0) + 1))
+        sampler = ClipSampler(self.photos, self.frames, self.size, self.seed + 1000 * ((info.id if info else 0) + 1),
+                              graphics=self.graphics)
         while True:
             yield sampler.batch(self.n)
 

@@ -71,6 +71,8 @@ class Config:
     init: str = ""  # warm start: checkpoint or weights file of a smaller tiny model
     freeze_init: bool = False  # train only what --init lacks (the grown parts) and the prior
     freeze_decoder: bool = False  # train only the encoder and the prior: a better encoder for a fixed decoder
+    freeze_encoder: bool = False  # train only the decoder: the latents, so every file's rate, stay as they are
+    graphics: float = 0.0  # share of training scenes drawn (flat fills, hard edges, text) instead of photographed
 
     @property
     def arch(self) -> Arch:
@@ -360,7 +362,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(list(model.parameters()) + list(prior.parameters()), lr=cfg.lr)
     # in-process clips are made on the training device (photos in GPU memory on a GPU)
-    sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed, device=device if cfg.workers == 0 else "cpu")
+    sampler = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed, device=device if cfg.workers == 0 else "cpu",
+                          graphics=cfg.graphics)
     state = {"step": 0, "best": None, "wall_s": 0.0, "commit": code_commit()}
     last = run / "last.safetensors"
     if resume and last.exists():
@@ -373,15 +376,20 @@ def train(cfg: Config, resume: bool = True) -> dict:
         if not cfg.init:
             raise UsageError("--freeze-init needs --init")
         freeze_loaded(model, cfg.init)
+    if cfg.freeze_decoder and cfg.freeze_encoder:
+        raise UsageError("--freeze-decoder and --freeze-encoder together leave nothing to train")
     if cfg.freeze_decoder:
         model.decoder.requires_grad_(False)
+    if cfg.freeze_encoder:  # the rate prior has nothing new to learn either
+        model.encoder.requires_grad_(False)
+        prior.requires_grad_(False)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     vsteps = val_steps(cfg)
     model.train()
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convs once
     if cfg.workers > 0:
-        stream = ClipStream(photos, cfg.frames, cfg.size, cfg.batch, cfg.seed + state["step"])
+        stream = ClipStream(photos, cfg.frames, cfg.size, cfg.batch, cfg.seed + state["step"], cfg.graphics)
         batches = _CpuBatches(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
                                                           pin_memory=device.type == "cuda", prefetch_factor=4),
                               sampler)
