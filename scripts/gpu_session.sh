@@ -28,8 +28,11 @@
 #   2026-11-27 17:27 UTC: the pipeline at quality 8 (124 s of command; busy pan: 96 fps decode,
 #   6 fps encode), then VARIANTS="plain:;b32:--batch 32;b48:--batch 48" with TRAIN_SECONDS=530
 #   (564 s of command): three runs slow each other (190/340/440 ms a step) and none beat v9.
-#   Next session: more steps of this network have stopped paying; train a changed one (e.g.
-#   `--blocks8 3`, or a wider latent at the top qualities) from v9 for the whole call, or measure.
+#   Next session: more steps of this network have stopped paying; train a changed one from v9
+#   for the whole call. First choice (docs/MODEL.md, "Drawn scenes for graphics": on 2 CPU cores
+#   drawn scenes lifted testsrc2 by 1-2 dB but cost the photos at batch 4):
+#   VARIANTS="gfx:--graphics 0.2;gfx8:--graphics 0.2 --blocks8 3", then compare on photos and
+#   testsrc2 with benchmarks/ae_ceiling.py before exporting.
 #   The camera stage that bounded the GPU encode is a fifth to a third faster on the host since
 #   the twentieth session (2-core figures, docs/BENCHMARKS.md): the pipeline call re-measures it.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
