@@ -297,6 +297,10 @@ def test_freeze_encoder_trains_only_the_decoder(data_dir, tmp_path):
     assert not torch.equal(new["decoder.inp.weight"], old["decoder.inp.weight"])
     with pytest.raises(UsageError, match="nothing to train"):
         _grow_shipped(data_dir, tmp_path / "both", {}, freeze_encoder=True, freeze_decoder=True)
+    assert not (tmp_path / "both" / "run").exists()  # refused before the run folder is made
+    with pytest.raises(UsageError, match="graphics"):
+        train(Config(data=str(data_dir), run=str(tmp_path / "share"), graphics=1.5))
+    assert not (tmp_path / "share").exists()
 
 
 def test_fit_prior_learns_the_latent_statistics(data_dir):

@@ -354,6 +354,10 @@ def train(cfg: Config, resume: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     if (cfg.frames - 1) % 4 or cfg.size % 8:
         raise UsageError("--frames must be 1+4k and --size a multiple of 8")
+    if cfg.freeze_decoder and cfg.freeze_encoder:
+        raise UsageError("--freeze-decoder and --freeze-encoder together leave nothing to train")
+    if not 0.0 <= cfg.graphics <= 1.0:
+        raise UsageError(f"--graphics is a share of the scenes, in [0, 1], not {cfg.graphics}")
     photos = load_photos(cfg.data, cfg.photos)  # before the run folder: a missing data set leaves nothing behind
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -376,8 +380,6 @@ def train(cfg: Config, resume: bool = True) -> dict:
         if not cfg.init:
             raise UsageError("--freeze-init needs --init")
         freeze_loaded(model, cfg.init)
-    if cfg.freeze_decoder and cfg.freeze_encoder:
-        raise UsageError("--freeze-decoder and --freeze-encoder together leave nothing to train")
     if cfg.freeze_decoder:
         model.decoder.requires_grad_(False)
     if cfg.freeze_encoder:  # the rate prior has nothing new to learn either
