@@ -285,12 +285,13 @@ class ClipSampler:
                 d.ellipse(box, fill=self._colour())
             elif kind < 0.9:
                 d.line(box, fill=self._colour(), width=int(self._u(1, 6)))
-            else:  # a checkerboard of 1-8 px cells
+            else:  # a checkerboard of 1-8 px cells, whole cells from the box's corner on
                 cell = int(self._u(1, 9))
                 a, b = self._colour(), self._colour()
-                for j, y in enumerate(range(int(box[1]), int(box[3]), cell)):
-                    for i, x in enumerate(range(int(box[0]), int(box[2]), cell)):
-                        d.rectangle((x, y, x + cell - 1, y + cell - 1), fill=a if (i + j) % 2 else b)
+                x0, y0 = int(box[0]), int(box[1])
+                rows, cols = len(range(y0, int(box[3]), cell)), len(range(x0, int(box[2]), cell))
+                odd = np.add.outer(np.arange(rows * cell) // cell, np.arange(cols * cell) // cell) % 2
+                im.paste(Image.fromarray(np.where(odd[..., None] == 1, a, b).astype(np.uint8)), (x0, y0))
         for _ in range(int(self._u(0, 7))):
             font = ImageFont.load_default(size=int(self._u(8, 41)))
             xy, text = (self._u(-20, side), self._u(-10, side)), self._text(int(self._u(2, 20)))
