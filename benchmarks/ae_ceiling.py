@@ -38,13 +38,15 @@ def clip_tensor(path: Path, frames: int, scale: float) -> torch.Tensor:
 
 
 def load_model(name: str) -> tiny.TinyVAE:
-    """``shipped``, a weights file, or a training checkpoint (its ``model.`` tensors)."""
+    """``shipped``, a weights file, or a training checkpoint (its weight average if it kept one)."""
     if name == "shipped":
         return tiny.load(None, torch.device("cpu"), torch.float32)
     with safe_open(name, "pt") as f:
         if "model_id" in (f.metadata() or {}):  # a weights file
             return tiny.load(name, torch.device("cpu"), torch.float32)
-    state = {k[len("model."):]: v.float() for k, v in load_file(name).items() if k.startswith("model.")}
+    tensors = load_file(name)
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."  # a run's weight average (--ema)
+    state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
     blocks8 = len({k.split(".")[2] for k in state if k.startswith("decoder.frame_blocks.")})
     latent = state["decoder.inp.weight"].shape[1]
     refine = any(k.startswith("decoder.refine.") for k in state)

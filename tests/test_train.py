@@ -115,22 +115,29 @@ def test_resumed_run_equals_an_uninterrupted_one(data_dir, tmp_path):
     """Clips are made one batch ahead in a background thread; the checkpoint still stores the
     sampler state of the next batch, so 2 steps + resume to 4 train exactly like 4 steps, and
     exactly like a run that makes its clips in line (``--no-prefetch``)."""
-    def cfg(run: str, steps: int, prefetch: bool = True) -> Config:
+    def cfg(run: str, steps: int, prefetch: bool = True, ema: float = 0.0) -> Config:
         return Config(data=str(data_dir), run=str(tmp_path / run), steps=steps, batch=2, size=32, frames=5,
                       val_every=100, ckpt_every=1, log_every=100, photos=TRAIN_KEYS, val_photos=VAL_KEYS,
-                      val_size=32, val_clips=1, prefetch=prefetch)
+                      val_size=32, val_clips=1, prefetch=prefetch, ema=ema)
 
     train(cfg("straight", 4))
     train(cfg("resumed", 2))
     train(cfg("resumed", 4))
     train(cfg("inline", 3, prefetch=False))
     train(cfg("inline", 4))
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    for other in ("resumed", "inline"):
-        b = load_file(str(tmp_path / other / "last.safetensors"))
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{other}: {k}")
+    train(cfg("straight_ema", 4, ema=0.5))  # the weight average resumes too
+    train(cfg("resumed_ema", 2, ema=0.5))
+    train(cfg("resumed_ema", 4, ema=0.5))
+    for first, others in (("straight", ("resumed", "inline")), ("straight_ema", ("resumed_ema",))):
+        a = load_file(str(tmp_path / first / "last.safetensors"))
+        for other in others:
+            b = load_file(str(tmp_path / other / "last.safetensors"))
+            assert a.keys() == b.keys()
+            for k in a:
+                torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{other}: {k}")
+    kept = {run: any(k.startswith("ema.") for k in load_file(str(tmp_path / run / "last.safetensors")))
+            for run in ("straight", "straight_ema")}
+    assert kept == {"straight": False, "straight_ema": True}
 
 
 def test_flicker_loss_changes_the_training(data_dir, tmp_path):
@@ -301,6 +308,26 @@ def test_freeze_encoder_trains_only_the_decoder(data_dir, tmp_path):
     with pytest.raises(UsageError, match="graphics"):
         train(Config(data=str(data_dir), run=str(tmp_path / "share"), graphics=1.5))
     assert not (tmp_path / "share").exists()
+
+
+def test_weight_average_is_validated_and_exported(data_dir, tmp_path):
+    """--ema keeps a moving average beside the weights: it lies between where training started
+    and where the weights went, and it, not the last weights, is what export ships."""
+    run = tmp_path / "run"
+    cfg = Config(data=str(data_dir), run=str(run), steps=3, batch=1, size=32, frames=5, lr=1e-2, val_every=3,
+                 ckpt_every=1, photos=TRAIN_KEYS, val_photos=VAL_KEYS, val_size=32, val_clips=1,
+                 refine=True, blocks8=2, init=str(WEIGHTS), ema=0.9)
+    train(cfg)
+    t = load_file(str(run / "last.safetensors"))
+    start = load_file(str(WEIGHTS))["model.decoder.inp.weight"].float()
+    w, avg = t["model.decoder.inp.weight"], t["ema.decoder.inp.weight"]
+    assert not torch.equal(w, avg) and not torch.equal(avg, start)
+    assert (avg - start).abs().sum() < (w - start).abs().sum()  # 3 steps at 0.9: 27 % of the way
+    out = tmp_path / "w.safetensors"
+    export(run, out, "vaecodec-tiny-test", which="last", clips=4, context_clips=0)
+    assert torch.equal(load_file(str(out))["model.decoder.inp.weight"], avg)
+    with pytest.raises(UsageError, match="ema"):
+        train(Config(data=str(data_dir), run=str(tmp_path / "bad"), ema=1.0))
 
 
 def test_fit_prior_learns_the_latent_statistics(data_dir):

@@ -50,6 +50,8 @@ HELP = {
     "freeze_encoder": "train only the decoder: the latents, and so the rate of every file, stay as they are",
     "graphics": "share of training scenes drawn instead of photographed: flat saturated fills, hard edges, "
                 "text (screen content, test patterns)",
+    "ema": "decay of a moving average of the weights (e.g. 0.999; 0 = none): validation scores it, checkpoints "
+           "keep it beside the weights, export takes it",
 }
 
 

@@ -8,6 +8,7 @@ tables (built from latent histograms on training clips) and a JSON model card.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import queue
@@ -73,6 +74,7 @@ class Config:
     freeze_decoder: bool = False  # train only the encoder and the prior: a better encoder for a fixed decoder
     freeze_encoder: bool = False  # train only the decoder: the latents, so every file's rate, stay as they are
     graphics: float = 0.0  # share of training scenes drawn (flat fills, hard edges, text) instead of photographed
+    ema: float = 0.0  # decay of a moving average of the weights, which validation scores and export takes (0 = off)
 
     @property
     def arch(self) -> Arch:
@@ -242,8 +244,10 @@ class _CpuBatches:
         pass
 
 
-def _save_ckpt(path: Path, model, prior, opt, sampler_rng: torch.Tensor, state: dict) -> None:
+def _save_ckpt(path: Path, model, prior, opt, sampler_rng: torch.Tensor, state: dict, avg=None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if avg is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in avg.state_dict().items()})
     tensors.update({f"prior.{k}": v.detach().cpu().contiguous() for k, v in prior.state_dict().items()})
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
@@ -256,13 +260,18 @@ def _save_ckpt(path: Path, model, prior, opt, sampler_rng: torch.Tensor, state: 
 
 
 def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under ``prefix`` ("model.", "prior.") with the prefix removed."""
+    """The tensors under ``prefix`` ("model.", "ema.", "prior.") with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None) -> None:
+def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None, avg=None,
+               averaged: bool = False) -> None:
+    """Resume a run (``avg``: its weight average, the weights if it kept none), or with
+    ``averaged`` load the weight average, where the run kept one, as ``model`` (export)."""
     t = load_file(str(path))
-    model.load_state_dict(_section(t, "model."))
+    model.load_state_dict((_section(t, "ema.") if averaged else {}) or _section(t, "model."))
+    if avg is not None:
+        avg.load_state_dict(_section(t, "ema.") or _section(t, "model."))
     prior.load_state_dict(_section(t, "prior."))
     if opt is not None:
         sd = opt.state_dict()
@@ -358,6 +367,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
         raise UsageError("--freeze-decoder and --freeze-encoder together leave nothing to train")
     if not 0.0 <= cfg.graphics <= 1.0:
         raise UsageError(f"--graphics is a share of the scenes, in [0, 1], not {cfg.graphics}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise UsageError(f"--ema is a decay in [0, 1), not {cfg.ema}")
     photos = load_photos(cfg.data, cfg.photos)  # before the run folder: a missing data set leaves nothing behind
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -370,8 +381,10 @@ def train(cfg: Config, resume: bool = True) -> dict:
                           graphics=cfg.graphics)
     state = {"step": 0, "best": None, "wall_s": 0.0, "commit": code_commit()}
     last = run / "last.safetensors"
-    if resume and last.exists():
-        _load_ckpt(last, model, prior, opt, sampler)
+    avg = copy.deepcopy(model).requires_grad_(False) if cfg.ema else None
+    resumed = resume and last.exists()
+    if resumed:
+        _load_ckpt(last, model, prior, opt, sampler, avg)
         state.update(json.loads((run / "state.json").read_text())["state"])
     elif cfg.init and not warm_start(model, prior, cfg.init):
         clips = ClipSampler(photos, cfg.frames, cfg.size, seed=cfg.seed + 1).batch(16)  # own RNG stream
@@ -385,6 +398,8 @@ def train(cfg: Config, resume: bool = True) -> dict:
     if cfg.freeze_encoder:  # the rate prior has nothing new to learn either
         model.encoder.requires_grad_(False)
         prior.requires_grad_(False)
+    if avg is not None and not resumed:  # the average starts from the weights training starts from
+        avg.load_state_dict(model.state_dict())
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
     vsteps = val_steps(cfg)
@@ -399,13 +414,13 @@ def train(cfg: Config, resume: bool = True) -> dict:
         batches = (_Prefetch if cfg.prefetch else _InLine)(sampler, cfg.batch)  # in this process
     try:
         with open(run / "log.txt", "a") as log:
-            return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device)
+            return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device, avg)
     finally:
         batches.close()
 
 
 def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: torch.Tensor,
-                vsteps: list[float], run: Path, log, device: torch.device) -> dict:
+                vsteps: list[float], run: Path, log, device: torch.device, avg=None) -> dict:
     """The steps of ``train`` until its step or time budget is spent."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -454,6 +469,10 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(prior.parameters()), 1.0)
             opt.step()
+            if avg is not None:  # small batches make noisy steps: the average keeps their drift out
+                with torch.no_grad():
+                    for e, p in zip(avg.parameters(), model.parameters()):
+                        e.lerp_(p, 1.0 - cfg.ema)
             state["step"] = step = step + 1
             cur = {"loss": loss.item(), "psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item()}
             for k, v in cur.items():
@@ -469,7 +488,7 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
                 waited = 0.0
                 log.flush()
             if step % cfg.val_every == 0 or done:
-                rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model, prior, clips, vsteps)}
+                rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model if avg is None else avg, prior, clips, vsteps)}
                 mid = rec["points"][1]
                 score = 10 ** (-mid["psnr"] / 10) + cfg.lam * mid["bpp"]  # val mse + lam * bpp
                 rec["score"] = score
@@ -479,9 +498,9 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
                 log.flush()
                 if state["best"] is None or score < state["best"]["score"]:
                     state["best"] = {"step": step, "score": score, "points": rec["points"]}
-                    _save_ckpt(run / "best.safetensors", model, prior, opt, sampler_rng, state)
+                    _save_ckpt(run / "best.safetensors", model, prior, opt, sampler_rng, state, avg)
             if step % cfg.ckpt_every == 0 or done:
-                _save_ckpt(last, model, prior, opt, sampler_rng, state)
+                _save_ckpt(last, model, prior, opt, sampler_rng, state, avg)
                 (run / "state.json").write_text(json.dumps({"state": state, "config": asdict(cfg)}, indent=1))
     return rec or {}
 
@@ -526,7 +545,7 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
     with safe_open(str(ck), "pt") as f:
         state = json.loads(f.metadata()["state"])
     model, prior = TinyVAE(cfg.arch), cfg.prior()
-    _load_ckpt(ck, model, prior)
+    _load_ckpt(ck, model, prior, averaged=True)
     return model, cfg, state, {"checkpoint": which}
 
 
