@@ -31,8 +31,9 @@
 #   Next session: more steps of this network have stopped paying; train a changed one from v9
 #   for the whole call. First choice (docs/MODEL.md, "Drawn scenes for graphics": on 2 CPU cores
 #   drawn scenes lifted testsrc2 by 1-2 dB but cost the photos at batch 4):
-#   VARIANTS="gfx:--graphics 0.2;gfx8:--graphics 0.2 --blocks8 3", then compare on photos and
-#   testsrc2 with benchmarks/ae_ceiling.py before exporting.
+#   VARIANTS="gfx:--graphics 0.2 --ema 0.998;gfx8:--graphics 0.2 --blocks8 3 --ema 0.998" (the weight
+#   average kept the photos in the CPU fine-tune), then compare on photos and testsrc2 with
+#   benchmarks/ae_ceiling.py before exporting.
 #   The camera stage that bounded the GPU encode is a fifth to a third faster on the host since
 #   the twentieth session (2-core figures, docs/BENCHMARKS.md): the pipeline call re-measures it.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
