@@ -488,7 +488,8 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
                 waited = 0.0
                 log.flush()
             if step % cfg.val_every == 0 or done:
-                rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(model if avg is None else avg, prior, clips, vsteps)}
+                scored = model if avg is None else avg
+                rec = {"step": step, "wall_s": round(state["wall_s"]), "points": validate(scored, prior, clips, vsteps)}
                 mid = rec["points"][1]
                 score = 10 ** (-mid["psnr"] / 10) + cfg.lam * mid["bpp"]  # val mse + lam * bpp
                 rec["score"] = score
