@@ -264,12 +264,11 @@ def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None, avg=None,
-               averaged: bool = False) -> None:
-    """Resume a run (``avg``: its weight average, the weights if it kept none), or with
-    ``averaged`` load the weight average, where the run kept one, as ``model`` (export)."""
+def _load_ckpt(path: Path, model, prior, opt=None, sampler: ClipSampler | None = None, avg=None) -> None:
+    """Resume a run; ``avg`` gets its weight average (the weights if it kept none). Export
+    passes the model itself as ``avg``, so it ships the average where the run kept one."""
     t = load_file(str(path))
-    model.load_state_dict((_section(t, "ema.") if averaged else {}) or _section(t, "model."))
+    model.load_state_dict(_section(t, "model."))
     if avg is not None:
         avg.load_state_dict(_section(t, "ema.") or _section(t, "model."))
     prior.load_state_dict(_section(t, "prior."))
@@ -546,7 +545,7 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
     with safe_open(str(ck), "pt") as f:
         state = json.loads(f.metadata()["state"])
     model, prior = TinyVAE(cfg.arch), cfg.prior()
-    _load_ckpt(ck, model, prior, averaged=True)
+    _load_ckpt(ck, model, prior, avg=model)
     return model, cfg, state, {"checkpoint": which}
 
 
