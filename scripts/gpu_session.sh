@@ -105,8 +105,9 @@ fi
 
 # VARIANTS: runs trained side by side on the one GPU (a step of this small model leaves most of an
 # H200 idle), ";"-separated "name:extra flags", each from the shipped weights in $RUN/name, its
-# files (best checkpoint, state, log, stdout) packed into $OUT/name.tar every 20 s, so a cut-off
-# call still returns them (one file per run: a call returns 8 files at most).
+# files (best checkpoint, state, log, stdout) packed into $OUT/name.tar every 20 s, with its last
+# checkpoint beside it as name.last.safetensors, so a cut-off call still returns them (two files per
+# run: a call returns 8 files at most).
 VARIANTS=${VARIANTS:-"run:"}
 copy_run() {  # NAME
     local files=()
@@ -114,6 +115,9 @@ copy_run() {  # NAME
         [ -f "$RUN/$1/$f" ] && files+=("$f")
     done
     [ ${#files[@]} = 0 ] || { tar -cf "$OUT/.$1.tar" -C "$RUN/$1" "${files[@]}" && mv "$OUT/.$1.tar" "$OUT/$1.tar"; }
+    # the last checkpoint on its own (a file comes back only under 16 MiB): validation scores the
+    # photos, so with --graphics the best one can be an early one
+    [ ! -f "$RUN/$1/last.safetensors" ] || { cp "$RUN/$1/last.safetensors" "$OUT/.$1.last" && mv "$OUT/.$1.last" "$OUT/$1.last.safetensors"; }
 }
 train() {  # NAME EXTRA...: one training process in its own session
     local name=$1; shift
