@@ -233,6 +233,10 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     assert data[0] == 5  # context tables: chunk version 5
     np.testing.assert_array_equal(coder.decode(data, q.shape, 5), q)
 
+    with pytest.raises(UsageError, match="architecture"):  # this run's network is not the shipped one's shape
+        export(run, tmp_path / "x.safetensors", "vaecodec-tiny-test", which="last", blend_with=WEIGHTS)
+    assert not (tmp_path / "x.safetensors").exists()
+
     # re-export from the weights file: same network, tables rebuilt, card says where from;
     # without context tables (chunk version 4 with motion)
     again = tmp_path / "w2.safetensors"
@@ -326,6 +330,13 @@ def test_weight_average_is_validated_and_exported(data_dir, tmp_path):
     out = tmp_path / "w.safetensors"
     export(run, out, "vaecodec-tiny-test", which="last", clips=4, context_clips=0)
     assert torch.equal(load_file(str(out))["model.decoder.inp.weight"], avg)
+    # a blend with the file it started from: a quarter of the average, three quarters of the start
+    card = export(run, out, "vaecodec-tiny-test", which="last", clips=4, context_clips=0, blend_with=WEIGHTS, blend=0.25)
+    shipped = load(WEIGHTS, torch.device("cpu"), torch.float32)
+    assert card["blend"] == {"with": shipped.model_id, "with_sha256": shipped.weights_sha256, "share": 0.25}
+    torch.testing.assert_close(load_file(str(out))["model.decoder.inp.weight"], 0.75 * start + 0.25 * avg)
+    with pytest.raises(UsageError, match="share"):
+        export(run, out, "vaecodec-tiny-test", which="last", blend_with=WEIGHTS, blend=1.0)
     with pytest.raises(UsageError, match="ema"):
         train(Config(data=str(data_dir), run=str(tmp_path / "bad"), ema=1.0))
 

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="step of quality 1 (default: the coarsest trained step)")
     ex.add_argument("--finest", type=float, default=None,
                     help="step of quality 8 (default: the finest trained step)")
+    ex.add_argument("--blend-with", default=None,
+                    help="a weights file of the same architecture: ship a blend of it and the run's network")
+    ex.add_argument("--blend", type=float, default=0.5, help="the run's share of the blend (with --blend-with)")
     sp = sub.add_parser("speed", help="fps of encode/decode incl. entropy coding, per stage too")
     sp.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     sp.add_argument("--threads", type=int, default=2)
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.repeats, device=args.device, dtype=args.dtype)))
         else:
             card = export(args.run, args.out, args.model_id, args.which, args.clips, args.version, args.coarsest,
-                          args.finest, args.weights, args.context_clips)
+                          args.finest, args.weights, args.context_clips, args.blend_with, args.blend)
             print(json.dumps(card["validation"], indent=1))
     except VaecodecError as e:
         print(f"error: {e}", file=sys.stderr)

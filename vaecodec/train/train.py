@@ -549,19 +549,40 @@ def _source(run: str | Path, which: str, weights: str | Path | None) -> tuple[Ti
     return model, cfg, state, {"checkpoint": which}
 
 
+def _blend(model: TinyVAE, other: str | Path, share: float) -> dict:
+    """Move ``model`` to ``share`` of its weights plus ``1 - share`` of ``other``'s (a weights
+    file of the same architecture). Fine-tuning toward new content (drawn graphics) pulls a
+    network off the optimum it had on photos; halfway between the two keeps most of the new
+    gain and little of the loss (docs/MODEL.md, v10). Returns the card's record of it."""
+    from vaecodec.models.tiny import load
+
+    if not 0.0 < share < 1.0:
+        raise UsageError(f"--blend is the run's share of the weights, in (0, 1), not {share}")
+    base = load(other, torch.device("cpu"), torch.float32)
+    if base.arch != model.arch:
+        raise UsageError(f"--blend-with {other}: its architecture {base.arch} is not the run's {model.arch}")
+    theirs = base.state_dict()
+    model.load_state_dict({k: torch.lerp(theirs[k], v, share) for k, v in model.state_dict().items()})
+    return {"blend": {"with": base.model_id, "with_sha256": base.weights_sha256, "share": share}}
+
+
 @torch.inference_mode()
 def export(run: str | Path, out: str | Path, model_id: str, which: str = "best", clips: int = 48,
            version: str = "1", coarsest: float | None = None, finest: float | None = None,
-           weights: str | Path | None = None, context_clips: int = 480) -> dict:
+           weights: str | Path | None = None, context_clips: int = 480,
+           blend_with: str | Path | None = None, blend: float = 0.5) -> dict:
     """Write the shipped weights file from a run's checkpoint (or, with ``weights``, from an
     existing weights file whose network is kept and whose entropy tables are rebuilt);
     returns the model card. ``context_clips`` training clips fit the context tables of chunk
-    version 5 (they have 9 x more entries than the banks); 0 leaves them out (version 4)."""
+    version 5 (they have 9 x more entries than the banks); 0 leaves them out (version 4).
+    ``blend_with`` ships ``blend`` of the network plus the rest of that file's (``_blend``)."""
     from vaecodec.entropy import CONTEXTS, EntropyCoder, latent_histograms
     from vaecodec.motion import quantize
     from vaecodec.quant import default_deadzone
 
     model, cfg, state, extra = _source(run, which, weights)
+    if blend_with is not None:
+        extra.update(_blend(model, blend_with, blend))
     model.eval()
     old_steps = extra.pop("quality_steps", None)
     if old_steps and coarsest is None and finest is None:
