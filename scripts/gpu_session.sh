@@ -124,7 +124,7 @@ train() {  # NAME EXTRA...: one training process in its own session
     mkdir -p "$RUN/$name"
     # shellcheck disable=SC2086
     setsid $PY -m vaecodec.train train --run "$RUN/$name" --device "$DEVICE" \
-        --init vaecodec/models/weights/tiny-v9.safetensors --refine --blocks8 2 \
+        --init vaecodec/models/weights/tiny-v10.safetensors --refine --blocks8 2 \
         --batch 16 --size 192 --frames 17 --lr 2e-4 --workers 0 --time-budget "$TRAIN_SECONDS" \
         --steps 1000000 --val-every 500 --ckpt-every 250 --log-every 50 --threads 2 ${TRAIN_EXTRA:-} "$@" \
         >> "$RUN/$name/train.txt" 2>&1

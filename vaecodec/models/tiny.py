@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from vaecodec.errors import ModelError
 from vaecodec.models.base import Tiling, VideoVAE, sha256_file
 
-WEIGHTS = Path(__file__).parent / "weights" / "tiny-v9.safetensors"
+WEIGHTS = Path(__file__).parent / "weights" / "tiny-v10.safetensors"
 
 C1 = 32  # channels at 1/4 resolution
 C2 = 64  # channels at 1/8 resolution

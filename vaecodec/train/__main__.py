@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--weights", default=None,
                     help="instead of a run: keep this weights file's network, rebuild its entropy tables")
     # no defaults: new weights need a new id (files name the model they need) and a new file
-    ex.add_argument("--out", required=True, help="e.g. vaecodec/models/weights/tiny-v9.safetensors")
-    ex.add_argument("--model-id", required=True, help="e.g. vaecodec-tiny-v9")
+    ex.add_argument("--out", required=True, help="e.g. vaecodec/models/weights/tiny-v10.safetensors")
+    ex.add_argument("--model-id", required=True, help="e.g. vaecodec-tiny-v10")
     ex.add_argument("--version", required=True, help="e.g. 9")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
