@@ -28,12 +28,13 @@
 #   2026-11-27 17:27 UTC: the pipeline at quality 8 (124 s of command; busy pan: 96 fps decode,
 #   6 fps encode), then VARIANTS="plain:;b32:--batch 32;b48:--batch 48" with TRAIN_SECONDS=530
 #   (564 s of command): three runs slow each other (190/340/440 ms a step) and none beat v9.
-#   Next session: more steps of this network have stopped paying; train a changed one from v9
-#   for the whole call. First choice (docs/MODEL.md, "Drawn scenes for graphics": on 2 CPU cores
-#   drawn scenes lifted testsrc2 by 1-2 dB but cost the photos at batch 4):
-#   VARIANTS="gfx:--graphics 0.2 --ema 0.998;gfx8:--graphics 0.2 --blocks8 3 --ema 0.998" (the weight
-#   average kept the photos in the CPU fine-tune), then compare on photos and testsrc2 with
-#   benchmarks/ae_ceiling.py before exporting.
+#   2026-11-28 01:44 UTC: SPEED=0 TRAIN_SECONDS=515 VARIANTS="gfx:--graphics 0.2 --ema 0.998;
+#   gfxdec:--graphics 0.2 --ema 0.998 --freeze-encoder" (544 s of command, 588 s of device time):
+#   v10 is gfxdec's decoder blended half with v9's (export --blend-with; docs/MODEL.md, "Where it
+#   stands"). Next session, the same call from v10 with the graphics pushed further, e.g.
+#   VARIANTS="dec:--graphics 0.3 --ema 0.998 --freeze-encoder;rate:--graphics 0.2 --ema 0.998 --lam 0.015"
+#   (the whole-model run spent 2-6 % more bits on the photos at --lam 0.01), then ae_ceiling.py
+#   and scale.py on the photo pans and testsrc2 before exporting, the blend share swept.
 #   The camera stage that bounded the GPU encode is a fifth to a third faster on the host since
 #   the twentieth session (2-core figures, docs/BENCHMARKS.md): the pipeline call re-measures it.
 # Dry run here: OUT=/tmp/out DEVICE=cpu SPEED_DTYPES=fp32 SPEED_FRAMES=9 WORKER_COUNTS=1 TRAIN_SECONDS=60 PY=.venv/bin/python \
