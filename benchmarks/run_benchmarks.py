@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from vaecodec.baselines import DEFAULT_BASELINES
+from vaecodec.bench import baseline_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"480p": (854, 480), "1080p": (1920, 1080)}
@@ -186,7 +187,7 @@ def write_markdown(report: dict, path: Path, command: str, plot: Path | None) ->
         for c in rows:
             q = c["quality"]
             ours = c["name"] == "vaecodec"
-            setting = _setting(c["setting"]) if ours else f"crf {c['crf']:g}"
+            setting = _setting(c["setting"]) if ours else baseline_setting(c)
             table.append([
                 c["name"], setting, _f(c["bpp"], ".4f"), _f(c["psnr"]), _f(q["psnr_y"]), _f(q["psnr_min"]),
                 _f(q["ssim_y"], ".4f"), _f(q["temporal_error"]),

@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 
 from vaecodec.baselines import BASELINES, check_baselines, decode, encode, match_rate
+from vaecodec.bench import baseline_setting
 from vaecodec.errors import InputError, UsageError
 from vaecodec.metrics import bd_psnr, bd_rate, bits_per_pixel, score
 from vaecodec.video import VideoReader
@@ -305,6 +306,10 @@ def test_unreachable_rate_stops_at_the_crf_limit_without_extrapolating(frames):
     assert len(r.encodes) <= 6
     assert r.q == 0 and r.bpp < 40.0
     assert r.psnr_at_target is None
+    # the report's row says why its encode is not at the rate it was matched to
+    row = {"crf": r.q, "target_bpp": 40.0, "psnr_at_target": r.psnr_at_target}
+    assert baseline_setting(row) == "crf 0 (target 40.0000 bpp not reached)"
+    assert baseline_setting({**row, "crf": 23.5, "psnr_at_target": 31.0}) == "crf 23.5"
 
 
 def test_sweep_rows_name_the_scale_a_quality_codes_at(tmp_path):

@@ -320,6 +320,14 @@ def _setting(s: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in s.items()) or "default"
 
 
+def baseline_setting(c: dict) -> str:
+    """A baseline row's setting. Where vaecodec's rate is out of the baseline's CRF range, the
+    search ends at the CRF limit for each such point, and the row says so rather than
+    repeating one encode unexplained."""
+    crf = f"crf {c['crf']:g}"
+    return crf if c["psnr_at_target"] is not None else f"{crf} (target {c['target_bpp']:.4f} bpp not reached)"
+
+
 def _print(console: Console, report: dict) -> None:
     """Compact tables (fit 80 columns): quality per codec, vaecodec speed by stage, BD figures."""
     for src in report["inputs"]:
@@ -338,7 +346,7 @@ def _print(console: Console, report: dict) -> None:
             ours = c["name"] == "vaecodec"
             t.add_row(
                 c["name"],
-                _setting(c["setting"]) if ours else f"{c['crf']:g}",
+                _setting(c["setting"]) if ours else baseline_setting(c),
                 _fmt(c["bpp"], ".4f"),
                 _fmt(c["psnr"]),
                 _fmt(q["psnr_y"]),
