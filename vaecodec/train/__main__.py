@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # no defaults: new weights need a new id (files name the model they need) and a new file
     ex.add_argument("--out", required=True, help="e.g. vaecodec/models/weights/tiny-v10.safetensors")
     ex.add_argument("--model-id", required=True, help="e.g. vaecodec-tiny-v10")
-    ex.add_argument("--version", required=True, help="e.g. 9")
+    ex.add_argument("--version", required=True, help="e.g. 10")
     ex.add_argument("--which", choices=["best", "last"], default="best")
     ex.add_argument("--clips", type=int, default=48, help="training clips for the entropy tables")
     ex.add_argument("--context-clips", type=int, default=480,
