@@ -212,6 +212,7 @@ def test_two_step_training_resume_and_export(data_dir, tmp_path):
     rec = train(cfg)
     assert rec["step"] == 2 and len(rec["points"]) == 3
     assert all(math.isfinite(p["psnr"]) and p["bpp"] > 0 and 0 < p["ssim"] <= 1 for p in rec["points"])
+    assert "drawn" not in rec  # drawn scenes are scored only where the run trains on them
     state = json.loads((run / "state.json").read_text())["state"]
     assert state["step"] == 2 and (run / "last.safetensors").exists() and (run / "best.safetensors").exists()
     assert re.search(r"^step 2 .* \d+ms/step data \d+%$", (run / "log.txt").read_text(), re.M)
@@ -306,6 +307,13 @@ def test_freeze_encoder_trains_only_the_decoder(data_dir, tmp_path):
     enc = [k for k in old if k.startswith("encoder.")]
     assert enc and all(torch.equal(new[k], old[k]) for k in enc)
     assert not torch.equal(new["decoder.inp.weight"], old["decoder.inp.weight"])
+    # the last step validates: drawn scenes beside the photos, at the same steps; the score stays the photos'
+    rec = json.loads((tmp_path / "run" / "val.jsonl").read_text().splitlines()[-1])
+    assert [p["step"] for p in rec["drawn"]] == [p["step"] for p in rec["points"]]
+    assert all(math.isfinite(p["psnr"]) and p["bpp"] > 0 for p in rec["drawn"])
+    assert rec["drawn"] != rec["points"]
+    mid = rec["points"][1]
+    assert rec["score"] == pytest.approx(10 ** (-mid["psnr"] / 10) + 0.01 * mid["bpp"])
     with pytest.raises(UsageError, match="nothing to train"):
         _grow_shipped(data_dir, tmp_path / "both", {}, freeze_encoder=True, freeze_decoder=True)
     assert not (tmp_path / "both" / "run").exists()  # refused before the run folder is made

@@ -104,9 +104,12 @@ def _lr(cfg: Config, step: int, wall_s: float = 0.0) -> float:
     return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
 
 
-def _val_clips(cfg: Config) -> torch.Tensor:
-    """Fixed validation clips from the held-out photos: [val_clips, 3, 9, val_size, val_size]."""
+def _val_clips(cfg: Config, drawn: bool = False) -> torch.Tensor:
+    """Fixed validation clips from the held-out photos: [val_clips, 3, 9, val_size, val_size].
+    ``drawn``: drawn scenes instead (``--graphics``), on a seed of their own."""
     photos = load_photos(cfg.data, cfg.val_photos)
+    if drawn:
+        return ClipSampler(photos, frames=9, size=cfg.val_size, seed=54321, graphics=1.0).batch(cfg.val_clips)
     return ClipSampler(photos, frames=9, size=cfg.val_size, seed=12345).batch(cfg.val_clips)
 
 
@@ -401,6 +404,9 @@ def train(cfg: Config, resume: bool = True) -> dict:
         avg.load_state_dict(model.state_dict())
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = _val_clips(cfg).to(device)
+    # a run on drawn scenes also scores drawn ones (logged beside the photos; the best checkpoint
+    # stays the photos' choice, so a run's score means the same with and without --graphics)
+    drawn = _val_clips(cfg, drawn=True).to(device) if cfg.graphics else None
     vsteps = val_steps(cfg)
     model.train()
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convs once
@@ -413,13 +419,14 @@ def train(cfg: Config, resume: bool = True) -> dict:
         batches = (_Prefetch if cfg.prefetch else _InLine)(sampler, cfg.batch)  # in this process
     try:
         with open(run / "log.txt", "a") as log:
-            return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device, avg)
+            return _train_loop(cfg, model, prior, opt, batches, state, clips, vsteps, run, log, device, avg, drawn)
     finally:
         batches.close()
 
 
 def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: torch.Tensor,
-                vsteps: list[float], run: Path, log, device: torch.device, avg=None) -> dict:
+                vsteps: list[float], run: Path, log, device: torch.device, avg=None,
+                drawn: torch.Tensor | None = None) -> dict:
     """The steps of ``train`` until its step or time budget is spent."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -492,6 +499,8 @@ def _train_loop(cfg: Config, model, prior, opt, batches, state: dict, clips: tor
                 mid = rec["points"][1]
                 score = 10 ** (-mid["psnr"] / 10) + cfg.lam * mid["bpp"]  # val mse + lam * bpp
                 rec["score"] = score
+                if drawn is not None:
+                    rec["drawn"] = validate(scored, prior, drawn, vsteps)
                 with open(run / "val.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 log.write("val " + json.dumps(rec) + "\n")
