@@ -309,6 +309,7 @@ def test_unreachable_rate_stops_at_the_crf_limit_without_extrapolating(frames):
     # the report's row says why its encode is not at the rate it was matched to
     row = {"crf": r.q, "target_bpp": 40.0, "psnr_at_target": r.psnr_at_target}
     assert baseline_setting(row) == "crf 0 (target 40.0000 bpp not reached)"
+    assert baseline_setting(row, short=True) == "0 (limit)"  # the terminal's table keeps its columns
     assert baseline_setting({**row, "crf": 23.5, "psnr_at_target": 31.0}) == "crf 23.5"
 
 

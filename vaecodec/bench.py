@@ -320,12 +320,14 @@ def _setting(s: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in s.items()) or "default"
 
 
-def baseline_setting(c: dict) -> str:
+def baseline_setting(c: dict, short: bool = False) -> str:
     """A baseline row's setting. Where vaecodec's rate is out of the baseline's CRF range, the
     search ends at the CRF limit for each such point, and the row says so rather than
-    repeating one encode unexplained."""
-    crf = f"crf {c['crf']:g}"
-    return crf if c["psnr_at_target"] is not None else f"{crf} (target {c['target_bpp']:.4f} bpp not reached)"
+    repeating one encode unexplained (``short``: for the terminal's table)."""
+    crf = f"{c['crf']:g}" if short else f"crf {c['crf']:g}"
+    if c["psnr_at_target"] is not None:
+        return crf
+    return f"{crf} (limit)" if short else f"{crf} (target {c['target_bpp']:.4f} bpp not reached)"
 
 
 def _print(console: Console, report: dict) -> None:
@@ -336,8 +338,9 @@ def _print(console: Console, report: dict) -> None:
             title=f"{Path(src['path']).name}: {src['width']}x{src['height']}, {src['frames']} frames"
                   + (f" from {src['start']:g} s" if src.get("start") else ""),
             box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
-            caption="setting: vaecodec options or the baseline's CRF. worst: lowest frame PSNR. flick: mean "
-            "|Δerror| between frames. @rate: PSNR interpolated to vaecodec's bpp. Δ: vaecodec PSNR − @rate.",
+            caption="setting: vaecodec options or the baseline's CRF ((limit): its range ends before vaecodec's rate). "
+            "worst: lowest frame PSNR. flick: mean |Δerror| between frames. @rate: PSNR interpolated to vaecodec's "
+            "bpp. Δ: vaecodec PSNR − @rate.",
         )
         for col in ("codec", "setting", "bpp", "PSNR", "Y-PSNR", "worst", "SSIM-Y", "flick", "@rate", "Δ"):
             t.add_column(col, justify="left" if col in ("codec", "setting") else "right", no_wrap=True)
@@ -346,7 +349,7 @@ def _print(console: Console, report: dict) -> None:
             ours = c["name"] == "vaecodec"
             t.add_row(
                 c["name"],
-                _setting(c["setting"]) if ours else baseline_setting(c),
+                _setting(c["setting"]) if ours else baseline_setting(c, short=True),
                 _fmt(c["bpp"], ".4f"),
                 _fmt(c["psnr"]),
                 _fmt(q["psnr_y"]),
